@@ -1,0 +1,3 @@
+from medsae.cli import main
+
+main()

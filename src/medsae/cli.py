@@ -1,0 +1,75 @@
+"""The ``medsae`` command line: a thin layer over the library, one subcommand per stage.
+
+Each subpackage registers its own commands (``register(app)`` in its ``cli`` module); heavy
+imports happen inside the commands so that ``medsae --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from medsae import __version__
+from medsae.errors import MedsaeError
+
+app = typer.Typer(
+    name="medsae",
+    help="Sparse autoencoders for medical-imaging foundation models: "
+    "volumes -> slices -> embeddings -> SAEs -> evaluation -> interpretation -> report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES = (
+    "medsae.data.cli",
+    "medsae.encode.cli",
+    "medsae.sae.cli",
+    "medsae.evaluate.cli",
+    "medsae.interpret.cli",
+    "medsae.interpret.search_cli",
+    "medsae.report.cli",
+    "medsae.serve.cli",
+    "medsae.pipeline_cli",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medsae {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """medsae command line."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Entry point: known errors print one clear line and exit 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except MedsaeError as e:
+        from medsae.progress import console
+
+        console.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

@@ -1,0 +1,136 @@
+"""The embedding store: float matrices in shards, rows aligned with the slice table.
+
+``WS/embeddings/<encoder>/``
+    ``store.json``          ``{"encoder", "dim", "dtype", "n_rows", "shards": [{"file", "start",
+                            "stop"}], ...}`` plus whatever the encoder records (weights
+                            fingerprint, preprocessing, norms summary)
+    ``shard-00000.npy``...  ``(stop - start, dim)`` float32 (or float16), row ``r`` of shard
+                            ``s`` is slice ``s.start + r``
+
+Normalisation (e.g. the paper's per-sample L2) is a transform applied when reading
+(:meth:`EmbeddingStore.read`), never baked into the stored values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from medsae.errors import ArtifactError
+
+STORE_FILE = "store.json"
+Normalize = Literal["none", "l2"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    file: str
+    start: int
+    stop: int
+
+
+def normalize_rows(x: np.ndarray, normalize: Normalize) -> np.ndarray:
+    """Apply a read-time transform: ``none`` or per-row ``l2`` (rows of zero norm stay zero)."""
+    if normalize == "none":
+        return x
+    if normalize == "l2":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return x / np.maximum(norms, 1e-12)
+    raise ValueError(f"unknown normalisation {normalize!r}; expected 'none' or 'l2'")
+
+
+class EmbeddingStore:
+    """Read access to one encoder's embeddings (memory-mapped shards)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / STORE_FILE
+        if not meta_path.is_file():
+            raise ArtifactError(f"{meta_path}: embedding store not found; run `medsae encode` first")
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        self.encoder: str = self.meta["encoder"]
+        self.dim: int = int(self.meta["dim"])
+        self.n_rows: int = int(self.meta["n_rows"])
+        self.shards = [Shard(s["file"], int(s["start"]), int(s["stop"])) for s in self.meta["shards"]]
+        covered = sum(s.stop - s.start for s in self.shards)
+        if covered != self.n_rows:
+            raise ArtifactError(f"{self.folder}: shards cover {covered} rows, store says {self.n_rows}")
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def _shard_array(self, shard: Shard) -> np.ndarray:
+        arr = np.load(self.folder / shard.file, mmap_mode="r")
+        if arr.shape != (shard.stop - shard.start, self.dim):
+            raise ArtifactError(
+                f"{self.folder / shard.file}: shape {arr.shape}, expected "
+                f"{(shard.stop - shard.start, self.dim)}"
+            )
+        return arr
+
+    def read(self, rows: np.ndarray | slice | None = None, normalize: Normalize = "none") -> np.ndarray:
+        """Rows as a float32 array (all rows when ``rows`` is None), normalised on the way out."""
+        if rows is None:
+            rows = slice(0, self.n_rows)
+        if isinstance(rows, slice):
+            idx = np.arange(self.n_rows)[rows]
+        else:
+            idx = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(idx), self.dim), dtype=np.float32)
+        if len(idx) == 0:
+            return out
+        if idx.min() < 0 or idx.max() >= self.n_rows:
+            raise IndexError(f"row index out of range for {self.n_rows} rows in {self.folder}")
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        for shard in self.shards:
+            lo, hi = np.searchsorted(sorted_idx, [shard.start, shard.stop])
+            if lo == hi:
+                continue
+            arr = self._shard_array(shard)
+            out[order[lo:hi]] = arr[sorted_idx[lo:hi] - shard.start]
+        return normalize_rows(out, normalize)
+
+    def iter_chunks(
+        self, chunk_rows: int = 65536, normalize: Normalize = "none"
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream ``(start_row, block)`` in order without loading the whole matrix."""
+        for shard in self.shards:
+            arr = self._shard_array(shard)
+            for lo in range(0, len(arr), chunk_rows):
+                block = np.asarray(arr[lo : lo + chunk_rows], dtype=np.float32)
+                yield shard.start + lo, normalize_rows(block, normalize)
+
+
+def write_store(
+    folder: Path,
+    encoder: str,
+    shards: list[tuple[str, np.ndarray]],
+    extra: dict[str, Any] | None = None,
+) -> EmbeddingStore:
+    """Write shards (name, array) in order and the store metadata; returns the opened store."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    start = 0
+    dim = None
+    dtype = None
+    for name, arr in shards:
+        if arr.ndim != 2:
+            raise ValueError(f"shard {name}: expected a 2-D array, got shape {arr.shape}")
+        dim = arr.shape[1] if dim is None else dim
+        if arr.shape[1] != dim:
+            raise ValueError(f"shard {name}: dimension {arr.shape[1]} != {dim}")
+        dtype = str(arr.dtype)
+        np.save(folder / name, arr)
+        entries.append({"file": name, "start": start, "stop": start + len(arr)})
+        start += len(arr)
+    meta = {"encoder": encoder, "dim": int(dim or 0), "dtype": dtype, "n_rows": start, "shards": entries}
+    meta.update(extra or {})
+    (folder / STORE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    return EmbeddingStore(folder)

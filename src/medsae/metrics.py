@@ -1,0 +1,88 @@
+"""Reconstruction and sparsity metrics: the one place for their formulas.
+
+Notation: ``x`` is an ``(n, d)`` batch of inputs, ``x_hat`` its reconstruction.
+
+* ``fvu`` (fraction of variance unexplained) = sum_ij (x_ij - x_hat_ij)^2 / sum_ij (x_ij - mean_j)^2,
+  where ``mean_j`` is the per-dimension mean over the split.
+* ``r2`` (per-dimension R², the honest form) = 1 - fvu.
+* ``r2_grand_mean`` (the paper's form, reported for comparison only) uses one scalar mean over
+  all entries instead of per-dimension means: 1 - SSE / sum_ij (x_ij - mean)^2. It is inflated
+  whenever dimensions have different means (a random-init encoder reaches 0.91 with it).
+* ``cosine``: mean over rows of cos(x_i, x_hat_i).
+* ``l0``: mean number of non-zero latents per row.
+* dead latents: never non-zero on the split; dense latents: non-zero on more than 10% of rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DENSE_THRESHOLD = 0.10
+
+
+@dataclass
+class ReconstructionAccumulator:
+    """Streams batches and yields exact split-level metrics (sums in float64)."""
+
+    d: int
+    n: int = 0
+    sum_x: np.ndarray = field(init=False)
+    sum_x2: np.ndarray = field(init=False)
+    sse: float = 0.0
+    cos_sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.sum_x = np.zeros(self.d, dtype=np.float64)
+        self.sum_x2 = np.zeros(self.d, dtype=np.float64)
+
+    def update(self, x: np.ndarray, x_hat: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        x_hat = np.asarray(x_hat, dtype=np.float64)
+        if x.shape != x_hat.shape or x.shape[1] != self.d:
+            raise ValueError(f"shape mismatch: x {x.shape}, x_hat {x_hat.shape}, d={self.d}")
+        self.n += len(x)
+        self.sum_x += x.sum(0)
+        self.sum_x2 += (x * x).sum(0)
+        self.sse += float(((x - x_hat) ** 2).sum())
+        num = (x * x_hat).sum(1)
+        den = np.linalg.norm(x, axis=1) * np.linalg.norm(x_hat, axis=1)
+        self.cos_sum += float(np.where(den > 0, num / np.maximum(den, 1e-300), 0.0).sum())
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0:
+            raise ValueError("no rows accumulated")
+        mean_j = self.sum_x / self.n
+        ss_per_dim = float((self.sum_x2 - self.n * mean_j**2).sum())
+        grand = self.sum_x.sum() / (self.n * self.d)
+        ss_grand = float(self.sum_x2.sum() - self.n * self.d * grand**2)
+        fvu = self.sse / ss_per_dim if ss_per_dim > 0 else float("nan")
+        return {
+            "fvu": fvu,
+            "r2": 1.0 - fvu,
+            "r2_grand_mean": 1.0 - self.sse / ss_grand if ss_grand > 0 else float("nan"),
+            "cosine": self.cos_sum / self.n,
+            "mse": self.sse / (self.n * self.d),
+            "n": float(self.n),
+        }
+
+
+def reconstruction_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]:
+    """All reconstruction metrics of one split held in memory (see module docstring)."""
+    acc = ReconstructionAccumulator(d=x.shape[1])
+    acc.update(x, x_hat)
+    return acc.result()
+
+
+def firing_stats(fire_counts: np.ndarray, n_rows: int, dense_threshold: float = DENSE_THRESHOLD) -> dict[str, float]:
+    """Dead / dense / alive fractions from per-latent firing counts over ``n_rows`` rows."""
+    fire_counts = np.asarray(fire_counts)
+    freq = fire_counts / max(n_rows, 1)
+    return {
+        "dead_fraction": float((fire_counts == 0).mean()),
+        "alive_fraction": float((fire_counts > 0).mean()),
+        "dense_fraction": float((freq > dense_threshold).mean()),
+        "n_dead": float((fire_counts == 0).sum()),
+        "n_dense": float((freq > dense_threshold).sum()),
+    }
