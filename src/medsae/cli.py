@@ -56,20 +56,14 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point: known errors print one clear line and exit 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()
     except MedsaeError as e:
         from medsae.progress import console
 
         console.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
         sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
+    except KeyboardInterrupt:
+        from medsae.progress import console
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+        console.print("[yellow]interrupted; finished artifacts are intact and the stage resumes on rerun[/yellow]")
+        sys.exit(130)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-_VERTEBRAE_CT = (
-    ("vertebrae_S1",)
-    + tuple(f"vertebrae_L{i}" for i in range(5, 0, -1))
-    + tuple(f"vertebrae_T{i}" for i in range(12, 0, -1))
-    + tuple(f"vertebrae_C{i}" for i in range(7, 0, -1))
+_VERTEBRAE_CT: tuple[str, ...] = (
+    "vertebrae_S1",
+    *(f"vertebrae_L{i}" for i in range(5, 0, -1)),
+    *(f"vertebrae_T{i}" for i in range(12, 0, -1)),
+    *(f"vertebrae_C{i}" for i in range(7, 0, -1)),
 )
 
 CT_STRUCTURES: tuple[str, ...] = (

@@ -99,9 +99,12 @@ def read_anatomy(slices_dir: Path, mmap: bool = True) -> Anatomy:
     d = Path(slices_dir)
     try:
         structures = json.loads((d / STRUCTURES_FILE).read_text())
-        mode = "r" if mmap else None
-        presence = np.load(d / PRESENCE_FILE, mmap_mode=mode)
-        area = np.load(d / AREA_FILE, mmap_mode=mode)
+        if mmap:
+            presence = np.load(d / PRESENCE_FILE, mmap_mode="r")
+            area = np.load(d / AREA_FILE, mmap_mode="r")
+        else:
+            presence = np.load(d / PRESENCE_FILE)
+            area = np.load(d / AREA_FILE)
     except FileNotFoundError as e:
         raise ArtifactError(f"{e.filename}: anatomy labels not found; run `medsae prepare`") from e
     if presence.shape != area.shape or presence.shape[1] != len(structures):
