@@ -2,8 +2,81 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from medsae.errors import InputError
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> dict; values are parsed as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--option {item}", "expected key=value")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw else ""
+    return out
 
 
 def register(app: typer.Typer) -> None:
     """Add this subpackage's commands to the main app."""
+
+    @app.command("encoders")
+    def encoders_cmd() -> None:
+        """List the encoders (built-in and from plugins) with their dimension and availability."""
+        from rich.table import Table
+
+        from medsae.encode.registry import list_encoders
+        from medsae.progress import console
+
+        table = Table(title="medsae encoders")
+        for col in ("name", "dim", "available", "note", "description", "source"):
+            table.add_column(col)
+        for info in list_encoders():
+            table.add_row(
+                info.name, info.dim, "[green]yes[/green]" if info.available else "[red]no[/red]",
+                info.note, info.summary, info.source,
+            )
+        console.print(table)
+
+    @app.command("encode")
+    def encode_cmd(
+        workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder (with a finished slices/)."),
+        encoder: str = typer.Option("efficientnet-lite0", "--encoder", "-e", help="Encoder name (see `medsae encoders`)."),
+        option: list[str] = typer.Option(None, "--option", "-o", help="Encoder option key=value (repeatable)."),
+        name: str = typer.Option(None, "--name", help="Store name under WS/embeddings/ (default: the encoder's name)."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+        workers: int = typer.Option(1, "--workers", help="Background loader threads (0: none)."),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        shard_rows: int = typer.Option(4096, "--shard-rows", help="Rows per shard (unit of resume and job splits)."),
+        shard_index: int = typer.Option(0, "--shard-index", help="This job's index in a job array."),
+        num_shards: int = typer.Option(1, "--num-shards", help="Number of jobs in the job array."),
+        merge_only: bool = typer.Option(False, "--merge-only", help="Only assemble the store from finished job parts."),
+        backend: str = typer.Option("local", "--backend", help="local | ray."),
+        ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
+        ray_actors: int = typer.Option(None, "--ray-actors", help="Number of encoder actors."),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 | float16 storage."),
+        force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
+    ) -> None:
+        """Encode every slice of a workspace into WS/embeddings/<name>/ (resumable, shardable)."""
+        from medsae.config import build_config
+        from medsae.encode.config import EncodeConfig
+        from medsae.encode.stage import encode
+        from medsae.progress import console
+
+        data: dict[str, Any] = {
+            "encoder": encoder, "options": parse_options(option), "name": name, "batch_size": batch_size,
+            "workers": workers, "threads": threads, "device": device, "shard_rows": shard_rows,
+            "shard_index": shard_index, "num_shards": num_shards, "merge_only": merge_only,
+            "backend": backend, "ray_address": ray_address, "ray_actors": ray_actors, "dtype": dtype,
+        }
+        config = build_config(EncodeConfig, {k: v for k, v in data.items() if v is not None}, "command line")
+        outcome = encode(workspace, config, force=force)
+        counts = outcome.manifest.get("counts", {})
+        console.print(f"{outcome.stage}: {outcome.status} {outcome.path} ({counts.get('rows', '?')} rows, dim {counts.get('dim', '?')})")

@@ -14,6 +14,7 @@ Normalisation (e.g. the paper's per-sample L2) is a transform applied when readi
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,73 @@ class EmbeddingStore:
                 yield shard.start + lo, normalize_rows(block, normalize)
 
 
+def shard_name(number: int) -> str:
+    """File name of shard ``number`` (``shard-00003.npy``)."""
+    return f"shard-{number:05d}.npy"
+
+
+def save_shard(folder: Path, name: str, arr: np.ndarray) -> Path:
+    """Write one shard atomically (temporary file, then rename): a kill never leaves half a shard."""
+    folder = Path(folder)
+    final = folder / name
+    tmp = folder / f".{name}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(arr))
+    os.replace(tmp, final)
+    return final
+
+
+def shard_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of a finished ``.npy`` shard, or None when missing or unreadable."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return tuple(arr.shape), arr.dtype
+
+
+def norms_summary(store: EmbeddingStore, chunk_rows: int = 65536) -> dict[str, float]:
+    """Summary of the per-row L2 norms ``||x_i||_2`` (min, mean, max and the 1/50/99th percentiles)."""
+    parts = [np.linalg.norm(block, axis=1) for _, block in store.iter_chunks(chunk_rows)]
+    if not parts:
+        return {}
+    norms = np.concatenate(parts)
+    p01, p50, p99 = np.percentile(norms, [1, 50, 99])
+    return {
+        "min": float(norms.min()),
+        "mean": float(norms.mean()),
+        "max": float(norms.max()),
+        "p01": float(p01),
+        "p50": float(p50),
+        "p99": float(p99),
+    }
+
+
+def write_store_meta(
+    folder: Path,
+    encoder: str,
+    shards: list[Shard],
+    dim: int,
+    dtype: str | None,
+    extra: dict[str, Any] | None = None,
+) -> EmbeddingStore:
+    """Write ``store.json`` for shards already on disk (in row order); returns the opened store."""
+    folder = Path(folder)
+    start = 0
+    entries = []
+    for shard in shards:
+        if shard.start != start:
+            raise ValueError(f"shard {shard.file} starts at row {shard.start}, expected {start}")
+        entries.append({"file": shard.file, "start": shard.start, "stop": shard.stop})
+        start = shard.stop
+    meta: dict[str, Any] = {"encoder": encoder, "dim": int(dim), "dtype": dtype, "n_rows": start, "shards": entries}
+    meta.update(extra or {})
+    tmp = folder / f".{STORE_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, folder / STORE_FILE)
+    return EmbeddingStore(folder)
+
+
 def write_store(
     folder: Path,
     encoder: str,
@@ -127,10 +195,7 @@ def write_store(
         if arr.shape[1] != dim:
             raise ValueError(f"shard {name}: dimension {arr.shape[1]} != {dim}")
         dtype = str(arr.dtype)
-        np.save(folder / name, arr)
-        entries.append({"file": name, "start": start, "stop": start + len(arr)})
+        save_shard(folder, name, arr)
+        entries.append(Shard(name, start, start + len(arr)))
         start += len(arr)
-    meta = {"encoder": encoder, "dim": int(dim or 0), "dtype": dtype, "n_rows": start, "shards": entries}
-    meta.update(extra or {})
-    (folder / STORE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    return EmbeddingStore(folder)
+    return write_store_meta(folder, encoder, entries, int(dim or 0), dtype, extra)

@@ -1,1 +1,38 @@
-"""medsae.sae"""
+"""medsae.sae: sparse autoencoders (TopK, BatchTopK, Matryoshka, ReLU) on embeddings.
+
+Public API (imported lazily so that ``medsae --help`` does not import torch)::
+
+    load_sae(run_folder)                     a trained SAE (see docs/ARTIFACTS.md "saes")
+    train(workspace, encoder, config)        the ``train`` stage (a grid of runs)
+    write_codes(workspace, encoder, run)     the ``codes`` stage
+    TrainConfig, SAEConfig, CodesConfig      configs
+    REGISTRY, build_sae                      architecture registry
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_sae": "medsae.sae.checkpoint",
+    "save_sae": "medsae.sae.checkpoint",
+    "train": "medsae.sae.stage",
+    "write_codes": "medsae.sae.stage",
+    "TrainConfig": "medsae.sae.config",
+    "SAEConfig": "medsae.sae.config",
+    "CodesConfig": "medsae.sae.config",
+    "expand_grid": "medsae.sae.config",
+    "run_name": "medsae.sae.config",
+    "REGISTRY": "medsae.sae.registry",
+    "build_sae": "medsae.sae.registry",
+    "SparseAutoencoder": "medsae.sae.base",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'medsae.sae' has no attribute {name!r}")

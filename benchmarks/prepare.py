@@ -1,0 +1,98 @@
+"""Benchmark of ``medsae prepare`` on large phantom CT volumes (512 x 512 x 400, 117 masks).
+
+Prints JSON and writes benchmarks/results/prepare.json:
+
+* ``seconds_per_volume``: wall seconds per volume with one worker;
+* ``peak_rss_mb``: the largest resident set of any process of the run (per worker);
+* ``slices_per_second``: slices written per wall second, per worker count;
+* ``workers``: the worker counts measured, with per-count figures under ``runs``.
+
+Targets: <= 30 s per volume on one core, <= 4 GB per worker, near-linear scaling.
+``--quick`` uses 256 x 256 x 200 volumes.
+
+Usage::
+
+    python benchmarks/prepare.py [--quick] [--volumes 2] [--workers 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUN = """
+import sys
+from medsae.data import PrepareConfig, prepare
+prepare(sys.argv[1], PrepareConfig(source=sys.argv[2], workers=int(sys.argv[3])), force=True)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="256 x 256 x 200 volumes")
+    ap.add_argument("--volumes", type=int, default=2, help="CT volumes to prepare")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "prepare.json"))
+    args = ap.parse_args()
+
+    from medsae.data import PhantomConfig, make_phantom
+
+    size, n_slices = (256, 200) if args.quick else (512, 400)
+    with tempfile.TemporaryDirectory(prefix="medsae-bench-") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        make_phantom(root / "data", PhantomConfig(ct_subjects=args.volumes, mri_subjects=0,
+                                                  size_xy=size, n_slices=n_slices, seed=0))
+        phantom_s = time.perf_counter() - t0
+        runs = {}
+        for w in args.workers:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", RUN, str(root / f"ws{w}"), str(root / "data" / "ct"), str(w)],
+                           check=True, env={"MEDSAE_PROGRESS": "0", **_env()})
+            seconds = time.perf_counter() - t0
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            manifest = json.loads((root / f"ws{w}" / "slices" / "manifest.json").read_text())
+            n = int(manifest["counts"]["slices"])
+            runs[str(w)] = {
+                "seconds": round(seconds, 2),
+                "seconds_per_volume": round(seconds / args.volumes, 2),
+                "slices": n,
+                "slices_per_second": round(n / seconds, 1),
+                "peak_rss_mb": round(max(peak, before) / 1024.0, 1),
+            }
+    first = runs[str(args.workers[0])]
+    result = {
+        "benchmark": "prepare",
+        "volume_shape": [size, size, n_slices],
+        "masks_per_volume": 117,
+        "volumes": args.volumes,
+        "seconds_per_volume": first["seconds_per_volume"],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
+        "slices_per_second": {w: r["slices_per_second"] for w, r in runs.items()},
+        "workers": args.workers,
+        "runs": runs,
+        "phantom_seconds": round(phantom_s, 1),
+        "quick": args.quick,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+if __name__ == "__main__":
+    main()

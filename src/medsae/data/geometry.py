@@ -1,0 +1,147 @@
+"""Orientation and slice geometry: canonical RAS volumes, one display convention per plane.
+
+Volumes are brought to the closest canonical orientation (RAS+: array index ``i`` grows
+towards the patient's right, ``j`` towards anterior, ``k`` towards superior). Slices are then
+shown in the radiological convention:
+
+========  ===========  ====================  ====================
+plane     cut along    image left            image top
+========  ===========  ====================  ====================
+axial     k (S-I)      patient right         anterior
+coronal   j (A-P)      patient right         superior
+sagittal  i (R-L)      anterior              superior
+========  ===========  ====================  ====================
+
+Voxels need not be square in the slice plane: each slice is resampled so that its pixels
+are square (the longer physical side fills the output size), then padded (or centre
+cropped) to a square.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+from PIL import Image
+
+PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+def canonical_transform(affine: np.ndarray) -> np.ndarray:
+    """The orientation transform (nibabel ``ornt``) from an image's axes to RAS."""
+    return ornt_transform(io_orientation(affine), axcodes2ornt(("R", "A", "S")))
+
+
+def reorient(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Apply an orientation transform to the first three axes (a view: flips and transposes)."""
+    return apply_orientation(array, ornt)
+
+
+def canonical_affine(affine: np.ndarray, shape: tuple[int, ...], ornt: np.ndarray) -> np.ndarray:
+    """The affine of the reoriented array (as ``nibabel.as_closest_canonical`` computes it)."""
+    from nibabel.orientations import inv_ornt_aff
+
+    return np.asarray(affine @ inv_ornt_aff(ornt, shape[:3]))
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel edge lengths in mm along the three array axes."""
+    return np.asarray(nib.affines.voxel_sizes(affine), dtype=np.float64)
+
+
+def display_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """Slice ``index`` of a canonical (RAS) volume as a 2D image in the display convention.
+
+    Rows run top to bottom, columns left to right (see the module docstring).
+    Extra trailing axes (channels) are kept.
+    """
+    if plane == "axial":  # rows: anterior -> posterior (j descending); cols: right -> left (i descending)
+        sl = volume[::-1, ::-1, index]
+        return np.swapaxes(sl, 0, 1)
+    if plane == "coronal":  # rows: superior -> inferior; cols: right -> left
+        sl = volume[::-1, index, ::-1]
+        return np.swapaxes(sl, 0, 1)
+    if plane == "sagittal":  # rows: superior -> inferior; cols: anterior -> posterior
+        sl = volume[index, ::-1, ::-1]
+        return np.swapaxes(sl, 0, 1)
+    raise ValueError(f"unknown plane {plane!r}; expected axial, coronal or sagittal")
+
+
+def in_plane_axes(plane: str) -> tuple[int, int]:
+    """(row axis, column axis) of the canonical volume for a plane's display image."""
+    return {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}[plane]
+
+
+@dataclass(frozen=True)
+class SliceLayout:
+    """How a plane's native slices (rows x cols voxels) become S x S square-pixel images."""
+
+    rows: int
+    cols: int
+    scaled_rows: int  # size after resampling to square pixels
+    scaled_cols: int
+    size: int
+    pixel_mm: float  # spacing of the output pixels
+    row_keep: tuple[int, int]  # native row range that ends up in the image (crop mode)
+    col_keep: tuple[int, int]
+
+
+def slice_layout(
+    rows: int, cols: int, row_mm: float, col_mm: float, size: int, square: str = "pad"
+) -> SliceLayout:
+    """Resampling and padding/cropping of one plane's slices.
+
+    ``pad``: the longer physical side maps to ``size`` pixels, the other is scaled by the
+    same factor (square pixels) and padded with 0. ``crop``: the shorter side maps to
+    ``size`` and the centre of the longer side is kept.
+    """
+    height_mm, width_mm = rows * row_mm, cols * col_mm
+    if square == "pad":
+        pixel_mm = max(height_mm, width_mm) / size
+    elif square == "crop":
+        pixel_mm = min(height_mm, width_mm) / size
+    else:
+        raise ValueError(f"square must be 'pad' or 'crop', got {square!r}")
+    scaled_rows = max(1, int(round(height_mm / pixel_mm)))
+    scaled_cols = max(1, int(round(width_mm / pixel_mm)))
+    row_keep, col_keep = (0, rows), (0, cols)
+    if square == "crop":
+        row_keep = _native_keep(rows, scaled_rows, size)
+        col_keep = _native_keep(cols, scaled_cols, size)
+    return SliceLayout(rows, cols, scaled_rows, scaled_cols, size, pixel_mm, row_keep, col_keep)
+
+
+def _native_keep(native: int, scaled: int, size: int) -> tuple[int, int]:
+    if scaled <= size:
+        return 0, native
+    start = (scaled - size) // 2
+    lo = int(np.floor(start * native / scaled))
+    hi = int(np.ceil((start + size) * native / scaled))
+    return max(0, lo), min(native, hi)
+
+
+def fit_square(image: np.ndarray, layout: SliceLayout) -> np.ndarray:
+    """Resample a uint8 display image to square pixels and pad/crop it to ``size x size``.
+
+    Bilinear interpolation (antialiased when shrinking); channels (a trailing axis of 3) are
+    kept.
+    """
+    size = layout.size
+    if image.shape[:2] != (layout.rows, layout.cols):
+        raise ValueError(f"slice shape {image.shape[:2]} does not match layout {(layout.rows, layout.cols)}")
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    if (layout.scaled_rows, layout.scaled_cols) != (layout.rows, layout.cols):
+        pil = pil.resize((layout.scaled_cols, layout.scaled_rows), Image.Resampling.BILINEAR)
+    scaled = np.asarray(pil)
+    out_shape = (size, size) + image.shape[2:]
+    out = np.zeros(out_shape, dtype=np.uint8)
+    r0 = (size - scaled.shape[0]) // 2
+    c0 = (size - scaled.shape[1]) // 2
+    sr0, dr0 = (0, r0) if r0 >= 0 else (-r0, 0)
+    sc0, dc0 = (0, c0) if c0 >= 0 else (-c0, 0)
+    nr = min(scaled.shape[0] - sr0, size - dr0)
+    nc = min(scaled.shape[1] - sc0, size - dc0)
+    out[dr0 : dr0 + nr, dc0 : dc0 + nc] = scaled[sr0 : sr0 + nr, sc0 : sc0 + nc]
+    return out

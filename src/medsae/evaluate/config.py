@@ -1,0 +1,141 @@
+"""Configuration of the ``evaluate`` and ``rank`` stages (pydantic, saved in the manifests)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from medsae.config import StageConfig
+
+Part = Literal["reconstruction", "probes", "recovery", "monosemanticity", "concepts"]
+PARTS: tuple[Part, ...] = ("reconstruction", "probes", "recovery", "monosemanticity", "concepts")
+Split = Literal["train", "val", "test"]
+
+
+class EvaluateConfig(StageConfig):
+    """How one SAE run is evaluated (``WS/eval/<encoder>/<run>/``)."""
+
+    parts: list[Part] = Field(
+        default_factory=lambda: list(PARTS),
+        description="Parts to run; the others are recorded as skipped in skipped_tasks.json. "
+        "'recovery' needs 'probes' (the dense ROC-AUC is its denominator) and runs them if asked.",
+    )
+    seed: int = Field(
+        default=0, description="Seed of every random choice (training sample, baselines)."
+    )
+    batch_size: int = Field(
+        default=4096, ge=1, description="Rows per batch when streaming embeddings through the SAE."
+    )
+    headline_split: Split = Field(
+        default="test",
+        description="Split whose figures go into summary.json (r2, l0, alive, recovery, AUROC).",
+    )
+    # Probes
+    max_train: int = Field(
+        default=10_000,
+        ge=10,
+        description="Training slices for every probe (seeded sample of the train split; paper: 10,000).",
+    )
+    max_eval: int | None = Field(
+        default=50_000,
+        ge=10,
+        description="Cap on the validation and test slices scored (seeded sample); None = all.",
+    )
+    min_examples: int = Field(
+        default=10,
+        ge=1,
+        description="A task is kept only when every class has at least this many slices in the training "
+        "sample, the validation split and the test split; otherwise it is skipped with the reason.",
+    )
+    l2_grid: list[float] = Field(
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1],
+        description="L2 strengths (lambda, on the class-balanced mean log-loss) tried for every probe; "
+        "each one-vs-rest classifier keeps the one with the best validation ROC-AUC.",
+    )
+    max_iter: int = Field(
+        default=150, ge=1, description="L-BFGS iterations of a probe fit (all tasks jointly)."
+    )
+    dense_normalize: Literal["none", "l2"] = Field(
+        default="l2",
+        description="Read-time transform of dense embeddings before standardisation (paper: l2).",
+    )
+    structure_tasks: bool = Field(
+        default=True, description="Probe the presence of every structure."
+    )
+    group_tasks: bool = Field(
+        default=True, description="Probe the presence of every anatomical group."
+    )
+    # Recovery
+    recovery_ns: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 5, 10, 20, 50, 100],
+        description="Numbers of sparse features kept per one-vs-rest classifier.",
+    )
+    recovery_methods: list[Literal["l1", "mean_diff"]] = Field(
+        default_factory=lambda: ["l1", "mean_diff"],
+        description="Feature selection rules: 'l1' = order of entry on an L1-regularised logistic path; "
+        "'mean_diff' = top |mean(pos) - mean(neg)| of the raw codes (SAEBench sparse probing).",
+    )
+    headline_method: Literal["l1", "mean_diff"] = Field(
+        default="l1", description="Selection rule whose recovery at 10 is the headline figure."
+    )
+    l1_path_length: int = Field(
+        default=20, ge=2, description="Number of lambdas on the L1 path (geometric)."
+    )
+    l1_path_ratio: float = Field(
+        default=1e-3, gt=0, lt=1, description="Smallest lambda / largest lambda on the L1 path."
+    )
+    l1_iter: int = Field(
+        default=20, ge=1, description="Proximal-gradient iterations per lambda of the L1 path."
+    )
+    # Monosemanticity
+    mono_splits: list[Split] = Field(
+        default_factory=lambda: ["val"],
+        description="Splits whose slices are searched for top activations (paper: val).",
+    )
+    mono_top_n: int = Field(
+        default=10,
+        ge=2,
+        description="Top-activating slices per feature, one per subject (paper: 10).",
+    )
+    mono_baseline_draws: int = Field(
+        default=200, ge=1, description="Random sets drawn for the coherence baseline."
+    )
+    mono_top_features: int = Field(
+        default=10,
+        ge=1,
+        description="Config score = mean score of this many best-scoring features (paper: 10).",
+    )
+    # Concepts
+    concept_splits: list[Split] = Field(
+        default_factory=lambda: ["val", "test"],
+        description="Held-out splits on which concepts are matched.",
+    )
+    concept_min_fires: int = Field(
+        default=5, ge=1, description="A latent needs this many firing slices to get a concept."
+    )
+
+    @field_validator("recovery_ns")
+    @classmethod
+    def _sorted_ns(cls, v: list[int]) -> list[int]:
+        if not v or any(n < 1 for n in v):
+            raise ValueError("recovery_ns must be positive integers")
+        return sorted(set(v))
+
+    @field_validator("l2_grid")
+    @classmethod
+    def _positive_grid(cls, v: list[float]) -> list[float]:
+        if not v or any(x <= 0 for x in v):
+            raise ValueError("l2_grid must hold positive numbers")
+        return sorted(set(v))
+
+
+class RankConfig(StageConfig):
+    """How configurations are ranked (``WS/ranking/``), the paper's Table 1."""
+
+    rank_within_encoder: bool = Field(
+        default=True,
+        description="Rank configurations within each encoder (the paper ranks each model's grid); "
+        "the overall rank always compares every row.",
+    )
+    figure_dpi: int = Field(default=120, ge=50, description="Resolution of the PNG figures.")

@@ -1,0 +1,131 @@
+"""Reconstruction and sparsity of an SAE, per split and per Matryoshka level.
+
+Streams the embedding store in batches through any object with ``preprocess``, ``encode``,
+``decode(codes, level=None)`` and ``cfg.levels`` (the interface of ``medsae.sae.load_sae``),
+comparing ``preprocess(x)`` with ``decode(encode(x), level)`` for every level ``L`` (the
+reconstruction from the first ``L`` latents). Formulas (:mod:`medsae.metrics`):
+
+* ``r2`` = 1 - SSE / sum_j sum_i (x_ij - mean_j)^2 (per-dimension means), ``fvu`` = 1 - r2;
+* ``r2_grand_mean``: the paper's form, one scalar mean over all entries; reported for
+  comparison only (it is inflated when dimensions have different means);
+* ``cosine``: mean over slices of cos(x_i, x_hat_i);
+* ``l0``: mean number of non-zero latents among the first ``L`` per slice;
+* ``dead_fraction``: latents (of the first ``L``) that never fire on the split;
+  ``dense_fraction``: latents firing on more than 10% of the split's slices;
+  ``alive_fraction`` = 1 - dead_fraction.
+
+The split ``all`` pools every slice. :func:`sparsity_from_codes` gives the sparsity figures
+from stored codes alone (when no checkpoint is available).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from medsae.encode.store import EmbeddingStore
+from medsae.metrics import ReconstructionAccumulator, firing_stats
+
+
+class SAELike(Protocol):
+    """What reconstruction needs of an SAE."""
+
+    cfg: Any
+
+    def preprocess(self, x_bd: torch.Tensor) -> torch.Tensor: ...
+
+    def encode(self, x_bd: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, codes_bn: torch.Tensor, level: int | None = None) -> torch.Tensor: ...
+
+
+def _np(t: Any) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().to(torch.float32).cpu().numpy()
+    return np.asarray(t, dtype=np.float32)
+
+
+def sae_levels(sae: SAELike) -> list[int]:
+    """The SAE's Matryoshka prefix sizes (its latent count when it has none)."""
+    levels = list(getattr(sae.cfg, "levels", None) or [])
+    return sorted(int(v) for v in levels) or [int(sae.cfg.n_latents)]
+
+
+def _firing(counts: np.ndarray, n: int, level: int, l0_sum: float) -> dict[str, float]:
+    stats = firing_stats(counts[:level], n)
+    return {
+        "l0": l0_sum / max(n, 1),
+        "dead_fraction": stats["dead_fraction"],
+        "dense_fraction": stats["dense_fraction"],
+        "alive_fraction": stats["alive_fraction"],
+    }
+
+
+def reconstruction_report(
+    sae: SAELike,
+    store: EmbeddingStore,
+    split_of_row: np.ndarray,
+    levels: Sequence[int] | None = None,
+    batch_size: int = 4096,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{split: {str(level): metrics}}`` for every split of ``split_of_row`` and ``all``."""
+    levels = sorted(levels or sae_levels(sae))
+    split_of_row = np.asarray(split_of_row)
+    splits = [*sorted(set(split_of_row.tolist())), "all"]
+    acc = {(s, lv): ReconstructionAccumulator(d=store.dim) for s in splits for lv in levels}
+    n_latents = int(sae.cfg.n_latents)
+    fires = {s: np.zeros(n_latents, dtype=np.int64) for s in splits}
+    l0 = {(s, lv): 0.0 for s in splits for lv in levels}
+    with torch.no_grad():
+        for start, block in store.iter_chunks(chunk_rows=batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+            target = _np(sae.preprocess(x))
+            codes_t = sae.encode(x)
+            codes = _np(codes_t)
+            nz = codes != 0
+            cum = np.cumsum(nz, axis=1)
+            block_split = split_of_row[start : start + len(block)]
+            recon = {lv: _np(sae.decode(codes_t, level=lv)) for lv in levels}
+            for s in splits:
+                m = np.ones(len(block), bool) if s == "all" else block_split == s
+                if not m.any():
+                    continue
+                fires[s] += nz[m].sum(0)
+                for lv in levels:
+                    acc[(s, lv)].update(target[m], recon[lv][m])
+                    l0[(s, lv)] += float(cum[m, lv - 1].sum())
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for s in splits:
+        out[s] = {}
+        for lv in levels:
+            a = acc[(s, lv)]
+            if a.n == 0:
+                continue
+            res = a.result()
+            res.update(_firing(fires[s], a.n, lv, l0[(s, lv)]))
+            out[s][str(lv)] = res
+    return out
+
+
+def sparsity_from_codes(
+    codes: sp.csr_matrix, split_of_row: np.ndarray, levels: Sequence[int]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``l0``, dead / dense / alive fractions per split (and ``all``) and level, from stored codes."""
+    csr = sp.csr_matrix(codes)
+    split_of_row = np.asarray(split_of_row)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for s in [*sorted(set(split_of_row.tolist())), "all"]:
+        rows = np.arange(csr.shape[0]) if s == "all" else np.flatnonzero(split_of_row == s)
+        sub = csr[rows]
+        fires = np.asarray((sub != 0).sum(0)).ravel()
+        out[s] = {}
+        for lv in sorted(levels):
+            l0_sum = float((sub[:, :lv] != 0).sum())
+            res = _firing(fires, len(rows), lv, l0_sum)
+            res["n"] = float(len(rows))
+            out[s][str(lv)] = res
+    return out

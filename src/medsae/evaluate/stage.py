@@ -1,0 +1,323 @@
+"""The ``evaluate`` stage: every part for one SAE run, written to ``WS/eval/<encoder>/<run>/``.
+
+Files: ``reconstruction.json``, ``probes.parquet``, ``recovery.parquet``,
+``monosemanticity.parquet``, ``concepts.parquet``, ``skipped_tasks.json`` and ``summary.json``
+(``r2``, ``l0``, ``alive_fraction``, ``recovery_at_10``, ``monosemanticity``, ``dense_auroc`` and
+more; unknown figures are null, never invented). See docs/evaluate.md for every formula.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medsae.evaluate.config import EvaluateConfig
+from medsae.evaluate.inputs import EvalInputs, input_keys, load_inputs, sample_rows
+from medsae.progress import console
+from medsae.workspace import StageOutcome, StageResult, Workspace, run_stage, write_json_atomic
+
+RECON_NOTE = (
+    "r2 = 1 - SSE / sum of per-dimension variance (fvu = 1 - r2); r2_grand_mean is the paper's "
+    "form (one grand scalar mean), reported for comparison only"
+)
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+class _Run:
+    """One evaluation in progress: inputs, config, results and timings."""
+
+    def __init__(self, inputs: EvalInputs, config: EvaluateConfig) -> None:
+        self.inp = inputs
+        self.cfg = config
+        self.timings: dict[str, float] = {}
+        self.skipped_tasks: list[dict[str, Any]] = []
+        self.skipped_parts: list[dict[str, str]] = []
+        self.summary: dict[str, Any] = {"encoder": inputs.encoder, "run": inputs.run}
+        self.dense_auc: dict[tuple[str, str], float] = {}
+        self._probe_data: dict[str, Any] | None = None
+
+    # -- reconstruction ------------------------------------------------------------------
+    def reconstruction(self, out: Path) -> None:
+        from medsae.evaluate.reconstruction import reconstruction_report, sparsity_from_codes
+
+        split_of_row = self.inp.table["split"].to_numpy()
+        report: dict[str, Any] = {"levels": self.inp.levels, "note": RECON_NOTE}
+        if self.inp.sae_folder is not None:
+            from medsae.sae import load_sae
+
+            sae = load_sae(self.inp.sae_folder)
+            report["source"] = "sae"
+            report["splits"] = reconstruction_report(
+                sae, self.inp.store, split_of_row, self.inp.levels, self.cfg.batch_size
+            )
+        else:
+            report["source"] = "codes"
+            report["splits"] = sparsity_from_codes(self.inp.codes, split_of_row, self.inp.levels)
+            self.skipped_parts.append(
+                {
+                    "part": "reconstruction",
+                    "reason": f"no SAE checkpoint at {self.inp.ws.sae(self.inp.encoder, self.inp.run)}: "
+                    "r2, fvu and cosine not computed; sparsity taken from the stored codes",
+                }
+            )
+        write_json_atomic(out / "reconstruction.json", clean(report))
+        head = report["splits"].get(self.cfg.headline_split, {}).get(str(max(self.inp.levels)), {})
+        for key in (
+            "r2",
+            "r2_grand_mean",
+            "fvu",
+            "cosine",
+            "l0",
+            "alive_fraction",
+            "dead_fraction",
+            "dense_fraction",
+        ):
+            self.summary[key] = head.get(key)
+
+    # -- probes and recovery --------------------------------------------------------------
+    def _prepare_probes(self) -> dict[str, Any]:
+        if self._probe_data is not None:
+            return self._probe_data
+        from medsae.evaluate.probes import scale_sparse, standardize_dense
+        from medsae.evaluate.tasks import derive_tasks, filter_tasks
+
+        cfg, inp = self.cfg, self.inp
+        rows = {
+            "train": sample_rows(inp.rows_of("train"), cfg.max_train, cfg.seed),
+            "val": sample_rows(inp.rows_of("val"), cfg.max_eval, cfg.seed + 1),
+            "test": sample_rows(inp.rows_of("test"), cfg.max_eval, cfg.seed + 2),
+        }
+        tasks, unformed = derive_tasks(
+            inp.table, inp.presence, inp.structures, cfg.structure_tasks, cfg.group_tasks
+        )
+        kept, skipped = filter_tasks(tasks, rows, cfg.min_examples)
+        self.skipped_tasks = unformed + skipped
+        dense = standardize_dense(
+            {k: inp.store.read(r, normalize=cfg.dense_normalize) for k, r in rows.items()}
+        )
+        raw = {k: inp.codes[r] for k, r in rows.items()}
+        sparse, kept_latents = scale_sparse(raw)
+        self._probe_data = {
+            "rows": rows,
+            "tasks": kept,
+            "dense": dense,
+            "sparse": sparse,
+            "raw": raw,
+            "latents": kept_latents,
+        }
+        return self._probe_data
+
+    def probes(self, out: Path) -> None:
+        from medsae.evaluate.probes import run_probes
+
+        d = self._prepare_probes()
+        results: list[dict[str, Any]] = []
+        for kind in ("dense", "sparse"):
+            t0 = time.perf_counter()
+            res, _ = run_probes(
+                d[kind], d["rows"], d["tasks"], self.cfg.l2_grid, self.cfg.max_iter, kind
+            )
+            self.timings[f"probes_{kind}"] = round(time.perf_counter() - t0, 3)
+            results += res
+        frame = pd.DataFrame.from_records(results, columns=PROBE_COLUMNS)
+        frame.to_parquet(out / "probes.parquet", index=False)
+        dense = frame[frame["features"] == "dense"]
+        self.dense_auc = {(r.task, r.split): float(r.roc_auc) for r in dense.itertuples()}
+        head = frame[frame["split"] == self.cfg.headline_split]
+        self.summary["n_tasks"] = len(d["tasks"])
+        self.summary["dense_auroc"] = _mean(head.loc[head["features"] == "dense", "roc_auc"])
+        self.summary["sparse_auroc"] = _mean(head.loc[head["features"] == "sparse", "roc_auc"])
+
+    def recovery(self, out: Path) -> None:
+        from medsae.evaluate.recovery import performance_recovery
+
+        if not self.dense_auc:
+            self.probes(out)
+        d = self._prepare_probes()
+        cfg = self.cfg
+        res = performance_recovery(
+            d["sparse"],
+            d["raw"]["train"][:, d["latents"]],
+            d["rows"],
+            d["tasks"],
+            self.dense_auc,
+            cfg.recovery_ns,
+            cfg.recovery_methods,
+            cfg.l2_grid,
+            max_iter=min(cfg.max_iter, 100),
+            path_length=cfg.l1_path_length,
+            path_ratio=cfg.l1_path_ratio,
+            path_iter=cfg.l1_iter,
+            seed=cfg.seed,
+        )
+        frame = pd.DataFrame.from_records(res, columns=RECOVERY_COLUMNS)
+        frame.to_parquet(out / "recovery.parquet", index=False)
+        head = frame[(frame["split"] == cfg.headline_split) & (frame["n_features"] == 10)]
+        for method in cfg.recovery_methods:
+            sub = head[head["method"] == method]
+            suffix = "" if method == cfg.headline_method else f"_{method}"
+            self.summary[f"recovery_at_10{suffix}"] = _mean(sub["recovery"])
+            self.summary[f"roc_auc_at_10{suffix}"] = _mean(sub["roc_auc"])
+            self.summary[f"recovery_above_chance_at_10{suffix}"] = _mean(
+                sub["recovery_above_chance"]
+            )
+
+    # -- monosemanticity and concepts -----------------------------------------------------
+    def monosemanticity(self, out: Path) -> None:
+        from medsae.evaluate.monosemanticity import config_score, monosemanticity
+
+        cfg, inp = self.cfg, self.inp
+        rows = inp.rows_of(*cfg.mono_splits)
+        frame, base = monosemanticity(
+            inp.codes[rows],
+            inp.presence[rows],
+            inp.table["subject_key"].to_numpy()[rows],
+            inp.table["slice_id"].to_numpy()[rows],
+            cfg.mono_top_n,
+            None,
+            cfg.mono_baseline_draws,
+            cfg.seed,
+            inp.levels,
+        )
+        frame.drop(columns=["top_rows"]).to_parquet(out / "monosemanticity.parquet", index=False)
+        n_scored = int(frame["scored"].sum())
+        if n_scored == 0:
+            self.skipped_parts.append(
+                {
+                    "part": "monosemanticity",
+                    "reason": f"no feature fires on {cfg.mono_top_n} distinct subjects of "
+                    f"split(s) {cfg.mono_splits} ({len(np.unique(inp.table['subject_key'].to_numpy()[rows]))} subjects there)",
+                }
+            )
+        self.summary["monosemanticity"] = config_score(frame["score"], cfg.mono_top_features)
+        self.summary["monosemanticity_top100"] = config_score(frame["score"], 100)
+        self.summary["monosemanticity_mean"] = _mean(frame["score"])
+        self.summary["monosemanticity_baseline"] = base["baseline"]
+        self.summary["monosemanticity_scored"] = n_scored
+
+    def concepts(self, out: Path) -> None:
+        from medsae.evaluate.concepts import concept_map, labels_from_tasks
+        from medsae.evaluate.tasks import derive_tasks
+
+        cfg, inp = self.cfg, self.inp
+        rows = sample_rows(inp.rows_of(*cfg.concept_splits), cfg.max_eval, cfg.seed + 3)
+        tasks, _ = derive_tasks(inp.table, inp.presence, inp.structures, True, True)
+        frame = concept_map(
+            inp.codes[rows],
+            labels_from_tasks(tasks, rows),
+            cfg.concept_min_fires,
+            cfg.concept_min_fires,
+        )
+        frame.to_parquet(out / "concepts.parquet", index=False)
+        self.summary["concept_latents"] = int(frame["concept"].notna().sum())
+        self.summary["concept_auroc_median"] = (
+            float(frame["auroc"].median()) if frame["auroc"].notna().any() else None
+        )
+
+
+PROBE_COLUMNS = [
+    "task",
+    "kind",
+    "n_classes",
+    "features",
+    "split",
+    "roc_auc",
+    "balanced_accuracy",
+    "f1",
+    "n_train",
+    "n_eval",
+    "l2",
+]
+RECOVERY_COLUMNS = [
+    "task",
+    "kind",
+    "method",
+    "n_features",
+    "split",
+    "roc_auc",
+    "balanced_accuracy",
+    "f1",
+    "dense_roc_auc",
+    "recovery",
+    "recovery_above_chance",
+]
+SUMMARY_KEYS = ("r2", "l0", "alive_fraction", "recovery_at_10", "monosemanticity", "dense_auroc")
+
+
+def _mean(values: Any) -> float | None:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[np.isfinite(arr)]
+    return float(arr.mean()) if len(arr) else None
+
+
+def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> dict[str, Any]:
+    """Run the configured parts into ``out``; returns the summary (also written as summary.json)."""
+    run = _Run(inputs, config)
+    run.summary.update({k: None for k in SUMMARY_KEYS})
+    run.summary.update(headline_split=config.headline_split, headline_method=config.headline_method)
+    parts = list(config.parts)
+    for part in ("reconstruction", "probes", "recovery", "monosemanticity", "concepts"):
+        if part not in parts:
+            run.skipped_parts.append({"part": part, "reason": "not requested (config.parts)"})
+            continue
+        t0 = time.perf_counter()
+        console.print(f"[dim]evaluate {inputs.encoder}/{inputs.run}: {part}[/dim]")
+        getattr(run, part)(out)
+        run.timings[part] = round(time.perf_counter() - t0, 3)
+    run.summary["n_skipped_tasks"] = len(run.skipped_tasks)
+    run.summary["timings"] = run.timings
+    write_json_atomic(
+        out / "skipped_tasks.json", clean({"tasks": run.skipped_tasks, "parts": run.skipped_parts})
+    )
+    summary = clean(run.summary)
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def evaluate(
+    workspace: str | Path | Workspace,
+    encoder: str,
+    run: str,
+    config: EvaluateConfig | None = None,
+    force: bool = False,
+) -> StageOutcome:
+    """Evaluate one SAE run of one encoder (the ``evaluate`` stage, through ``run_stage``).
+
+    Inputs: the ``slices``, ``split``, ``embeddings``, ``codes`` artifacts and ``saes`` when the
+    run has a checkpoint. Raises :class:`~medsae.errors.ArtifactError` when they do not align
+    (row counts, encoder names, latent counts).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    cfg = config or EvaluateConfig()
+    keys = input_keys(ws, encoder, run)
+
+    def build(tmp: Path) -> StageResult:
+        inputs = load_inputs(ws, encoder, run)
+        summary = build_evaluation(inputs, cfg, tmp)
+        return StageResult(
+            counts={
+                "slices": len(inputs.table),
+                "latents": int(inputs.codes.shape[1]),
+                "tasks": summary.get("n_tasks"),
+            },
+            extra={k: summary.get(k) for k in SUMMARY_KEYS},
+        )
+
+    return run_stage(ws.eval(encoder, run), "evaluate", cfg, keys, build, force=force)

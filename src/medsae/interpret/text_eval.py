@@ -1,0 +1,106 @@
+"""Evaluation of text-to-image retrieval on the query suite.
+
+For each query, the retriever returns the top ``n`` slices (one per subject) from a gallery
+(the slices of the held-out splits by default). With ``R`` the results and ``G`` the
+number of subjects in the gallery:
+
+* ``precision_at_n = |{r in R : r satisfies the whole ground-truth filter}| / min(n, G)``
+  (missing results count as misses);
+* per aspect (modality, plane, anatomy, demographics), the same fraction for the aspect's
+  own part of the filter (e.g. ``plane = axial``), over the queries that have that aspect.
+
+``text_precision_at_10`` (the headline) is the mean of ``precision_at_n`` over queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medsae.interpret.ask import TextRetriever
+from medsae.interpret.queries import ASPECT_KEYS, Query, truth_mask
+
+
+def precision_at(result_rows: Sequence[int] | np.ndarray, relevant: np.ndarray, n: int, available: int) -> float:
+    """``|relevant results among the first n| / min(n, available)`` (0 when nothing is available)."""
+    denom = min(n, available)
+    if denom <= 0:
+        return 0.0
+    rows = np.asarray(result_rows, dtype=np.int64)[:n]
+    return float(relevant[rows].sum()) / denom
+
+
+def evaluate_text_retrieval(
+    retriever: TextRetriever,
+    queries: Sequence[Query],
+    table: pd.DataFrame,
+    presence: np.ndarray,
+    structures: Sequence[str],
+    gallery_mask: np.ndarray | None = None,
+    n: int = 10,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Precision@n of every query, overall and per aspect (see the module docstring)."""
+    n_rows = len(table)
+    gallery = np.ones(n_rows, dtype=bool) if gallery_mask is None else np.asarray(gallery_mask, dtype=bool)
+    subjects = retriever.index.subject_ids
+    available = len(np.unique(subjects[gallery]))
+    per_query: list[dict[str, Any]] = []
+    for i, q in enumerate(queries):
+        choices = retriever.choose(q.text)
+        hits = retriever.rank(choices, n, gallery)
+        relevant = truth_mask(q.truth, table, presence, structures)
+        entry: dict[str, Any] = {
+            "id": q.id,
+            "text": q.text,
+            "source": q.source,
+            "precision_at_n": precision_at(hits.rows, relevant, n, available),
+            "results": len(hits),
+            "relevant_subjects_in_gallery": int(len(np.unique(subjects[gallery & relevant]))),
+            "features": [
+                {"latent": c.latent, "weight": round(c.weight, 4), "similarity": round(c.similarity, 4),
+                 "description": c.description, "matched": c.matched}
+                for c in choices
+            ],
+            "aspects": {},
+        }
+        for aspect in q.aspects:
+            sub = q.aspect_truth(aspect)
+            entry["aspects"][aspect] = precision_at(
+                hits.rows, truth_mask(sub, table, presence, structures), n, available
+            )
+        per_query.append(entry)
+        if progress is not None:
+            progress(i + 1)
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    aspects = {
+        a: mean([e["aspects"][a] for e in per_query if a in e["aspects"]]) for a in ASPECT_KEYS
+    }
+    by_source = {
+        s: mean([e["precision_at_n"] for e in per_query if e["source"] == s])
+        for s in sorted({e["source"] for e in per_query})
+    }
+    headline = mean([e["precision_at_n"] for e in per_query])
+    return {
+        "text_precision_at_10" if n == 10 else f"text_precision_at_{n}": headline,
+        "precision_at_n": headline,
+        "n": n,
+        "aspects": aspects,
+        "by_source": by_source,
+        "queries": per_query,
+        "gallery_slices": int(gallery.sum()),
+        "gallery_subjects": available,
+        "mode": retriever.config.mode if retriever.selector is None else "selector",
+        "features_per_query": retriever.config.features,
+        "embedder": retriever.embedder.name,
+        "definitions": {
+            "precision_at_n": "relevant results among the top n (one per subject) / min(n, gallery subjects)",
+            "aspect": "the same fraction for the aspect's part of the ground-truth filter",
+        },
+    }

@@ -1,0 +1,91 @@
+"""The report stage: ``WS/report/index.html`` plus its PNG images, one self-contained folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from medsae.config import StageConfig
+from medsae.report import sections as sec
+from medsae.report.html import page
+from medsae.report.view import WorkspaceView
+from medsae.workspace import StageOutcome, StageResult, Workspace, artifact_key, read_manifest, run_stage
+
+
+class ReportConfig(StageConfig):
+    """How the HTML report is built."""
+
+    encoder: str | None = Field(None, description="Encoder to show (default: the best run's).")
+    run: str | None = Field(None, description="SAE run to show (default: the best run of the ranking).")
+    n_features: int = Field(24, ge=0, le=500, description="Feature cards to show.")
+    top_slices: int = Field(8, ge=1, le=32, description="Top-activating slices per feature card.")
+    thumb_size: int = Field(128, ge=32, le=512, description="Pixel size of the slice images in the report.")
+    fingerprint_examples: int = Field(4, ge=0, le=20, description="Query slices in the fingerprint examples.")
+    k: int = Field(8, ge=1, le=50, description="Results shown per retrieval example.")
+    text_search: Literal["interpret", "keyword"] = Field(
+        "interpret",
+        description="Text examples through medsae.interpret (sentence embedder over the descriptions) "
+        "or the keyword fallback (no model).",
+    )
+    title: str = Field("medsae report", description="Title of the page.")
+
+
+def _input_keys(ws: Workspace) -> dict[str, str]:
+    """Keys of every finished upstream artifact (any change makes the report stale)."""
+    keys: dict[str, str] = {}
+    for p in sorted(ws.root.rglob("manifest.json")):
+        rel = p.parent.relative_to(ws.root)
+        if rel.parts and (rel.parts[0] == "report" or any(part.startswith(".") for part in rel.parts)):
+            continue
+        if read_manifest(p.parent) is not None:
+            keys[str(rel)] = artifact_key(p.parent)
+    summary = ws.root / "summary.json"
+    if summary.is_file():
+        from medsae.workspace import fingerprint_file_content
+
+        keys["summary.json"] = fingerprint_file_content(summary)
+    return keys
+
+
+def build_report(
+    workspace: str | Path | Workspace,
+    config: ReportConfig | dict[str, Any] | None = None,
+    force: bool = False,
+    search: Any = None,
+) -> StageOutcome:
+    """Write ``WS/report/`` (``index.html`` + ``img/`` + ``fig/``) through ``run_stage``.
+
+    Every section reads the artifacts that exist; a missing artifact gives a "not computed"
+    note instead of an error. ``search`` (a :class:`medsae.serve.search.SearchBackend`)
+    provides the fingerprint and text examples; by default the workspace's own.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    cfg = config if isinstance(config, ReportConfig) else ReportConfig.model_validate(config or {})
+    inputs = _input_keys(ws)
+
+    def build(tmp: Path) -> StageResult:
+        view = WorkspaceView(ws.root, encoder=cfg.encoder, run=cfg.run)
+        backend = search
+        if backend is None and view.codes is not None:
+            from medsae.serve.search import WorkspaceSearch
+
+            backend = WorkspaceSearch(view, use_interpret=cfg.text_search == "interpret")
+        ctx = sec.Context(view=view, out=tmp, thumb_size=cfg.thumb_size)
+        parts = [
+            ("summary", "Summary", sec.headline(ctx)),
+            ("dataset", "Dataset", sec.dataset(ctx)),
+            ("table1", "Table 1: SAE comparison", sec.table1(ctx)),
+            ("frontier", "R² vs L0 frontier", sec.frontier(ctx)),
+            ("recovery", "Recovery and monosemanticity", sec.recovery_and_mono(ctx)),
+            ("features", "Feature cards", sec.feature_cards(ctx, cfg.n_features, cfg.top_slices)),
+            ("fingerprints", "Fingerprint retrieval", sec.fingerprint_section(ctx, backend, cfg.fingerprint_examples, cfg.k)),
+            ("text", "Text retrieval", sec.text_section(ctx, backend, cfg.k)),
+            ("config", "Configuration (manifests)", sec.config_section(ctx)),
+        ]
+        subtitle = f"workspace {ws.root.name} · {len(view.table)} slices · SAE {view.encoder} / {view.run}"
+        (tmp / "index.html").write_text(page(cfg.title, subtitle, parts), encoding="utf-8")
+        return StageResult(counts={"images": len(ctx.written), "sections": len(parts)}, extra={"encoder": view.encoder, "run": view.run})
+
+    return run_stage(ws.report, "report", cfg, inputs, build, force=force)

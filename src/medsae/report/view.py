@@ -1,0 +1,389 @@
+"""A read-only view of a finished workspace, shared by the HTML report and the browser.
+
+:class:`WorkspaceView` opens what exists (slice table, images, anatomy, split, sparse codes,
+feature table, evaluation summaries, ranking, index evaluations) and answers the questions
+both front ends ask: a feature's statistics, its top-activating slices, its activation
+histogram and quantile slices, label enrichment, a slice's fingerprint. Every part that is
+missing is ``None`` (or empty) rather than an error, so that a page can say "not computed".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from medsae.data.table import open_images, read_anatomy, read_slices, read_split
+from medsae.errors import ArtifactError
+from medsae.sae.codes_io import CODES_FILE, load_codes, load_codes_meta
+from medsae.workspace import Workspace, read_manifest
+
+METADATA_LABELS = ("modality", "plane", "sex", "age_group", "institute", "manufacturer", "study_type", "pathology")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_parquet(path: Path) -> pd.DataFrame | None:
+    """A Parquet table, or None when it is missing or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        return pd.read_parquet(p)
+    except (OSError, ValueError):
+        return None
+
+
+def image_to_png(img: np.ndarray, size: int | None = None) -> bytes:
+    """PNG bytes of a uint8 image ``(S, S)`` or ``(S, S, 3)``, optionally resized to ``size``."""
+    from PIL import Image
+
+    arr = np.ascontiguousarray(img, dtype=np.uint8)
+    pil = Image.fromarray(arr, mode="RGB" if arr.ndim == 3 else "L")
+    if size is not None and size != pil.width:
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=False, compress_level=3)
+    return buf.getvalue()
+
+
+def find_codes(ws: Workspace) -> list[tuple[str, str]]:
+    """(encoder, run) pairs with finished codes in the workspace."""
+    base = ws.root / "codes"
+    out: list[tuple[str, str]] = []
+    if not base.is_dir():
+        return out
+    for enc in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for run in sorted(p for p in enc.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if (run / CODES_FILE).is_file():
+                out.append((enc.name, run.name))
+    return out
+
+
+class WorkspaceView:
+    """Lazy, read-only access to a workspace for one (encoder, SAE run).
+
+    Parameters
+    ----------
+    root:
+        The workspace folder.
+    encoder, run:
+        The SAE to show; by default the best run of ``WS/ranking/ranking.json`` when it has
+        codes, else the first run with codes.
+    """
+
+    def __init__(self, root: str | Path, encoder: str | None = None, run: str | None = None) -> None:
+        self.ws = Workspace(root)
+        if not self.ws.root.is_dir():
+            raise ArtifactError(f"{self.ws.root}: workspace folder not found")
+        self.table = read_slices(self.ws.slices).reset_index(drop=True)
+        split = read_split(self.ws.split) if (self.ws.split / "split.parquet").is_file() else None
+        if split is not None:
+            mapping = dict(zip(split["subject_key"], split["split"], strict=False))
+            self.table["split"] = self.table["subject_key"].map(mapping)
+        self.row_of: dict[str, int] = {sid: i for i, sid in enumerate(self.table["slice_id"].astype(str))}
+        self.encoder, self.run = self._choose_run(encoder, run)
+
+    # ------------------------------------------------------------------ selection
+    @cached_property
+    def ranking(self) -> dict[str, Any] | None:
+        data = read_json(self.ws.ranking / "ranking.json")
+        return data if isinstance(data, dict) else None
+
+    def _choose_run(self, encoder: str | None, run: str | None) -> tuple[str | None, str | None]:
+        available = find_codes(self.ws)
+        if encoder and run:
+            if (encoder, run) not in available:
+                raise ArtifactError(f"{self.ws.codes(encoder, run)}: no codes for encoder {encoder!r}, run {run!r}")
+            return encoder, run
+        best = (self.ranking or {}).get("best") or {}
+        if isinstance(best, dict) and (best.get("encoder"), best.get("run")) in available:
+            return str(best["encoder"]), str(best["run"])
+        for enc, r in available:
+            if encoder is None or enc == encoder:
+                return enc, r
+        return None, None
+
+    # ------------------------------------------------------------------ artifacts
+    @cached_property
+    def images(self) -> np.ndarray | None:
+        try:
+            return open_images(self.ws.slices)
+        except ArtifactError:
+            return None
+
+    @cached_property
+    def anatomy(self) -> Any:
+        try:
+            return read_anatomy(self.ws.slices)
+        except ArtifactError:
+            return None
+
+    @cached_property
+    def codes(self) -> sp.csr_matrix | None:
+        if self.encoder is None or self.run is None:
+            return None
+        return load_codes(self.ws.codes(self.encoder, self.run))
+
+    @cached_property
+    def codes_csc(self) -> sp.csc_matrix | None:
+        return None if self.codes is None else self.codes.tocsc()
+
+    @cached_property
+    def codes_meta(self) -> dict[str, Any]:
+        if self.encoder is None or self.run is None:
+            return {}
+        return load_codes_meta(self.ws.codes(self.encoder, self.run))
+
+    @cached_property
+    def levels(self) -> list[int]:
+        levels = self.codes_meta.get("levels") or []
+        n = self.n_latents
+        return sorted(int(v) for v in levels) or ([n] if n else [])
+
+    @property
+    def n_latents(self) -> int:
+        return 0 if self.codes is None else int(self.codes.shape[1])
+
+    @cached_property
+    def features_file(self) -> pd.DataFrame | None:
+        if self.encoder is None or self.run is None:
+            return None
+        return read_parquet(self.ws.features(self.encoder, self.run) / "features.parquet")
+
+    @cached_property
+    def scores(self) -> dict[str, Any] | None:
+        if self.encoder is None or self.run is None:
+            return None
+        return read_json(self.ws.features(self.encoder, self.run) / "scores.json")
+
+    @cached_property
+    def fingerprint_eval(self) -> dict[str, Any] | None:
+        if self.encoder is None or self.run is None:
+            return None
+        return read_json(self.ws.index(self.encoder, self.run) / "fingerprint_eval.json")
+
+    @cached_property
+    def text_retrieval(self) -> dict[str, Any] | None:
+        if self.encoder is None or self.run is None:
+            return None
+        return read_json(self.ws.index(self.encoder, self.run) / "text_retrieval.json")
+
+    def eval_runs(self) -> list[tuple[str, str]]:
+        """(encoder, run) pairs with a finished evaluation."""
+        base = self.ws.root / "eval"
+        if not base.is_dir():
+            return []
+        return [
+            (e.name, r.name)
+            for e in sorted(base.iterdir())
+            if e.is_dir() and not e.name.startswith(".")
+            for r in sorted(e.iterdir())
+            if r.is_dir() and not r.name.startswith(".") and read_manifest(r) is not None
+        ]
+
+    def eval_summary(self, encoder: str, run: str) -> dict[str, Any] | None:
+        data = read_json(self.ws.eval(encoder, run) / "summary.json")
+        return data if isinstance(data, dict) else None
+
+    # ------------------------------------------------------------------ features
+    @cached_property
+    def feature_table(self) -> pd.DataFrame:
+        """One row per latent: statistics from the codes, joined with the features artifact."""
+        if self.codes_csc is None:
+            return pd.DataFrame(columns=["latent", "level", "frequency", "mean_activation", "max_activation"])
+        csc = self.codes_csc
+        n_rows = max(csc.shape[0], 1)
+        nnz = np.diff(csc.indptr)
+        sums = np.asarray(csc.sum(axis=0)).ravel()
+        maxes = np.asarray(csc.max(axis=0).toarray()).ravel()
+        latents = np.arange(csc.shape[1])
+        levels = np.asarray(self.levels or [csc.shape[1]])
+        level_of = levels[np.minimum(np.searchsorted(levels, latents, side="right"), len(levels) - 1)]
+        df = pd.DataFrame(
+            {
+                "latent": latents,
+                "level": level_of,
+                "frequency": nnz / n_rows,
+                "mean_activation": np.divide(sums, np.maximum(nnz, 1)),
+                "max_activation": maxes,
+            }
+        )
+        extra = self.features_file
+        if extra is not None and "latent" in extra.columns:
+            keep = [c for c in extra.columns if c not in {"frequency", "mean_activation", "max_activation", "level"}]
+            df = df.merge(extra[keep], on="latent", how="left")
+            if "level" in extra.columns:
+                df["level"] = extra.set_index("latent")["level"].reindex(df["latent"]).fillna(df["level"]).to_numpy()
+        return df
+
+    def feature_row(self, latent: int) -> dict[str, Any]:
+        return _clean(self.feature_table.iloc[int(latent)].to_dict())
+
+    def activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, values) of the slices where ``latent`` is active."""
+        assert self.codes_csc is not None
+        csc = self.codes_csc
+        lo, hi = csc.indptr[latent], csc.indptr[latent + 1]
+        return csc.indices[lo:hi], csc.data[lo:hi]
+
+    def top_rows(self, latent: int, n: int = 12, one_per_subject: bool = True) -> list[int]:
+        """Rows of the top-activating slices (by default at most one per subject)."""
+        stored = self.feature_row(latent).get("top_slice_ids")
+        if stored is not None and len(stored) and one_per_subject:
+            rows = [self.row_of[s] for s in list(stored) if s in self.row_of]
+            if rows:
+                return rows[:n]
+        rows_a, vals = self.activations(latent)
+        order = rows_a[np.argsort(-vals, kind="stable")]
+        out: list[int] = []
+        seen: set[str] = set()
+        subjects = self.table["subject_key"].to_numpy()
+        for r in order:
+            if one_per_subject:
+                if subjects[r] in seen:
+                    continue
+                seen.add(subjects[r])
+            out.append(int(r))
+            if len(out) >= n:
+                break
+        return out
+
+    def histogram(self, latent: int, bins: int = 20) -> dict[str, Any]:
+        """Histogram of the non-zero activations: ``edges`` (bins + 1), ``counts``, ``zeros``."""
+        _, vals = self.activations(latent)
+        n_rows = len(self.table)
+        if len(vals) == 0:
+            return {"edges": [], "counts": [], "zeros": n_rows}
+        counts, edges = np.histogram(vals, bins=bins)
+        return {"edges": edges.tolist(), "counts": counts.tolist(), "zeros": int(n_rows - len(vals))}
+
+    def quantile_rows(self, latent: int, quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)) -> list[dict[str, Any]]:
+        """One slice at each quantile of the non-zero activations."""
+        rows_a, vals = self.activations(latent)
+        if len(vals) == 0:
+            return []
+        order = np.argsort(vals, kind="stable")
+        out = []
+        for q in quantiles:
+            i = order[min(int(q * len(vals)), len(vals) - 1)]
+            out.append({"quantile": q, "row": int(rows_a[i]), "activation": float(vals[i])})
+        return out
+
+    def enrichment(self, latent: int, top: int = 10, min_count: int = 3) -> list[dict[str, Any]]:
+        """Labels over-represented among the slices where the feature fires.
+
+        For a label L, ``rate_active = P(L | active)``, ``rate_all = P(L)`` over slices where
+        L is defined (anatomy ``-1`` and null metadata excluded), and ``lift = rate_active /
+        rate_all``. Returned sorted by lift, labels seen fewer than ``min_count`` times among
+        active slices left out.
+        """
+        rows_a, _ = self.activations(latent)
+        if len(rows_a) == 0:
+            return []
+        active = np.zeros(len(self.table), dtype=bool)
+        active[rows_a] = True
+        out: list[dict[str, Any]] = []
+        for col, (codes, uniques) in self._label_codes.items():
+            defined = codes >= 0
+            act_counts = np.bincount(codes[active & defined], minlength=len(uniques))
+            for u in np.flatnonzero(act_counts >= min_count):
+                out.append(_lift(f"{col}={uniques[u]}", codes == u, defined, active))
+        anatomy = self.anatomy
+        if anatomy is not None:
+            presence = np.asarray(anatomy.presence)
+            act_counts = (presence[active] == 1).sum(axis=0)
+            for j in np.flatnonzero(act_counts >= min_count):
+                col_p = presence[:, j]
+                out.append(_lift(f"structure={anatomy.structures[j]}", col_p == 1, col_p != -1, active))
+        out.sort(key=lambda d: (-d["lift"], -d["count_active"]))
+        return out[:top]
+
+    @cached_property
+    def _label_codes(self) -> dict[str, tuple[np.ndarray, list[str]]]:
+        """Metadata columns factorised once: (codes with -1 for null, unique values)."""
+        out = {}
+        for col in METADATA_LABELS:
+            if col in self.table.columns:
+                codes, uniques = pd.factorize(self.table[col], use_na_sentinel=True)
+                out[col] = (np.asarray(codes), [str(u) for u in uniques])
+        return out
+
+    def fingerprint(self, row: int, k: int = 10) -> list[dict[str, Any]]:
+        """The slice's top-``k`` active features (its fingerprint), strongest first."""
+        if self.codes is None:
+            return []
+        lo, hi = self.codes.indptr[row], self.codes.indptr[row + 1]
+        idx, vals = self.codes.indices[lo:hi], self.codes.data[lo:hi]
+        order = np.argsort(-vals, kind="stable")[:k]
+        table = self.feature_table
+        has_desc = "description" in table.columns
+        return [
+            {
+                "latent": int(idx[i]),
+                "activation": float(vals[i]),
+                "description": _clean_value(table.at[int(idx[i]), "description"]) if has_desc else None,
+            }
+            for i in order
+        ]
+
+    # ------------------------------------------------------------------ slices
+    def slice_meta(self, row: int) -> dict[str, Any]:
+        return _clean(self.table.iloc[int(row)].to_dict())
+
+    def slice_png(self, row: int, size: int | None = None) -> bytes:
+        return _png_cached(self, int(row), size)
+
+
+@lru_cache(maxsize=4096)
+def _png_cached(view: WorkspaceView, row: int, size: int | None) -> bytes:
+    if view.images is None:
+        raise ArtifactError(f"{view.ws.slices}: images.npy not found")
+    return image_to_png(np.asarray(view.images[row]), size)
+
+
+def _lift(label: str, has: np.ndarray, defined: np.ndarray, active: np.ndarray) -> dict[str, Any]:
+    act_def = active & defined
+    n_act = max(int(act_def.sum()), 1)
+    n_def = max(int(defined.sum()), 1)
+    c_act = int((has & active).sum())
+    rate_active = c_act / n_act
+    rate_all = int(has.sum()) / n_def
+    return {
+        "label": label,
+        "count_active": c_act,
+        "rate_active": rate_active,
+        "rate_all": rate_all,
+        "lift": rate_active / rate_all if rate_all > 0 else 0.0,
+    }
+
+
+def _clean_value(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return [_clean_value(x) for x in v.tolist()]
+    if isinstance(v, list | tuple):
+        return [_clean_value(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe values: numpy scalars to Python, NaN to None, arrays to lists."""
+    return {str(k): _clean_value(v) for k, v in d.items()}

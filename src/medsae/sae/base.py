@@ -1,0 +1,269 @@
+"""The sparse autoencoder base module shared by every architecture.
+
+Parameters (``D`` latents, ``d`` input dimension)::
+
+    W_enc (D, d)   encoder, one row per latent (saved transposed, (d, D), as ``W_enc``)
+    b_enc (D,)     encoder bias
+    W_dec (D, d)   decoder, unit-norm rows
+    b_dec (d,)     decoder bias, subtracted from the input before encoding
+    threshold (D,) JumpReLU threshold of the inference form (BatchTopK families)
+
+Encoding ``pre = (x' - b_dec) W_enc^T + b_enc`` with ``x' = preprocess(x)``; decoding
+``x_hat = z W_dec + b_dec``; a Matryoshka level ``m`` decodes from ``z[:, :m]`` only.
+
+Training loss (per batch, ``FVU(a, b) = ||a - b||^2 / ||a - mean(a)||^2`` over the batch)::
+
+    loss = sum_l w_l FVU(x', x_hat_l) + aux_coefficient * AuxK
+
+AuxK (Gao et al. 2024): with ``e = x' - x_hat`` (detached), the top ``k_aux`` pre-activations
+among dead latents reconstruct ``e`` (no bias): ``AuxK = ||e - e_hat||^2 / ||e - mean(e)||^2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsae.errors import InputError
+from medsae.sae import kernels
+from medsae.sae.config import SAEConfig
+from medsae.sae.kernels import Selection
+
+
+@dataclass
+class TrainOutput:
+    """One training forward: the loss to backpropagate and detached statistics."""
+
+    loss: torch.Tensor
+    fvu: float
+    l0: float
+    aux_loss: float
+    fired_cols: torch.Tensor
+    min_kept: float | None
+
+
+def batch_fvu(x_bd: torch.Tensor, x_hat_bd: torch.Tensor, total_var: torch.Tensor) -> torch.Tensor:
+    """``||x - x_hat||^2 / ||x - mean_b(x)||^2`` over the batch (per-dimension means)."""
+    return (x_bd - x_hat_bd).pow(2).sum() / total_var
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class: parameters, preprocessing, inference encode/decode, decoder constraints.
+
+    Subclasses implement :meth:`select_train` (the training selections, main first) and
+    :meth:`infer` (dense inference codes from the pre-activation), and may override
+    :meth:`train_loss`.
+    """
+
+    uses_threshold = False
+
+    def __init__(self, cfg: SAEConfig, fast: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.fast = fast
+        D, d = cfg.n_latents, cfg.d_in
+        self.W_enc = nn.Parameter(torch.empty(D, d))
+        self.b_enc = nn.Parameter(torch.zeros(D))
+        self.W_dec = nn.Parameter(torch.empty(D, d))
+        self.b_dec = nn.Parameter(torch.zeros(d))
+        self.register_buffer("threshold", torch.zeros(D))
+        self.register_buffer("samples_since_fire", torch.zeros(D, dtype=torch.int64))
+        self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.int64))
+        self.reset_parameters(seed)
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self, seed: int) -> None:
+        """Random unit-norm decoder rows; encoder = decoder transpose; zero biases."""
+        gen = torch.Generator().manual_seed(int(seed))
+        w = torch.randn(self.cfg.n_latents, self.cfg.d_in, generator=gen)
+        w /= w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        with torch.no_grad():
+            self.W_dec.copy_(w)
+            self.W_enc.copy_(w)
+            self.b_enc.zero_()
+            self.b_dec.zero_()
+
+    def init_b_dec(self, sample_bd: torch.Tensor) -> None:
+        """Set ``b_dec`` to the geometric median of a (preprocessed) sample."""
+        with torch.no_grad():
+            self.b_dec.copy_(geometric_median(sample_bd.to(self.b_dec)))
+
+    # ------------------------------------------------------------ transforms
+    def preprocess(self, x: Any) -> torch.Tensor:
+        """The input as the SAE sees it: float32 tensor, L2-normalised or scaled if configured."""
+        if not isinstance(x, torch.Tensor):
+            arr = np.asarray(x, dtype=np.float32)
+            x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        x_bd = x
+        x_bd = x_bd.to(device=self.W_dec.device, dtype=torch.float32)
+        if x_bd.ndim != 2 or x_bd.shape[1] != self.cfg.d_in:
+            raise InputError(
+                f"SAE {self.cfg.run or self.cfg.arch}",
+                f"input of shape {tuple(x_bd.shape)} does not match d_in={self.cfg.d_in} (expected (B, {self.cfg.d_in}))",
+            )
+        if self.cfg.input_transform == "l2":
+            return x_bd / x_bd.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if self.cfg.input_transform == "scale" and not self.cfg.scale_folded:
+            return x_bd * self.cfg.input_scale
+        return x_bd
+
+    def pre_activation(self, x_pre_bd: torch.Tensor) -> torch.Tensor:
+        """``(x' - b_dec) W_enc^T + b_enc`` of an already preprocessed batch."""
+        return kernels.fused_pre(x_pre_bd, self.W_enc, self.b_enc, self.b_dec)
+
+    @torch.no_grad()
+    def encode(self, x: Any) -> torch.Tensor:
+        """Dense ``(B, n_latents)`` codes of raw inputs in the inference form."""
+        return self.infer(self.pre_activation(self.preprocess(x)))
+
+    def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, codes_bD: torch.Tensor, level: int | None = None) -> torch.Tensor:
+        """Reconstruction of ``preprocess(x)`` from the first ``level`` latents (all by default)."""
+        codes_bD = torch.as_tensor(codes_bD).to(self.W_dec)
+        m = self.cfg.n_latents if level is None else int(level)
+        if not 0 < m <= self.cfg.n_latents:
+            raise ValueError(f"level {m} outside 1..{self.cfg.n_latents}")
+        return codes_bD[:, :m] @ self.W_dec[:m] + self.b_dec
+
+    # --------------------------------------------------------------- training
+    @property
+    def dead_mask(self) -> torch.Tensor:
+        """Latents that have not fired for ``dead_after_samples`` training samples."""
+        return self.samples_since_fire >= self.cfg.dead_after_samples
+
+    def select_train(self, pre_bD: torch.Tensor) -> list[Selection]:
+        raise NotImplementedError
+
+    def _aux_selection(self, pre_bD: torch.Tensor) -> list[Selection]:
+        k_aux = self.cfg.aux_k if self.cfg.aux_coefficient > 0 else 0
+        if k_aux <= 0:
+            return []
+        dead_idx = self.dead_mask.nonzero(as_tuple=True)[0]
+        if dead_idx.numel() == 0:
+            return []
+        kk = min(k_aux, dead_idx.numel())
+        rows, cols = kernels.topk_select(pre_bD.index_select(1, dead_idx), kk)
+        return [(rows, dead_idx[cols])]
+
+    def _encode_train(
+        self, x_bd: torch.Tensor
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bool]:
+        has_aux = [False]
+
+        def selector(pre_bD: torch.Tensor) -> list[Selection]:
+            sels = self.select_train(pre_bD)
+            aux = self._aux_selection(pre_bD)
+            has_aux[0] = bool(aux)
+            return sels + aux
+
+        fn = kernels.sparse_encode if self.fast else kernels.reference_encode
+        out = fn(x_bd, self.W_enc, self.b_enc, self.b_dec, selector)
+        return out, has_aux[0]
+
+    def _decode_sparse(
+        self, vals: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, B: int
+    ) -> torch.Tensor:
+        fn = kernels.sparse_decode if self.fast else kernels.reference_decode
+        return fn(vals, rows, cols, self.W_dec, B)
+
+    def reconstructions(
+        self, x_bd: torch.Tensor, main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> list[torch.Tensor]:
+        """Reconstruction of each level from the training selections (subclasses)."""
+        vals, rows, cols = main[0]
+        return [self._decode_sparse(vals, rows, cols, x_bd.shape[0]) + self.b_dec]
+
+    def train_loss(self, x_bd: torch.Tensor) -> TrainOutput:
+        """Loss of one preprocessed batch (see module docstring)."""
+        B = x_bd.shape[0]
+        total_var = (x_bd - x_bd.mean(0)).pow(2).sum().clamp_min(1e-12)
+        enc, has_aux = self._encode_train(x_bd)
+        main = enc[:-1] if has_aux else enc
+        recons = self.reconstructions(x_bd, main)
+        fvus = [batch_fvu(x_bd, r, total_var) for r in recons]
+        loss = sum(
+            (w * f for w, f in zip(self.cfg.weights, fvus, strict=True)),
+            torch.zeros((), device=x_bd.device),
+        )
+        aux_value = 0.0
+        if has_aux:
+            a_vals, a_rows, a_cols = enc[-1]
+            e_bd = (x_bd - recons[-1]).detach()
+            e_hat = self._decode_sparse(a_vals, a_rows, a_cols, B)
+            aux = (e_bd - e_hat).pow(2).sum() / (e_bd - e_bd.mean(0)).pow(2).sum().clamp_min(1e-12)
+            aux = torch.nan_to_num(aux, nan=0.0)
+            loss = loss + self.cfg.aux_coefficient * aux
+            aux_value = float(aux.detach())
+        f_vals, _, f_cols = main[-1]
+        kept = f_vals.detach()
+        kept = kept[kept > 0]
+        return TrainOutput(
+            loss=loss,
+            fvu=float(fvus[-1].detach()),
+            l0=float((f_vals.detach() > 0).sum()) / B,
+            aux_loss=aux_value,
+            fired_cols=f_cols[f_vals.detach() > 0],
+            min_kept=float(kept.min()) if kept.numel() else None,
+        )
+
+    @torch.no_grad()
+    def after_step(self, out: TrainOutput, batch_size: int) -> None:
+        """Update firing counters and the running JumpReLU threshold after an optimiser step."""
+        self.samples_since_fire += batch_size
+        self.samples_since_fire[out.fired_cols] = 0
+        if self.uses_threshold and out.min_kept is not None:
+            n = int(self.threshold_updates)
+            old = float(self.threshold[0])
+            decay = self.cfg.threshold_decay
+            new = out.min_kept if n == 0 else decay * old + (1 - decay) * out.min_kept
+            self.threshold.fill_(new)
+            self.threshold_updates += 1
+
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove the gradient component parallel to each (unit-norm) decoder row."""
+        g = self.W_dec.grad
+        if g is None:
+            return
+        w = self.W_dec
+        g -= (g * w).sum(1, keepdim=True) * w
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Renormalise decoder rows to unit norm."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def fold_input_scale(self) -> None:
+        """Fold the 'scale' transform into the weights so the SAE takes raw inputs.
+
+        With ``c = input_scale``: ``W_enc <- c W_enc``, ``b_dec <- b_dec / c``,
+        ``W_dec <- W_dec / c``; encoding and ``decode(encode(x))`` of raw ``x`` then equal the
+        trained SAE's on ``c x`` (codes) and ``1 / c`` times its reconstruction.
+        """
+        if self.cfg.input_transform != "scale" or self.cfg.scale_folded:
+            return
+        c = self.cfg.input_scale
+        self.W_enc *= c
+        self.b_dec /= c
+        self.W_dec /= c
+        self.cfg = self.cfg.model_copy(update={"scale_folded": True})
+
+
+def geometric_median(x_nd: torch.Tensor, iters: int = 50, eps: float = 1e-8) -> torch.Tensor:
+    """Geometric median by Weiszfeld iterations, started at the mean."""
+    y = x_nd.mean(0)
+    for _ in range(iters):
+        dist = (x_nd - y).norm(dim=1).clamp_min(eps)
+        w = 1.0 / dist
+        y_new = (w[:, None] * x_nd).sum(0) / w.sum()
+        if (y_new - y).norm() < eps * max(1.0, float(y.norm())):
+            return y_new
+        y = y_new
+    return y

@@ -1,0 +1,37 @@
+"""ReLU + L1 sparse autoencoder: the classic baseline.
+
+``z = relu(pre)``, ``loss = FVU(x', z W_dec + b_dec) + l1_coefficient * mean_b sum_j z_bj``
+(decoder rows have unit norm, so the L1 term needs no norm weighting). Dense paths only:
+the support is not small early in training.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medsae.sae.base import SparseAutoencoder, TrainOutput, batch_fvu
+
+
+class ReLUSAE(SparseAutoencoder):
+    """ReLU SAE with an L1 sparsity penalty."""
+
+    def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
+        return torch.relu(pre_bD)
+
+    def train_loss(self, x_bd: torch.Tensor) -> TrainOutput:
+        B = x_bd.shape[0]
+        total_var = (x_bd - x_bd.mean(0)).pow(2).sum().clamp_min(1e-12)
+        z_bD = torch.relu(self.pre_activation(x_bd))
+        x_hat = z_bD @ self.W_dec + self.b_dec
+        fvu = batch_fvu(x_bd, x_hat, total_var)
+        l1 = z_bD.sum() / B
+        loss = fvu + self.cfg.l1_coefficient * l1
+        active = z_bD.detach() > 0
+        return TrainOutput(
+            loss=loss,
+            fvu=float(fvu.detach()),
+            l0=float(active.sum()) / B,
+            aux_loss=0.0,
+            fired_cols=active.any(0).nonzero(as_tuple=True)[0],
+            min_kept=None,
+        )

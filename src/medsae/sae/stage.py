@@ -1,0 +1,242 @@
+"""The ``train`` and ``codes`` stages (through :func:`medsae.workspace.run_stage`).
+
+``train``: ``WS/saes/<encoder>/`` is one artifact holding a folder per run of the grid
+(``cfg.json``, ``sae.safetensors``, ``metrics.json``, ``history.csv``) plus ``grid.json``
+(runs and skipped combinations). Inputs: the embeddings and split artifacts. Training
+checkpoints live in the partial folder, so an interrupted build resumes where it stopped.
+
+``codes``: ``WS/codes/<encoder>/<run>/`` holds the CSR codes of every slice (all splits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from medsae.data.table import slices_with_split
+from medsae.encode.store import EmbeddingStore
+from medsae.errors import ArtifactError, InputError
+from medsae.progress import console, make_progress
+from medsae.sae.checkpoint import load_sae, save_sae
+from medsae.sae.codes_io import save_codes
+from medsae.sae.config import CodesConfig, TrainConfig, expand_grid
+from medsae.sae.data import TrainStream, check_finite, scan_rows, split_rows
+from medsae.sae.evaluation import evaluate_splits, val_summary
+from medsae.sae.trainer import GridTrainer
+from medsae.workspace import (
+    StageOutcome,
+    StageResult,
+    Workspace,
+    artifact_key,
+    require_artifact,
+    run_stage,
+)
+
+SPLITS = ("train", "val", "test")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _open(
+    workspace: str | Path | Workspace, encoder: str
+) -> tuple[Workspace, EmbeddingStore, pd.DataFrame]:
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    emb = require_artifact(
+        ws.embeddings(encoder), f"embeddings of encoder {encoder!r}", "run `medsae encode` first"
+    )
+    require_artifact(ws.slices, "slice table", "run `medsae prepare` first")
+    require_artifact(ws.split, "split", "run `medsae split` first")
+    store = EmbeddingStore(emb)
+    table = slices_with_split(ws.slices, ws.split)
+    if len(table) != store.n_rows:
+        raise ArtifactError(
+            f"{emb}: {store.n_rows} embedding rows but {len(table)} slices in {ws.slices}; rerun `medsae encode`"
+        )
+    return ws, store, table
+
+
+def _write_history(path: Path, rows: list[dict[str, object]]) -> None:
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def train(
+    workspace: str | Path | Workspace,
+    encoder: str,
+    config: TrainConfig | None = None,
+    force: bool = False,
+    *,
+    stop_after_steps: int | None = None,
+) -> StageOutcome:
+    """Train the grid of ``config`` on the train split of ``encoder``'s embeddings.
+
+    ``stop_after_steps`` simulates an interruption (tests): training raises
+    :class:`~medsae.sae.trainer.TrainingInterrupted` after that step, leaving the partial
+    folder and its last checkpoint for a resumed call.
+    """
+    cfg = config or TrainConfig()
+    ws, store, table = _open(workspace, encoder)
+    runs, skipped = expand_grid(cfg, store.dim, encoder=encoder)
+    for s in skipped:
+        console.print(f"[yellow]train: skipped {s['combo']}: {s['reason']}[/yellow]")
+    if not runs:
+        raise InputError("train config", f"no valid SAE in the grid; skipped: {skipped}")
+    rows = {s: split_rows(table, s) for s in SPLITS}
+    if len(rows["train"]) == 0:
+        raise InputError(str(ws.split), "the train split is empty: nothing to train on")
+    inputs = {"embeddings": artifact_key(ws.embeddings(encoder)), "split": artifact_key(ws.split)}
+    device = resolve_device(cfg.device)
+
+    def build(tmp: Path) -> StageResult:
+        if device.type == "cpu":
+            torch.set_num_threads(cfg.threads or max(1, os.cpu_count() or 1))
+        all_rows = np.sort(np.concatenate([rows[s] for s in SPLITS]))
+        stats = scan_rows(store, all_rows, table, cfg.chunk_rows)
+        train_stats = (
+            scan_rows(store, rows["train"], None, cfg.chunk_rows)
+            if cfg.input_transform == "scale"
+            else stats
+        )
+        scale = 1.0 / float(np.sqrt(max(train_stats.mean_sq_norm, 1e-24)))
+        for r in runs:
+            r.input_scale = scale if cfg.input_transform == "scale" else 1.0
+        stream = TrainStream(store, rows["train"], cfg.batch_size, cfg.seed, cfg.chunk_rows)
+        rng = np.random.default_rng([cfg.seed, 7])
+        sample_idx = np.sort(
+            rng.choice(
+                rows["train"], size=min(cfg.median_sample, len(rows["train"])), replace=False
+            )
+        )
+        sample = torch.from_numpy(store.read(sample_idx)).to(device)
+        trainer = GridTrainer(
+            runs,
+            cfg,
+            stream,
+            sample,
+            device,
+            state_dir=tmp,
+            val_fn=lambda sae: val_summary(sae, store, rows["val"]),
+        )
+        trainer.stop_after_steps = stop_after_steps
+        saes = trainer.fit()
+        trainer.save_checkpoint()
+        for name, sae in saes.items():
+            sae.eval()
+            sae.fold_input_scale()
+            folder = tmp / name
+            save_sae(folder, sae)
+            metrics = evaluate_splits(sae, store, rows)
+            metrics["training"] = {"steps": trainer.step, "samples": trainer.step * cfg.batch_size}
+            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            _write_history(folder / "history.csv", trainer.runs[name].history)
+        grid = {"runs": sorted(saes), "skipped": skipped}
+        (tmp / "grid.json").write_text(json.dumps(grid, indent=2, sort_keys=True))
+        trainer.remove_checkpoint()
+        return StageResult(
+            counts={
+                "runs": len(saes),
+                "skipped": len(skipped),
+                "steps": trainer.step,
+                "train_rows": len(rows["train"]),
+            },
+            extra=grid,
+        )
+
+    return run_stage(ws.saes(encoder), "train", cfg, inputs, build, force=force)
+
+
+def encode_to_csr(
+    sae: torch.nn.Module,
+    store: EmbeddingStore,
+    batch_size: int,
+    table: pd.DataFrame | None = None,
+    progress: bool = True,
+) -> sp.csr_matrix:
+    """Sparse codes of every row of ``store``, built batch by batch (never dense in full)."""
+    n, D = store.n_rows, sae.cfg.n_latents  # type: ignore[attr-defined]
+    indptr = [np.zeros(1, dtype=np.int64)]
+    indices: list[np.ndarray] = []
+    data: list[np.ndarray] = []
+    offset = 0
+    with make_progress() as bar:
+        task = bar.add_task("encode codes", total=n, visible=progress)
+        for start, x in store.iter_chunks(batch_size):
+            rows = np.arange(start, start + len(x))
+            check_finite(x, rows, table, str(store.folder))
+            codes = sae.encode(x)  # type: ignore[operator]
+            r, c = codes.nonzero(as_tuple=True)
+            indices.append(c.cpu().numpy().astype(np.int32))
+            data.append(codes[r, c].float().cpu().numpy())
+            counts = np.bincount(r.cpu().numpy(), minlength=len(x))
+            indptr.append(offset + np.cumsum(counts))
+            offset += int(counts.sum())
+            bar.update(task, advance=len(x))
+    return sp.csr_matrix(
+        (
+            np.concatenate(data) if data else np.zeros(0, np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, np.int32),
+            np.concatenate(indptr),
+        ),
+        shape=(n, D),
+    )
+
+
+def write_codes(
+    workspace: str | Path | Workspace,
+    encoder: str,
+    run: str | None = None,
+    config: CodesConfig | None = None,
+    force: bool = False,
+) -> list[StageOutcome]:
+    """Write ``WS/codes/<encoder>/<run>/`` for one run, or for every run when ``run`` is None."""
+    cfg = config or CodesConfig()
+    ws, store, table = _open(workspace, encoder)
+    saes_dir = require_artifact(
+        ws.saes(encoder), f"SAEs of encoder {encoder!r}", "run `medsae train` first"
+    )
+    available = ws.runs(encoder)
+    names = available if run is None else [run]
+    for name in names:
+        if name not in available:
+            raise InputError(f"--run {name}", f"no such run in {saes_dir}; available: {available}")
+    inputs = {"saes": artifact_key(saes_dir), "embeddings": artifact_key(ws.embeddings(encoder))}
+    device = resolve_device(cfg.device)
+    outcomes = []
+    for name in names:
+
+        def build(tmp: Path, name: str = name) -> StageResult:
+            sae = load_sae(ws.sae(encoder, name), device=device)
+            if sae.cfg.d_in != store.dim:
+                raise ArtifactError(
+                    f"{ws.sae(encoder, name)}: SAE expects d_in={sae.cfg.d_in}, embeddings have dim {store.dim}"
+                )
+            csr = encode_to_csr(sae, store, cfg.batch_size, table)
+            mode = {"topk": "topk", "relu": "relu"}.get(sae.cfg.arch, "jumprelu")
+            save_codes(
+                tmp,
+                csr,
+                {"encoder": encoder, "run": name, "levels": list(sae.cfg.levels), "mode": mode},
+            )
+            return StageResult(counts={"rows": int(csr.shape[0]), "nnz": int(csr.nnz)})
+
+        outcomes.append(
+            run_stage(
+                ws.codes(encoder, name),
+                "codes",
+                {**cfg.model_dump(mode="json"), "run": name},
+                inputs,
+                build,
+                force=force,
+            )
+        )
+    return outcomes

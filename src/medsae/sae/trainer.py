@@ -1,0 +1,265 @@
+"""Training a grid of SAEs in one pass over the data, with exact resume.
+
+Every batch is read once and every SAE of the grid takes one optimiser step on it. Each SAE
+has its own Adam optimiser (learning rate scaled with its dictionary size unless set), a
+linear warm-up then cosine decay, and the decoder constraint (gradient parallel to the rows
+projected out before the step, rows renormalised after it).
+
+Checkpoints (``train_state.pt``, written through a temporary file and a rename) hold every
+SAE's weights and buffers, optimiser and scheduler states, the step counter (which fixes the
+data position, see :mod:`medsae.sae.data`), the torch RNG state and the history so far. A run
+resumed from any checkpoint ends bit-identical on CPU to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import TextColumn
+
+from medsae.progress import make_progress
+from medsae.sae.base import SparseAutoencoder
+from medsae.sae.config import SAEConfig, TrainConfig
+from medsae.sae.data import TrainStream
+from medsae.sae.registry import build_sae
+
+STATE_FILE = "train_state.pt"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by ``stop_after_steps`` to simulate a kill (the last checkpoint stays)."""
+
+
+def run_seed(seed: int, run: str) -> int:
+    """Initialisation seed of one run: the grid seed mixed with a hash of the run name."""
+    return (seed * 1_000_003 + zlib.crc32(run.encode())) % (2**31)
+
+
+def lr_lambda(total_steps: int, warmup_fraction: float, min_ratio: float) -> Callable[[int], float]:
+    """Multiplier of the base lr: linear warm-up, then cosine decay to ``min_ratio``."""
+    warmup = round(warmup_fraction * total_steps)
+
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        progress = min(max(progress, 0.0), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+class RunState:
+    """One SAE of the grid with its optimiser, scheduler and history."""
+
+    def __init__(self, sae: SparseAutoencoder, tcfg: TrainConfig, total_steps: int) -> None:
+        self.sae = sae
+        self.lr = tcfg.lr_for(sae.cfg.n_latents)
+        kwargs: dict[str, Any] = {"lr": self.lr, "betas": tuple(tcfg.adam_betas)}
+        self.opt = torch.optim.Adam(sae.parameters(), **kwargs)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lr_lambda(total_steps, tcfg.warmup_fraction, tcfg.lr_min_ratio)
+        )
+        self.history: list[dict[str, Any]] = []
+        self.last: dict[str, float] = {}
+
+    def step(
+        self, x_raw_bd: torch.Tensor, autocast: contextlib.AbstractContextManager[Any]
+    ) -> dict[str, float]:
+        sae = self.sae
+        x_bd = sae.preprocess(x_raw_bd)
+        self.opt.zero_grad(set_to_none=True)
+        with autocast:
+            out = sae.train_loss(x_bd)
+        out.loss.backward()
+        sae.project_decoder_grad()
+        self.opt.step()
+        self.sched.step()
+        sae.normalize_decoder()
+        sae.after_step(out, x_bd.shape[0])
+        self.last = {
+            "loss": float(out.loss.detach()),
+            "fvu": out.fvu,
+            "l0": out.l0,
+            "aux_loss": out.aux_loss,
+            "dead_fraction": float(sae.dead_mask.float().mean()),
+            "lr": self.opt.param_groups[0]["lr"],
+        }
+        return self.last
+
+
+class GridTrainer:
+    """Train the SAEs of ``cfgs`` together on ``stream`` (see module docstring)."""
+
+    def __init__(
+        self,
+        cfgs: list[SAEConfig],
+        tcfg: TrainConfig,
+        stream: TrainStream,
+        init_sample_bd: torch.Tensor,
+        device: torch.device,
+        state_dir: Path | None = None,
+        val_fn: Callable[[SparseAutoencoder], dict[str, float]] | None = None,
+    ) -> None:
+        self.tcfg = tcfg
+        self.stream = stream
+        self.device = device
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.val_fn = val_fn
+        bpe = stream.batches_per_epoch
+        total = tcfg.epochs * bpe
+        if tcfg.max_samples is not None:
+            total = min(total, max(1, tcfg.max_samples // tcfg.batch_size))
+        self.total_steps = total
+        self.step = 0
+        self.stop_after_steps: int | None = None
+        self.runs: dict[str, RunState] = {}
+        for cfg in cfgs:
+            sae = build_sae(cfg, fast=tcfg.fast, seed=run_seed(tcfg.seed, cfg.run)).to(device)
+            sae.init_b_dec(sae.preprocess(init_sample_bd))
+            self.runs[cfg.run] = RunState(sae, tcfg, total)
+        self._maybe_resume()
+
+    # ------------------------------------------------------------ checkpoint
+    @property
+    def state_path(self) -> Path | None:
+        return self.state_dir / STATE_FILE if self.state_dir is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "torch_rng": torch.get_rng_state(),
+            "runs": {
+                name: {
+                    "cfg": r.sae.cfg.model_dump(mode="json"),
+                    "model": r.sae.state_dict(),
+                    "opt": r.opt.state_dict(),
+                    "sched": r.sched.state_dict(),
+                    "history": r.history,
+                }
+                for name, r in self.runs.items()
+            },
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write the resumable state atomically (temporary file + rename)."""
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f".{STATE_FILE}.tmp-{os.getpid()}")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, self.state_path)
+
+    def _maybe_resume(self) -> None:
+        path = self.state_path
+        if path is None or not path.is_file():
+            return
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception:  # a corrupt checkpoint: start over rather than fail
+            return
+        if state.get("total_steps") != self.total_steps or set(state["runs"]) != set(self.runs):
+            return
+        for name, r in self.runs.items():
+            s = state["runs"][name]
+            r.sae.cfg = SAEConfig.model_validate(s["cfg"])
+            r.sae.load_state_dict(s["model"])
+            r.opt.load_state_dict(s["opt"])
+            r.sched.load_state_dict(s["sched"])
+            r.history = list(s["history"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+
+    def remove_checkpoint(self) -> None:
+        if self.state_path is not None:
+            self.state_path.unlink(missing_ok=True)
+
+    # --------------------------------------------------------------- training
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def fit(self) -> dict[str, SparseAutoencoder]:
+        """Train until ``total_steps``; returns the SAEs by run name."""
+        tcfg = self.tcfg
+        bpe = self.stream.batches_per_epoch
+        last_ckpt = time.monotonic()
+        t0 = time.perf_counter()
+        done0 = self.step
+        with make_progress(TextColumn("{task.fields[stats]}")) as progress:
+            task = progress.add_task(
+                "train SAEs", total=self.total_steps, completed=self.step, stats=""
+            )
+            while self.step < self.total_steps:
+                epoch, b0 = divmod(self.step, bpe)
+                for _, x_np in self.stream.epoch_batches(epoch, b0):
+                    x_bd = torch.from_numpy(np.ascontiguousarray(x_np)).to(self.device)
+                    for r in self.runs.values():
+                        r.step(x_bd, self._autocast())
+                    self.step += 1
+                    end_of_epoch = self.step % bpe == 0
+                    if (
+                        self.step % tcfg.log_every_steps == 0
+                        or end_of_epoch
+                        or self.step == self.total_steps
+                    ):
+                        self._log_row(epoch, end_of_epoch)
+                    rate = (
+                        (self.step - done0) * tcfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+                    )
+                    progress.update(task, completed=self.step, stats=self._stats_text(rate))
+                    due = (
+                        tcfg.checkpoint_every_steps is not None
+                        and self.step % tcfg.checkpoint_every_steps == 0
+                    )
+                    if due or time.monotonic() - last_ckpt > tcfg.checkpoint_every_seconds:
+                        self.save_checkpoint()
+                        last_ckpt = time.monotonic()
+                    if self.stop_after_steps is not None and self.step >= self.stop_after_steps:
+                        raise TrainingInterrupted(f"stopped after step {self.step}")
+                    if self.step >= self.total_steps:
+                        break
+        return {name: r.sae for name, r in self.runs.items()}
+
+    def _log_row(self, epoch: int, end_of_epoch: bool) -> None:
+        validate = (
+            self.val_fn is not None
+            and end_of_epoch
+            and ((epoch + 1) % self.tcfg.val_every_epochs == 0 or self.step == self.total_steps)
+        )
+        for r in self.runs.values():
+            row: dict[str, Any] = {
+                "step": self.step,
+                "epoch": epoch,
+                "samples": self.step * self.tcfg.batch_size,
+            }
+            row.update(r.last)
+            if validate and self.val_fn is not None:
+                r.sae.eval()
+                row.update({f"val_{k}": v for k, v in self.val_fn(r.sae).items()})
+                r.sae.train()
+            r.history.append(row)
+
+    def _stats_text(self, rate: float) -> str:
+        lasts = [r.last for r in self.runs.values() if r.last]
+        if not lasts:
+            return ""
+
+        def mean(key: str) -> float:
+            return float(np.mean([s[key] for s in lasts]))
+
+        return (
+            f"{rate:,.0f} samples/s  loss {mean('loss'):.4f}  FVU {mean('fvu'):.4f}  "
+            f"L0 {mean('l0'):.1f}  dead {100 * mean('dead_fraction'):.1f}%"
+        )

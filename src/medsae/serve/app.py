@@ -1,0 +1,263 @@
+"""The feature browser: a FastAPI app with a JSON API under ``/api`` and one static page.
+
+Routes (documented by ``/openapi.json``):
+
+* ``GET /api/info``                                workspace, SAE run, counts, capabilities
+* ``GET /api/features``                            features, sortable and filterable
+* ``GET /api/features/{latent}``                   one feature: top slices, histogram, ...
+* ``GET /api/slices/{slice_id}``                   one slice: metadata and fingerprint
+* ``GET /api/slices/{slice_id}/image.png``         the slice image (PNG, cached)
+* ``GET /api/slices/{slice_id}/similar``           slices with similar fingerprints
+* ``GET /api/search?q=...``                        text search
+* ``POST /api/search/image``                       search by an uploaded PNG/JPEG/DICOM/NIfTI
+
+Ids are looked up in the slice table and the feature table, never joined into file paths.
+Uploads are limited in size (413), recognised by content (415) and validated (400).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+import pathlib
+from typing import Any, Literal
+
+import pandas as pd
+from fastapi import FastAPI, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from medsae import __version__
+from medsae.report.view import WorkspaceView
+from medsae.serve import models as m
+from medsae.serve.limits import BodySizeLimit
+from medsae.serve.search import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
+from medsae.serve.uploads import UploadError, decode_upload
+
+UPLOAD_LIMIT = 20 * 1024 * 1024
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+SortKey = Literal["latent", "frequency", "mean_activation", "max_activation", "detection_balanced_accuracy", "concept_auroc"]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": m.ErrorOut}}
+
+
+def _static(name: str) -> bytes:
+    return resources.files("medsae.serve").joinpath("static", name).read_bytes()
+
+
+def create_app(
+    workspace: str | pathlib.Path | WorkspaceView,
+    backend: SearchBackend | None = None,
+    upload_limit: int = UPLOAD_LIMIT,
+    load_text_model: bool = True,
+) -> FastAPI:
+    """The browser app for a workspace (or an already opened :class:`WorkspaceView`).
+
+    ``backend`` replaces the default :class:`WorkspaceSearch` (tests plug in fakes).
+    """
+    view = workspace if isinstance(workspace, WorkspaceView) else WorkspaceView(workspace)
+    search: SearchBackend = backend or WorkspaceSearch(view, load_text_model=load_text_model)
+    table = view.table
+    features = view.feature_table
+    pages = {"index.html": _static("index.html")}
+    assets = {name: _static(name) for name in STATIC_FILES}
+
+    app = FastAPI(
+        title="medsae feature browser",
+        version=__version__,
+        description="Browse the sparse-autoencoder features of a medsae workspace.",
+        docs_url=None,  # the interactive docs pages load scripts from a CDN: schema only
+        redoc_url=None,
+    )
+    app.add_middleware(BodySizeLimit, limit=upload_limit)
+
+    def ref(row: int, **extra: Any) -> m.SliceRef:
+        rec = table.iloc[row]
+        sid = str(rec["slice_id"])
+        return m.SliceRef(
+            slice_id=sid,
+            image_url=f"/api/slices/{_quote(sid)}/image.png",
+            modality=_opt(rec.get("modality")),
+            plane=_opt(rec.get("plane")),
+            subject_key=_opt(rec.get("subject_key")),
+            split=_opt(rec.get("split")),
+            **extra,
+        )
+
+    def row_of(slice_id: str) -> int:
+        row = view.row_of.get(slice_id)
+        if row is None:
+            raise HTTPException(404, f"slice {slice_id!r} not found in the slice table")
+        return row
+
+    def feature_out(latent: int) -> m.FeatureOut:
+        return m.FeatureOut.model_validate(view.feature_row(latent))
+
+    def hits_out(hits: SearchHits, query: str | None = None, kind: str | None = None) -> m.SearchOut:
+        items = [ref(r, score=float(s)) for r, s in zip(hits.rows, hits.scores, strict=False)]
+        return m.SearchOut(query=query, method=hits.method, items=items, features=hits.features, upload_kind=kind)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> Response:
+        return Response(pages["index.html"], media_type="text/html; charset=utf-8")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        if name not in assets:
+            raise HTTPException(404, f"static file {name!r} not found")
+        return Response(assets[name], media_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/api/info", response_model=m.InfoOut)
+    def info() -> m.InfoOut:
+        counts = {
+            col: {str(k): int(v) for k, v in table[col].value_counts().items()}
+            for col in ("modality", "plane", "split")
+            if col in table.columns
+        }
+        concepts = sorted({str(c) for c in features.get("concept", []) if isinstance(c, str)})
+        text_mode = "interpret" if isinstance(search, WorkspaceSearch) and search._interpret_text_ready() else "keyword"
+        return m.InfoOut(
+            workspace=str(view.ws.root),
+            encoder=view.encoder,
+            run=view.run,
+            n_slices=len(table),
+            n_latents=view.n_latents,
+            levels=view.levels,
+            has_features=view.features_file is not None,
+            text_search=text_mode,
+            image_search=view.encoder is not None,
+            counts=counts,
+            concepts=concepts,
+            upload_limit_bytes=upload_limit,
+        )
+
+    @app.get("/api/features", response_model=m.FeatureListOut)
+    def list_features(
+        sort: SortKey = Query("frequency", description="Column to sort by."),
+        order: Literal["asc", "desc"] = "desc",
+        q: str | None = Query(None, max_length=200, description="Substring of the description or concept."),
+        concept: str | None = Query(None, max_length=200, description="Exact concept."),
+        level: int | None = Query(None, description="Matryoshka level (prefix size)."),
+        min_score: float | None = Query(None, description="Minimum detection balanced accuracy."),
+        min_frequency: float | None = Query(None, ge=0, le=1),
+        alive_only: bool = Query(True, description="Hide latents that never fire."),
+        offset: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> m.FeatureListOut:
+        df = features
+        if alive_only:
+            df = df[df["frequency"] > 0]
+        if q:
+            text = pd.Series("", index=df.index)
+            for col in ("description", "concept"):
+                if col in df.columns:
+                    text = text + " " + df[col].fillna("").astype(str)
+            df = df[text.str.contains(q, case=False, regex=False)]
+        if concept and "concept" in df.columns:
+            df = df[df["concept"] == concept]
+        if level is not None:
+            df = df[df["level"] == level]
+        if min_score is not None and "detection_balanced_accuracy" in df.columns:
+            df = df[df["detection_balanced_accuracy"] >= min_score]
+        if min_frequency is not None:
+            df = df[df["frequency"] >= min_frequency]
+        if sort in df.columns:
+            df = df.sort_values(sort, ascending=order == "asc", kind="stable", na_position="last")
+        page = df.iloc[offset : offset + limit]
+        items = [feature_out(int(j)) for j in page["latent"]]
+        return m.FeatureListOut(total=len(df), offset=offset, limit=limit, items=items)
+
+    @app.get("/api/features/{latent}", response_model=m.FeatureDetailOut, responses=NOT_FOUND)
+    def feature_detail(latent_id: str = Path(..., alias="latent"), top: int = Query(12, ge=1, le=64)) -> m.FeatureDetailOut:
+        latent = int(latent_id) if latent_id.isdigit() and len(latent_id) < 10 else -1
+        if not 0 <= latent < view.n_latents:
+            raise HTTPException(404, f"feature {latent_id!r} not found (this SAE has {view.n_latents} latents)")
+        rows, vals = view.activations(latent)
+        act = dict(zip(rows.tolist(), vals.tolist(), strict=True))
+        return m.FeatureDetailOut(
+            feature=feature_out(latent),
+            top=[ref(r, activation=act.get(r)) for r in view.top_rows(latent, top)],
+            histogram=m.Histogram(**view.histogram(latent)),
+            quantiles=[
+                m.Quantile(quantile=qd["quantile"], activation=qd["activation"], slice=ref(qd["row"], activation=qd["activation"]))
+                for qd in view.quantile_rows(latent)
+            ],
+            enrichment=[m.Enrichment(**e) for e in view.enrichment(latent)],
+        )
+
+    @app.get("/api/slices/{slice_id}", response_model=m.SliceDetailOut, responses=NOT_FOUND)
+    def slice_detail(slice_id: str) -> m.SliceDetailOut:
+        row = row_of(slice_id)
+        return m.SliceDetailOut(
+            slice=ref(row),
+            metadata=view.slice_meta(row),
+            fingerprint=[m.FingerprintItem(**f) for f in view.fingerprint(row)],
+        )
+
+    @app.get(
+        "/api/slices/{slice_id}/image.png",
+        responses={200: {"content": {"image/png": {}}}, **NOT_FOUND},
+        response_class=Response,
+    )
+    def slice_image(slice_id: str, size: int | None = Query(None, ge=16, le=1024)) -> Response:
+        row = row_of(slice_id)
+        if view.images is None:
+            raise HTTPException(404, "this workspace has no images.npy")
+        return Response(view.slice_png(row, size), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/slices/{slice_id}/similar", response_model=m.SearchOut, responses=NOT_FOUND)
+    def slice_similar(slice_id: str, k: int = Query(12, ge=1, le=100)) -> m.SearchOut:
+        row = row_of(slice_id)
+        try:
+            return hits_out(search.similar(row, k), query=slice_id)
+        except SearchUnavailable as e:
+            raise HTTPException(503, str(e)) from e
+
+    @app.get("/api/search", response_model=m.SearchOut)
+    def text_search(
+        q: str = Query(..., min_length=1, max_length=300, description="A text query."),
+        k: int = Query(12, ge=1, le=100),
+    ) -> m.SearchOut:
+        try:
+            return hits_out(search.text(q, k), query=q)
+        except SearchUnavailable as e:
+            raise HTTPException(503, str(e)) from e
+
+    @app.post(
+        "/api/search/image",
+        response_model=m.SearchOut,
+        responses={400: {"model": m.ErrorOut}, 413: {"model": m.ErrorOut}, 415: {"model": m.ErrorOut}},
+    )
+    def image_search(
+        file: UploadFile = File(..., description="A PNG, JPEG, DICOM or NIfTI file."),
+        k: int = Query(12, ge=1, le=100),
+    ) -> m.SearchOut:
+        data = file.file.read(upload_limit + 1)
+        if len(data) > upload_limit:
+            raise HTTPException(413, f"upload larger than {upload_limit} bytes")
+        images = view.images
+        size = int(images.shape[1]) if images is not None else 224
+        channels = 3 if images is not None and images.ndim == 4 else 1
+        try:
+            img, kind = decode_upload(data, size, channels)
+        except UploadError as e:
+            raise HTTPException(e.status, f"{file.filename or 'upload'}: {e.message}") from e
+        try:
+            return hits_out(search.image(img, k), query=file.filename, kind=kind)
+        except SearchUnavailable as e:
+            raise HTTPException(503, str(e)) from e
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def _opt(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return str(v)
+
+
+def _quote(slice_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(slice_id, safe=":")

@@ -1,0 +1,86 @@
+"""An ASGI middleware that refuses request bodies above a size limit with 413 JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Refuse bodies larger than ``limit`` bytes (declared by Content-Length or streamed).
+
+    A declared length above the limit is refused before anything is read; a streamed body
+    is counted as it arrives and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        # multipart framing adds a little around the file itself
+        self.allowed = limit + 64 * 1024
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.allowed
+            except ValueError:
+                await _send_json(send, 400, "invalid Content-Length header")
+                return
+            if too_big:
+                await _send_json(send, 413, f"request body larger than {self.limit} bytes")
+                return
+        received = 0
+        started = False
+        overflow = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, overflow
+            message: Message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.allowed:
+                    overflow = True
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            # a body parser may turn the overflow into its own error: answer 413 instead
+            nonlocal started
+            if overflow:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await _send_json(send, 413, f"request body larger than {self.limit} bytes")
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, f"request body larger than {self.limit} bytes")
+
+
+async def _send_json(send: Any, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,188 @@
+// medsae feature browser: a single page over the JSON API under /api (no external code).
+"use strict";
+
+const app = document.getElementById("app");
+let INFO = null;
+
+function esc(value) {
+  return String(value === null || value === undefined ? "" : value)
+    .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+}
+function fmt(x, digits = 3) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  return typeof x === "number" ? Number(x).toFixed(digits) : esc(x);
+}
+async function api(path, options) {
+  const res = await fetch(path, options);
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : res.statusText);
+  return body;
+}
+function tile(s) {
+  const extra = s.activation !== null && s.activation !== undefined ? `act ${fmt(s.activation, 2)}`
+    : s.score !== null && s.score !== undefined ? `score ${fmt(s.score, 2)}` : "";
+  return `<a class="tile" href="#/slice/${encodeURIComponent(s.slice_id)}" data-slice="${esc(s.slice_id)}">
+    <img loading="lazy" src="${esc(s.image_url)}" alt="${esc(s.slice_id)}">
+    <div class="cap">${esc(s.modality || "")} ${esc(s.plane || "")} · ${esc(extra)}<br><span class="muted">${esc(s.slice_id)}</span></div></a>`;
+}
+function grid(items) {
+  return items.length ? `<div class="grid">${items.map(tile).join("")}</div>` : `<p class="muted">No slices.</p>`;
+}
+function showError(e) { app.innerHTML = `<div class="card error">${esc(e.message || e)}</div>`; }
+
+// ---------------------------------------------------------------- features page
+const state = { sort: "frequency", order: "desc", q: "", concept: "", level: "", min_score: "", offset: 0, limit: 50 };
+
+async function featuresPage() {
+  const levels = (INFO.levels || []).map(l => `<option value="${l}" ${String(l) === state.level ? "selected" : ""}>${l}</option>`).join("");
+  const concepts = (INFO.concepts || []).map(c => `<option ${c === state.concept ? "selected" : ""}>${esc(c)}</option>`).join("");
+  app.innerHTML = `<h1>Features</h1>
+  <form class="filters" id="filters">
+    <label>Text<input name="q" value="${esc(state.q)}" placeholder="description or concept"></label>
+    <label>Concept<select name="concept"><option value="">any</option>${concepts}</select></label>
+    <label>Matryoshka level<select name="level"><option value="">any</option>${levels}</select></label>
+    <label>Min. detection score<input name="min_score" type="number" step="0.05" min="0" max="1" value="${esc(state.min_score)}"></label>
+    <button type="submit">Filter</button>
+  </form>
+  <div id="feature-table" class="card"><p class="muted">Loading…</p></div>`;
+  document.getElementById("filters").addEventListener("submit", ev => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    for (const k of ["q", "concept", "level", "min_score"]) state[k] = String(f.get(k) || "");
+    state.offset = 0;
+    loadFeatures();
+  });
+  await loadFeatures();
+}
+
+async function loadFeatures() {
+  const box = document.getElementById("feature-table");
+  const p = new URLSearchParams({ sort: state.sort, order: state.order, offset: state.offset, limit: state.limit });
+  for (const k of ["q", "concept", "level", "min_score"]) if (state[k]) p.set(k, state[k]);
+  try {
+    const data = await api(`/api/features?${p}`);
+    const cols = [["latent", "Feature"], ["level", "Level"], ["frequency", "Frequency"], ["max_activation", "Max act."],
+      ["detection_balanced_accuracy", "Detection score"], ["concept_auroc", "Concept AUROC"]];
+    const head = cols.map(([k, label]) => `<th data-sort="${k}" class="${state.sort === k ? "sorted " + state.order : ""}">${label}</th>`).join("");
+    const rows = data.items.map(f => `<tr>
+      <td><a href="#/feature/${f.latent}">#${f.latent}</a></td><td class="num">${f.level ?? "–"}</td>
+      <td class="num">${fmt(f.frequency * 100, 2)}%</td><td class="num">${fmt(f.max_activation, 2)}</td>
+      <td class="num">${fmt(f.detection_balanced_accuracy, 2)}</td><td class="num">${fmt(f.concept_auroc, 2)}</td>
+      <td>${esc(f.description || "")} ${f.concept ? `<span class="pill">${esc(f.concept)}</span>` : ""}</td></tr>`).join("");
+    const end = Math.min(state.offset + state.limit, data.total);
+    box.innerHTML = `<table id="features"><thead><tr>${head}<th>Description</th></tr></thead><tbody>${rows}</tbody></table>
+      <div class="pager"><button id="prev" ${state.offset ? "" : "disabled"}>Previous</button>
+      <span class="muted">${data.total ? state.offset + 1 : 0}–${end} of ${data.total}</span>
+      <button id="next" ${end < data.total ? "" : "disabled"}>Next</button></div>`;
+    box.querySelectorAll("th[data-sort]").forEach(th => th.addEventListener("click", () => {
+      const k = th.dataset.sort;
+      state.order = state.sort === k && state.order === "desc" ? "asc" : "desc";
+      state.sort = k; state.offset = 0; loadFeatures();
+    }));
+    document.getElementById("prev").onclick = () => { state.offset = Math.max(0, state.offset - state.limit); loadFeatures(); };
+    document.getElementById("next").onclick = () => { state.offset += state.limit; loadFeatures(); };
+  } catch (e) { box.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+}
+
+// ---------------------------------------------------------------- one feature
+async function featurePage(latent) {
+  const d = await api(`/api/features/${encodeURIComponent(latent)}`);
+  const f = d.feature;
+  const h = d.histogram;
+  const peak = Math.max(1, ...h.counts);
+  const hist = h.counts.length ? `<div class="hist" title="non-zero activations">${h.counts.map((c, i) =>
+    `<div style="height:${(100 * c / peak).toFixed(1)}%" title="${fmt(h.edges[i], 2)}–${fmt(h.edges[i + 1], 2)}: ${c}"></div>`).join("")}</div>
+    <p class="muted">${fmt(h.edges[0], 2)} … ${fmt(h.edges[h.edges.length - 1], 2)}; zero on ${h.zeros} slices</p>` : `<p class="muted">Never active.</p>`;
+  const enr = d.enrichment.length ? `<table><thead><tr><th>Label</th><th>Active slices</th><th>Base rate</th><th>Lift</th></tr></thead><tbody>${
+    d.enrichment.map(e => `<tr><td>${esc(e.label)}</td><td class="num">${fmt(e.rate_active * 100, 1)}% (${e.count_active})</td>
+      <td class="num">${fmt(e.rate_all * 100, 1)}%</td><td class="num">${fmt(e.lift, 2)}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">Not computed (no labels or never active).</p>`;
+  app.innerHTML = `<h1>Feature #${f.latent} <span class="muted">level ${f.level ?? "–"}</span></h1>
+  <div class="card"><p><b>${esc(f.description || "No description computed.")}</b>
+    ${f.describer ? `<span class="muted">(${esc(f.describer)})</span>` : ""}</p>
+    <p>Detection score (balanced accuracy): <span class="score">${fmt(f.detection_balanced_accuracy, 3)}</span> ·
+    AUROC ${fmt(f.detection_auroc, 3)} · concept ${f.concept ? `<span class="pill">${esc(f.concept)}</span> (AUROC ${fmt(f.concept_auroc, 3)})` : "–"} ·
+    frequency ${fmt(f.frequency * 100, 2)}% · mean ${fmt(f.mean_activation, 3)} · max ${fmt(f.max_activation, 3)}</p></div>
+  <h2>Top-activating slices</h2><div id="top-slices">${grid(d.top)}</div>
+  <div class="cols" style="margin-top:16px"><div class="card"><h2>Activation histogram</h2>${hist}</div>
+  <div class="card"><h2>Label enrichment</h2>${enr}</div></div>
+  <h2>Slices at activation quantiles</h2>${grid(d.quantiles.map(q => ({ ...q.slice, activation: q.activation, plane: `${q.slice.plane || ""} q${Math.round(q.quantile * 100)}` })))}`;
+}
+
+// ---------------------------------------------------------------- one slice
+async function slicePage(sliceId) {
+  const d = await api(`/api/slices/${encodeURIComponent(sliceId)}`);
+  const meta = Object.entries(d.metadata).filter(([, v]) => v !== null && v !== "")
+    .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+  const fp = d.fingerprint.length ? `<table><thead><tr><th>Feature</th><th>Activation</th><th>Description</th></tr></thead><tbody>${
+    d.fingerprint.map(x => `<tr><td><a href="#/feature/${x.latent}">#${x.latent}</a></td><td class="num">${fmt(x.activation, 3)}</td><td>${esc(x.description || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No active features.</p>`;
+  app.innerHTML = `<h1>${esc(d.slice.slice_id)}</h1>
+  <div class="cols"><div class="big"><img src="${esc(d.slice.image_url)}?size=384" alt="${esc(d.slice.slice_id)}"></div>
+  <div class="card"><dl class="meta">${meta}</dl></div></div>
+  <div class="card"><h2>Fingerprint (strongest features)</h2>${fp}</div>
+  <h2>Similar slices</h2><div id="similar"><p class="muted">Searching…</p></div>`;
+  try {
+    const s = await api(`/api/slices/${encodeURIComponent(sliceId)}/similar?k=12`);
+    document.getElementById("similar").innerHTML = grid(s.items) + `<p class="muted">method: ${esc(s.method)}</p>`;
+  } catch (e) { document.getElementById("similar").innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+}
+
+// ---------------------------------------------------------------- search
+async function searchPage(query) {
+  app.innerHTML = `<h1>Search</h1>
+  <div class="cols"><form class="card" id="text-form"><h2>By text</h2>
+    <div class="filters"><input id="q" name="q" size="34" value="${esc(query || "")}" placeholder="e.g. axial CT slice through the liver">
+    <button type="submit">Search</button></div></form>
+  <form class="card" id="image-form"><h2>By image</h2><div class="filters">
+    <input id="file" type="file" name="file" accept=".png,.jpg,.jpeg,.dcm,.nii,.nii.gz,image/png,image/jpeg,application/dicom">
+    <button type="submit">Upload</button></div>
+    <p class="muted">PNG, JPEG, DICOM or NIfTI (middle axial slice), up to ${Math.round((INFO.upload_limit_bytes || 0) / 1048576)} MB.</p></form></div>
+  <div id="results"></div>`;
+  document.getElementById("text-form").addEventListener("submit", ev => {
+    ev.preventDefault();
+    const q = document.getElementById("q").value.trim();
+    if (q) location.hash = `#/search?q=${encodeURIComponent(q)}`;
+  });
+  document.getElementById("image-form").addEventListener("submit", async ev => {
+    ev.preventDefault();
+    const file = document.getElementById("file").files[0];
+    if (!file) return;
+    const body = new FormData(); body.append("file", file);
+    await showResults(api("/api/search/image?k=24", { method: "POST", body }));
+  });
+  if (query) await showResults(api(`/api/search?q=${encodeURIComponent(query)}&k=24`));
+}
+
+async function showResults(promise) {
+  const box = document.getElementById("results");
+  box.innerHTML = `<p class="muted">Searching…</p>`;
+  try {
+    const r = await promise;
+    const feats = r.features.length ? `<p>Through features: ${r.features.map(f =>
+      `<a class="pill" href="#/feature/${f.latent}">#${f.latent}${f.description ? " " + esc(f.description) : ""}</a>`).join(" ")}</p>` : "";
+    box.innerHTML = `<div class="card"><p class="muted">${r.items.length} result(s) · method: ${esc(r.method)}${r.upload_kind ? " · file: " + esc(r.upload_kind) : ""}</p>${feats}</div>
+      <div id="search-results">${grid(r.items)}</div>`;
+  } catch (e) { box.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
+}
+
+// ---------------------------------------------------------------- router
+async function route() {
+  const hash = location.hash || "#/features";
+  const [path, qs] = hash.slice(1).split("?");
+  const parts = path.split("/").filter(Boolean);
+  document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.nav === parts[0]));
+  try {
+    if (!INFO) {
+      INFO = await api("/api/info");
+      document.getElementById("run-info").textContent =
+        `${INFO.encoder || "no encoder"} / ${INFO.run || "no SAE"} · ${INFO.n_slices} slices · ${INFO.n_latents} features`;
+    }
+    if (parts[0] === "feature" && parts[1] !== undefined) await featurePage(decodeURIComponent(parts[1]));
+    else if (parts[0] === "slice" && parts[1] !== undefined) await slicePage(decodeURIComponent(parts.slice(1).join("/")));
+    else if (parts[0] === "search") await searchPage(new URLSearchParams(qs || "").get("q"));
+    else await featuresPage();
+    app.dataset.page = parts[0] || "features";
+  } catch (e) { showError(e); }
+}
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,129 @@
+"""The browser page driven by headless Chromium against a live server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts" / "browser"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at /usr/bin/chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(full_workspace) -> Iterator[str]:
+    import uvicorn
+
+    from medsae.report.view import WorkspaceView
+    from medsae.serve import create_app
+    from medsae.serve.search import WorkspaceSearch
+
+    ws, _ = full_workspace
+    view = WorkspaceView(ws.root)
+    app = create_app(view, backend=WorkspaceSearch(view, use_interpret=False))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "server did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory):
+    playwright = pytest.importorskip("playwright.sync_api")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright.sync_playwright() as p:
+        # a fresh profile folder, passed the way playwright requires for --user-data-dir
+        context = p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            viewport={"width": 1280, "height": 900},
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.errors = errors  # type: ignore[attr-defined]
+        yield pg
+        context.close()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _images_loaded(page, selector: str) -> int:
+    page.wait_for_function(
+        f"() => {{ const i = document.querySelectorAll('{selector}'); return i.length > 0 && [...i].every(x => x.complete && x.naturalWidth > 0); }}",
+        timeout=15000,
+    )
+    return int(page.eval_on_selector_all(selector, "els => els.length"))
+
+
+def test_features_page_lists_and_sorts(page, base_url):
+    page.goto(f"{base_url}/#/features")
+    page.wait_for_selector("#features tbody tr")
+    assert page.locator("#features tbody tr").count() == 50
+    page.click("th[data-sort=latent]")
+    page.wait_for_function("() => document.querySelector('#features tbody tr td a').textContent === '#127'")
+    page.fill("input[name=q]", "liver")
+    page.click("#filters button")
+    page.wait_for_function("() => document.querySelectorAll('#features tbody tr').length === 1")
+    _shot(page, "features")
+    assert not page.errors
+
+
+def test_feature_page_shows_top_slices(page, base_url):
+    page.goto(f"{base_url}/#/feature/1")
+    n = _images_loaded(page, "#top-slices img")
+    assert n >= 3
+    assert "modality=MR" in page.inner_text("main")
+    assert page.locator(".hist div").count() == 20
+    _shot(page, "feature")
+    page.click("#top-slices a.tile >> nth=0")
+    page.wait_for_selector("#similar .tile img")
+    assert "Fingerprint" in page.inner_text("main")
+    _images_loaded(page, "#similar img")
+    _shot(page, "slice")
+    assert not page.errors
+
+
+def test_text_search_returns_images(page, base_url):
+    page.goto(f"{base_url}/#/search")
+    page.fill("#q", "sagittal plane")
+    page.click("#text-form button")
+    n = _images_loaded(page, "#search-results img")
+    assert n > 0
+    _shot(page, "search")
+    assert not page.errors
