@@ -2,8 +2,104 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+
+
+def print_summary(run: Any) -> None:
+    """The headline figures, per-stage times and where the report is."""
+    from rich.table import Table
+
+    from medsae.progress import console
+
+    summary = run.summary or {}
+    labels = {
+        "best_config": "best config",
+        "r2": "R² (test)",
+        "l0": "L0",
+        "alive_fraction": "alive fraction",
+        "recovery_at_10": "recovery at 10",
+        "detection_balanced_accuracy": "detection score (median balanced accuracy)",
+        "text_precision_at_10": "text retrieval precision@10",
+        "fingerprint_agreement": "fingerprint agreement",
+    }
+    table = Table(title="medsae summary", show_header=False)
+    for key, label in labels.items():
+        value = summary.get(key)
+        table.add_row(
+            label,
+            "not computed"
+            if value is None
+            else f"{value:.3f}"
+            if isinstance(value, float)
+            else str(value),
+        )
+    console.print(table)
+    times = Table(title="stage times (s): this run / artifact build")
+    times.add_column("stage")
+    times.add_column("this run", justify="right")
+    times.add_column("build", justify="right")
+    built = run.stage_seconds()
+    for stage, seconds in run.seconds.items():
+        times.add_row(
+            stage, f"{seconds:.1f}", f"{built.get(stage, 0.0):.1f}" if stage in built else ""
+        )
+    times.add_row("total", f"{sum(run.seconds.values()):.1f}", "")
+    console.print(times)
+    report = run.workspace.report / "index.html"
+    if report.is_file():
+        console.print(f"report: {report}")
+    console.print(f"summary: {run.workspace.root / 'summary.json'}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the pipeline commands to the main app."""
+
+    @app.command("run")
+    def run_cmd(
+        config: Path = typer.Argument(..., help="Pipeline config (TOML, YAML or JSON)."),
+        workspace: Path | None = typer.Option(
+            None, "--workspace", "-w", help="Overrides `workspace` of the config."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Override a value: section.key=value (repeatable)."
+        ),
+        stages: list[str] = typer.Option(
+            [], "--stage", help="Run only these stages (repeatable; default all)."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Rebuild every stage even when up to date."
+        ),
+    ) -> None:
+        """Run the configured stages in order; finished stages are skipped."""
+        from medsae.config import load_pipeline_config
+        from medsae.pipeline import run_pipeline
+
+        cfg = load_pipeline_config(config, overrides)
+        result = run_pipeline(cfg, workspace, force=force, stages=stages or None)
+        print_summary(result)
+
+    @app.command("demo")
+    def demo_cmd(
+        workspace: Path = typer.Option(
+            Path("demo-workspace"), "--workspace", "-w", help="Workspace folder."
+        ),
+        serve: bool = typer.Option(
+            False, "--serve", help="Start the feature browser on the result."
+        ),
+        port: int = typer.Option(8765, help="Port of the browser (with --serve)."),
+        force: bool = typer.Option(
+            False, "--force", help="Rebuild every stage even when up to date."
+        ),
+    ) -> None:
+        """The full pipeline on the built-in phantom dataset (a few minutes on 2 cores)."""
+        from medsae.pipeline import run_demo
+
+        result = run_demo(workspace, force=force)
+        print_summary(result)
+        if serve:
+            from medsae.serve import serve as serve_browser
+
+            serve_browser(workspace, port=port)

@@ -65,7 +65,7 @@ def _subjects(n: int = 400, seed: int = 0) -> pd.DataFrame:
         "modality": ["CT" if i % 3 else "MR" for i in range(n)],
         "sex": rng.choice(["M", "F"], n),
         "age_group": rng.choice(["<40", "40-60", "60-80", ">=80"], n),
-        "institute": rng.choice(list("ABCDEFGH") + [None], n),
+        "institute": rng.choice([*list("ABCDEFGH"), None], n),
     })
 
 

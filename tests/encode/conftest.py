@@ -15,7 +15,9 @@ FAKE_ADAPTER = Path(__file__).with_name("fake_adapter.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "ray: starts a local Ray instance (deselect with -m 'not ray')")
+    config.addinivalue_line(
+        "markers", "ray: starts a local Ray instance (deselect with -m 'not ray')"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +28,9 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     """18 slices of 32x32 grayscale images (2 subjects x 3 planes x 3 slices)."""
-    workspace, _ = make_synthetic_workspace(tmp_path / "ws", n_subjects=2, slices_per_plane=3, dim=8, n_latents=32)
+    workspace, _ = make_synthetic_workspace(
+        tmp_path / "ws", n_subjects=2, slices_per_plane=3, dim=8, n_latents=32
+    )
     return workspace
 
 
@@ -37,8 +41,13 @@ def tiny_dinov3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
     config = DINOv3ViTConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        patch_size=8, num_register_tokens=2, image_size=32,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=8,
+        num_register_tokens=2,
+        image_size=32,
     )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("dinov3-tiny")
@@ -56,7 +65,9 @@ def plugin_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
     """Register tests.encode.plugin_encoder:PixelStatsEncoder as entry point 'pixelstats'."""
     original = importlib.metadata.entry_points
     ep = importlib.metadata.EntryPoint(
-        name="pixelstats", value="tests.encode.plugin_encoder:PixelStatsEncoder", group="medsae.encoders"
+        name="pixelstats",
+        value="tests.encode.plugin_encoder:PixelStatsEncoder",
+        group="medsae.encoders",
     )
 
     def entry_points(**kwargs: object) -> object:

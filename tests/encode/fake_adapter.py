@@ -4,7 +4,8 @@ Usage: ``python fake_adapter.py REQUEST.json``. Its embedding is a fixed functio
 pixels (so tests can check row alignment): per image, the mean intensity, the standard
 deviation, the fraction of bright pixels, and the mean of each image quadrant, padded with
 cosines of the mean up to ``dim``. Options: ``dim`` (default 8), ``name`` (``fake``),
-``fail_after`` (exit with status 3 after writing this many shards, like a killed job),
+``fail_after`` (exit with status 3 after writing this many shards, like a killed job; also
+read from the environment variable FAKE_ADAPTER_FAIL_AFTER, which is not part of any key),
 ``nan_row`` (an image row whose embedding is NaN), ``marker`` (a file to append one line to per
 encoded shard, so tests can count what was recomputed).
 """
@@ -23,7 +24,7 @@ def features(images: np.ndarray, dim: int) -> np.ndarray:
     x = images.astype(np.float64) / 255.0
     if x.ndim == 4:
         x = x.mean(axis=-1)
-    n, h, w = x.shape
+    _, h, w = x.shape
     cols = [
         x.mean(axis=(1, 2)),
         x.std(axis=(1, 2)),
@@ -47,15 +48,22 @@ def main() -> int:
     name = str(options.get("name", "fake"))
     response = Path(request["response"])
     if request["action"] == "describe":
-        info = {"protocol": 1, "name": name, "dim": dim, "input_size": 0,
-                "preprocessing": {"scale": "uint8 / 255"}, "weights_fingerprint": f"fake-v1-dim{dim}"}
+        info = {
+            "protocol": 1,
+            "name": name,
+            "dim": dim,
+            "input_size": 0,
+            "preprocessing": {"scale": "uint8 / 255"},
+            "weights_fingerprint": f"fake-v1-dim{dim}",
+        }
         response.write_text(json.dumps(info))
         return 0
     images = np.load(request["images"], mmap_mode="r")
     out_dir = Path(request["out_dir"])
     written = []
+    fail_after = options.get("fail_after", os.environ.get("FAKE_ADAPTER_FAIL_AFTER"))
     for i, shard in enumerate(request["shards"]):
-        if "fail_after" in options and i >= int(options["fail_after"]):
+        if fail_after is not None and i >= int(fail_after):
             print("fake adapter: simulated failure", file=sys.stderr)
             return 3
         start, stop = int(shard["start"]), int(shard["stop"])

@@ -30,9 +30,11 @@ def test_preprocessing_grayscale_equals_replicated_rgb() -> None:
     a, b = to_model_input(gray, 24), to_model_input(rgb, 24)
     assert a.shape == (3, 3, 24, 24) and a.dtype == torch.float32
     torch.testing.assert_close(a, b)
-    flat = to_model_input(np.full((1, 8, 8), 255, np.uint8), 8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    flat = to_model_input(
+        np.full((1, 8, 8), 255, np.uint8), 8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)
+    )
     torch.testing.assert_close(flat, torch.full((1, 3, 8, 8), 2.0))
-    with pytest.raises(InputError, match="uint8"):
+    with pytest.raises(InputError, match=r"uint8"):
         to_model_input(gray.astype(np.float32), 24)
     with pytest.raises(InputError, match=r"\(B, S, S\)"):
         to_model_input(np.zeros((2, 8, 8, 4), np.uint8), 24)
@@ -46,16 +48,23 @@ def test_efficientnet_real_weights_give_finite_distinct_1280d_features() -> None
     assert out.shape == (3, 1280) and out.dtype == np.float32
     assert np.isfinite(out).all()
     assert not np.allclose(out[0], out[1], atol=1e-3)
-    np.testing.assert_allclose(enc.encode(images[:1]), out[:1], rtol=1e-4, atol=1e-4)  # batch-independent
+    np.testing.assert_allclose(
+        enc.encode(images[:1]), out[:1], rtol=1e-4, atol=1e-4
+    )  # batch-independent
     meta = enc.metadata()
-    assert meta["weights_fingerprint"].startswith("sha256:") and meta["registry_name"] == "efficientnet-lite0"
+    assert (
+        meta["weights_fingerprint"].startswith("sha256:")
+        and meta["registry_name"] == "efficientnet-lite0"
+    )
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_dinov3_from_local_folder(tiny_dinov3_dir: Path, pooling: str) -> None:
     from transformers import DINOv3ViTModel
 
-    enc = get_encoder("dinov3", model=str(tiny_dinov3_dir), pooling=pooling, input_size=32, device="cpu")
+    enc = get_encoder(
+        "dinov3", model=str(tiny_dinov3_dir), pooling=pooling, input_size=32, device="cpu"
+    )
     assert (enc.name, enc.dim, enc.input_size) == ("dinov3", 32, 32)
     images = _images(4)
     out = enc.encode(images)
@@ -70,21 +79,23 @@ def test_dinov3_from_local_folder(tiny_dinov3_dir: Path, pooling: str) -> None:
     assert enc.metadata()["weights_fingerprint"].startswith("sha256-edges:")
 
 
-def test_dinov3_bad_inputs(tiny_dinov3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(InputError, match="pooling"):
+def test_dinov3_bad_inputs(
+    tiny_dinov3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(InputError, match=r"pooling"):
         get_encoder("dinov3", model=str(tiny_dinov3_dir), pooling="max")
-    with pytest.raises(InputError, match="multiple of the patch size 8"):
+    with pytest.raises(InputError, match=r"multiple of the patch size 8"):
         get_encoder("dinov3", model=str(tiny_dinov3_dir), input_size=30, device="cpu")
-    with pytest.raises(InputError, match="config.json missing.*--option model=DIR"):
+    with pytest.raises(InputError, match=r"config.json missing.*--option model=DIR"):
         get_encoder("dinov3", model=str(tmp_path))
-    with pytest.raises(InputError, match="folder not found.*--option model=DIR"):
+    with pytest.raises(InputError, match=r"folder not found.*--option model=DIR"):
         get_encoder("dinov3", model=str(tmp_path / "nowhere"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(InputError, match="HF_HUB_OFFLINE is set.*huggingface-cli download"):
+    with pytest.raises(InputError, match=r"HF_HUB_OFFLINE is set.*huggingface-cli download"):
         get_encoder("dinov3", model="facebook/dinov3-not-cached-here", allow_network=True)
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(InputError, match="network access is not allowed"):
+    with pytest.raises(InputError, match=r"network access is not allowed"):
         get_encoder("dinov3", model="facebook/dinov3-not-cached-here")
 
 
@@ -107,7 +118,7 @@ def test_named_dinov3_configs() -> None:
 
     assert named_config("dinov3-vitl16").hidden_size == 1024
     assert named_config("vits16").num_register_tokens == 4
-    with pytest.raises(InputError, match="dinov3-vitl16"):
+    with pytest.raises(InputError, match=r"dinov3-vitl16"):
         named_config("dinov3-vitz16")
 
 
@@ -122,19 +133,21 @@ def test_external_adapter(fake_adapter_command: str) -> None:
 
 
 def test_external_adapter_failures(fake_adapter_command: str, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot start the adapter"):
+    with pytest.raises(InputError, match=r"cannot start the adapter"):
         get_encoder("external", command=str(tmp_path / "no-such-adapter"))
-    with pytest.raises(InputError, match="needs a command"):
+    with pytest.raises(InputError, match=r"needs a command"):
         get_encoder("external")
     enc = get_encoder("external", command=fake_adapter_command, fail_after=0)
-    with pytest.raises(ArtifactError, match="exit status 3"):
+    with pytest.raises(ArtifactError, match=r"exit status 3"):
         enc.encode(_images(2))
 
 
 def test_unknown_encoder_and_option() -> None:
-    with pytest.raises(InputError, match="known encoders: .*dinov3.*efficientnet-lite0.*external.*random"):
+    with pytest.raises(
+        InputError, match=r"known encoders: .*dinov3.*efficientnet-lite0.*external.*random"
+    ):
         get_encoder("resnet-9000")
-    with pytest.raises(InputError, match="unknown option.*colour.*accepted: input_size"):
+    with pytest.raises(InputError, match=r"unknown option.*colour.*accepted: input_size"):
         get_encoder("efficientnet-lite0", colour="blue")
 
 

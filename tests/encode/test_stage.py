@@ -18,10 +18,14 @@ from medsae.workspace import Workspace, read_manifest
 
 def _dinov3_config(folder: Path, **kw: object) -> EncodeConfig:
     options = {"model": str(folder), "input_size": 32, "pooling": "mean"}
-    return EncodeConfig(encoder="dinov3", options=options, device="cpu", batch_size=4, shard_rows=5, **kw)
+    return EncodeConfig(
+        encoder="dinov3", options=options, device="cpu", batch_size=4, shard_rows=5, **kw
+    )
 
 
-def test_stage_writes_aligned_store_and_skips_when_up_to_date(ws: Workspace, tiny_dinov3_dir: Path) -> None:
+def test_stage_writes_aligned_store_and_skips_when_up_to_date(
+    ws: Workspace, tiny_dinov3_dir: Path
+) -> None:
     config = _dinov3_config(tiny_dinov3_dir)
     outcome = encode(ws, config)
     assert outcome.status == "built" and outcome.path == ws.embeddings("dinov3")
@@ -29,9 +33,13 @@ def test_stage_writes_aligned_store_and_skips_when_up_to_date(ws: Workspace, tin
     images = np.asarray(open_images(ws.slices))
     assert (store.n_rows, store.dim, store.encoder) == (len(images), 32, "dinov3")
     assert [s.stop - s.start for s in store.shards] == [5, 5, 5, 3]
-    direct = get_encoder("dinov3", model=str(tiny_dinov3_dir), input_size=32, pooling="mean", device="cpu").encode(images)
+    direct = get_encoder(
+        "dinov3", model=str(tiny_dinov3_dir), input_size=32, pooling="mean", device="cpu"
+    ).encode(images)
     np.testing.assert_allclose(store.read(), direct, rtol=1e-4, atol=1e-5)
-    assert store.meta["registry_name"] == "dinov3" and store.meta["preprocessing"]["pooling"] == "mean"
+    assert (
+        store.meta["registry_name"] == "dinov3" and store.meta["preprocessing"]["pooling"] == "mean"
+    )
     assert store.meta["norms"]["max"] >= store.meta["norms"]["min"] > 0
     assert read_manifest(outcome.path)["inputs"]["slices"] == read_manifest(ws.slices)["key"]
     # runtime settings do not invalidate the store; content settings do
@@ -42,7 +50,9 @@ def test_stage_writes_aligned_store_and_skips_when_up_to_date(ws: Workspace, tin
     np.testing.assert_allclose(rebuilt.encode(images[:2]), direct[:2], rtol=1e-4, atol=1e-5)
 
 
-def test_resume_keeps_finished_shards(ws: Workspace, plugin_entry_point: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_keeps_finished_shards(
+    ws: Workspace, plugin_entry_point: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = EncodeConfig(encoder="pixelstats", shard_rows=4, batch_size=3)
     real_finish = runner_mod.finish_shard
     written: list[str] = []
@@ -57,7 +67,10 @@ def test_resume_keeps_finished_shards(ws: Workspace, plugin_entry_point: None, m
     with pytest.raises(KeyboardInterrupt):
         encode(ws, config)
     partial = ws.embeddings("pixelstats").parent / ".pixelstats.partial"
-    assert sorted(p.name for p in partial.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]
+    assert sorted(p.name for p in partial.glob("shard-*.npy")) == [
+        "shard-00000.npy",
+        "shard-00001.npy",
+    ]
     assert not ws.embeddings("pixelstats").exists()
     written.clear()
     monkeypatch.setattr(runner_mod, "finish_shard", real_finish)
@@ -69,11 +82,13 @@ def test_resume_keeps_finished_shards(ws: Workspace, plugin_entry_point: None, m
     np.testing.assert_allclose(store.read(), get_encoder("pixelstats").encode(images))
 
 
-def test_two_jobs_assemble_the_same_store_as_one(ws: Workspace, tmp_path: Path, tiny_dinov3_dir: Path) -> None:
+def test_two_jobs_assemble_the_same_store_as_one(
+    ws: Workspace, tmp_path: Path, tiny_dinov3_dir: Path
+) -> None:
     base = _dinov3_config(tiny_dinov3_dir)
     first = encode(ws, base.model_copy(update={"shard_index": 0, "num_shards": 2}))
     assert first.stage == "encode-part" and not ws.embeddings("dinov3").exists()
-    with pytest.raises(ArtifactError, match="2 shard\\(s\\) missing"):
+    with pytest.raises(ArtifactError, match=r"2 shard\(s\) missing"):
         encode(ws, base.model_copy(update={"merge_only": True}))
     encode(ws, base.model_copy(update={"shard_index": 1, "num_shards": 2}))
     merged = encode(ws, base.model_copy(update={"merge_only": True}))
@@ -93,89 +108,90 @@ def test_two_jobs_assemble_the_same_store_as_one(ws: Workspace, tmp_path: Path, 
         build_config(EncodeConfig, {"shard_index": 2, "num_shards": 2})
 
 
-def test_external_adapter_stage_resumes_by_shard(ws: Workspace, fake_adapter_command: str, tmp_path: Path) -> None:
+def test_external_adapter_stage_resumes_by_shard(
+    ws: Workspace, fake_adapter_command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "encoded.txt"
-    options = {"command": fake_adapter_command, "marker": str(marker)}
-    config = EncodeConfig(encoder="external", options={**options, "fail_after": 2}, shard_rows=5)
-    with pytest.raises(ArtifactError, match="exit status 3"):
+    config = EncodeConfig(
+        encoder="external",
+        options={"command": fake_adapter_command, "marker": str(marker)},
+        shard_rows=5,
+    )
+    monkeypatch.setenv("FAKE_ADAPTER_FAIL_AFTER", "2")  # the adapter dies after two shards
+    with pytest.raises(ArtifactError, match=r"exit status 3"):
         encode(ws, config)
     assert marker.read_text().split() == ["shard-00000.npy", "shard-00001.npy"]
-    # the same content config (fail_after is an adapter option, so keep it out by renaming)
-    resumed = EncodeConfig(encoder="external", options={**options, "fail_after": 99}, shard_rows=5)
-    outcome = encode(ws, resumed)
-    store = EmbeddingStore(outcome.path)
-    assert store.encoder == "fake" and store.dim == 8
-    images = np.asarray(open_images(ws.slices))
-    np.testing.assert_allclose(store.read()[:, 0], images.reshape(len(images), -1).mean(1) / 255, rtol=1e-5)
-    # a changed option is a new key: everything was re-encoded (4 shards) after the failed run
-    assert marker.read_text().split().count("shard-00003.npy") == 1
-
-
-def test_external_partial_is_resumed_with_same_key(ws: Workspace, fake_adapter_command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    marker = tmp_path / "encoded.txt"
-    config = EncodeConfig(encoder="external", options={"command": fake_adapter_command, "marker": str(marker)}, shard_rows=5)
-    from medsae.encode import external as external_mod
-
-    real = external_mod.ExternalEncoder.encode_shards
-
-    def two_shards_then_kill(self: object, images_path: Path, out_dir: Path, shards: list, **kw: object) -> None:
-        real(self, images_path, out_dir, shards[:2], **kw)  # type: ignore[arg-type]
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(external_mod.ExternalEncoder, "encode_shards", two_shards_then_kill)
-    with pytest.raises(KeyboardInterrupt):
-        encode(ws, config)
-    monkeypatch.setattr(external_mod.ExternalEncoder, "encode_shards", real)
+    monkeypatch.delenv("FAKE_ADAPTER_FAIL_AFTER")
     outcome = encode(ws, config)
     assert outcome.manifest["counts"]["reused_shards"] == 2
     assert marker.read_text().split() == [f"shard-0000{i}.npy" for i in range(4)]  # none twice
+    store = EmbeddingStore(outcome.path)
+    assert store.encoder == "fake" and store.dim == 8
+    images = np.asarray(open_images(ws.slices))
+    np.testing.assert_allclose(
+        store.read()[:, 0], images.reshape(len(images), -1).mean(1) / 255, rtol=1e-5
+    )
 
 
-def test_nan_outputs_name_the_slices(ws: Workspace, plugin_entry_point: None, fake_adapter_command: str) -> None:
+def test_nan_outputs_name_the_slices(
+    ws: Workspace, plugin_entry_point: None, fake_adapter_command: str
+) -> None:
     images = np.asarray(open_images(ws.slices))
     table = read_slices(ws.slices)
     bad_mean = float(images[7].mean())
     with pytest.raises(ArtifactError, match=table["slice_id"][7]):
         encode(ws, EncodeConfig(encoder="pixelstats", options={"nan_mean": bad_mean}))
-    with pytest.raises(ArtifactError, match=f"NaN/Inf.*{table['slice_id'][11]}"):
-        encode(ws, EncodeConfig(encoder="external", options={"command": fake_adapter_command, "nan_row": 11}))
+    with pytest.raises(ArtifactError, match=rf"NaN/Inf.*{table['slice_id'][11]}"):
+        encode(
+            ws,
+            EncodeConfig(
+                encoder="external", options={"command": fake_adapter_command, "nan_row": 11}
+            ),
+        )
     partial = ws.embeddings("fake").parent / ".fake.partial"
     assert not (partial / "shard-00000.npy").exists()  # the bad shard is not kept for a resume
 
 
 def test_float16_overflow_is_refused(ws: Workspace, plugin_entry_point: None) -> None:
-    with pytest.raises(ArtifactError, match="after conversion to float16"):
+    with pytest.raises(ArtifactError, match=r"after conversion to float16"):
         encode(ws, EncodeConfig(encoder="pixelstats", options={"scale": 1e6}, dtype="float16"))
 
 
 def test_bad_inputs(ws: Workspace, tmp_path: Path, plugin_entry_point: None) -> None:
-    with pytest.raises(InputError, match="unknown encoder; known encoders"):
+    with pytest.raises(InputError, match=r"unknown encoder; known encoders"):
         encode(ws, EncodeConfig(encoder="nope"))
-    with pytest.raises(ArtifactError, match="run `medsae prepare`|no finished artifact"):
+    with pytest.raises(ArtifactError, match=r"run `medsae prepare`|no finished artifact"):
         encode(Workspace(tmp_path / "empty"), EncodeConfig(encoder="pixelstats"))
     encode(ws, EncodeConfig(encoder="pixelstats", name="shared"))
-    with pytest.raises(ArtifactError, match="refusing to replace them"):
-        encode(ws, EncodeConfig(encoder="efficientnet-lite0", name="shared", options={"input_size": 32}))
+    with pytest.raises(ArtifactError, match=r"refusing to replace them"):
+        encode(
+            ws,
+            EncodeConfig(encoder="efficientnet-lite0", name="shared", options={"input_size": 32}),
+        )
     table = read_slices(ws.slices).iloc[:0]
     table.to_parquet(ws.slices / "slices.parquet", index=False)
-    with pytest.raises(InputError, match="slice table is empty"):
+    with pytest.raises(InputError, match=r"slice table is empty"):
         encode(ws, EncodeConfig(encoder="pixelstats"))
 
 
-def test_mismatched_partial_shard_is_refused(ws: Workspace, plugin_entry_point: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mismatched_partial_shard_is_refused(
+    ws: Workspace, plugin_entry_point: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = EncodeConfig(encoder="pixelstats", shard_rows=4)
-    monkeypatch.setattr(runner_mod, "finish_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(
+        runner_mod, "finish_shard", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+    )
     with pytest.raises(KeyboardInterrupt):
         encode(ws, config)
     partial = ws.embeddings("pixelstats").parent / ".pixelstats.partial"
     np.save(partial / "shard-00000.npy", np.zeros((4, 9), np.float32))  # 9-d: another encoder
-    with pytest.raises(ArtifactError, match="refusing to mix encoders"):
+    with pytest.raises(ArtifactError, match=r"refusing to mix encoders"):
         encode(ws, config)
 
 
 def test_encoder_from_store_requires_provenance(ws: Workspace) -> None:
     store = EmbeddingStore(ws.embeddings("synthetic"))
-    with pytest.raises(ArtifactError, match="does not record how its encoder"):
+    with pytest.raises(ArtifactError, match=r"does not record how its encoder"):
         encoder_from_store(store)
 
 
@@ -191,11 +207,31 @@ def test_cli_encoders_and_encode(ws: Workspace, fake_adapter_command: str) -> No
         assert name in listed.output
     result = runner.invoke(
         app,
-        ["encode", "--workspace", str(ws.root), "--encoder", "external", "--option", f"command={fake_adapter_command}",
-         "--option", "dim=5", "--name", "fake5", "--dtype", "float16", "--shard-rows", "7"],
+        [
+            "encode",
+            "--workspace",
+            str(ws.root),
+            "--encoder",
+            "external",
+            "--option",
+            f"command={fake_adapter_command}",
+            "--option",
+            "dim=5",
+            "--name",
+            "fake5",
+            "--dtype",
+            "float16",
+            "--shard-rows",
+            "7",
+        ],
     )
     assert result.exit_code == 0, result.output
     store = EmbeddingStore(ws.embeddings("fake5"))
     assert (store.dim, store.meta["dtype"], len(store.shards)) == (5, "float16", 3)
-    assert json.loads((ws.embeddings("fake5") / "manifest.json").read_text())["config"]["options"]["dim"] == 5
+    assert (
+        json.loads((ws.embeddings("fake5") / "manifest.json").read_text())["config"]["options"][
+            "dim"
+        ]
+        == 5
+    )
     assert isinstance(read_slices(ws.slices), pd.DataFrame)

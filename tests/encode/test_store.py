@@ -22,7 +22,9 @@ from medsae.errors import ArtifactError
 def test_round_trip_rows_and_order(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(23, 5)).astype(np.float32)
-    store = write_store(tmp_path, "enc", [("shard-00000.npy", x[:10]), ("shard-00001.npy", x[10:])], {"k": 1})
+    store = write_store(
+        tmp_path, "enc", [("shard-00000.npy", x[:10]), ("shard-00001.npy", x[10:])], {"k": 1}
+    )
     again = EmbeddingStore(tmp_path)
     assert (again.n_rows, again.dim, again.encoder, again.meta["k"]) == (23, 5, "enc", 1)
     np.testing.assert_array_equal(store.read(), x)
@@ -56,18 +58,24 @@ def test_meta_for_shards_on_disk_and_norms(tmp_path: Path) -> None:
     assert shard_header(tmp_path / "shard-00001.npy") == ((1, 4), np.dtype("float32"))
     assert shard_header(tmp_path / "missing.npy") is None
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
-    store = write_store_meta(tmp_path, "enc", [Shard("shard-00000.npy", 0, 2), Shard("shard-00001.npy", 2, 3)], 4, "float32")
+    store = write_store_meta(
+        tmp_path,
+        "enc",
+        [Shard("shard-00000.npy", 0, 2), Shard("shard-00001.npy", 2, 3)],
+        4,
+        "float32",
+    )
     summary = norms_summary(store)
     assert summary["min"] == pytest.approx(2.0) and summary["max"] == pytest.approx(4.0)
     assert summary["mean"] == pytest.approx((2 + 2 + 4) / 3)
-    with pytest.raises(ValueError, match="starts at row 1"):
+    with pytest.raises(ValueError, match=r"starts at row 1"):
         write_store_meta(tmp_path, "enc", [Shard("shard-00000.npy", 1, 2)], 4, "float32")
 
 
 def test_inconsistent_store_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="embedding store not found"):
+    with pytest.raises(ArtifactError, match=r"embedding store not found"):
         EmbeddingStore(tmp_path)
     store = write_store(tmp_path, "enc", [("shard-00000.npy", np.zeros((3, 2), np.float32))])
     np.save(tmp_path / "shard-00000.npy", np.zeros((3, 5), np.float32))
-    with pytest.raises(ArtifactError, match="expected"):
+    with pytest.raises(ArtifactError, match=r"expected"):
         store.read()

@@ -9,7 +9,17 @@ import pytest
 from medsae.report import ReportConfig, WorkspaceView, build_report
 from medsae.workspace import read_manifest
 
-SECTIONS = ("summary", "dataset", "table1", "frontier", "recovery", "features", "fingerprints", "text", "config")
+SECTIONS = (
+    "summary",
+    "dataset",
+    "table1",
+    "frontier",
+    "recovery",
+    "features",
+    "fingerprints",
+    "text",
+    "config",
+)
 
 
 def _copy(ws_root: Path, tmp_path: Path) -> Path:
@@ -60,7 +70,13 @@ def test_report_on_bare_workspace_says_not_computed(bare_workspace):
     html = (outcome.path / "index.html").read_text()
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in html
-    for what in ("Table 1", "R²-vs-L0 frontier", "recovery", "descriptions and scores", "text retrieval evaluation"):
+    for what in (
+        "Table 1",
+        "R²-vs-L0 frontier",
+        "recovery",
+        "descriptions and scores",
+        "text retrieval evaluation",
+    ):
         assert f"Not computed: {what}" in html
     assert "Feature #" in html  # cards still shown from the codes
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -34,7 +35,9 @@ def client(full_workspace) -> TestClient:
 
 def _png(shape=(40, 30)) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(
+        buf, "PNG"
+    )
     return buf.getvalue()
 
 
@@ -43,14 +46,22 @@ def test_info_and_openapi(client):
     assert info["n_slices"] == 12 * 3 * 8 and info["n_latents"] == 128
     assert info["counts"]["modality"] == {"CT": 192, "MR": 96}
     schema = client.get("/openapi.json").json()
-    for path in ("/api/features", "/api/features/{latent}", "/api/slices/{slice_id}", "/api/search", "/api/search/image"):
+    for path in (
+        "/api/features",
+        "/api/features/{latent}",
+        "/api/slices/{slice_id}",
+        "/api/search",
+        "/api/search/image",
+    ):
         assert path in schema["paths"]
     assert "FeatureDetailOut" in schema["components"]["schemas"]
 
 
 def test_features_sort_filter_page(client, full_workspace):
     _, truth = full_workspace
-    r = client.get("/api/features", params={"sort": "frequency", "order": "desc", "limit": 5}).json()
+    r = client.get(
+        "/api/features", params={"sort": "frequency", "order": "desc", "limit": 5}
+    ).json()
     freqs = [f["frequency"] for f in r["items"]]
     assert freqs == sorted(freqs, reverse=True) and len(freqs) == 5
     r = client.get("/api/features", params={"concept": "plane=axial"}).json()
@@ -59,7 +70,9 @@ def test_features_sort_filter_page(client, full_workspace):
     assert r["total"] == 1 and "liver" in r["items"][0]["description"]
     r = client.get("/api/features", params={"min_score": 0.9}).json()
     assert r["total"] == len(truth.concepts)
-    r2 = client.get("/api/features", params={"offset": 5, "limit": 5, "sort": "latent", "order": "asc"}).json()
+    r2 = client.get(
+        "/api/features", params={"offset": 5, "limit": 5, "sort": "latent", "order": "asc"}
+    ).json()
     assert [f["latent"] for f in r2["items"]] == [5, 6, 7, 8, 9]
     assert client.get("/api/features", params={"sort": "nope"}).status_code == 422
 
@@ -90,7 +103,12 @@ def test_slice_similar_and_search(client):
     res = client.get("/api/search", params={"q": "sagittal plane", "k": 6}).json()
     assert res["items"] and all(s["plane"] == "sagittal" for s in res["items"])
     assert client.get(res["items"][0]["image_url"]).status_code == 200
-    assert client.get("/api/slices/CT:s0001:axial:0003/image.png", params={"size": 64}).headers["content-type"] == "image/png"
+    assert (
+        client.get("/api/slices/CT:s0001:axial:0003/image.png", params={"size": 64}).headers[
+            "content-type"
+        ]
+        == "image/png"
+    )
 
 
 @pytest.mark.parametrize(
@@ -120,14 +138,16 @@ def test_not_found_and_traversal(client, path):
 
 
 def test_upload_png_dicom_nifti(client):
-    r = client.post("/api/search/image", files={"file": ("a.png", _png(), "image/png")}, params={"k": 4})
+    r = client.post(
+        "/api/search/image", files={"file": ("a.png", _png(), "image/png")}, params={"k": 4}
+    )
     assert r.status_code == 200, r.text
     assert r.json()["upload_kind"] == "png" and r.json()["items"]
     assert client.backend.seen.shape == (32, 32)  # decoded to the workspace's image size
 
     from pydicom.data import get_testdata_file
 
-    dcm = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    dcm = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     r = client.post("/api/search/image", files={"file": ("ct.dcm", dcm, "application/dicom")})
     assert r.status_code == 200, r.text
     assert r.json()["upload_kind"] == "dicom"
@@ -135,7 +155,9 @@ def test_upload_png_dicom_nifti(client):
     vol = np.random.default_rng(1).normal(100, 20, (20, 24, 6)).astype(np.float32)
     raw = nib.Nifti1Image(vol, np.eye(4)).to_bytes()
     for payload in (raw, gzip.compress(raw)):
-        r = client.post("/api/search/image", files={"file": ("v.nii.gz", payload, "application/octet-stream")})
+        r = client.post(
+            "/api/search/image", files={"file": ("v.nii.gz", payload, "application/octet-stream")}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["upload_kind"] == "nifti"
         assert client.backend.seen.dtype == np.uint8 and client.backend.seen.max() > 0
@@ -144,13 +166,21 @@ def test_upload_png_dicom_nifti(client):
 def test_upload_errors(client):
     r = client.post("/api/search/image", files={"file": ("a.txt", b"just text", "text/plain")})
     assert r.status_code == 415 and "unsupported file type" in r.json()["detail"]
-    r = client.post("/api/search/image", files={"file": ("a.png", b"\x89PNG\r\n\x1a\n" + b"0" * 50, "image/png")})
+    r = client.post(
+        "/api/search/image",
+        files={"file": ("a.png", b"\x89PNG\r\n\x1a\n" + b"0" * 50, "image/png")},
+    )
     assert r.status_code == 400 and "a.png" in r.json()["detail"]
     r = client.post("/api/search/image", files={"file": ("a.png", b"", "image/png")})
     assert r.status_code == 400
-    r = client.post("/api/search/image", files={"file": ("big.png", b"\x89PNG" + b"0" * 1_200_000, "image/png")})
+    r = client.post(
+        "/api/search/image", files={"file": ("big.png", b"\x89PNG" + b"0" * 1_200_000, "image/png")}
+    )
     assert r.status_code == 413 and r.headers["content-type"].startswith("application/json")
-    r = client.post("/api/search/image", files={"file": ("x.gz", gzip.compress(b"not nifti" * 100), "application/gzip")})
+    r = client.post(
+        "/api/search/image",
+        files={"file": ("x.gz", gzip.compress(b"not nifti" * 100), "application/gzip")},
+    )
     assert r.status_code == 415
 
 
@@ -159,7 +189,11 @@ def test_streamed_oversize_body_is_refused(client):
         for _ in range(40):
             yield b"0" * 50_000
 
-    r = client.post("/api/search/image", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    r = client.post(
+        "/api/search/image",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
     assert r.status_code == 413
 
 

@@ -15,7 +15,9 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts" / "browser"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at /usr/bin/chromium"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian chromium not installed at /usr/bin/chromium"
+    ),
 ]
 
 
@@ -96,7 +98,9 @@ def test_features_page_lists_and_sorts(page, base_url):
     page.wait_for_selector("#features tbody tr")
     assert page.locator("#features tbody tr").count() == 50
     page.click("th[data-sort=latent]")
-    page.wait_for_function("() => document.querySelector('#features tbody tr td a').textContent === '#127'")
+    page.wait_for_function(
+        "() => document.querySelector('#features tbody tr td a').textContent === '#127'"
+    )
     page.fill("input[name=q]", "liver")
     page.click("#filters button")
     page.wait_for_function("() => document.querySelectorAll('#features tbody tr').length === 1")

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
 
         base, _ = _section(config_file, "phantom")
         if subjects is not None:
-            n_ct = int(round(subjects * 2 / 3))
+            n_ct = round(subjects * 2 / 3)
             base.update(ct_subjects=n_ct, mri_subjects=subjects - n_ct)
         over = {"ct_subjects": ct_subjects, "mri_subjects": mri_subjects, "seed": seed,
                 "size_xy": size, "n_slices": slices}

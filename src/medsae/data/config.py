@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from medsae.config import StageConfig
 
 Plane = Literal["axial", "coronal", "sagittal"]
+_ALL_PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
 SourceKind = Literal["auto", "totalsegmentator", "nifti", "dicom"]
 
 
@@ -52,7 +53,7 @@ class PrepareConfig(StageConfig):
         description="Layout of the source: detected from the folder ('auto') or named.",
     )
     planes: list[Plane] = Field(
-        default_factory=lambda: ["axial", "coronal", "sagittal"],
+        default_factory=lambda: list(_ALL_PLANES),
         description="Planes to cut (applies to CT and MRI unless mri_planes is set).",
     )
     mri_planes: list[Plane] | None = Field(

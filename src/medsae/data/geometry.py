@@ -104,8 +104,8 @@ def slice_layout(
         pixel_mm = min(height_mm, width_mm) / size
     else:
         raise ValueError(f"square must be 'pad' or 'crop', got {square!r}")
-    scaled_rows = max(1, int(round(height_mm / pixel_mm)))
-    scaled_cols = max(1, int(round(width_mm / pixel_mm)))
+    scaled_rows = max(1, round(height_mm / pixel_mm))
+    scaled_cols = max(1, round(width_mm / pixel_mm))
     row_keep, col_keep = (0, rows), (0, cols)
     if square == "crop":
         row_keep = _native_keep(rows, scaled_rows, size)
@@ -135,7 +135,7 @@ def fit_square(image: np.ndarray, layout: SliceLayout) -> np.ndarray:
     if (layout.scaled_rows, layout.scaled_cols) != (layout.rows, layout.cols):
         pil = pil.resize((layout.scaled_cols, layout.scaled_rows), Image.Resampling.BILINEAR)
     scaled = np.asarray(pil)
-    out_shape = (size, size) + image.shape[2:]
+    out_shape = (size, size, *image.shape[2:])
     out = np.zeros(out_shape, dtype=np.uint8)
     r0 = (size - scaled.shape[0]) // 2
     c0 = (size - scaled.shape[1]) // 2

@@ -35,10 +35,7 @@ CT_META_COLUMNS = (
     "image_id", "age", "gender", "institute", "study_type", "split", "manufacturer",
     "scanner_model", "kvp", "pathology", "pathology_location",
 )
-MRI_META_COLUMNS = CT_META_COLUMNS + (
-    "magnetic_field_strength", "echo_time", "repetition_time", "scanning_sequence",
-    "slice_thickness", "source",
-)
+MRI_META_COLUMNS = (*CT_META_COLUMNS, "magnetic_field_strength", "echo_time", "repetition_time", "scanning_sequence", "slice_thickness", "source")
 # Column of a TotalSegmentator meta.csv -> normalised field.
 TS_COLUMN_FIELDS = {
     "age": "age",

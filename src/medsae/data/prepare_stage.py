@@ -86,8 +86,9 @@ def prepare(
 
 
 def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: bool) -> StageResult:
-    from medsae.progress import console, make_progress
     from rich.progress import TextColumn
+
+    from medsae.progress import console, make_progress
 
     cases, dataset_warnings = discover(root, config)
     if not cases:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from medsae.data import geometry as geo
-from medsae.data.anatomy import Ranges, plane_counts
+from medsae.data.anatomy import Ranges, native_counts, plane_counts
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
 from medsae.data.intensity import MULTI_WINDOWS, ct_window, mri_bounds, to_uint8, window_bounds
@@ -54,9 +54,8 @@ def _anatomy_counts(
         if path is None:
             continue
         data = load_mask(path, case.key, shape, affine)
-        mask = geo.reorient(data != 0, ornt)
-        counts[structure] = plane_counts(mask, planes, keep)
-        del data, mask
+        counts[structure] = native_counts(data, ornt, planes, keep)
+        del data
     if case.label_map:
         labels = geo.reorient(load_mask(case.label_map, case.key, shape, affine), ornt)
         values = set(np.unique(labels).tolist()) - {0}
@@ -108,7 +107,7 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
     warnings = list(case.warnings)
     data, affine, w = load_image(case)
     warnings.extend(w)
-    shape = tuple(int(n) for n in data.shape[:3])
+    shape = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
     ornt = geo.canonical_transform(affine)
     vol = geo.reorient(data, ornt)
     can_affine = geo.canonical_affine(affine, shape, ornt)

@@ -21,7 +21,14 @@ import pandas as pd
 from medsae.data.config import SplitConfig
 from medsae.data.table import SPLIT_FILE, read_slices
 from medsae.errors import ArtifactError
-from medsae.workspace import StageOutcome, StageResult, Workspace, artifact_key, require_artifact, run_stage
+from medsae.workspace import (
+    StageOutcome,
+    StageResult,
+    Workspace,
+    artifact_key,
+    require_artifact,
+    run_stage,
+)
 
 
 def subjects_table(slices: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +57,7 @@ def assign_splits(subjects: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     )
     for stratum, members in rest.groupby(strata, sort=True):
         keys = members["subject_key"].sort_values()
-        n_val = int(round(config.val_fraction * len(keys)))
+        n_val = round(config.val_fraction * len(keys))
         rng = np.random.default_rng(_stratum_seed(config.seed, str(stratum)))
         val_idx = rng.permutation(len(keys))[:n_val]
         val_keys = set(keys.iloc[val_idx])

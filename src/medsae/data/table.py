@@ -45,7 +45,7 @@ SLICE_COLUMNS: dict[str, str] = {
     "index": "slice index along the plane's axis in the canonical (RAS) volume",
     "n_slices": "number of slices of the volume along that axis",
     "position_mm": "position of the slice along the axis, in mm (RAS world coordinate)",
-    "rel_position": "index / (n_slices - 1), 0 = right/posterior/inferior end",
+    "rel_position": "index / (n_slices - 1), 0 = left/posterior/inferior end (RAS)",
     "age": "age in years (float, null when unknown)",
     "age_group": "'<40', '40-60', '60-80', '>=80' or null",
     "sex": "'M', 'F' or null",

@@ -90,7 +90,9 @@ def resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as e:
-        raise InputError("device", f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from e
+        raise InputError(
+            "device", f"unknown device {device!r}; use auto, cpu, cuda or cuda:N"
+        ) from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("device", f"{device!r} requested but no CUDA device is available")
     return dev

@@ -29,37 +29,52 @@ def register(app: typer.Typer) -> None:
     @app.command("encoders")
     def encoders_cmd() -> None:
         """List the encoders (built-in and from plugins) with their dimension and availability."""
-        from rich.table import Table
-
         from medsae.encode.registry import list_encoders
-        from medsae.progress import console
 
-        table = Table(title="medsae encoders")
-        for col in ("name", "dim", "available", "note", "description", "source"):
-            table.add_column(col)
-        for info in list_encoders():
-            table.add_row(
-                info.name, info.dim, "[green]yes[/green]" if info.available else "[red]no[/red]",
-                info.note, info.summary, info.source,
-            )
-        console.print(table)
+        infos = list_encoders()
+        width = max(len(i.name) for i in infos)
+        dim_width = max(len(i.dim) for i in infos)
+        for info in infos:
+            status = "available" if info.available else "UNAVAILABLE"
+            note = f" ({info.note})" if info.note else ""
+            source = "" if info.source == "built-in" else f"  [plugin {info.source}]"
+            typer.echo(f"{info.name:<{width}}  dim {info.dim:<{dim_width}}  {info.summary}{source}")
+            typer.echo(f"{'':<{width}}  {status}{note}")
 
     @app.command("encode")
     def encode_cmd(
-        workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder (with a finished slices/)."),
-        encoder: str = typer.Option("efficientnet-lite0", "--encoder", "-e", help="Encoder name (see `medsae encoders`)."),
-        option: list[str] = typer.Option(None, "--option", "-o", help="Encoder option key=value (repeatable)."),
-        name: str = typer.Option(None, "--name", help="Store name under WS/embeddings/ (default: the encoder's name)."),
+        workspace: Path = typer.Option(
+            ..., "--workspace", "-w", help="Workspace folder (with a finished slices/)."
+        ),
+        encoder: str = typer.Option(
+            "efficientnet-lite0", "--encoder", "-e", help="Encoder name (see `medsae encoders`)."
+        ),
+        option: list[str] = typer.Option(
+            None, "--option", "-o", help="Encoder option key=value (repeatable)."
+        ),
+        name: str = typer.Option(
+            None, "--name", help="Store name under WS/embeddings/ (default: the encoder's name)."
+        ),
         batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
         workers: int = typer.Option(1, "--workers", help="Background loader threads (0: none)."),
-        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+        threads: int = typer.Option(
+            None, "--threads", help="torch CPU threads (default: all cores)."
+        ),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-        shard_rows: int = typer.Option(4096, "--shard-rows", help="Rows per shard (unit of resume and job splits)."),
-        shard_index: int = typer.Option(0, "--shard-index", help="This job's index in a job array."),
+        shard_rows: int = typer.Option(
+            4096, "--shard-rows", help="Rows per shard (unit of resume and job splits)."
+        ),
+        shard_index: int = typer.Option(
+            0, "--shard-index", help="This job's index in a job array."
+        ),
         num_shards: int = typer.Option(1, "--num-shards", help="Number of jobs in the job array."),
-        merge_only: bool = typer.Option(False, "--merge-only", help="Only assemble the store from finished job parts."),
+        merge_only: bool = typer.Option(
+            False, "--merge-only", help="Only assemble the store from finished job parts."
+        ),
         backend: str = typer.Option("local", "--backend", help="local | ray."),
-        ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: local)."),
+        ray_address: str = typer.Option(
+            None, "--ray-address", help="Ray cluster address (default: local)."
+        ),
         ray_actors: int = typer.Option(None, "--ray-actors", help="Number of encoder actors."),
         dtype: str = typer.Option("float32", "--dtype", help="float32 | float16 storage."),
         force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
@@ -71,12 +86,27 @@ def register(app: typer.Typer) -> None:
         from medsae.progress import console
 
         data: dict[str, Any] = {
-            "encoder": encoder, "options": parse_options(option), "name": name, "batch_size": batch_size,
-            "workers": workers, "threads": threads, "device": device, "shard_rows": shard_rows,
-            "shard_index": shard_index, "num_shards": num_shards, "merge_only": merge_only,
-            "backend": backend, "ray_address": ray_address, "ray_actors": ray_actors, "dtype": dtype,
+            "encoder": encoder,
+            "options": parse_options(option),
+            "name": name,
+            "batch_size": batch_size,
+            "workers": workers,
+            "threads": threads,
+            "device": device,
+            "shard_rows": shard_rows,
+            "shard_index": shard_index,
+            "num_shards": num_shards,
+            "merge_only": merge_only,
+            "backend": backend,
+            "ray_address": ray_address,
+            "ray_actors": ray_actors,
+            "dtype": dtype,
         }
-        config = build_config(EncodeConfig, {k: v for k, v in data.items() if v is not None}, "command line")
+        config = build_config(
+            EncodeConfig, {k: v for k, v in data.items() if v is not None}, "command line"
+        )
         outcome = encode(workspace, config, force=force)
         counts = outcome.manifest.get("counts", {})
-        console.print(f"{outcome.stage}: {outcome.status} {outcome.path} ({counts.get('rows', '?')} rows, dim {counts.get('dim', '?')})")
+        console.print(
+            f"{outcome.stage}: {outcome.status} {outcome.path} ({counts.get('rows', '?')} rows, dim {counts.get('dim', '?')})"
+        )

@@ -21,7 +21,9 @@ class EncodeConfig(StageConfig):
     number of jobs never invalidates finished embeddings.
     """
 
-    encoder: str = Field(default="efficientnet-lite0", description="Registry name (see `medsae encoders`).")
+    encoder: str = Field(
+        default="efficientnet-lite0", description="Registry name (see `medsae encoders`)."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Encoder options, e.g. {'model': '/models/dinov3-vitl16', 'pooling': 'cls', 'input_size': 1024}.",
@@ -32,33 +34,61 @@ class EncodeConfig(StageConfig):
         "'efficientnet-lite0', 'dinov3', 'random-dinov3-vits16', or the adapter's name).",
     )
     dtype: Literal["float32", "float16"] = Field(
-        default="float32", description="Storage type of the embeddings (reading always gives float32)."
+        default="float32",
+        description="Storage type of the embeddings (reading always gives float32).",
     )
-    shard_rows: int = Field(default=4096, ge=1, description="Rows per shard file (the unit of resume and of job splits).")
+    shard_rows: int = Field(
+        default=4096,
+        ge=1,
+        description="Rows per shard file (the unit of resume and of job splits).",
+    )
     batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
-    workers: int = Field(default=1, ge=0, description="Background loader threads (0: load in the main thread).")
+    workers: int = Field(
+        default=1, ge=0, description="Background loader threads (0: load in the main thread)."
+    )
     prefetch: int = Field(default=4, ge=1, description="Batches prepared ahead per loader thread.")
-    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: all cores).")
-    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N (not part of the key).")
-    backend: Literal["local", "ray"] = Field(default="local", description="local process, or a Ray Data actor pool.")
-    shard_index: int = Field(default=0, ge=0, description="This job's index among --num-shards jobs.")
-    num_shards: int = Field(default=1, ge=1, description="Number of jobs sharing the work (job array).")
+    threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads (default: all cores)."
+    )
+    device: str = Field(
+        default="auto", description="auto | cpu | cuda | cuda:N (not part of the key)."
+    )
+    backend: Literal["local", "ray"] = Field(
+        default="local", description="local process, or a Ray Data actor pool."
+    )
+    shard_index: int = Field(
+        default=0, ge=0, description="This job's index among --num-shards jobs."
+    )
+    num_shards: int = Field(
+        default=1, ge=1, description="Number of jobs sharing the work (job array)."
+    )
     merge_only: bool = Field(
-        default=False, description="Assemble the store from finished job parts; refuse to encode missing shards."
+        default=False,
+        description="Assemble the store from finished job parts; refuse to encode missing shards.",
     )
     keep_parts: bool = Field(default=False, description="Keep the job-part folders after a merge.")
-    ray_address: str | None = Field(default=None, description="Ray cluster address (default: start or join a local one).")
-    ray_actors: int | None = Field(default=None, ge=1, description="Encoder actors (default: one per GPU, else 1).")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address (default: start or join a local one)."
+    )
+    ray_actors: int | None = Field(
+        default=None, ge=1, description="Encoder actors (default: one per GPU, else 1)."
+    )
     ray_gpus_per_actor: float | None = Field(
-        default=None, ge=0, description="GPUs per actor (default: 1 when the cluster has GPUs, else 0)."
+        default=None,
+        ge=0,
+        description="GPUs per actor (default: 1 when the cluster has GPUs, else 0).",
     )
 
     @model_validator(mode="after")
     def _check_shards(self) -> EncodeConfig:
         if self.shard_index >= self.num_shards:
-            raise ValueError(f"shard_index {self.shard_index} must be < num_shards {self.num_shards}")
+            raise ValueError(
+                f"shard_index {self.shard_index} must be < num_shards {self.num_shards}"
+            )
         if self.merge_only and self.num_shards > 1:
-            raise ValueError("merge_only assembles the parts of all jobs; do not combine it with num_shards > 1")
+            raise ValueError(
+                "merge_only assembles the parts of all jobs; do not combine it with num_shards > 1"
+            )
         return self
 
     def content(self, store_name: str) -> dict[str, Any]:

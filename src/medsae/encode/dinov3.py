@@ -27,9 +27,24 @@ POOLINGS = ("cls", "mean")
 
 # Shapes of the released DINOv3 ViT backbones (for random baselines built in code).
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {
-    "vits16": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536},
-    "vitb16": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
-    "vitl16": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
+    "vits16": {
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+    },
+    "vitb16": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+    "vitl16": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+    },
     "vith16plus": {
         "hidden_size": 1280,
         "num_hidden_layers": 32,
@@ -76,7 +91,9 @@ def folder_fingerprint(folder: Path, edge_bytes: int = 1 << 20) -> str:
     the same weights copied to several machines give the same fingerprint.
     """
     h = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and ".cache" not in p.parts):
+    for path in sorted(
+        p for p in Path(folder).rglob("*") if p.is_file() and ".cache" not in p.parts
+    ):
         size = path.stat().st_size
         h.update(f"{path.relative_to(folder)}\0{size}\n".encode())
         with open(path, "rb") as f:
@@ -92,11 +109,17 @@ def load_dinov3(model: str, allow_network: bool = False) -> tuple[torch.nn.Modul
     try:
         from transformers import DINOv3ViTModel
     except ImportError as e:
-        raise InputError("dinov3", "transformers with DINOv3 is not installed; pip install 'medsae[dinov3]'") from e
+        raise InputError(
+            "dinov3", "transformers with DINOv3 is not installed; pip install 'medsae[dinov3]'"
+        ) from e
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise InputError(path, "not a DINOv3 model folder (config.json missing); " + GET_WEIGHTS_HELP.format(model=DEFAULT_MODEL))
+            raise InputError(
+                path,
+                "not a DINOv3 model folder (config.json missing); "
+                + GET_WEIGHTS_HELP.format(model=DEFAULT_MODEL),
+            )
         try:
             net = DINOv3ViTModel.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError) as e:
@@ -104,7 +127,9 @@ def load_dinov3(model: str, allow_network: bool = False) -> tuple[torch.nn.Modul
         return net, folder_fingerprint(path)
     looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
     if not looks_like_hub_id:
-        raise InputError(model, "DINOv3 model folder not found; " + GET_WEIGHTS_HELP.format(model=DEFAULT_MODEL))
+        raise InputError(
+            model, "DINOv3 model folder not found; " + GET_WEIGHTS_HELP.format(model=DEFAULT_MODEL)
+        )
     hub_offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     try:  # the local Hugging Face cache never touches the network
         net = DINOv3ViTModel.from_pretrained(model, local_files_only=True)
@@ -121,7 +146,10 @@ def load_dinov3(model: str, allow_network: bool = False) -> tuple[torch.nn.Modul
     try:
         net = DINOv3ViTModel.from_pretrained(model, token=os.environ.get("HF_TOKEN"))
     except OSError as e:
-        raise InputError(model, f"cannot download DINOv3 weights ({e}); the model is gated: accept its licence and set HF_TOKEN") from e
+        raise InputError(
+            model,
+            f"cannot download DINOv3 weights ({e}); the model is gated: accept its licence and set HF_TOKEN",
+        ) from e
     return net, f"hub:{model}@{getattr(net.config, '_commit_hash', None) or 'unknown'}"
 
 
@@ -168,22 +196,34 @@ class DINOv3Encoder(TorchImageEncoder):
     ) -> None:
         super().__init__(device)
         if pooling not in POOLINGS:
-            raise InputError("pooling", f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+            raise InputError(
+                "pooling", f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}"
+            )
         if _net is None:
             _net, _fingerprint = load_dinov3(str(model), allow_network=allow_network)
         self.model = _net
         cfg = self.model.config
         patch = int(cfg.patch_size)
         if input_size % patch:
-            raise InputError("input_size", f"{input_size} is not a multiple of the patch size {patch}")
+            raise InputError(
+                "input_size", f"{input_size} is not a multiple of the patch size {patch}"
+            )
         self.name = "dinov3"
         self.pooling = pooling
         self.input_size = int(input_size)
         self.dim = int(cfg.hidden_size)
         self.n_prefix = 1 + int(getattr(cfg, "num_register_tokens", 0))
         self.weights_fingerprint = _fingerprint
-        model_ref = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else str(model)
-        self.options: dict[str, Any] = {"model": model_ref, "pooling": pooling, "input_size": self.input_size}
+        model_ref = (
+            str(Path(model).expanduser().resolve())
+            if Path(model).expanduser().exists()
+            else str(model)
+        )
+        self.options: dict[str, Any] = {
+            "model": model_ref,
+            "pooling": pooling,
+            "input_size": self.input_size,
+        }
         self._finish_model()
 
     def _features(self, x_bchw: torch.Tensor) -> torch.Tensor:

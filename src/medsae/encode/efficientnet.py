@@ -87,7 +87,7 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
         if pretrained:
             path = weights_path()
             if path is None:
-                ok, how = availability()
+                _, how = availability()
                 raise InputError(ARCH, f"pretrained weights not found; {how}")
             self.model = build_lite0(self.input_size)
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -43,7 +43,9 @@ PROTOCOL = 1
 def _command_list(command: str | Sequence[str]) -> list[str]:
     parts = shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
     if not parts:
-        raise InputError("command", "the external encoder needs a command (--option command='python adapter.py')")
+        raise InputError(
+            "command", "the external encoder needs a command (--option command='python adapter.py')"
+        )
     return parts
 
 
@@ -84,9 +86,13 @@ class ExternalEncoder:
             self.input_size = int(info.get("input_size") or 0)
             self.name = safe_name(str(info.get("name") or "external"))
         except (KeyError, TypeError, ValueError) as e:
-            raise ArtifactError(f"adapter {self.command}: bad describe response {info!r}: {e}") from e
+            raise ArtifactError(
+                f"adapter {self.command}: bad describe response {info!r}: {e}"
+            ) from e
         if self.dim <= 0:
-            raise ArtifactError(f"adapter {self.command}: reported dimension {self.dim}, expected > 0")
+            raise ArtifactError(
+                f"adapter {self.command}: reported dimension {self.dim}, expected > 0"
+            )
         self.preprocessing = info.get("preprocessing") or {}
         self.weights_fingerprint = info.get("weights_fingerprint")
 
@@ -100,7 +106,12 @@ class ExternalEncoder:
         with tempfile.TemporaryDirectory(prefix="medsae-adapter-") as tmp:
             req_path = Path(tmp) / "request.json"
             resp_path = Path(tmp) / "response.json"
-            body = {"protocol": PROTOCOL, "response": str(resp_path), "options": self.adapter_options, **request}
+            body = {
+                "protocol": PROTOCOL,
+                "response": str(resp_path),
+                "options": self.adapter_options,
+                **request,
+            }
             req_path.write_text(json.dumps(body))
             try:
                 proc = subprocess.Popen([*self.command, str(req_path)])
@@ -112,7 +123,9 @@ class ExternalEncoder:
                     if poll is not None:
                         poll()
                     if timeout is not None and time.monotonic() - t0 > timeout:
-                        raise ArtifactError(f"adapter {' '.join(self.command)}: no answer within {timeout:.0f} s")
+                        raise ArtifactError(
+                            f"adapter {' '.join(self.command)}: no answer within {timeout:.0f} s"
+                        )
                     time.sleep(0.05)
                 if poll is not None:
                     poll()
@@ -127,13 +140,19 @@ class ExternalEncoder:
                     f"{proc.returncode}; its output is above"
                 )
             if not resp_path.is_file():
-                raise ArtifactError(f"adapter {' '.join(self.command)} wrote no response to {resp_path}")
+                raise ArtifactError(
+                    f"adapter {' '.join(self.command)} wrote no response to {resp_path}"
+                )
             try:
                 resp = json.loads(resp_path.read_text())
             except json.JSONDecodeError as e:
-                raise ArtifactError(f"adapter {' '.join(self.command)}: response is not JSON: {e}") from e
+                raise ArtifactError(
+                    f"adapter {' '.join(self.command)}: response is not JSON: {e}"
+                ) from e
         if int(resp.get("protocol", -1)) != PROTOCOL:
-            raise ArtifactError(f"adapter {' '.join(self.command)} speaks protocol {resp.get('protocol')}, expected {PROTOCOL}")
+            raise ArtifactError(
+                f"adapter {' '.join(self.command)} speaks protocol {resp.get('protocol')}, expected {PROTOCOL}"
+            )
         return dict(resp)
 
     def encode_shards(
@@ -163,10 +182,14 @@ class ExternalEncoder:
         }
         resp = self._call(request, poll=poll)
         if int(resp.get("dim", self.dim)) != self.dim:
-            raise ArtifactError(f"adapter {' '.join(self.command)}: encoded dimension {resp.get('dim')} != described {self.dim}")
+            raise ArtifactError(
+                f"adapter {' '.join(self.command)}: encoded dimension {resp.get('dim')} != described {self.dim}"
+            )
         missing = [s.file for s in shards if shard_header(Path(out_dir) / s.file) is None]
         if missing:
-            raise ArtifactError(f"adapter {' '.join(self.command)} did not write shard(s) {', '.join(missing[:5])} in {out_dir}")
+            raise ArtifactError(
+                f"adapter {' '.join(self.command)} did not write shard(s) {', '.join(missing[:5])} in {out_dir}"
+            )
 
     def encode(self, images_uint8: np.ndarray) -> np.ndarray:
         """Embeddings ``(B, dim)`` float32 through the adapter (one process start per call)."""
@@ -180,7 +203,9 @@ class ExternalEncoder:
             self.encode_shards(images_path, Path(tmp), [shard])
             out = np.load(Path(tmp) / shard.file).astype(np.float32)
         if out.shape != (len(images_uint8), self.dim):
-            raise ArtifactError(f"adapter {' '.join(self.command)}: output shape {out.shape}, expected {(len(images_uint8), self.dim)}")
+            raise ArtifactError(
+                f"adapter {' '.join(self.command)}: output shape {out.shape}, expected {(len(images_uint8), self.dim)}"
+            )
         return out
 
     def metadata(self) -> dict[str, Any]:

@@ -58,7 +58,9 @@ def random_encoder(
     if arch == "efficientnet-lite0":
         from medsae.encode.efficientnet import EfficientNetLite0Encoder
 
-        enc = EfficientNetLite0Encoder(input_size=input_size, device=device, pretrained=False, seed=seed)
+        enc = EfficientNetLite0Encoder(
+            input_size=input_size, device=device, pretrained=False, seed=seed
+        )
         options: dict[str, Any] = {"arch": arch, "seed": seed, "input_size": input_size}
         label = arch
     else:
@@ -68,7 +70,13 @@ def random_encoder(
         net = random_dinov3(config, seed)
         path = Path(arch).expanduser()
         arch_ref = str(path.resolve()) if path.exists() else arch
-        label = "dinov3-custom" if path.exists() else arch if arch.startswith("dinov3") else f"dinov3-{arch}"
+        label = (
+            "dinov3-custom"
+            if path.exists()
+            else arch
+            if arch.startswith("dinov3")
+            else f"dinov3-{arch}"
+        )
         enc = DINOv3Encoder(
             model=arch_ref,
             pooling=pooling,

@@ -24,7 +24,15 @@ from medsae.errors import ArtifactError, InputError
 class _ShardEncoder:
     """Ray actor: encodes whole shards and writes them into ``out_dir``."""
 
-    def __init__(self, registry_name: str, options: dict[str, Any], images_path: str, out_dir: str, batch_size: int, dtype: str) -> None:
+    def __init__(
+        self,
+        registry_name: str,
+        options: dict[str, Any],
+        images_path: str,
+        out_dir: str,
+        batch_size: int,
+        dtype: str,
+    ) -> None:
         from medsae.encode.registry import get_encoder
 
         self.encoder = get_encoder(registry_name, **options)
@@ -41,7 +49,12 @@ class _ShardEncoder:
             start, stop = int(start), int(stop)
             out_bd = np.concatenate(
                 [
-                    np.asarray(self.encoder.encode(np.ascontiguousarray(self.images[lo : min(lo + self.batch_size, stop)])), dtype=np.float32)
+                    np.asarray(
+                        self.encoder.encode(
+                            np.ascontiguousarray(self.images[lo : min(lo + self.batch_size, stop)])
+                        ),
+                        dtype=np.float32,
+                    )
                     for lo in range(start, stop, self.batch_size)
                 ]
             )
@@ -52,7 +65,12 @@ class _ShardEncoder:
                 continue
             save_shard(self.out_dir, str(file), stored)
             bad_rows.append("")
-        return {"file": batch["file"], "start": batch["start"], "stop": batch["stop"], "bad_rows": np.array(bad_rows, dtype=object)}
+        return {
+            "file": batch["file"],
+            "start": batch["start"],
+            "stop": batch["stop"],
+            "bad_rows": np.array(bad_rows, dtype=object),
+        }
 
 
 def encode_with_ray(
@@ -79,9 +97,14 @@ def encode_with_ray(
         started = True
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
-        per_actor = config.ray_gpus_per_actor if config.ray_gpus_per_actor is not None else (1.0 if gpus else 0.0)
+        per_actor = (
+            config.ray_gpus_per_actor
+            if config.ray_gpus_per_actor is not None
+            else (1.0 if gpus else 0.0)
+        )
         actors = config.ray_actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
         actors = max(1, min(actors, len(shards)))
+        ray.data.DataContext.get_current().enable_progress_bars = False  # medsae shows its own
         items = [{"file": s.file, "start": s.start, "stop": s.stop} for s in shards]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         out = ds.map_batches(
@@ -105,7 +128,9 @@ def encode_with_ray(
             if row["bad_rows"]:
                 rows = [int(r) for r in str(row["bad_rows"]).split(",")]
                 ids = ", ".join(str(slice_ids[r]) for r in rows[:10])
-                raise ArtifactError(f"encoder {encoder.name} produced NaN/Inf embeddings for {len(rows)} slice(s): {ids}")
+                raise ArtifactError(
+                    f"encoder {encoder.name} produced NaN/Inf embeddings for {len(rows)} slice(s): {ids}"
+                )
             if on_shard is not None:
                 on_shard(shard)
     finally:

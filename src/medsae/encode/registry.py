@@ -108,20 +108,36 @@ def _signature_of(name: str) -> Callable[..., Any]:
 
 BUILTIN: dict[str, _Entry] = {
     "efficientnet-lite0": _Entry(
-        "efficientnet-lite0", _efficientnet, "EfficientNet-Lite0, ImageNet-pretrained (offline default)",
-        "1280", _efficientnet_ok, "built-in",
+        "efficientnet-lite0",
+        _efficientnet,
+        "EfficientNet-Lite0, ImageNet-pretrained (offline default)",
+        "1280",
+        _efficientnet_ok,
+        "built-in",
     ),
     "dinov3": _Entry(
-        "dinov3", _dinov3, "DINOv3 ViT (transformers), CLS or mean-patch pooling",
-        "384-4096 (by size)", _dinov3_ok, "built-in",
+        "dinov3",
+        _dinov3,
+        "DINOv3 ViT (transformers), CLS or mean-patch pooling",
+        "384-4096 (by size)",
+        _dinov3_ok,
+        "built-in",
     ),
     "random": _Entry(
-        "random", _random, "seeded random init of a named architecture (baseline)",
-        "by arch", None, "built-in",
+        "random",
+        _random,
+        "seeded random init of a named architecture (baseline)",
+        "by arch",
+        None,
+        "built-in",
     ),
     "external": _Entry(
-        "external", _external, "out-of-process adapter (e.g. BiomedParse, 1536)",
-        "from adapter", None, "built-in",
+        "external",
+        _external,
+        "out-of-process adapter (e.g. BiomedParse, 1536)",
+        "from adapter",
+        None,
+        "built-in",
     ),
 }
 
@@ -134,12 +150,26 @@ def _entry_points() -> dict[str, _Entry]:
         try:
             obj = ep.load()
         except Exception as e:  # a broken plugin must not break the others
-            found[ep.name] = _Entry(ep.name, _broken(ep.name, e), f"failed to load: {e}", "?", lambda: (False, "import failed"), ep.value)
+            found[ep.name] = _Entry(
+                ep.name,
+                _broken(ep.name, e),
+                f"failed to load: {e}",
+                "?",
+                lambda: (False, "import failed"),
+                ep.value,
+            )
             continue
         doc = (inspect.getdoc(obj) or "").strip().splitlines()
         summary = str(getattr(obj, "summary", None) or (doc[0] if doc else ""))
         avail = getattr(obj, "availability", None)
-        found[ep.name] = _Entry(ep.name, obj, summary, str(getattr(obj, "dim", "?")), avail if callable(avail) else None, ep.value)
+        found[ep.name] = _Entry(
+            ep.name,
+            obj,
+            summary,
+            str(getattr(obj, "dim", "?")),
+            avail if callable(avail) else None,
+            ep.value,
+        )
     return found
 
 
@@ -197,7 +227,8 @@ def get_encoder(name: str, /, **options: Any) -> Encoder:
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise InputError(
-                f"encoder {name}", f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+                f"encoder {name}",
+                f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}",
             )
     return entries[name].factory(**options)  # type: ignore[no-any-return]
 
@@ -225,7 +256,9 @@ def encoder_from_store(store: EmbeddingStore, **runtime: Any) -> Encoder:
     extra = {k: v for k, v in runtime.items() if takes_option(reg, k)}
     enc = get_encoder(reg, **dict(options), **extra)
     if enc.dim != store.dim:
-        raise ArtifactError(f"{store.folder}: rebuilt encoder '{reg}' gives dimension {enc.dim}, store has {store.dim}")
+        raise ArtifactError(
+            f"{store.folder}: rebuilt encoder '{reg}' gives dimension {enc.dim}, store has {store.dim}"
+        )
     recorded = meta.get("weights_fingerprint")
     now = enc.metadata().get("weights_fingerprint")
     if recorded and now and recorded != now:

@@ -57,7 +57,8 @@ def finish_shard(
 ) -> None:
     """Check one shard's values and write it atomically in the storage dtype."""
     check_finite(x_bd, shard.start, slice_ids, encoder)
-    stored = x_bd.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # overflow shows up as Inf and is reported below
+        stored = x_bd.astype(dtype, copy=False)
     if dtype != "float32":
         check_finite(stored, shard.start, slice_ids, f"{encoder} (after conversion to {dtype})")
     save_shard(folder, shard.file, stored)
@@ -124,7 +125,9 @@ class RateProgress:
 
     def __init__(self, total: int, description: str, done: int = 0) -> None:
         self.progress: Progress = make_progress(TextColumn("{task.fields[rate]}"))
-        self.task: TaskID = self.progress.add_task(description, total=total, completed=done, rate="")
+        self.task: TaskID = self.progress.add_task(
+            description, total=total, completed=done, rate=""
+        )
         self.t0 = time.perf_counter()
         self.encoded = 0
 
@@ -172,14 +175,20 @@ def encode_local(
     by_start = {s.start: s for s in shards}
     current: Shard | None = None
     buf_bd = np.empty((0, dim), dtype=np.float32)
-    for lo, hi, batch in _prefetch(load, _batches(shards, batch_size), workers, max(1, workers) * prefetch):
+    for lo, hi, batch in _prefetch(
+        load, _batches(shards, batch_size), workers, max(1, workers) * prefetch
+    ):
         if lo in by_start:
             current = by_start[lo]
             buf_bd = np.empty((current.stop - current.start, dim), dtype=np.float32)
         assert current is not None
-        out_bd = encoder.forward(batch) if split else np.asarray(encoder.encode(batch), dtype=np.float32)
+        out_bd = (
+            encoder.forward(batch) if split else np.asarray(encoder.encode(batch), dtype=np.float32)
+        )
         if out_bd.shape != (hi - lo, dim):
-            raise ArtifactError(f"encoder {encoder.name}: output shape {out_bd.shape} for rows {lo}-{hi}, expected {(hi - lo, dim)}")
+            raise ArtifactError(
+                f"encoder {encoder.name}: output shape {out_bd.shape} for rows {lo}-{hi}, expected {(hi - lo, dim)}"
+            )
         check_finite(out_bd, lo, slice_ids, encoder.name)
         buf_bd[lo - current.start : hi - current.start] = out_bd
         if hi == current.stop:
@@ -188,13 +197,17 @@ def encode_local(
             progress.advance(hi - lo)
 
 
-def finish_external_shard(folder: Path, shard: Shard, dim: int, dtype: str, slice_ids: Sequence[str], encoder: str) -> None:
+def finish_external_shard(
+    folder: Path, shard: Shard, dim: int, dtype: str, slice_ids: Sequence[str], encoder: str
+) -> None:
     """Check a shard an adapter wrote (shape, finite) and convert it to the storage dtype."""
     path = folder / shard.file
     arr = np.load(path)
     if arr.shape != (shard.stop - shard.start, dim):
         path.unlink()
-        raise ArtifactError(f"{path}: adapter wrote shape {arr.shape}, expected {(shard.stop - shard.start, dim)}")
+        raise ArtifactError(
+            f"{path}: adapter wrote shape {arr.shape}, expected {(shard.stop - shard.start, dim)}"
+        )
     try:
         check_finite(arr, shard.start, slice_ids, encoder)
     except ArtifactError:

@@ -50,7 +50,11 @@ PART_FILE = "part.json"
 def build_encoder(config: EncodeConfig) -> Any:
     """The encoder a config asks for (``device`` added when the encoder takes it)."""
     options = dict(config.options)
-    if config.device != "auto" and "device" not in options and takes_option(config.encoder, "device"):
+    if (
+        config.device != "auto"
+        and "device" not in options
+        and takes_option(config.encoder, "device")
+    ):
         options["device"] = config.device
     return get_encoder(config.encoder, **options)
 
@@ -60,7 +64,9 @@ def parts_root(ws: Workspace, name: str) -> Path:
     return ws.embeddings(name).parent / f"{ws.embeddings(name).name}.parts"
 
 
-def _refuse_foreign_store(out_dir: Path, name: str, meta: dict[str, Any], dim: int, force: bool) -> None:
+def _refuse_foreign_store(
+    out_dir: Path, name: str, meta: dict[str, Any], dim: int, force: bool
+) -> None:
     store_json = out_dir / STORE_FILE
     if force or not store_json.is_file():
         return
@@ -87,7 +93,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _take_from_parts(
-    root: Path, content: dict[str, Any], inputs: dict[str, str], todo: list[Shard], tmp: Path, dim: int, dtype: str, encoder: str
+    root: Path,
+    content: dict[str, Any],
+    inputs: dict[str, str],
+    todo: list[Shard],
+    tmp: Path,
+    dim: int,
+    dtype: str,
+    encoder: str,
 ) -> list[Shard]:
     """Link shards finished by compatible job parts into ``tmp``; returns the shards still missing."""
     if not root.is_dir() or not todo:
@@ -99,7 +112,9 @@ def _take_from_parts(
             continue
         cfg = manifest.get("config") or {}
         if manifest.get("inputs") != inputs or {k: cfg.get(k) for k in content} != content:
-            console.print(f"[yellow]encode: ignoring {part} (made with another config or input)[/yellow]")
+            console.print(
+                f"[yellow]encode: ignoring {part} (made with another config or input)[/yellow]"
+            )
             continue
         for file in list(wanted):
             if existing_shard_ok(part, wanted[file], dim, dtype, encoder):
@@ -108,7 +123,9 @@ def _take_from_parts(
     return [s for s in todo if s.file in wanted]
 
 
-def encode(workspace: Workspace | str | Path, config: EncodeConfig | None = None, force: bool = False) -> StageOutcome:
+def encode(
+    workspace: Workspace | str | Path, config: EncodeConfig | None = None, force: bool = False
+) -> StageOutcome:
     """Run the ``encode`` stage (see the module docstring); returns what :func:`run_stage` did.
 
     Raises :class:`InputError` for an unknown encoder, missing weights or an empty slice table,
@@ -122,10 +139,14 @@ def encode(workspace: Workspace | str | Path, config: EncodeConfig | None = None
     slices_key = artifact_key(ws.slices)
     table = read_slices(ws.slices)
     if len(table) == 0:
-        raise InputError(ws.slices / "slices.parquet", "the slice table is empty; nothing to encode")
+        raise InputError(
+            ws.slices / "slices.parquet", "the slice table is empty; nothing to encode"
+        )
     images = open_images(ws.slices)
     if len(images) != len(table):
-        raise ArtifactError(f"{ws.slices}: images.npy has {len(images)} rows but the slice table has {len(table)}")
+        raise ArtifactError(
+            f"{ws.slices}: images.npy has {len(images)} rows but the slice table has {len(table)}"
+        )
     slice_ids = table["slice_id"].astype(str).tolist()
 
     enc = build_encoder(config)
@@ -150,7 +171,9 @@ def encode(workspace: Workspace | str | Path, config: EncodeConfig | None = None
         todo = [s for s in shards if not existing_shard_ok(tmp, s, dim, config.dtype, enc.name)]
         kept = len(shards) - len(todo)
         if not part:
-            todo = _take_from_parts(parts_root(ws, name), content, inputs, todo, tmp, dim, config.dtype, enc.name)
+            todo = _take_from_parts(
+                parts_root(ws, name), content, inputs, todo, tmp, dim, config.dtype, enc.name
+            )
             if config.merge_only and todo:
                 rows = f"rows {todo[0].start}-{todo[-1].stop - 1}"
                 raise ArtifactError(
@@ -159,29 +182,60 @@ def encode(workspace: Workspace | str | Path, config: EncodeConfig | None = None
                 )
         linked = len(shards) - kept - len(todo)
         if kept or linked:
-            console.print(f"encode: {kept} shard(s) kept from an interrupted run, {linked} taken from job parts")
+            console.print(
+                f"encode: {kept} shard(s) kept from an interrupted run, {linked} taken from job parts"
+            )
         done_rows = sum(s.stop - s.start for s in shards) - sum(s.stop - s.start for s in todo)
         total = sum(s.stop - s.start for s in shards)
         with RateProgress(total, f"encode {name}", done_rows) as bar:
             _run_backend(enc, config, ws, tmp, todo, slice_ids, bar, images)
-        counts = {"rows": total, "dim": dim, "shards": len(shards), "encoded_shards": len(todo), "reused_shards": len(shards) - len(todo)}
+        counts = {
+            "rows": total,
+            "dim": dim,
+            "shards": len(shards),
+            "encoded_shards": len(todo),
+            "reused_shards": len(shards) - len(todo),
+        }
         if part:
-            write_json_atomic(tmp / PART_FILE, {"store_key": store_key, "shards": [s.__dict__ for s in shards], "dim": dim})
+            write_json_atomic(
+                tmp / PART_FILE,
+                {"store_key": store_key, "shards": [s.__dict__ for s in shards], "dim": dim},
+            )
             return StageResult(counts=counts, extra={"store_key": store_key})
         store = write_store_meta(tmp, name, plan, dim, config.dtype, extra_meta)
-        write_store_meta(tmp, name, plan, dim, config.dtype, {**extra_meta, "norms": norms_summary(store)})
+        write_store_meta(
+            tmp, name, plan, dim, config.dtype, {**extra_meta, "norms": norms_summary(store)}
+        )
         return StageResult(counts=counts, extra={"encoder": name, "dim": dim})
 
     with torch_threads(config.threads):
         if config.num_shards > 1:
-            part_dir = parts_root(ws, name) / f"part-{config.shard_index:05d}-of-{config.num_shards:05d}"
+            part_dir = (
+                parts_root(ws, name) / f"part-{config.shard_index:05d}-of-{config.num_shards:05d}"
+            )
             mine = job_shards(plan, config.shard_index, config.num_shards)
             if not mine:
-                raise InputError("--shard-index", f"job {config.shard_index} of {config.num_shards} has no shards ({len(plan)} in all)")
-            part_cfg = {**content, "shard_index": config.shard_index, "num_shards": config.num_shards}
-            return run_stage(part_dir, "encode-part", part_cfg, inputs, lambda tmp: build(tmp, mine, True), force=force)
+                raise InputError(
+                    "--shard-index",
+                    f"job {config.shard_index} of {config.num_shards} has no shards ({len(plan)} in all)",
+                )
+            part_cfg = {
+                **content,
+                "shard_index": config.shard_index,
+                "num_shards": config.num_shards,
+            }
+            return run_stage(
+                part_dir,
+                "encode-part",
+                part_cfg,
+                inputs,
+                lambda tmp: build(tmp, mine, True),
+                force=force,
+            )
         _refuse_foreign_store(out_dir, name, meta, dim, force)
-        outcome = run_stage(out_dir, "encode", content, inputs, lambda tmp: build(tmp, plan, False), force=force)
+        outcome = run_stage(
+            out_dir, "encode", content, inputs, lambda tmp: build(tmp, plan, False), force=force
+        )
     if not outcome.skipped and not config.keep_parts and parts_root(ws, name).is_dir():
         with contextlib.suppress(OSError):
             shutil.rmtree(parts_root(ws, name))
@@ -189,7 +243,14 @@ def encode(workspace: Workspace | str | Path, config: EncodeConfig | None = None
 
 
 def _run_backend(
-    enc: Any, config: EncodeConfig, ws: Workspace, tmp: Path, todo: list[Shard], slice_ids: list[str], bar: RateProgress, images: Any
+    enc: Any,
+    config: EncodeConfig,
+    ws: Workspace,
+    tmp: Path,
+    todo: list[Shard],
+    slice_ids: list[str],
+    bar: RateProgress,
+    images: Any,
 ) -> None:
     if not todo:
         return
@@ -197,7 +258,15 @@ def _run_backend(
     if config.backend == "ray":
         from medsae.encode.ray_backend import encode_with_ray
 
-        encode_with_ray(enc, config, images_path, tmp, todo, slice_ids, on_shard=lambda s: bar.advance(s.stop - s.start))
+        encode_with_ray(
+            enc,
+            config,
+            images_path,
+            tmp,
+            todo,
+            slice_ids,
+            on_shard=lambda s: bar.advance(s.stop - s.start),
+        )
     elif hasattr(enc, "encode_shards"):
 
         def on_shard(shard: Shard) -> None:
@@ -207,7 +276,14 @@ def _run_backend(
         enc.encode_shards(images_path, tmp, todo, batch_size=config.batch_size, on_shard=on_shard)
     else:
         encode_local(
-            enc, images, todo, tmp, dtype=config.dtype, batch_size=config.batch_size, workers=config.workers,
-            prefetch=config.prefetch, slice_ids=slice_ids, progress=bar,
+            enc,
+            images,
+            todo,
+            tmp,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            prefetch=config.prefetch,
+            slice_ids=slice_ids,
+            progress=bar,
         )
-

@@ -52,15 +52,21 @@ class EmbeddingStore:
         self.folder = Path(folder)
         meta_path = self.folder / STORE_FILE
         if not meta_path.is_file():
-            raise ArtifactError(f"{meta_path}: embedding store not found; run `medsae encode` first")
+            raise ArtifactError(
+                f"{meta_path}: embedding store not found; run `medsae encode` first"
+            )
         self.meta: dict[str, Any] = json.loads(meta_path.read_text())
         self.encoder: str = self.meta["encoder"]
         self.dim: int = int(self.meta["dim"])
         self.n_rows: int = int(self.meta["n_rows"])
-        self.shards = [Shard(s["file"], int(s["start"]), int(s["stop"])) for s in self.meta["shards"]]
+        self.shards = [
+            Shard(s["file"], int(s["start"]), int(s["stop"])) for s in self.meta["shards"]
+        ]
         covered = sum(s.stop - s.start for s in self.shards)
         if covered != self.n_rows:
-            raise ArtifactError(f"{self.folder}: shards cover {covered} rows, store says {self.n_rows}")
+            raise ArtifactError(
+                f"{self.folder}: shards cover {covered} rows, store says {self.n_rows}"
+            )
 
     def __len__(self) -> int:
         return self.n_rows
@@ -74,7 +80,9 @@ class EmbeddingStore:
             )
         return arr
 
-    def read(self, rows: np.ndarray | slice | None = None, normalize: Normalize = "none") -> np.ndarray:
+    def read(
+        self, rows: np.ndarray | slice | None = None, normalize: Normalize = "none"
+    ) -> np.ndarray:
         """Rows as a float32 array (all rows when ``rows`` is None), normalised on the way out."""
         if rows is None:
             rows = slice(0, self.n_rows)
@@ -167,7 +175,13 @@ def write_store_meta(
             raise ValueError(f"shard {shard.file} starts at row {shard.start}, expected {start}")
         entries.append({"file": shard.file, "start": shard.start, "stop": shard.stop})
         start = shard.stop
-    meta: dict[str, Any] = {"encoder": encoder, "dim": int(dim), "dtype": dtype, "n_rows": start, "shards": entries}
+    meta: dict[str, Any] = {
+        "encoder": encoder,
+        "dim": int(dim),
+        "dtype": dtype,
+        "n_rows": start,
+        "shards": entries,
+    }
     meta.update(extra or {})
     tmp = folder / f".{STORE_FILE}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))

@@ -1,1 +1,46 @@
-"""medsae.evaluate"""
+"""medsae.evaluate: how good is an SAE, and which configuration is best.
+
+Public API (imported lazily so that ``medsae --help`` does not import torch)::
+
+    evaluate(workspace, encoder, run, config=None, force=False)   the ``evaluate`` stage
+    rank(workspace, config=None, force=False)                      the ``rank`` stage
+    EvaluateConfig, RankConfig                                     configs
+    reconstruction_report, sparsity_from_codes                     reconstruction and sparsity
+    run_probes, performance_recovery                               linear probes and recovery
+    monosemanticity, concept_map                                   feature-level scores
+    derive_tasks, filter_tasks                                     probe tasks from the data
+
+Formulas: docs/evaluate.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate": "medsae.evaluate.stage",
+    "build_evaluation": "medsae.evaluate.stage",
+    "rank": "medsae.evaluate.rank",
+    "build_table": "medsae.evaluate.rank",
+    "EvaluateConfig": "medsae.evaluate.config",
+    "RankConfig": "medsae.evaluate.config",
+    "reconstruction_report": "medsae.evaluate.reconstruction",
+    "sparsity_from_codes": "medsae.evaluate.reconstruction",
+    "run_probes": "medsae.evaluate.probes",
+    "performance_recovery": "medsae.evaluate.recovery",
+    "monosemanticity": "medsae.evaluate.monosemanticity",
+    "concept_map": "medsae.evaluate.concepts",
+    "labels_from_tasks": "medsae.evaluate.concepts",
+    "derive_tasks": "medsae.evaluate.tasks",
+    "filter_tasks": "medsae.evaluate.tasks",
+    "load_inputs": "medsae.evaluate.inputs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'medsae.evaluate' has no attribute {name!r}")

@@ -16,12 +16,28 @@ never densified), or one dense block per head (``(H, n, d)``, for small refits).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+
+SMALL_WORK = 2_000_000  # elements per operation below which one thread is faster than several
+
+
+@contextlib.contextmanager
+def threads_for(work: int) -> Iterator[None]:
+    """Use a single torch thread for small operations (thread start-up dominates them)."""
+    before = torch.get_num_threads()
+    if work < SMALL_WORK and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _csr_tensor(m: sp.csr_matrix) -> torch.Tensor:
@@ -128,7 +144,8 @@ def fit_logistic(
             b.grad = r.sum(0)
         return loss
 
-    iters = _lbfgs([w, b], closure, max_iter)
+    with threads_for(design.n * h):
+        iters = _lbfgs([w, b], closure, max_iter)
     return LinearFit(w.detach().numpy().copy(), b.detach().numpy().copy(), iters)
 
 
@@ -161,7 +178,8 @@ def fit_logistic_blocks(
             b.grad = r.sum(1, keepdim=True)
         return loss
 
-    _lbfgs([w, b], closure, max_iter)
+    with threads_for(int(x.numel()) + n_heads * x.shape[1] * g):
+        _lbfgs([w, b], closure, max_iter)
     return w.detach().permute(0, 2, 1).numpy().copy(), b.detach()[:, 0, :].numpy().copy()
 
 

@@ -28,7 +28,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from medsae.evaluate.linear import Design, balanced_weights, block_decision, fit_logistic_blocks
+from medsae.evaluate.linear import (
+    Design,
+    balanced_weights,
+    block_decision,
+    fit_logistic_blocks,
+    threads_for,
+)
 from medsae.evaluate.probes import HeadTable, select_by_validation
 from medsae.evaluate.scores import classification_report, roc_auc
 from medsae.evaluate.tasks import Task
@@ -79,6 +85,20 @@ def l1_path_ranking(
     the path stops early once every head has ``n_top`` active latents. See the module docstring.
     """
     design = Design(x_scaled)
+    with threads_for(max(design.n, design.d) * y_nh.shape[1]):
+        return _l1_path(design, y_nh, weights_nh, n_top, path_length, ratio, iters, seed)
+
+
+def _l1_path(
+    design: Design,
+    y_nh: np.ndarray,
+    weights_nh: np.ndarray,
+    n_top: int,
+    path_length: int,
+    ratio: float,
+    iters: int,
+    seed: int,
+) -> np.ndarray:
     y = torch.from_numpy(np.asarray(y_nh, dtype=np.float32))
     s = torch.from_numpy(np.asarray(weights_nh, dtype=np.float32))
     n_heads = y.shape[1]

@@ -8,8 +8,8 @@ and slices are ranked by the activations of the chosen features.
    whole query. ``mode="aspects"`` (default): metadata terms found in the query (CT / MRI,
    axial / coronal / sagittal, male / female, elderly / young) each pick the feature whose
    description mentions the term and is most similar to a short phrase for it ("CT scan",
-   "axial slice", ...); the remaining words (the anatomy) pick ``max(1, m - terms)`` features
-   by similarity. A ``selector`` callable (e.g. :func:`llm_selector`) can replace both.
+   "axial slice", ...; a term that no description mentions is dropped); the remaining words
+   (the anatomy) pick ``max(1, m - terms)`` features by similarity. A ``selector`` callable (e.g. :func:`llm_selector`) can replace both.
 2. **Weights.** ``w_i = s_i / sum_j s_j`` with ``s_i`` the (non-negative) similarity of
    feature ``i``'s description to its query text.
 3. **Rank slices.** ``score(r) = sum_i w_i min(1, a_{r,i} / scale_i)`` with ``a_{r,i}`` the
@@ -118,6 +118,7 @@ class TextRetriever:
             description_embeddings = self.embedder.embed(texts)
         self.desc_emb = np.asarray(description_embeddings, dtype=np.float32)
         self._desc_lower = [t.lower() for t in texts]
+        self._query_cache: dict[str, np.ndarray] = {}
         bad = self.features["latent"].astype(int)
         if (bad < 0).any() or (bad >= index.n_latents).any():
             raise InputError("features.parquet", f"latent ids outside 0..{index.n_latents - 1}")
@@ -138,17 +139,33 @@ class TextRetriever:
         used: set[int] = set()
         for _aspect, phrase, d_pat in terms:
             allowed = np.array([re.search(d_pat, t) is not None for t in self._desc_lower])
-            found = self._top(phrase, 1, exclude=used, allowed=allowed if allowed.any() else None)
+            if not allowed.any():
+                continue  # no description names this term: better no feature than a wrong one
+            found = self._top(phrase, 1, exclude=used, allowed=allowed)
             picked += found
             used.update(c.latent for c in found)
         if remainder or not picked:
             picked += self._top(remainder or query, max(1, m - len(picked)), exclude=used)
         return _normalise(picked)
 
+    def prefetch(self, queries: Sequence[str]) -> None:
+        """Embed every text the given queries will be matched with, in one batch."""
+        texts = set()
+        for q in queries:
+            terms, remainder = split_query(q)
+            texts.update([q, remainder, *(phrase for _a, phrase, _p in terms)])
+        self._embed_texts(sorted(t for t in texts if t))
+
+    def _embed_texts(self, texts: Sequence[str]) -> None:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._query_cache]
+        if todo:
+            self._query_cache.update(zip(todo, self.embedder.embed(todo), strict=True))
+
     def _top(
         self, text: str, count: int, exclude: set[int], allowed: np.ndarray | None = None
     ) -> list[FeatureChoice]:
-        sims = self.desc_emb @ self.embedder.embed([text])[0]
+        self._embed_texts([text])
+        sims = self.desc_emb @ self._query_cache[text]
         latents = self.features["latent"].to_numpy(dtype=np.int64)
         ok = ~np.isin(latents, list(exclude)) & (sims >= self.config.min_similarity)
         if allowed is not None:

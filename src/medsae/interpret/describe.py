@@ -75,7 +75,7 @@ DESCRIBE_USER = (
 class DescriptionAnswer(BaseModel):
     """The JSON answer the LLM describer asks for."""
 
-    description: str = Field(min_length=3, max_length=300, description="One short clinical phrase.")
+    description: str = Field(min_length=1, max_length=300, description="One short clinical phrase.")
 
 
 @dataclass
@@ -91,7 +91,8 @@ class Description:
 
 
 def label_phrase(name: str) -> str:
-    """Words for a label name: ``structure=kidney_left`` -> ``left kidney``, ``sex=F`` -> ``female``."""
+    """Words for a label name: ``structure=kidney_left`` -> ``left kidney``, ``sex=F`` -> ``female``,
+    ``age_group=>=80`` -> ``over 80``."""
     kind, _, value = name.partition("=")
     if kind == "structure":
         return pretty(value)
@@ -100,10 +101,15 @@ def label_phrase(name: str) -> str:
     if kind == "sex":
         return _SEX_WORDS.get(value, value)
     if kind == "age_group":
-        return f"age {value}"
+        return _AGE_WORDS[value][1] if value in _AGE_WORDS else value
     if kind == "modality":
         return _MODALITY_WORDS.get(value, value)
     return value
+
+
+def _prompt_label(name: str) -> str:
+    phrase = label_phrase(name)
+    return f"age {phrase}" if name.startswith("age_group=") else phrase
 
 
 def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int = 12) -> str:
@@ -301,7 +307,7 @@ class LLMDescriber:
             r = self.table.iloc[row]
             lines.append(f"Slice {k}: {slice_text(r, present_structures(self.labels, row))}")
         enrich = [
-            f"- {label_phrase(e['label'])}: {e['p_active']:.0%} vs {e['p_base']:.0%} "
+            f"- {_prompt_label(e['label'])}: {e['p_active']:.0%} vs {e['p_base']:.0%} "
             f"(n={e['n_active_with_label']})"
             for e in stats.enrichment
         ] or ["- none"]

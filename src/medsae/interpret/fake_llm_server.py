@@ -6,8 +6,8 @@ It is a real HTTP peer (stdlib ``http.server`` in a thread) implementing
   ``response_format: {type: json_schema}``. The answer is built from the schema and from the
   medical terms (modality, plane, structure names, sex) found in the request text:
 
-  - every ``string`` field gets a phrase of the most frequent terms of the text (a
-    "description");
+  - every ``string`` field gets a phrase of the terms found in at least 80% of the lines
+    starting with ``Slice k:`` (else the most frequent terms of the text): a "description";
   - lines starting with ``[k]`` are candidates; their score is the fraction of the reference
     terms they contain, the reference being the line starting with ``Description:`` if any,
     else every other line of the text;
@@ -19,7 +19,7 @@ It is a real HTTP peer (stdlib ``http.server`` in a thread) implementing
 * ``GET /v1/models``: the one model name it answers to (any name is accepted).
 
 Faults (:class:`Faults`) simulate slow answers, HTTP errors (500, 429 with ``Retry-After``),
-malformed JSON and refusals, for every request or only the first ``n`` / those whose text
+malformed JSON, answers off the schema and refusals, for every request or only the first ``n`` / those whose text
 contains a marker. Counters (:class:`ServerStats`) record what was received.
 
     with serve() as base_url:
@@ -52,8 +52,8 @@ class Faults:
     """Which requests get a fault, and which one (all deterministic).
 
     ``delay_s`` delays every matching answer. ``status`` answers with that HTTP status (429
-    adds ``Retry-After: 0``); ``malformed`` answers content that is not JSON; ``refusal`` sets
-    the message's ``refusal`` field. ``first_n`` limits the faults to the first ``n`` matching
+    adds ``Retry-After: 0``); ``malformed`` answers content that is not JSON; ``off_schema``
+    answers valid JSON that ignores the schema; ``refusal`` sets the message's ``refusal`` field. ``first_n`` limits the faults to the first ``n`` matching
     requests (``None``: all of them); ``when_contains`` limits them to requests whose body
     contains that text; ``paths`` to those endpoints (``chat/completions``, ``embeddings``).
     """
@@ -61,6 +61,7 @@ class Faults:
     delay_s: float = 0.0
     status: int | None = None
     malformed: bool = False
+    off_schema: bool = False
     refusal: bool = False
     first_n: int | None = None
     when_contains: str | None = None
@@ -158,6 +159,18 @@ def _scores(text: str) -> tuple[list[int], list[float], Counter[str]]:
     return [k for k, _ in candidates], out_scores, reference
 
 
+def _describe(text: str, n: int = 4) -> str:
+    """Terms found in at least 80% of the ``Slice k:`` lines (else the most frequent terms)."""
+    lines = [ln for ln in text.splitlines() if re.match(r"\s*slice \d+:", ln.lower())]
+    if lines:
+        per_line = [set(terms(ln)) for ln in lines]
+        counts = Counter(t for s in per_line for t in s)
+        shared = Counter({t: c for t, c in counts.items() if c >= 0.8 * len(lines)})
+        if shared:
+            return _phrase(shared, n)
+    return _phrase(terms(text), n)
+
+
 def _phrase(found: Counter[str], n: int = 4) -> str:
     top = [w for w, _ in sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
     return ", ".join(top) if top else "unspecified image content"
@@ -211,7 +224,7 @@ def _fill(schema: dict[str, Any], idx: list[int], scores: list[float], ref: Coun
             return list(scores)
         return [_fill(items, idx, scores, ref, text)] * max(1, int(schema.get("minItems", 1)))
     if kind == "string":
-        return _phrase(ref)
+        return _describe(text)
     if kind == "boolean":
         return bool(ref)
     if kind in ("number", "integer"):
@@ -265,7 +278,9 @@ class FakeLLMServer:
 
     def _fault_for(self, path: str, raw: bytes) -> Faults | None:
         f = self.faults
-        if path not in f.paths:
+        if path not in f.paths or not (
+            f.delay_s or f.status is not None or f.malformed or f.off_schema or f.refusal
+        ):
             return None
         if f.when_contains is not None and f.when_contains.encode() not in raw:
             return None
@@ -319,6 +334,8 @@ class FakeLLMServer:
             message["refusal"] = "I can't help with that request."
         elif fault is not None and fault.malformed:
             message["content"] = "Sure! Here is the answer: {not json"
+        elif fault is not None and fault.off_schema:
+            message["content"] = json.dumps({"off_schema": True})
         else:
             message["content"] = json.dumps(fill_schema(schema, _user_text(messages)))
         prompt_tokens = len(text.split()) + 85 * n_images
@@ -337,7 +354,7 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _send(self, status: int, headers: dict[str, str], body: dict[str, Any]) -> None:
@@ -351,13 +368,13 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path.rstrip("/") == "/v1/models":
                 self._send(200, {}, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
             else:
                 self._send(404, {}, {"error": {"message": f"unknown endpoint {self.path}"}})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             path = self.path.split("?", 1)[0].removeprefix("/v1/").strip("/")

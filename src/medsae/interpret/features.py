@@ -227,7 +227,7 @@ def feature_statistics(
                 latent=int(j),
                 level=int(level_of[j]),
                 frequency=float(len(local) / len(train_rows)),
-                n_active=int(len(local)),
+                n_active=len(local),
                 mean_activation=float(vals.mean()),
                 max_activation=float(vals.max()),
                 top_rows=[int(r) for r in top_rows],

@@ -159,6 +159,35 @@ def check_json_schema(value: Any, schema: dict[str, Any], path: str = "$") -> No
             raise ValueError(f"{path}: {value} > maximum {schema['maximum']}")
 
 
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema usable with strict structured output on most servers.
+
+    ``$ref`` to ``$defs`` are inlined (several local servers do not resolve them), every
+    object gets ``additionalProperties: false`` and lists all its properties as required
+    (what OpenAI's strict mode demands).
+    """
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            name = str(node["$ref"]).rsplit("/", 1)[-1]
+            if name not in defs:
+                raise InputError("schema", f"unresolved reference {node['$ref']}")
+            return walk(defs[name])
+        out = {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if out.get("type") == "object" and "properties" in out:
+            out["additionalProperties"] = False
+            out["required"] = list(out["properties"])
+        return out
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
 def _strip_fences(text: str) -> str:
     """Remove a Markdown code fence some servers wrap JSON answers in."""
     t = text.strip()
@@ -283,7 +312,8 @@ class LLMClient:
         failures after retries.
         """
         model_cls = schema if isinstance(schema, type) and issubclass(schema, BaseModel) else None
-        json_schema = model_cls.model_json_schema() if model_cls is not None else dict(schema)  # type: ignore[arg-type]
+        raw = model_cls.model_json_schema() if model_cls is not None else dict(schema)  # type: ignore[arg-type]
+        json_schema = strict_schema(raw)
         payload = {
             "model": self.model,
             "messages": _with_images(list(messages), images or [], image_size),

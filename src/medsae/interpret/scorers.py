@@ -131,7 +131,32 @@ class _FacetIndex:
         return total
 
 
-class EmbeddingScorer:
+class _OfflineRanking:
+    """Ranking for offline scorers: mean score on the slices minus mean on background slices.
+
+    Subtracting the background (``set_background``; e.g. random held-out slices) keeps a broad
+    description that matches most slices from beating a specific one.
+    """
+
+    background: np.ndarray | None = None
+
+    def set_background(self, rows: np.ndarray) -> None:
+        self.background = np.asarray(rows)
+
+    def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
+        raise NotImplementedError
+
+    def rank(self, descriptions: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        out = []
+        for d in descriptions:
+            value = float(self.detect(d, rows)[0].mean())
+            if self.background is not None and len(self.background):
+                value -= float(self.detect(d, self.background)[0].mean())
+            out.append(value)
+        return np.array(out)
+
+
+class EmbeddingScorer(_OfflineRanking):
     """Offline scorer by text embeddings (module docstring); decisions need a threshold."""
 
     name = "embedding"
@@ -166,9 +191,6 @@ class EmbeddingScorer:
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
         return self._facets.score(self.relevance(description), np.asarray(rows)), None
 
-    def rank(self, descriptions: Sequence[str], rows: np.ndarray) -> np.ndarray:
-        return np.array([self.detect(d, rows)[0].mean() for d in descriptions])
-
 
 def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
     pairs: list[tuple[str, str]] = []
@@ -186,7 +208,7 @@ def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
     return [(n, re.compile(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])")) for n, w in pairs]
 
 
-class LabelScorer:
+class LabelScorer(_OfflineRanking):
     """Offline scorer: share of the description's named labels a slice carries."""
 
     name = "labels"
@@ -213,9 +235,6 @@ class LabelScorer:
         if not named:
             return np.zeros(len(rows)), None
         return self.labels.values[np.asarray(rows)][:, named].mean(axis=1).astype(np.float64), None
-
-    def rank(self, descriptions: Sequence[str], rows: np.ndarray) -> np.ndarray:
-        return np.array([self.detect(d, rows)[0].mean() for d in descriptions])
 
 
 DETECT_SYSTEM = (

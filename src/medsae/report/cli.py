@@ -22,5 +22,7 @@ def register(app: typer.Typer) -> None:
         from medsae.progress import console
         from medsae.report import ReportConfig, build_report
 
-        outcome = build_report(workspace, ReportConfig(encoder=encoder, run=run, n_features=n_features), force=force)
+        outcome = build_report(
+            workspace, ReportConfig(encoder=encoder, run=run, n_features=n_features), force=force
+        )
         console.print(f"report: {outcome.path / 'index.html'}")

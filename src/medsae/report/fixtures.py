@@ -59,7 +59,9 @@ def _feature_table(ws: Workspace, truth: SyntheticTruth) -> pd.DataFrame:
                 "mean_activation": float(vals.mean()) if len(vals) else 0.0,
                 "max_activation": float(vals.max()) if len(vals) else 0.0,
                 "top_slice_ids": top,
-                "description": f"slices showing {concept.replace('=', ' ')}" if concept else "unclear pattern",
+                "description": f"slices showing {concept.replace('=', ' ')}"
+                if concept
+                else "unclear pattern",
                 "describer": "fixture",
                 "detection_balanced_accuracy": 0.92 if planted else 0.51,
                 "detection_f1": 0.9 if planted else 0.1,
@@ -83,7 +85,7 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
         r2 = 0.9 - 0.08 * i
         l0 = 12.0 + 10 * i
 
-        def build_eval(tmp: Path, r2: float = r2, l0: float = l0) -> StageResult:
+        def build_eval(tmp: Path, r2: float = r2, l0: float = l0, i: int = i) -> StageResult:
             recon = {
                 split: {
                     str(truth.n_latents): {
@@ -122,14 +124,27 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
             ).to_parquet(tmp / "monosemanticity.parquet", index=False)
             features[["latent", "concept", "concept_auroc", "frequency"]].rename(
                 columns={"concept_auroc": "auroc"}
-            ).assign(concept_kind="metadata", f1=0.8).to_parquet(tmp / "concepts.parquet", index=False)
-            pd.DataFrame({"task": ["modality", "plane"], "auroc_dense": [0.99, 0.97], "auroc_sparse": [0.98, 0.9]}).to_parquet(
-                tmp / "probes.parquet", index=False
+            ).assign(concept_kind="metadata", f1=0.8).to_parquet(
+                tmp / "concepts.parquet", index=False
             )
+            pd.DataFrame(
+                {
+                    "task": ["modality", "plane"],
+                    "auroc_dense": [0.99, 0.97],
+                    "auroc_sparse": [0.98, 0.9],
+                }
+            ).to_parquet(tmp / "probes.parquet", index=False)
             write_json_atomic(tmp / "skipped_tasks.json", [])
             return StageResult(counts={"runs": 1})
 
-        run_stage(ws.eval(enc, name), "evaluate", {"run": name}, {"codes": codes_key}, build_eval, quiet=True)
+        run_stage(
+            ws.eval(enc, name),
+            "evaluate",
+            {"run": name},
+            {"codes": codes_key},
+            build_eval,
+            quiet=True,
+        )
 
     def build_rank(tmp: Path) -> StageResult:
         rows = []
@@ -140,7 +155,9 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
         df.to_csv(tmp / "table1.csv", index=False)
         (tmp / "table1.md").write_text(df.to_string(index=False))
         (tmp / "figures").mkdir()
-        write_json_atomic(tmp / "ranking.json", {"best": {"encoder": enc, "run": run}, "order": run_names})
+        write_json_atomic(
+            tmp / "ranking.json", {"best": {"encoder": enc, "run": run}, "order": run_names}
+        )
         return StageResult(counts={"runs": len(rows)})
 
     eval_keys = {f"eval:{n}": artifact_key(ws.eval(enc, n)) for n in run_names}
@@ -152,27 +169,47 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
             tmp / "scores.json",
             {
                 "describer": "fixture",
-                "detection_balanced_accuracy_median": float(features["detection_balanced_accuracy"].median()),
-                "detection_balanced_accuracy_mean": float(features["detection_balanced_accuracy"].mean()),
+                "detection_balanced_accuracy_median": float(
+                    features["detection_balanced_accuracy"].median()
+                ),
+                "detection_balanced_accuracy_mean": float(
+                    features["detection_balanced_accuracy"].mean()
+                ),
                 "n_features": len(features),
                 "failures": 0,
             },
         )
         return StageResult(counts={"features": len(features)})
 
-    run_stage(ws.features(enc, run), "interpret", {"run": run}, {"codes": codes_key}, build_features, quiet=True)
+    run_stage(
+        ws.features(enc, run),
+        "interpret",
+        {"run": run},
+        {"codes": codes_key},
+        build_features,
+        quiet=True,
+    )
 
-    table = read_slices(ws.slices)
+    read_slices(ws.slices)
 
     def build_index(tmp: Path) -> StageResult:
-        sparse = {"modality_agreement": 0.97, "plane_agreement": 0.93, "sex_agreement": 0.61, "structure_jaccard": 0.55}
+        sparse = {
+            "modality_agreement": 0.97,
+            "plane_agreement": 0.93,
+            "sex_agreement": 0.61,
+            "structure_jaccard": 0.55,
+        }
         write_json_atomic(
             tmp / "fingerprint_eval.json",
             {
                 "fingerprint_agreement": 0.95,
                 "modality_agreement": 0.97,
                 "plane_agreement": 0.93,
-                "methods": {"sparse": sparse, "dense_topk": dict(sparse, modality_agreement=0.9), "dense_full": sparse},
+                "methods": {
+                    "sparse": sparse,
+                    "dense_topk": dict(sparse, modality_agreement=0.9),
+                    "dense_full": sparse,
+                },
                 "k": 5,
                 "n": 5,
             },
@@ -186,12 +223,20 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
                     "source": "fixture",
                     "precision_at_n": 0.7,
                     "aspects": {aspect: 0.7},
-                    "features": [{"latent": 2, "weight": 1.0, "similarity": 0.8, "description": "axial"}],
+                    "features": [
+                        {"latent": 2, "weight": 1.0, "similarity": 0.8, "description": "axial"}
+                    ],
                 }
             )
         write_json_atomic(
             tmp / "text_retrieval.json",
-            {"text_precision_at_10": 0.7, "precision_at_n": 0.7, "n": 10, "aspects": {a: 0.7 for _, a in TEXT_QUERIES}, "queries": queries},
+            {
+                "text_precision_at_10": 0.7,
+                "precision_at_n": 0.7,
+                "n": 10,
+                "aspects": {a: 0.7 for _, a in TEXT_QUERIES},
+                "queries": queries,
+            },
         )
         return StageResult(counts={"queries": len(queries)})
 

@@ -72,11 +72,18 @@ def missing(what: str, how: str = "") -> str:
     return f'<p class="missing">Not computed: {esc(what)}{extra}.</p>'
 
 
-def table_html(rows: Sequence[Sequence[Any]], header: Sequence[str], numeric: Iterable[int] = ()) -> str:
+def table_html(
+    rows: Sequence[Sequence[Any]], header: Sequence[str], numeric: Iterable[int] = ()
+) -> str:
     nums = set(numeric)
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{fmt(v)}</td>' if i in nums else f"<td>{fmt(v)}</td>" for i, v in enumerate(r)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f'<td class="num">{fmt(v)}</td>' if i in nums else f"<td>{fmt(v)}</td>"
+            for i, v in enumerate(r)
+        )
+        + "</tr>"
         for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -87,7 +94,11 @@ def frame_html(df: pd.DataFrame, max_rows: int = 50) -> str:
     shown = df.head(max_rows)
     numeric = [i for i, c in enumerate(shown.columns) if pd.api.types.is_numeric_dtype(shown[c])]
     rows = [[_py(v) for v in r] for r in shown.itertuples(index=False)]
-    note = f'<p class="muted">{len(df) - max_rows} more rows not shown.</p>' if len(df) > max_rows else ""
+    note = (
+        f'<p class="muted">{len(df) - max_rows} more rows not shown.</p>'
+        if len(df) > max_rows
+        else ""
+    )
     return table_html(rows, [str(c) for c in shown.columns], numeric) + note
 
 
@@ -103,15 +114,21 @@ def _py(v: Any) -> Any:
 
 
 def kpis(items: Sequence[tuple[str, Any]]) -> str:
-    return '<div class="kpis">' + "".join(f'<div class="kpi"><b>{fmt(v)}</b><span>{esc(k)}</span></div>' for k, v in items) + "</div>"
+    return (
+        '<div class="kpis">'
+        + "".join(f'<div class="kpi"><b>{fmt(v)}</b><span>{esc(k)}</span></div>' for k, v in items)
+        + "</div>"
+    )
 
 
 def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) -> str:
     """The whole document: ``sections`` are (anchor, title, inner HTML)."""
     toc = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections)
-    body = "".join(f'<section id="{esc(a)}"><h2>{esc(t)}</h2>{inner}</section>' for a, t, inner in sections)
+    body = "".join(
+        f'<section id="{esc(a)}"><h2>{esc(t)}</h2>{inner}</section>' for a, t, inner in sections
+    )
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>"

@@ -16,8 +16,12 @@ from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
 from medsae.report.view import WorkspaceView, read_json, read_parquet
 from medsae.workspace import read_manifest
 
-
-DEFAULT_QUERIES = ("axial CT slice of the liver", "sagittal MRI of the spine", "coronal CT of the lungs", "axial MRI of the brain")
+DEFAULT_QUERIES = (
+    "axial CT slice of the liver",
+    "sagittal MRI of the spine",
+    "coronal CT of the lungs",
+    "axial MRI of the brain",
+)
 
 
 @dataclass
@@ -68,7 +72,10 @@ def headline(ctx: Context) -> str:
         "monosemanticity": "monosemanticity",
     }
     items = [(labels[k], summary[k]) for k in labels if k in summary]
-    return kpis(items) + f'<p class="muted">SAE shown: {esc(ctx.view.encoder)} / {esc(ctx.view.run)}</p>'
+    return (
+        kpis(items)
+        + f'<p class="muted">SAE shown: {esc(ctx.view.encoder)} / {esc(ctx.view.run)}</p>'
+    )
 
 
 def dataset(ctx: Context) -> str:
@@ -85,9 +92,13 @@ def dataset(ctx: Context) -> str:
     cols = [c for c in ("modality", "plane", "split") if c in t.columns]
     if len(cols) >= 2:
         idx = cols[:-1]
-        pivot = t.pivot_table(index=idx, columns=cols[-1], values="slice_id", aggfunc="count", fill_value=0)
+        pivot = t.pivot_table(
+            index=idx, columns=cols[-1], values="slice_id", aggfunc="count", fill_value=0
+        )
         pivot["total"] = pivot.sum(axis=1)
-        parts.append("<h3>Slices per " + " × ".join(cols) + "</h3>" + frame_html(pivot.reset_index()))
+        parts.append(
+            "<h3>Slices per " + " × ".join(cols) + "</h3>" + frame_html(pivot.reset_index())
+        )
     subj = t.drop_duplicates("subject_key")
     group = [c for c in ("modality", "split") if c in subj.columns]
     if group:
@@ -107,7 +118,11 @@ def table1(ctx: Context) -> str:
         return missing("Table 1", "run `medsae rank`")
     df = pd.read_csv(p)
     best = (ctx.view.ranking or {}).get("best")
-    note = f'<p>Best: <span class="pill">{esc(best.get("encoder"))} / {esc(best.get("run"))}</span></p>' if isinstance(best, dict) else ""
+    note = (
+        f'<p>Best: <span class="pill">{esc(best.get("encoder"))} / {esc(best.get("run"))}</span></p>'
+        if isinstance(best, dict)
+        else ""
+    )
     return note + frame_html(df, max_rows=100)
 
 
@@ -117,7 +132,16 @@ def frontier(ctx: Context) -> str:
     for enc, run in ctx.view.eval_runs():
         s = ctx.view.eval_summary(enc, run)
         if s:
-            points.append({"run": run if len({e for e, _ in ctx.view.eval_runs()}) == 1 else f"{enc}/{run}", "r2": s.get("r2"), "l0": s.get("l0"), "best": (enc, run) == best})
+            points.append(
+                {
+                    "run": run
+                    if len({e for e, _ in ctx.view.eval_runs()}) == 1
+                    else f"{enc}/{run}",
+                    "r2": s.get("r2"),
+                    "l0": s.get("l0"),
+                    "best": (enc, run) == best,
+                }
+            )
     (ctx.out / "fig").mkdir(exist_ok=True)
     fig = figures.frontier_figure(points, ctx.out / "fig" / "frontier.png")
     if fig is None:
@@ -140,21 +164,31 @@ def recovery_and_mono(ctx: Context) -> str:
     parts = []
     (ctx.out / "fig").mkdir(exist_ok=True)
     if figures.recovery_figure(curves, ctx.out / "fig" / "recovery.png") is not None:
-        parts.append('<div class="figs"><figure><img src="fig/recovery.png" alt="recovery curves"></figure></div>')
+        parts.append(
+            '<div class="figs"><figure><img src="fig/recovery.png" alt="recovery curves"></figure></div>'
+        )
     elif curves:
         name, df = next(iter(curves.items()))
         parts.append(f"<h3>Recovery ({esc(name)})</h3>" + frame_html(df, 30))
     else:
         parts.append(missing("recovery", "run `medsae evaluate`"))
     parts.extend(mono_parts or [missing("monosemanticity", "run `medsae evaluate`")])
-    rank_figs = sorted((ctx.view.ws.ranking / "figures").glob("*.png")) if (ctx.view.ws.ranking / "figures").is_dir() else []
+    rank_figs = (
+        sorted((ctx.view.ws.ranking / "figures").glob("*.png"))
+        if (ctx.view.ws.ranking / "figures").is_dir()
+        else []
+    )
     if rank_figs:
         (ctx.out / "fig" / "ranking").mkdir(parents=True, exist_ok=True)
         items = []
         for f in rank_figs:
             shutil.copyfile(f, ctx.out / "fig" / "ranking" / f.name)
-            items.append(f'<figure><img src="fig/ranking/{esc(f.name)}" alt="{esc(f.stem)}"><figcaption>{esc(f.stem)}</figcaption></figure>')
-        parts.append("<h3>Figures from the ranking stage</h3><div class=\"figs\">" + "".join(items) + "</div>")
+            items.append(
+                f'<figure><img src="fig/ranking/{esc(f.name)}" alt="{esc(f.stem)}"><figcaption>{esc(f.stem)}</figcaption></figure>'
+            )
+        parts.append(
+            '<h3>Figures from the ranking stage</h3><div class="figs">' + "".join(items) + "</div>"
+        )
     return "".join(parts)
 
 
@@ -163,14 +197,25 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
     if view.codes is None:
         return missing("feature cards", "no SAE codes in this workspace")
     df = view.feature_table[view.feature_table["frequency"] > 0]
-    key = "detection_balanced_accuracy" if "detection_balanced_accuracy" in df and df["detection_balanced_accuracy"].notna().any() else "frequency"
+    key = (
+        "detection_balanced_accuracy"
+        if "detection_balanced_accuracy" in df and df["detection_balanced_accuracy"].notna().any()
+        else "frequency"
+    )
     df = df.sort_values(key, ascending=False, kind="stable").head(n_cards)
-    note = "" if view.features_file is not None else missing("descriptions and scores", "run `medsae interpret`")
+    note = (
+        ""
+        if view.features_file is not None
+        else missing("descriptions and scores", "run `medsae interpret`")
+    )
     cards = []
     for latent in df["latent"]:
         f = view.feature_row(int(latent))
         strip = "".join(ctx.tile(r) for r in view.top_rows(int(latent), n_top))
-        enr = ", ".join(f'<span class="pill">{esc(e["label"])} ×{e["lift"]:.1f}</span>' for e in view.enrichment(int(latent), top=3))
+        enr = ", ".join(
+            f'<span class="pill">{esc(e["label"])} ×{e["lift"]:.1f}</span>'
+            for e in view.enrichment(int(latent), top=3)
+        )
         cards.append(
             f'<div class="card"><h3>Feature #{int(latent)} <span class="muted">level {fmt(f.get("level"))}</span></h3>'
             f"<p><b>{esc(f.get('description') or 'no description')}</b></p>"
@@ -178,7 +223,9 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
             f"frequency {fmt(100 * float(f.get('frequency') or 0), 2)}% · concept {esc(f.get('concept') or '–')}</p>"
             f'<div class="strip">{strip}</div><p>{enr or "<span class=muted>no enrichment</span>"}</p></div>'
         )
-    sorted_by = f'<p class="muted">{len(cards)} features with the highest {esc(key.replace("_", " "))}.</p>'
+    sorted_by = (
+        f'<p class="muted">{len(cards)} features with the highest {esc(key.replace("_", " "))}.</p>'
+    )
     return note + sorted_by + f'<div class="cards">{"".join(cards)}</div>'
 
 
@@ -187,11 +234,23 @@ def fingerprint_section(ctx: Context, search: Any, n_examples: int, k: int) -> s
     parts = []
     fe = view.fingerprint_eval
     if isinstance(fe, dict):
-        head = [(k2, fe[k2]) for k2 in ("fingerprint_agreement", "modality_agreement", "plane_agreement", "k", "n") if k2 in fe]
+        head = [
+            (k2, fe[k2])
+            for k2 in ("fingerprint_agreement", "modality_agreement", "plane_agreement", "k", "n")
+            if k2 in fe
+        ]
         parts.append(kpis(head) if head else "")
         methods = fe.get("methods")
         if isinstance(methods, dict) and methods:
-            metrics = sorted({m2 for v in methods.values() if isinstance(v, dict) for m2, x in v.items() if isinstance(x, int | float)})
+            metrics = sorted(
+                {
+                    m2
+                    for v in methods.values()
+                    if isinstance(v, dict)
+                    for m2, x in v.items()
+                    if isinstance(x, int | float)
+                }
+            )
             rows = [[name, *[(v or {}).get(m2) for m2 in metrics]] for name, v in methods.items()]
             parts.append(table_html(rows, ["method", *metrics], range(1, len(metrics) + 1)))
         elif not head:
@@ -202,15 +261,23 @@ def fingerprint_section(ctx: Context, search: Any, n_examples: int, k: int) -> s
     if view.codes is None or search is None:
         return "".join(parts)
     t = view.table
-    queries = t.groupby([c for c in ("modality", "plane") if c in t.columns], sort=True).head(1).index[:n_examples]
+    queries = (
+        t.groupby([c for c in ("modality", "plane") if c in t.columns], sort=True)
+        .head(1)
+        .index[:n_examples]
+    )
     for row in queries:
         try:
             hits = search.similar(int(row), k)
         except Exception as e:  # the examples are illustrations: show why they are missing
             parts.append(missing("fingerprint examples", str(e)))
             break
-        tiles = "".join(ctx.tile(r, f"{s:.2f}") for r, s in zip(hits.rows, hits.scores, strict=False))
-        parts.append(f'<div class="grid"><div class="q">{ctx.tile(int(row), "query: " + str(t.at[row, "slice_id"]))}</div>{tiles}</div>')
+        tiles = "".join(
+            ctx.tile(r, f"{s:.2f}") for r, s in zip(hits.rows, hits.scores, strict=False)
+        )
+        parts.append(
+            f'<div class="grid"><div class="q">{ctx.tile(int(row), "query: " + str(t.at[row, "slice_id"]))}</div>{tiles}</div>'
+        )
     return "".join(parts)
 
 
@@ -228,32 +295,51 @@ def text_section(ctx: Context, search: Any, k: int, n_examples: int = 4) -> str:
         if isinstance(aspects, dict) and aspects:
             parts.append(table_html(sorted(aspects.items()), ["aspect", "precision@10"], [1]))
         if queries:
-            rows = [[q.get("text", q.get("query")), q.get("precision_at_n", q.get("precision_at_10")), _feature_names(q)] for q in queries]
+            rows = [
+                [
+                    q.get("text", q.get("query")),
+                    q.get("precision_at_n", q.get("precision_at_10")),
+                    _feature_names(q),
+                ]
+                for q in queries
+            ]
             parts.append(table_html(rows, ["query", "precision@10", "features used"], [1]))
     else:
         parts.append(missing("text retrieval evaluation", "run the index stage"))
     if search is None:
         return "".join(parts)
-    examples = [str(q.get("text", q.get("query", ""))) for q in queries[:n_examples]] or list(DEFAULT_QUERIES[:n_examples])
+    examples = [str(q.get("text", q.get("query", ""))) for q in queries[:n_examples]] or list(
+        DEFAULT_QUERIES[:n_examples]
+    )
     for text in examples:
         try:
             hits = search.text(text, k)
         except Exception as e:  # the examples are illustrations: show why they are missing
             parts.append(missing(f"text search examples ({text})", str(e)))
             break
-        tiles = "".join(ctx.tile(r, f"{s:.2f}") for r, s in zip(hits.rows, hits.scores, strict=False))
-        parts.append(f'<div class="grid"><div class="q"><b>“{esc(text)}”</b><br><span class="muted">{esc(hits.method)}</span></div>{tiles or "<p class=missing>no results</p>"}</div>')
+        tiles = "".join(
+            ctx.tile(r, f"{s:.2f}") for r, s in zip(hits.rows, hits.scores, strict=False)
+        )
+        parts.append(
+            f'<div class="grid"><div class="q"><b>“{esc(text)}”</b><br><span class="muted">{esc(hits.method)}</span></div>{tiles or "<p class=missing>no results</p>"}</div>'
+        )
     return "".join(parts)
 
 
 def _feature_names(q: dict[str, Any]) -> str:
     feats = q.get("features") or []
-    return "; ".join(f"#{f.get('latent')} {f.get('description', '')}" for f in feats if isinstance(f, dict))
+    return "; ".join(
+        f"#{f.get('latent')} {f.get('description', '')}" for f in feats if isinstance(f, dict)
+    )
 
 
 def config_section(ctx: Context) -> str:
     ws = ctx.view.ws
-    manifests = sorted(p for p in ws.root.rglob("manifest.json") if not any(part.startswith(".") for part in p.relative_to(ws.root).parts))
+    manifests = sorted(
+        p
+        for p in ws.root.rglob("manifest.json")
+        if not any(part.startswith(".") for part in p.relative_to(ws.root).parts)
+    )
     rows, blocks = [], []
     for p in manifests:
         folder = p.parent
@@ -261,12 +347,24 @@ def config_section(ctx: Context) -> str:
             continue
         m = read_manifest(folder) or {}
         rel = str(folder.relative_to(ws.root))
-        rows.append([rel, m.get("stage"), (m.get("timings") or {}).get("seconds"), m.get("version"), m.get("created")])
+        rows.append(
+            [
+                rel,
+                m.get("stage"),
+                (m.get("timings") or {}).get("seconds"),
+                m.get("version"),
+                m.get("created"),
+            ]
+        )
         cfg = json.dumps(m.get("config", {}), indent=2, sort_keys=True, default=str)
-        blocks.append(f"<details><summary>{esc(rel)} ({esc(m.get('stage'))})</summary><pre>{esc(cfg)}</pre></details>")
+        blocks.append(
+            f"<details><summary>{esc(rel)} ({esc(m.get('stage'))})</summary><pre>{esc(cfg)}</pre></details>"
+        )
     if not rows:
         return missing("manifests")
-    return table_html(rows, ["artifact", "stage", "seconds", "version", "created"], [2]) + "".join(blocks)
+    return table_html(rows, ["artifact", "stage", "seconds", "version", "created"], [2]) + "".join(
+        blocks
+    )
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

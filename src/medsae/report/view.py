@@ -24,7 +24,16 @@ from medsae.errors import ArtifactError
 from medsae.sae.codes_io import CODES_FILE, load_codes, load_codes_meta
 from medsae.workspace import Workspace, read_manifest
 
-METADATA_LABELS = ("modality", "plane", "sex", "age_group", "institute", "manufacturer", "study_type", "pathology")
+METADATA_LABELS = (
+    "modality",
+    "plane",
+    "sex",
+    "age_group",
+    "institute",
+    "manufacturer",
+    "study_type",
+    "pathology",
+)
 
 
 def read_json(path: Path) -> Any:
@@ -84,7 +93,9 @@ class WorkspaceView:
         codes, else the first run with codes.
     """
 
-    def __init__(self, root: str | Path, encoder: str | None = None, run: str | None = None) -> None:
+    def __init__(
+        self, root: str | Path, encoder: str | None = None, run: str | None = None
+    ) -> None:
         self.ws = Workspace(root)
         if not self.ws.root.is_dir():
             raise ArtifactError(f"{self.ws.root}: workspace folder not found")
@@ -93,7 +104,9 @@ class WorkspaceView:
         if split is not None:
             mapping = dict(zip(split["subject_key"], split["split"], strict=False))
             self.table["split"] = self.table["subject_key"].map(mapping)
-        self.row_of: dict[str, int] = {sid: i for i, sid in enumerate(self.table["slice_id"].astype(str))}
+        self.row_of: dict[str, int] = {
+            sid: i for i, sid in enumerate(self.table["slice_id"].astype(str))
+        }
         self.encoder, self.run = self._choose_run(encoder, run)
 
     # ------------------------------------------------------------------ selection
@@ -106,7 +119,9 @@ class WorkspaceView:
         available = find_codes(self.ws)
         if encoder and run:
             if (encoder, run) not in available:
-                raise ArtifactError(f"{self.ws.codes(encoder, run)}: no codes for encoder {encoder!r}, run {run!r}")
+                raise ArtifactError(
+                    f"{self.ws.codes(encoder, run)}: no codes for encoder {encoder!r}, run {run!r}"
+                )
             return encoder, run
         best = (self.ranking or {}).get("best") or {}
         if isinstance(best, dict) and (best.get("encoder"), best.get("run")) in available:
@@ -203,7 +218,9 @@ class WorkspaceView:
     def feature_table(self) -> pd.DataFrame:
         """One row per latent: statistics from the codes, joined with the features artifact."""
         if self.codes_csc is None:
-            return pd.DataFrame(columns=["latent", "level", "frequency", "mean_activation", "max_activation"])
+            return pd.DataFrame(
+                columns=["latent", "level", "frequency", "mean_activation", "max_activation"]
+            )
         csc = self.codes_csc
         n_rows = max(csc.shape[0], 1)
         nnz = np.diff(csc.indptr)
@@ -211,7 +228,9 @@ class WorkspaceView:
         maxes = np.asarray(csc.max(axis=0).toarray()).ravel()
         latents = np.arange(csc.shape[1])
         levels = np.asarray(self.levels or [csc.shape[1]])
-        level_of = levels[np.minimum(np.searchsorted(levels, latents, side="right"), len(levels) - 1)]
+        level_of = levels[
+            np.minimum(np.searchsorted(levels, latents, side="right"), len(levels) - 1)
+        ]
         df = pd.DataFrame(
             {
                 "latent": latents,
@@ -223,10 +242,19 @@ class WorkspaceView:
         )
         extra = self.features_file
         if extra is not None and "latent" in extra.columns:
-            keep = [c for c in extra.columns if c not in {"frequency", "mean_activation", "max_activation", "level"}]
+            keep = [
+                c
+                for c in extra.columns
+                if c not in {"frequency", "mean_activation", "max_activation", "level"}
+            ]
             df = df.merge(extra[keep], on="latent", how="left")
             if "level" in extra.columns:
-                df["level"] = extra.set_index("latent")["level"].reindex(df["latent"]).fillna(df["level"]).to_numpy()
+                df["level"] = (
+                    extra.set_index("latent")["level"]
+                    .reindex(df["latent"])
+                    .fillna(df["level"])
+                    .to_numpy()
+                )
         return df
 
     def feature_row(self, latent: int) -> dict[str, Any]:
@@ -268,9 +296,15 @@ class WorkspaceView:
         if len(vals) == 0:
             return {"edges": [], "counts": [], "zeros": n_rows}
         counts, edges = np.histogram(vals, bins=bins)
-        return {"edges": edges.tolist(), "counts": counts.tolist(), "zeros": int(n_rows - len(vals))}
+        return {
+            "edges": edges.tolist(),
+            "counts": counts.tolist(),
+            "zeros": int(n_rows - len(vals)),
+        }
 
-    def quantile_rows(self, latent: int, quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)) -> list[dict[str, Any]]:
+    def quantile_rows(
+        self, latent: int, quantiles: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 0.9)
+    ) -> list[dict[str, Any]]:
         """One slice at each quantile of the non-zero activations."""
         rows_a, vals = self.activations(latent)
         if len(vals) == 0:
@@ -307,7 +341,9 @@ class WorkspaceView:
             act_counts = (presence[active] == 1).sum(axis=0)
             for j in np.flatnonzero(act_counts >= min_count):
                 col_p = presence[:, j]
-                out.append(_lift(f"structure={anatomy.structures[j]}", col_p == 1, col_p != -1, active))
+                out.append(
+                    _lift(f"structure={anatomy.structures[j]}", col_p == 1, col_p != -1, active)
+                )
         out.sort(key=lambda d: (-d["lift"], -d["count_active"]))
         return out[:top]
 
@@ -334,7 +370,9 @@ class WorkspaceView:
             {
                 "latent": int(idx[i]),
                 "activation": float(vals[i]),
-                "description": _clean_value(table.at[int(idx[i]), "description"]) if has_desc else None,
+                "description": _clean_value(table.at[int(idx[i]), "description"])
+                if has_desc
+                else None,
             }
             for i in order
         ]

@@ -214,14 +214,18 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def after_step(self, out: TrainOutput, batch_size: int) -> None:
-        """Update firing counters and the running JumpReLU threshold after an optimiser step."""
+        """Update firing counters and the running JumpReLU threshold after an optimiser step.
+
+        The threshold is the running mean of the smallest kept activation per batch: a plain
+        mean over the first ``1 / (1 - threshold_decay)`` updates, then an exponential one.
+        """
         self.samples_since_fire += batch_size
         self.samples_since_fire[out.fired_cols] = 0
         if self.uses_threshold and out.min_kept is not None:
             n = int(self.threshold_updates)
             old = float(self.threshold[0])
-            decay = self.cfg.threshold_decay
-            new = out.min_kept if n == 0 else decay * old + (1 - decay) * out.min_kept
+            decay = min(self.cfg.threshold_decay, n / (n + 1))  # a plain mean until the window fills
+            new = decay * old + (1 - decay) * out.min_kept
             self.threshold.fill_(new)
             self.threshold_updates += 1
 

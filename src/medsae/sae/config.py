@@ -209,6 +209,13 @@ class TrainConfig(StageConfig):
     threshold_decay: float = Field(
         default=0.99, ge=0, lt=1, description="JumpReLU threshold running-mean decay."
     )
+    threshold_start_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="The JumpReLU threshold estimate restarts at this fraction of training, so that "
+        "early (larger) activations do not bias it.",
+    )
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
     device: str = Field(
         default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda[:i]'."

@@ -120,6 +120,7 @@ class GridTrainer:
         if tcfg.max_samples is not None:
             total = min(total, max(1, tcfg.max_samples // tcfg.batch_size))
         self.total_steps = total
+        self.threshold_start = int(tcfg.threshold_start_fraction * total)
         self.step = 0
         self.stop_after_steps: int | None = None
         self.runs: dict[str, RunState] = {}
@@ -205,6 +206,9 @@ class GridTrainer:
                 epoch, b0 = divmod(self.step, bpe)
                 for _, x_np in self.stream.epoch_batches(epoch, b0):
                     x_bd = torch.from_numpy(np.ascontiguousarray(x_np)).to(self.device)
+                    if self.step == self.threshold_start:
+                        for r in self.runs.values():
+                            r.sae.threshold_updates.zero_()
                     for r in self.runs.values():
                         r.step(x_bd, self._autocast())
                     self.step += 1

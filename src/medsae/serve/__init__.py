@@ -18,7 +18,13 @@ def create_app(workspace: Any, **kwargs: Any) -> FastAPI:
     return _create(workspace, **kwargs)
 
 
-def serve(workspace: str | Path, host: str = "127.0.0.1", port: int = 8765, encoder: str | None = None, run: str | None = None) -> None:
+def serve(
+    workspace: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    encoder: str | None = None,
+    run: str | None = None,
+) -> None:
     """Serve the browser for ``workspace`` until interrupted (bound to 127.0.0.1 by default)."""
     import uvicorn
 
@@ -27,5 +33,7 @@ def serve(workspace: str | Path, host: str = "127.0.0.1", port: int = 8765, enco
 
     view = WorkspaceView(workspace, encoder=encoder, run=run)
     app = create_app(view)
-    console.print(f"medsae browser for {view.ws.root} ({view.encoder} / {view.run}) at http://{host}:{port}/")
+    console.print(
+        f"medsae browser for {view.ws.root} ({view.encoder} / {view.run}) at http://{host}:{port}/"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -17,8 +17,8 @@ Uploads are limited in size (413), recognised by content (415) and validated (40
 
 from __future__ import annotations
 
-from importlib import resources
 import pathlib
+from importlib import resources
 from typing import Any, Literal
 
 import pandas as pd
@@ -34,7 +34,14 @@ from medsae.serve.uploads import UploadError, decode_upload
 
 UPLOAD_LIMIT = 20 * 1024 * 1024
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-SortKey = Literal["latent", "frequency", "mean_activation", "max_activation", "detection_balanced_accuracy", "concept_auroc"]
+SortKey = Literal[
+    "latent",
+    "frequency",
+    "mean_activation",
+    "max_activation",
+    "detection_balanced_accuracy",
+    "concept_auroc",
+]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": m.ErrorOut}}
 
 
@@ -90,9 +97,13 @@ def create_app(
     def feature_out(latent: int) -> m.FeatureOut:
         return m.FeatureOut.model_validate(view.feature_row(latent))
 
-    def hits_out(hits: SearchHits, query: str | None = None, kind: str | None = None) -> m.SearchOut:
+    def hits_out(
+        hits: SearchHits, query: str | None = None, kind: str | None = None
+    ) -> m.SearchOut:
         items = [ref(r, score=float(s)) for r, s in zip(hits.rows, hits.scores, strict=False)]
-        return m.SearchOut(query=query, method=hits.method, items=items, features=hits.features, upload_kind=kind)
+        return m.SearchOut(
+            query=query, method=hits.method, items=items, features=hits.features, upload_kind=kind
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> Response:
@@ -102,7 +113,9 @@ def create_app(
     def static(name: str) -> Response:
         if name not in assets:
             raise HTTPException(404, f"static file {name!r} not found")
-        return Response(assets[name], media_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=300"})
+        return Response(
+            assets[name], media_type=STATIC_FILES[name], headers={"Cache-Control": "max-age=300"}
+        )
 
     @app.get("/api/info", response_model=m.InfoOut)
     def info() -> m.InfoOut:
@@ -112,7 +125,11 @@ def create_app(
             if col in table.columns
         }
         concepts = sorted({str(c) for c in features.get("concept", []) if isinstance(c, str)})
-        text_mode = "interpret" if isinstance(search, WorkspaceSearch) and search._interpret_text_ready() else "keyword"
+        text_mode = (
+            "interpret"
+            if isinstance(search, WorkspaceSearch) and search._interpret_text_ready()
+            else "keyword"
+        )
         return m.InfoOut(
             workspace=str(view.ws.root),
             encoder=view.encoder,
@@ -132,7 +149,9 @@ def create_app(
     def list_features(
         sort: SortKey = Query("frequency", description="Column to sort by."),
         order: Literal["asc", "desc"] = "desc",
-        q: str | None = Query(None, max_length=200, description="Substring of the description or concept."),
+        q: str | None = Query(
+            None, max_length=200, description="Substring of the description or concept."
+        ),
         concept: str | None = Query(None, max_length=200, description="Exact concept."),
         level: int | None = Query(None, description="Matryoshka level (prefix size)."),
         min_score: float | None = Query(None, description="Minimum detection balanced accuracy."),
@@ -165,10 +184,14 @@ def create_app(
         return m.FeatureListOut(total=len(df), offset=offset, limit=limit, items=items)
 
     @app.get("/api/features/{latent}", response_model=m.FeatureDetailOut, responses=NOT_FOUND)
-    def feature_detail(latent_id: str = Path(..., alias="latent"), top: int = Query(12, ge=1, le=64)) -> m.FeatureDetailOut:
+    def feature_detail(
+        latent_id: str = Path(..., alias="latent"), top: int = Query(12, ge=1, le=64)
+    ) -> m.FeatureDetailOut:
         latent = int(latent_id) if latent_id.isdigit() and len(latent_id) < 10 else -1
         if not 0 <= latent < view.n_latents:
-            raise HTTPException(404, f"feature {latent_id!r} not found (this SAE has {view.n_latents} latents)")
+            raise HTTPException(
+                404, f"feature {latent_id!r} not found (this SAE has {view.n_latents} latents)"
+            )
         rows, vals = view.activations(latent)
         act = dict(zip(rows.tolist(), vals.tolist(), strict=True))
         return m.FeatureDetailOut(
@@ -176,7 +199,11 @@ def create_app(
             top=[ref(r, activation=act.get(r)) for r in view.top_rows(latent, top)],
             histogram=m.Histogram(**view.histogram(latent)),
             quantiles=[
-                m.Quantile(quantile=qd["quantile"], activation=qd["activation"], slice=ref(qd["row"], activation=qd["activation"]))
+                m.Quantile(
+                    quantile=qd["quantile"],
+                    activation=qd["activation"],
+                    slice=ref(qd["row"], activation=qd["activation"]),
+                )
                 for qd in view.quantile_rows(latent)
             ],
             enrichment=[m.Enrichment(**e) for e in view.enrichment(latent)],
@@ -200,7 +227,11 @@ def create_app(
         row = row_of(slice_id)
         if view.images is None:
             raise HTTPException(404, "this workspace has no images.npy")
-        return Response(view.slice_png(row, size), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+        return Response(
+            view.slice_png(row, size),
+            media_type="image/png",
+            headers={"Cache-Control": "max-age=3600"},
+        )
 
     @app.get("/api/slices/{slice_id}/similar", response_model=m.SearchOut, responses=NOT_FOUND)
     def slice_similar(slice_id: str, k: int = Query(12, ge=1, le=100)) -> m.SearchOut:
@@ -223,7 +254,11 @@ def create_app(
     @app.post(
         "/api/search/image",
         response_model=m.SearchOut,
-        responses={400: {"model": m.ErrorOut}, 413: {"model": m.ErrorOut}, 415: {"model": m.ErrorOut}},
+        responses={
+            400: {"model": m.ErrorOut},
+            413: {"model": m.ErrorOut},
+            415: {"model": m.ErrorOut},
+        },
     )
     def image_search(
         file: UploadFile = File(..., description="A PNG, JPEG, DICOM or NIfTI file."),
@@ -246,7 +281,9 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     return app
 

@@ -80,7 +80,9 @@ def text_ready(view: WorkspaceView) -> bool:
     return _retriever(view) is not None
 
 
-def _hits(df: pd.DataFrame, method: str, features: list[dict[str, Any]] | None = None) -> SearchHits:
+def _hits(
+    df: pd.DataFrame, method: str, features: list[dict[str, Any]] | None = None
+) -> SearchHits:
     return SearchHits(
         rows=[int(r) for r in df["row"]],
         scores=[float(s) for s in df["score"]],
@@ -96,7 +98,12 @@ def ask(view: WorkspaceView, query: str, k: int) -> SearchHits | None:
         return None
     choices, df = retriever.search(query, n=k)
     feats = [
-        {"latent": c.latent, "weight": c.weight, "similarity": c.similarity, "description": c.description}
+        {
+            "latent": c.latent,
+            "weight": c.weight,
+            "similarity": c.similarity,
+            "description": c.description,
+        }
         for c in choices
     ]
     return _hits(df, "interpret.ask", feats)
@@ -115,4 +122,6 @@ def similar_to_codes(view: WorkspaceView, codes_n: np.ndarray, k: int) -> Search
     index = fingerprint_index(view)
     if index is None:
         return None
-    return _hits(index.search(np.asarray(codes_n, dtype=np.float64), k=FINGERPRINT_K, n=k), "fingerprint")
+    return _hits(
+        index.search(np.asarray(codes_n, dtype=np.float64), k=FINGERPRINT_K, n=k), "fingerprint"
+    )

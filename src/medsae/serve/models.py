@@ -19,7 +19,9 @@ class InfoOut(BaseModel):
     n_latents: int
     levels: list[int]
     has_features: bool = Field(description="A features artifact (descriptions, scores) exists.")
-    text_search: str = Field(description="'interpret' (medsae.interpret.ask) or 'keyword' (fallback).")
+    text_search: str = Field(
+        description="'interpret' (medsae.interpret.ask) or 'keyword' (fallback)."
+    )
     image_search: bool
     counts: dict[str, dict[str, int]] = Field(description="Slices per modality, plane and split.")
     concepts: list[str] = Field(description="Concepts assigned to features (for filtering).")
@@ -28,7 +30,9 @@ class InfoOut(BaseModel):
 
 class FeatureOut(BaseModel):
     latent: int
-    level: int | None = Field(None, description="Smallest Matryoshka prefix that contains the latent.")
+    level: int | None = Field(
+        None, description="Smallest Matryoshka prefix that contains the latent."
+    )
     frequency: float = Field(description="Fraction of slices where the latent is active.")
     mean_activation: float = Field(description="Mean of the non-zero activations.")
     max_activation: float
@@ -102,5 +106,7 @@ class SearchOut(BaseModel):
     query: str | None = None
     method: str = Field(description="How the results were found.")
     items: list[SliceRef]
-    features: list[dict[str, Any]] = Field(default_factory=list, description="Features the search went through.")
+    features: list[dict[str, Any]] = Field(
+        default_factory=list, description="Features the search went through."
+    )
     upload_kind: str | None = Field(None, description="Detected type of an uploaded file.")

@@ -127,7 +127,12 @@ class WorkspaceSearch:
         order = np.argsort(-score_n, kind="stable")[:k]
         order = order[score_n[order] > 0]
         feats = [
-            {"latent": int(j), "description": _str_or_none(table.at[int(j), "description"]) if "description" in table else None}
+            {
+                "latent": int(j),
+                "description": _str_or_none(table.at[int(j), "description"])
+                if "description" in table
+                else None,
+            }
             for j in latents
         ]
         return SearchHits(order.tolist(), score_n[order].astype(float).tolist(), "keyword", feats)
@@ -138,8 +143,13 @@ class WorkspaceSearch:
                 table = self.view.feature_table
                 words = []
                 for j in range(len(table)):
-                    parts = [_str_or_none(table.at[j, c]) if c in table.columns else None for c in ("description", "concept")]
-                    text = " ".join(p for p in parts if p).lower().replace("=", " ").replace("_", " ")
+                    parts = [
+                        _str_or_none(table.at[j, c]) if c in table.columns else None
+                        for c in ("description", "concept")
+                    ]
+                    text = (
+                        " ".join(p for p in parts if p).lower().replace("=", " ").replace("_", " ")
+                    )
                     words.append(set(re.findall(r"[a-z0-9]+", text)))
                 self._words = words
             return self._words
@@ -159,7 +169,11 @@ class WorkspaceSearch:
                     row = np.zeros(codes.shape[1], dtype=np.float32)
                     row[idx[keep]] = vals[keep]
                     rows.append(sp.csr_matrix(row))
-                fp = sp.vstack(rows).tocsr() if rows else sp.csr_matrix(codes.shape, dtype=np.float32)
+                fp = (
+                    sp.vstack(rows).tocsr()
+                    if rows
+                    else sp.csr_matrix(codes.shape, dtype=np.float32)
+                )
                 norms = np.sqrt(np.asarray(fp.multiply(fp).sum(axis=1)).ravel())
                 self._fp_matrix = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ fp
             return self._fp_matrix
@@ -212,7 +226,9 @@ class WorkspaceSearch:
         if hits is None:
             hits = self._cosine(fingerprint_vector(dense, self.fingerprint_k), k, exclude=None)
         order = np.argsort(-dense, kind="stable")[: min(10, self.fingerprint_k)]
-        hits.features = [{"latent": int(j), "activation": float(dense[j])} for j in order if dense[j] > 0]
+        hits.features = [
+            {"latent": int(j), "activation": float(dense[j])} for j in order if dense[j] > 0
+        ]
         return hits
 
 
@@ -231,7 +247,9 @@ def _load_image_models(view: WorkspaceView) -> tuple[Any, Any]:
         encoder = encoder_from_store(store)
         sae = load_sae(view.ws.sae(view.encoder, view.run))
     except Exception as e:  # any failure to rebuild the models means no image search
-        raise SearchUnavailable(f"cannot rebuild encoder {view.encoder!r} and SAE {view.run!r}: {e}") from e
+        raise SearchUnavailable(
+            f"cannot rebuild encoder {view.encoder!r} and SAE {view.run!r}: {e}"
+        ) from e
     return encoder, sae
 
 

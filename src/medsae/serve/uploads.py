@@ -87,7 +87,9 @@ def _read_dicom(data: bytes) -> np.ndarray:
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
     pixels = pixels * slope + intercept
     if str(getattr(ds, "Modality", "")).upper() == "CT":
-        (center, width), _ = ct_window(str(getattr(ds, "StudyDescription", "") or ""), (40.0, 400.0))
+        (center, width), _ = ct_window(
+            str(getattr(ds, "StudyDescription", "") or ""), (40.0, 400.0)
+        )
         lo, hi = window_bounds(center, width)
         return to_uint8(pixels, lo, hi)
     return _to_uint8_auto(pixels)
@@ -117,7 +119,7 @@ def _read_nifti(data: bytes) -> np.ndarray:
     if vol.ndim == 2:
         vol = vol[:, :, None]
     if vol.ndim > 3:
-        vol = vol.reshape(vol.shape[:3] + (-1,))[..., 0]
+        vol = vol.reshape((*vol.shape[:3], -1))[..., 0]
     vol = reorient(vol, canonical_transform(img.affine))
     image = display_slice(vol, "axial", vol.shape[2] // 2)
     return _to_uint8_auto(np.ascontiguousarray(image))

@@ -1,0 +1,133 @@
+"""Ranking figures (matplotlib, Agg backend): frontier, recovery curves, monosemanticity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _plt():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(l0: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    """Indices of the points not dominated (lower L0 and higher R²), sorted by L0."""
+    order = np.argsort(l0, kind="stable")
+    front, best = [], -np.inf
+    for i in order:
+        if r2[i] > best:
+            front.append(i)
+            best = r2[i]
+    return np.array(front, dtype=np.int64)
+
+
+def frontier_figure(table: pd.DataFrame, path: Path, dpi: int) -> bool:
+    """R² against L0, one colour per encoder, with each encoder's Pareto frontier."""
+    data = table.dropna(subset=["r2", "l0"])
+    if data.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for enc, sub in data.groupby("encoder"):
+        l0, r2 = sub["l0"].to_numpy(float), sub["r2"].to_numpy(float)
+        pts = ax.scatter(l0, r2, label=str(enc), alpha=0.8)
+        front = pareto_front(l0, r2)
+        ax.plot(l0[front], r2[front], color=pts.get_facecolor()[0], lw=1)
+    ax.set_xlabel("L0 (active latents per slice)")
+    ax.set_ylabel("R² (per-dimension)")
+    ax.set_title("Reconstruction vs sparsity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
+def recovery_figure(folders: list[Path], path: Path, dpi: int) -> bool:
+    """Mean recovery against N per configuration (headline split and method)."""
+    import json
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    drawn = False
+    for folder in folders:
+        rec_path = folder / "recovery.parquet"
+        if not rec_path.is_file():
+            continue
+        summary = json.loads((folder / "summary.json").read_text())
+        rec = pd.read_parquet(rec_path)
+        rec = rec[
+            (rec["split"] == summary.get("headline_split", "test"))
+            & (rec["method"] == summary.get("headline_method", "l1"))
+        ]
+        if rec.empty:
+            continue
+        curve = rec.groupby("n_features")["recovery"].mean()
+        ax.plot(
+            curve.index,
+            curve.to_numpy(),
+            marker="o",
+            ms=3,
+            label=f"{folder.parent.name}/{folder.name}",
+        )
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel("N sparse features per classifier")
+    ax.set_ylabel("ROC-AUC(N) / dense ROC-AUC (mean over tasks)")
+    ax.set_title("Performance recovery")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
+def monosemanticity_figure(folders: list[Path], path: Path, dpi: int) -> bool:
+    """Distribution of the scored features' monosemanticity per configuration."""
+    data, labels = [], []
+    for folder in folders:
+        p = folder / "monosemanticity.parquet"
+        if not p.is_file():
+            continue
+        scores = pd.read_parquet(p, columns=["score"])["score"].dropna().to_numpy()
+        if len(scores):
+            data.append(scores)
+            labels.append(f"{folder.parent.name}/{folder.name}")
+    if not data:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(data) + 2), 4.5))
+    ax.boxplot(data, showfliers=True)
+    ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("monosemanticity (coherence x specificity)")
+    ax.set_title("Monosemanticity of scored features")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
+def write_figures(folders: list[Path], table: pd.DataFrame, out: Path, dpi: int = 120) -> list[str]:
+    """Write every figure that has data; returns their file names."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if frontier_figure(table, out / "r2_vs_l0.png", dpi):
+        written.append("r2_vs_l0.png")
+    if recovery_figure(folders, out / "recovery_curves.png", dpi):
+        written.append("recovery_curves.png")
+    if monosemanticity_figure(folders, out / "monosemanticity.png", dpi):
+        written.append("monosemanticity.png")
+    return written

@@ -1,0 +1,225 @@
+"""Text-to-image retrieval: query parsing, feature choice, ranking, the query suite, metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medsae.errors import ArtifactError, InputError
+from medsae.interpret.ask import TextRetriever, llm_selector, split_query
+from medsae.interpret.fake_llm_server import hashed_embedding
+from medsae.interpret.index import TEXT_RETRIEVAL, ask, build_index, load_index
+from medsae.interpret.queries import Query, load_queries, truth_mask, validate_truth
+from medsae.interpret.retrieval_config import AskConfig, IndexConfig, SearchConfig
+from medsae.interpret.text import TextEmbedder
+from medsae.interpret.text_eval import evaluate_text_retrieval, precision_at
+
+PHRASES = {
+    "modality=CT": "CT scan",
+    "modality=MR": "MRI scan",
+    "plane=axial": "axial slice",
+    "plane=coronal": "coronal slice",
+    "plane=sagittal": "sagittal slice",
+    "sex=F": "female patient",
+    "age_group=>=80": "elderly patient over 80",
+}
+
+
+def bag_of_words() -> TextEmbedder:
+    """A deterministic word-overlap embedder (no model)."""
+
+    def fn(texts: Sequence[str]) -> np.ndarray:
+        return np.asarray([hashed_embedding(t, 2048) for t in texts], dtype=np.float32)
+
+    return TextEmbedder(fn, name="bag-of-words")
+
+
+def write_features(ws, truth, descriptions: dict[int, str] | None = None) -> Path:
+    """features.parquet naming each planted latent's concept (noise latents undescribed)."""
+    if descriptions is None:
+        descriptions = {
+            j: PHRASES.get(c) or c.split("=", 1)[1].replace("_", " ") for j, c in enumerate(truth.concepts)
+        }
+    rows = [
+        {"latent": j, "level": 0, "description": descriptions.get(j), "detection_balanced_accuracy": 0.9}
+        for j in range(truth.n_latents)
+    ]
+    folder = ws.features(truth.encoder, truth.run)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(folder / "features.parquet", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory):
+    from medsae.testing import make_synthetic_workspace
+
+    ws, truth = make_synthetic_workspace(tmp_path_factory.mktemp("ws"), n_subjects=24, slices_per_plane=8)
+    write_features(ws, truth)
+    return ws, truth
+
+
+def test_split_query_finds_metadata_terms() -> None:
+    terms, rest = split_query("axial CT thorax, female patient")
+    assert [(a, p) for a, p, _ in terms] == [("modality", "CT scan"), ("plane", "axial slice"), ("sex", "female patient")]
+    assert rest == "thorax"
+    terms, rest = split_query("axial CT male pelvis")
+    assert ("sex", "male patient") in [(a, p) for a, p, _ in terms]
+    assert rest == "pelvis"
+    terms, rest = split_query("sagittal MRI of the lumbar spine")
+    assert [p for _, p, _ in terms] == ["MRI scan", "sagittal slice"]
+    assert rest == "lumbar spine"
+
+
+def test_query_suite_loads_and_every_filter_is_valid() -> None:
+    queries = load_queries()
+    assert sum(q.source == "paper" for q in queries) == 12
+    assert len(queries) >= 32
+    assert len({q.id for q in queries}) == len(queries)
+    aspects = {a for q in queries for a in q.aspects}
+    assert aspects == {"modality", "plane", "anatomy", "demographics"}
+    for q in queries:
+        validate_truth(q.truth, q.id)
+        assert q.text.strip()
+
+
+def test_bad_query_files_are_rejected(tmp_path: Path) -> None:
+    def write(entries: list[dict]) -> Path:
+        p = tmp_path / "q.yaml"
+        import yaml
+
+        p.write_text(yaml.safe_dump({"queries": entries}))
+        return p
+
+    good = {"id": "a", "text": "axial CT", "truth": {"modality": "CT", "plane": "axial"}, "aspects": ["modality", "plane"]}
+    assert load_queries(write([good]))[0].truth == {"modality": "CT", "plane": "axial"}
+    with pytest.raises(InputError, match="unknown structure"):
+        load_queries(write([{**good, "truth": {"structures_any": ["spleeen"]}, "aspects": ["anatomy"]}]))
+    with pytest.raises(InputError, match="aspects"):
+        load_queries(write([{**good, "aspects": ["modality"]}]))
+    with pytest.raises(InputError, match="unknown value"):
+        load_queries(write([{**good, "truth": {"modality": "PET"}, "aspects": ["modality"]}]))
+    with pytest.raises(InputError, match="duplicate"):
+        load_queries(write([good, good]))
+
+
+def test_truth_mask_and_precision_on_a_constructed_case() -> None:
+    table = pd.DataFrame(
+        {"modality": ["CT", "CT", "MR", "CT"], "plane": ["axial", "coronal", "axial", "axial"],
+         "sex": ["F", "M", "F", None], "age_group": ["<40", ">=80", "60-80", None]}
+    )
+    structures = ["liver", "vertebrae_L1", "spleen"]
+    presence = np.array([[1, 0, 0], [0, 1, -1], [1, 1, 0], [0, 0, 1]], dtype=np.int8)
+    mask = truth_mask({"modality": "CT", "structures_any": ["liver", "spleen"]}, table, presence, structures)
+    assert mask.tolist() == [True, False, False, True]
+    assert truth_mask({"groups_any": ["spine"]}, table, presence, structures).tolist() == [False, True, True, False]
+    assert truth_mask({"sex": "F", "age_group": ["<40", "60-80"]}, table, presence, structures).tolist() == [
+        True, False, True, False]
+    assert truth_mask({"structures_all": ["liver", "vertebrae_L1"]}, table, presence, structures).tolist() == [
+        False, False, True, False]
+    relevant = np.array([True, False, True, True, False])
+    assert precision_at([0, 1, 2], relevant, n=10, available=5) == pytest.approx(2 / 5)
+    assert precision_at([0, 2, 3, 1], relevant, n=3, available=5) == pytest.approx(1.0)
+    assert precision_at([], relevant, n=10, available=0) == 0.0
+
+
+def test_retriever_picks_planted_features_and_ranks_matching_slices(planted) -> None:
+    ws, truth = planted
+    retriever = TextRetriever(load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words())
+    choices = retriever.choose("axial CT liver")
+    names = [truth.concepts[c.latent] for c in choices]
+    assert names == ["modality=CT", "plane=axial", "structure=liver"]
+    assert sum(c.weight for c in choices) == pytest.approx(1.0)
+    _, results = retriever.search("axial CT liver", n=5)
+    assert len(results) == 5 and results["subject_key"].is_unique
+    assert set(results["modality"]) == {"CT"} and set(results["plane"]) == {"axial"}
+    # a metadata term that no description names is dropped rather than mapped to a wrong feature
+    choices = retriever.choose("male patient liver")
+    assert all(truth.concepts[c.latent] != "sex=F" for c in choices)
+    sim = retriever.choose("coronal slice", m=2, mode="similarity")
+    assert truth.concepts[sim[0].latent] == "plane=coronal" and len(sim) == 2
+
+
+def test_retrieval_goes_through_descriptions_not_metadata(planted) -> None:
+    ws, truth = planted
+    swapped = {truth.concepts.index("modality=CT"): "MRI scan", truth.concepts.index("modality=MR"): "CT scan"}
+    retriever = TextRetriever(load_index(ws, truth.encoder, truth.run), _features(ws, truth, swapped), bag_of_words())
+    _, results = retriever.search("a CT scan", n=5)
+    assert set(results["modality"]) == {"MR"}  # the descriptions were wrong, so are the results
+
+
+def _features(ws, truth, override: dict[int, str] | None = None) -> pd.DataFrame:
+    df = pd.read_parquet(ws.features(truth.encoder, truth.run) / "features.parquet")
+    for latent, text in (override or {}).items():
+        df.loc[df["latent"] == latent, "description"] = text
+    return df
+
+
+def test_evaluate_text_retrieval_on_planted_queries(planted) -> None:
+    ws, truth = planted
+    from medsae.data.table import read_anatomy, slices_with_split
+
+    table = slices_with_split(ws.slices, ws.split)
+    anatomy = read_anatomy(ws.slices)
+    retriever = TextRetriever(load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words())
+    queries = [
+        Query("q1", "axial CT liver", {"modality": "CT", "plane": "axial", "structures_any": ["liver"]},
+              ("modality", "plane", "anatomy")),
+        Query("q2", "coronal MRI", {"modality": "MR", "plane": "coronal"}, ("modality", "plane")),
+        Query("q3", "sagittal slice", {"plane": "sagittal"}, ("plane",)),
+    ]
+    gallery = table["split"].isin(["val", "test"]).to_numpy()
+    res = evaluate_text_retrieval(retriever, queries, table, anatomy.presence, anatomy.structures, gallery, n=10)
+    by_id = {q["id"]: q for q in res["queries"]}
+    for q in by_id.values():
+        assert q["precision_at_n"] == pytest.approx(q["max_achievable"])  # perfect given the gallery
+    assert res["aspects"]["plane"] == pytest.approx(1.0)
+    assert res["text_precision_at_10"] == pytest.approx(np.mean([q["precision_at_n"] for q in by_id.values()]))
+    assert res["gallery_subjects"] == len(table.loc[gallery, "subject_key"].unique())
+
+
+def test_index_stage_with_features_and_ask(planted) -> None:
+    ws, truth = planted
+    cfg = IndexConfig(search=SearchConfig(eval_queries=20, sweep_k=[5]), ask=AskConfig())
+    out = build_index(ws, config=cfg, embedder=bag_of_words())
+    tr = json.loads((out.path / TEXT_RETRIEVAL).read_text())
+    assert len(tr["queries"]) == len(load_queries())
+    assert out.manifest["extra"]["text_precision_at_10"] == tr["text_precision_at_10"]
+    assert out.manifest["inputs"]["text_embedder"] == "bag-of-words"
+    assert tr["aspects"]["plane"] > 0.9  # every plane is a planted, described feature
+    result = ask(ws, query="sagittal MRI", n=4, embedder=bag_of_words())
+    assert [truth.concepts[c.latent] for c in result.features] == ["modality=MR", "plane=sagittal"]
+    assert set(result.results["plane"]) == {"sagittal"}
+    filtered = ask(ws, query="axial slice", n=4, embedder=bag_of_words(), filters={"split": "test"})
+    assert set(filtered.results["split"]) == {"test"}
+
+
+def test_ask_errors(planted, tmp_path: Path) -> None:
+    ws, truth = planted
+    with pytest.raises(InputError, match="empty query"):
+        ask(ws, query="  ", embedder=bag_of_words())
+    from medsae.testing import make_synthetic_workspace
+
+    bare, _ = make_synthetic_workspace(tmp_path, n_subjects=3, slices_per_plane=2)
+    with pytest.raises(ArtifactError, match="medsae interpret"):
+        ask(bare, query="axial CT", embedder=bag_of_words())
+
+
+def test_llm_selector_with_the_fake_server(planted) -> None:
+    ws, truth = planted
+    from medsae.interpret.fake_llm_server import serve
+    from medsae.interpret.llm import LLMClient
+
+    with serve() as url, LLMClient(url, "fake") as client:
+        selector = llm_selector(client, m=2)
+        retriever = TextRetriever(
+            load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words(), selector=selector
+        )
+        choices = retriever.choose("liver")
+    assert truth.concepts[choices[0].latent] == "structure=liver"
+    assert sum(c.weight for c in choices) == pytest.approx(1.0)

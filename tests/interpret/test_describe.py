@@ -1,0 +1,93 @@
+"""Descriptions: the offline describer on planted features, the LLM describer over HTTP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsae.data.table import open_images, read_anatomy, slices_with_split
+from medsae.interpret.describe import (
+    LLMDescriber,
+    OfflineDescriber,
+    compose_phrase,
+    label_phrase,
+)
+from medsae.interpret.fake_llm_server import FakeLLMServer, Faults
+from medsae.interpret.features import build_label_table, feature_statistics
+from medsae.interpret.llm import LLMClient
+from medsae.sae.codes_io import load_codes
+from medsae.testing import make_synthetic_workspace
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    ws, truth = make_synthetic_workspace(tmp_path_factory.mktemp("ws"))
+    table = slices_with_split(ws.slices, ws.split)
+    labels = build_label_table(table, read_anatomy(ws.slices))
+    codes = load_codes(ws.codes(truth.encoder, truth.run))
+    train = np.flatnonzero(table["split"].to_numpy() == "train")
+    stats = feature_statistics(codes, table, labels, train)
+    return ws, table, labels, codes, train, truth, {s.latent: s for s in stats}
+
+
+def test_compose_phrase() -> None:
+    text = compose_phrase(["plane=axial", "modality=CT", "structure=liver", "structure=spleen", "age_group=>=80"])
+    assert text == "axial CT through the abdomen: liver and spleen; mostly elderly patients (over 80)"
+    assert compose_phrase(["sex=F"]) == "slices of mostly female patients"
+    assert compose_phrase(["modality=MR"]) == "MRI slices"
+    assert compose_phrase([]).startswith("no consistent")
+    assert label_phrase("structure=kidney_left") == "left kidney"
+
+
+def test_offline_describer_names_planted_concepts(data) -> None:
+    _, _, labels, codes, train, truth, stats = data
+    describer = OfflineDescriber(labels, codes, train)
+    for j, concept in enumerate(truth.concepts):
+        d = describer.describe(stats[j])
+        li = labels.index(concept)
+        # the rule names the concept or a label with exactly the same training slices
+        same = [n for n in d.rule if np.array_equal(labels.values[train, labels.index(n)], labels.values[train, li])]
+        assert same, (concept, d.rule, d.text)
+        assert any(label_phrase(n).lower() in d.text.lower() for n in same), (concept, d.text)
+        assert d.describer == "offline" and d.error is None
+
+
+def test_offline_describer_is_deterministic_and_quiet_on_noise(data) -> None:
+    _, _, labels, codes, train, truth, stats = data
+    a = OfflineDescriber(labels, codes, train)
+    b = OfflineDescriber(labels, codes, train)
+    noise = [j for j in stats if j >= len(truth.concepts)]
+    texts = [a.describe(stats[j]).text for j in noise]
+    assert texts == [b.describe(stats[j]).text for j in noise]
+    generic = sum(t.startswith("no consistent") for t in texts)
+    assert generic >= 0.6 * len(noise)
+
+
+def test_llm_describer_end_to_end(data) -> None:
+    ws, table, labels, _, train, truth, stats = data
+    images = open_images(ws.slices)
+    with FakeLLMServer() as srv:
+        client = LLMClient(srv.base_url, "fake-vlm", backoff_s=0.01, concurrency=2)
+        describer = LLMDescriber(client, table, labels, images, n_train=len(train), image_size=64)
+        chosen = [stats[truth.concepts.index(c)] for c in ("modality=MR", "plane=coronal", "sex=F")]
+        out = describer.describe_many(chosen)
+        assert srv.stats.images_seen == sum(len(s.display_rows) for s in chosen)
+    assert [d.latent for d in out] == [s.latent for s in chosen]
+    assert all(d.describer == "llm:fake-vlm" and d.error is None for d in out)
+    assert "mri" in out[0].text and "coronal" in out[1].text and "female" in out[2].text
+    messages = describer.prompt(chosen[0])
+    user = messages[-1]["content"]
+    assert "Slice 1:" in user and "over-represented" in user and f"{len(train)} training slices" in user
+
+
+def test_llm_describer_records_failures_and_goes_on(data) -> None:
+    _, table, labels, _, train, truth, stats = data
+    j_bad = truth.concepts.index("plane=sagittal")
+    j_ok = truth.concepts.index("plane=axial")
+    with FakeLLMServer(Faults(status=500, when_contains=f"Feature {j_bad}:")) as srv:
+        client = LLMClient(srv.base_url, "fake", backoff_s=0.001, max_retries=1)
+        describer = LLMDescriber(client, table, labels, None, send_images=False)
+        bad, ok = describer.describe_many([stats[j_bad], stats[j_ok]])
+        assert srv.stats.images_seen == 0
+    assert bad.text is None and "HTTP 500" in (bad.error or "")
+    assert ok.text and "axial" in ok.text

@@ -1,0 +1,114 @@
+"""The interpret stage end to end on the synthetic workspace: offline and LLM paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medsae.interpret import InterpretConfig, interpret
+from medsae.interpret.fake_llm_server import FakeLLMServer, Faults
+from medsae.interpret.stage import default_runs
+from medsae.testing import make_synthetic_workspace
+
+COLUMNS = [
+    "latent", "level", "frequency", "mean_activation", "max_activation", "top_slice_ids", "description",
+    "describer", "detection_balanced_accuracy", "detection_f1", "detection_auroc", "ranking_rank",
+    "concept", "concept_auroc",
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory):
+    return make_synthetic_workspace(tmp_path_factory.mktemp("ws"))
+
+
+@pytest.fixture(scope="module")
+def offline(synthetic):
+    ws, truth = synthetic
+    outcome = interpret(ws, truth.encoder, truth.run)
+    return outcome, pd.read_parquet(outcome.path / "features.parquet"), json.loads(
+        (outcome.path / "scores.json").read_text())
+
+
+def test_offline_outputs(synthetic, offline) -> None:
+    ws, truth = synthetic
+    outcome, features, scores = offline
+    assert outcome.path == ws.features(truth.encoder, truth.run)
+    assert list(features.columns) == COLUMNS
+    assert len(features) == truth.n_latents  # every latent of the synthetic codes is alive
+    assert features["describer"].eq("offline").all()
+    assert scores["describer"] == "offline" and scores["scorer"] == "embedding"
+    assert scores["splits"] == {"statistics": "train", "scores": ["val", "test"]}
+    assert scores["detection_balanced_accuracy"] == scores["detection"]["balanced_accuracy"]["median"]
+    assert scores["counts"]["described"] == truth.n_latents and scores["failures"] == []
+    records = [json.loads(x) for x in (outcome.path / "descriptions.jsonl").read_text().splitlines()]
+    assert [r["latent"] for r in records] == features["latent"].tolist()
+    assert all(len(r["display_slice_ids"]) <= 5 and r["enrichment"] is not None for r in records)
+    table = pd.read_parquet(ws.slices / "slices.parquet")
+    split = pd.read_parquet(ws.split / "split.parquet").set_index("subject_key")["split"]
+    train_ids = set(table.loc[table["subject_key"].map(split) == "train", "slice_id"])
+    assert all(set(ids) <= train_ids for ids in features["top_slice_ids"])
+
+
+def test_planted_features_detected_and_noise_near_chance(synthetic, offline) -> None:
+    _, truth = synthetic
+    _, features, scores = offline
+    planted = features[features["latent"] < len(truth.concepts)]
+    noise = features[features["latent"] >= len(truth.concepts)]
+    assert planted["detection_balanced_accuracy"].median() >= 0.9
+    assert planted["detection_auroc"].median() >= 0.9
+    assert (planted["ranking_rank"] <= 2).mean() >= 0.7  # chance is 0.4
+    assert 0.35 <= noise["detection_balanced_accuracy"].median() <= 0.65
+    assert 0.35 <= noise["detection_auroc"].median() <= 0.65
+    assert planted["concept_auroc"].min() == 1.0
+    assert scores["ranking"]["chance_top2"] == pytest.approx(0.4)
+
+
+def test_rerun_is_skipped_and_top_n_selection(synthetic, offline) -> None:
+    ws, truth = synthetic
+    assert interpret(ws, truth.encoder, truth.run).skipped
+    cfg = InterpretConfig(select="top_n", top_n=10, rank_by="frequency", scorer="labels")
+    outcome = interpret(ws, truth.encoder, truth.run, cfg)
+    assert outcome.status == "rebuilt"
+    features = pd.read_parquet(outcome.path / "features.parquet")
+    freq = offline[1].set_index("latent")["frequency"]
+    expected = sorted(freq.sort_values(ascending=False, kind="stable").index[:10])
+    assert len(features) == 10 and np.isclose(features["frequency"].min(), freq.loc[expected].min())
+    assert json.loads((outcome.path / "scores.json").read_text())["scorer"] == "labels"
+    assert default_runs(ws) == [(truth.encoder, truth.run)]
+
+
+def test_llm_path_end_to_end_with_cache_and_failures(synthetic) -> None:
+    ws, truth = synthetic
+    broken = truth.concepts.index("plane=sagittal")
+    with FakeLLMServer(Faults(status=500, when_contains=f"Feature {broken}:")) as srv:
+        cfg = InterpretConfig(
+            describer="llm", scorer="llm", select="top_n", top_n=8, rank_by="frequency",
+            llm={"base_url": srv.base_url, "model": "fake-vlm", "send_images": False,
+                 "backoff_s": 0.001, "max_retries": 1, "concurrency": 3},
+        )
+        outcome = interpret(ws, truth.encoder, truth.run, cfg)
+        sent = srv.stats.requests
+        assert sent > 0 and srv.stats.images_seen == 0 and srv.stats.max_in_flight <= 3
+        features = pd.read_parquet(outcome.path / "features.parquet")
+        scores = json.loads((outcome.path / "scores.json").read_text())
+        # a rerun answers every request from the workspace cache
+        again = interpret(ws, truth.encoder, truth.run, cfg, force=True)
+        assert srv.stats.requests == sent
+        again_scores = json.loads((again.path / "scores.json").read_text())
+    assert (ws.root / "cache" / "llm").is_dir()
+    assert features["describer"].eq("llm:fake-vlm").all()
+    failed = features[features["description"].isna()]
+    assert failed["latent"].tolist() == [broken]
+    assert {f["latent"] for f in scores["failures"]} == {broken}
+    assert scores["counts"]["failed"] == 1
+    assert scores["usage"]["requests"] == sent - 2 * 0 or scores["usage"]["requests"] <= sent
+    assert scores["usage"]["total_tokens"] > 0
+    assert again_scores["usage"]["requests"] - again_scores["usage"]["retries"] <= 2  # only the failed feature
+    assert again_scores["detection"] == scores["detection"]
+    assert scores["detection"]["balanced_accuracy"]["n"] >= 5
+    ok = features.dropna(subset=["description"])
+    assert ok["detection_auroc"].median() > 0.6
