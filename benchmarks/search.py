@@ -129,7 +129,7 @@ def main() -> None:
         "index_mb": round(index.memory_bytes() / 2**20, 1),
         "rows": args.rows,
         "latents": args.latents,
-        "nnz": int(len(index.rows)),
+        "nnz": len(index.rows),
         "mean_active": round(len(index.rows) / args.rows, 2),
         "subjects": len(index.subject_keys),
         "queries": args.queries,

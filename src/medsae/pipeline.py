@@ -69,7 +69,7 @@ def _function(module: str, name: str, stage: str) -> Callable[..., Any]:
 
 
 def _config(module: str, name: str, data: dict[str, Any], source: str) -> Any:
-    cls = _function(module, name, source.split(".")[0])
+    cls: Any = _function(module, name, source.split(".")[0])
     return build_config(cls, data, source)
 
 

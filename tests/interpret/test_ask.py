@@ -200,7 +200,7 @@ def test_index_stage_with_features_and_ask(planted) -> None:
 
 
 def test_ask_errors(planted, tmp_path: Path) -> None:
-    ws, truth = planted
+    ws, _truth = planted
     with pytest.raises(InputError, match="empty query"):
         ask(ws, query="  ", embedder=bag_of_words())
     from medsae.testing import make_synthetic_workspace

@@ -81,7 +81,7 @@ def test_llm_describer_end_to_end(data) -> None:
 
 
 def test_llm_describer_records_failures_and_goes_on(data) -> None:
-    _, table, labels, _, train, truth, stats = data
+    _, table, labels, _, _, truth, stats = data
     j_bad = truth.concepts.index("plane=sagittal")
     j_ok = truth.concepts.index("plane=axial")
     with FakeLLMServer(Faults(status=500, when_contains=f"Feature {j_bad}:")) as srv:

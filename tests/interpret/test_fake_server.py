@@ -5,7 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from medsae.interpret.fake_llm_server import FakeLLMServer, fill_schema, hashed_embedding, serve, terms
+from medsae.interpret.fake_llm_server import (
+    FakeLLMServer,
+    fill_schema,
+    hashed_embedding,
+    serve,
+    terms,
+)
 from medsae.interpret.llm import check_json_schema
 
 

@@ -83,10 +83,10 @@ def test_rerun_is_skipped_and_top_n_selection(synthetic, offline) -> None:
 
 def test_llm_path_end_to_end_with_cache_and_failures(synthetic) -> None:
     ws, truth = synthetic
-    broken = truth.concepts.index("plane=sagittal")
+    broken = truth.concepts.index("modality=CT")  # concept AUROC 1 and the highest frequency: selected
     with FakeLLMServer(Faults(status=500, when_contains=f"Feature {broken}:")) as srv:
         cfg = InterpretConfig(
-            describer="llm", scorer="llm", select="top_n", top_n=8, rank_by="frequency",
+            describer="llm", scorer="llm", select="top_n", top_n=12, rank_by="concept", ranking_distractors=2,
             llm={"base_url": srv.base_url, "model": "fake-vlm", "send_images": False,
                  "backoff_s": 0.001, "max_retries": 1, "concurrency": 3},
         )
@@ -95,20 +95,22 @@ def test_llm_path_end_to_end_with_cache_and_failures(synthetic) -> None:
         assert sent > 0 and srv.stats.images_seen == 0 and srv.stats.max_in_flight <= 3
         features = pd.read_parquet(outcome.path / "features.parquet")
         scores = json.loads((outcome.path / "scores.json").read_text())
-        # a rerun answers every request from the workspace cache
+        # a rerun answers every request from the workspace cache; only the failure is retried
         again = interpret(ws, truth.encoder, truth.run, cfg, force=True)
-        assert srv.stats.requests == sent
+        assert srv.stats.requests == sent + 2
         again_scores = json.loads((again.path / "scores.json").read_text())
     assert (ws.root / "cache" / "llm").is_dir()
-    assert features["describer"].eq("llm:fake-vlm").all()
+    assert features["describer"].eq("llm:fake-vlm").all() and len(features) == 12
     failed = features[features["description"].isna()]
     assert failed["latent"].tolist() == [broken]
-    assert {f["latent"] for f in scores["failures"]} == {broken}
-    assert scores["counts"]["failed"] == 1
-    assert scores["usage"]["requests"] == sent - 2 * 0 or scores["usage"]["requests"] <= sent
-    assert scores["usage"]["total_tokens"] > 0
-    assert again_scores["usage"]["requests"] - again_scores["usage"]["retries"] <= 2  # only the failed feature
+    assert [f["latent"] for f in scores["failures"]] == [broken]
+    assert "HTTP 500" in scores["failures"][0]["error"]
+    assert scores["counts"]["failed"] == 1 and scores["counts"]["described"] == 11
+    assert scores["usage"]["requests"] == sent and scores["usage"]["total_tokens"] > 0
+    assert again_scores["usage"]["requests"] == 2 and again_scores["usage"]["cache_hits"] > 0
     assert again_scores["detection"] == scores["detection"]
     assert scores["detection"]["balanced_accuracy"]["n"] >= 5
     ok = features.dropna(subset=["description"])
     assert ok["detection_auroc"].median() > 0.6
+    assert ok["ranking_rank"].between(1, 3).all()  # few distinct fake descriptions: 2 distractors
+    assert scores["ranking"]["n"] == 11 and scores["ranking"]["chance_top2"] == pytest.approx(2 / 3)

@@ -10,7 +10,13 @@ import pytest
 
 from medsae.errors import ArtifactError, InputError
 from medsae.interpret.fingerprint import FingerprintIndex
-from medsae.interpret.index import FINGERPRINT_EVAL, TEXT_RETRIEVAL, build_index, resolve_run, search_similar
+from medsae.interpret.index import (
+    FINGERPRINT_EVAL,
+    TEXT_RETRIEVAL,
+    build_index,
+    resolve_run,
+    search_similar,
+)
 from medsae.interpret.retrieval_config import IndexConfig, SearchConfig
 from medsae.testing import make_synthetic_workspace
 
@@ -64,7 +70,7 @@ def test_planted_fingerprints_agree_with_the_query(tmp_path: Path) -> None:
 
 
 def test_search_similar_by_slice_id(workspace) -> None:
-    ws, truth = workspace
+    ws, _truth = workspace
     query = "CT:s0000:axial:0003"
     res = search_similar(ws, slice_id=query, k=5, n=6)
     assert len(res) == 6

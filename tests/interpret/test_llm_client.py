@@ -112,7 +112,7 @@ def test_permanent_invalid_answers_raise(server: FakeLLMServer, fault: Faults) -
 def test_answers_off_the_schema_are_invalid(server: FakeLLMServer, schema: object) -> None:
     server.set_faults(Faults(off_schema=True))
     client = client_for(server, invalid_retries=1)
-    with pytest.raises(LLMResponseError, match="schema|unexpected|required"):
+    with pytest.raises(LLMResponseError, match=r"schema|unexpected|required"):
         client.chat_json(MESSAGES, schema)  # type: ignore[arg-type]
     assert client.usage.invalid_answers == 2
     server.set_faults(None)
@@ -122,7 +122,7 @@ def test_answers_off_the_schema_are_invalid(server: FakeLLMServer, schema: objec
 def test_timeouts_are_respected(server: FakeLLMServer) -> None:
     server.set_faults(Faults(delay_s=1.0))
     client = client_for(server, timeout_s=0.2, max_retries=1)
-    with pytest.raises(LLMTimeoutError, match="timeout 0.2"):
+    with pytest.raises(LLMTimeoutError, match=r"timeout 0\.2"):
         client.chat_json(MESSAGES, Answer)
     assert client.usage.requests == 2 and client.usage.retries == 1
 

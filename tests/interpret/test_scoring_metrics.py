@@ -16,8 +16,8 @@ from medsae.interpret.scoring import (
     detection_sample,
     f1_score,
     rank_of_true,
-    ranking_summary,
     ranking_slices,
+    ranking_summary,
     score_detection,
     score_ranking,
 )

@@ -127,7 +127,7 @@ class TorchImageEncoder:
         self.model.eval()
         self.model.requires_grad_(False)
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model.to(self.device)
 
     def preprocess(self, images_uint8: np.ndarray) -> torch.Tensor:

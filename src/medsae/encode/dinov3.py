@@ -53,7 +53,12 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
         "use_gated_mlp": True,
     },
 }
-_COMMON = {"patch_size": 16, "num_register_tokens": 4, "layerscale_value": 1e-5, "key_bias": False}
+_COMMON: dict[str, Any] = {
+    "patch_size": 16,
+    "num_register_tokens": 4,
+    "layerscale_value": 1e-5,
+    "key_bias": False,
+}
 
 GET_WEIGHTS_HELP = (
     "download the model once on a machine with access (accept its licence on huggingface.co, "
@@ -202,7 +207,7 @@ class DINOv3Encoder(TorchImageEncoder):
         if _net is None:
             _net, _fingerprint = load_dinov3(str(model), allow_network=allow_network)
         self.model = _net
-        cfg = self.model.config
+        cfg: Any = self.model.config
         patch = int(cfg.patch_size)
         if input_size % patch:
             raise InputError(

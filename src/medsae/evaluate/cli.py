@@ -101,7 +101,7 @@ def register(app: typer.Typer) -> None:
         """Rank every evaluated SAE configuration (the paper's Table 1) and draw the figures."""
         from medsae.config import build_config
         from medsae.evaluate.config import RankConfig
-        from medsae.evaluate.rank import rank
+        from medsae.evaluate.ranking import rank
         from medsae.progress import console
 
         cfg = build_config(RankConfig, _section(config, "rank"), config or "command line")

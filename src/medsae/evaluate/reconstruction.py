@@ -82,7 +82,7 @@ def reconstruction_report(
     l0 = {(s, lv): 0.0 for s in splits for lv in levels}
     with torch.no_grad():
         for start, block in store.iter_chunks(chunk_rows=batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+            x = torch.from_numpy(np.array(block, dtype=np.float32, copy=True))
             target = _np(sae.preprocess(x))
             codes_t = sae.encode(x)
             codes = _np(codes_t)

@@ -181,7 +181,7 @@ class _Run:
 
     # -- monosemanticity and concepts -----------------------------------------------------
     def monosemanticity(self, out: Path) -> None:
-        from medsae.evaluate.monosemanticity import config_score, monosemanticity
+        from medsae.evaluate.monosemantic import config_score, monosemanticity
 
         cfg, inp = self.cfg, self.inp
         rows = inp.rows_of(*cfg.mono_splits)

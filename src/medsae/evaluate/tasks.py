@@ -170,11 +170,12 @@ def filter_tasks(
         }
         by_class = {split: dict(zip(task.classes, c, strict=True)) for split, c in counts.items()}
         reason = ""
-        total = np.sum([c for c in counts.values()], axis=0) if counts else np.zeros(task.n_classes)
-        if task.n_classes == 0 or int(np.sum(total)) == 0:
+        total = np.sum(list(counts.values()), axis=0) if counts else np.zeros(task.n_classes)
+        observed = [task.classes[k] for k in range(task.n_classes) if total[k] > 0]
+        if not observed:
             reason = "no labelled slices"
-        elif task.n_classes == 1:
-            reason = f"one class only ('{task.classes[0]}' in every labelled slice)"
+        elif len(observed) == 1:
+            reason = f"one class only ('{observed[0]}' in every labelled slice)"
         else:
             for split, c in counts.items():
                 short = [

@@ -25,7 +25,7 @@ def interpret_command(
     top_n: int | None = typer.Option(None, help="Describe only the top N features (see --rank-by)."),
     rank_by: str | None = typer.Option(None, help="concept or frequency: order used with --top-n."),
     text_only: bool = typer.Option(False, "--text-only", help="Send no images to the LLM."),
-    config: Path | None = typer.Option(None, help="Config file (TOML/YAML/JSON) with an [interpret] table."),
+    config: Path | None = typer.Option(None, help="Config file (TOML/YAML/JSON) with an 'interpret' table."),
     force: bool = typer.Option(False, help="Rebuild even when up to date."),
 ) -> None:
     """Describe an SAE's features and score the descriptions on held-out slices."""

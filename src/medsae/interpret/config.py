@@ -69,7 +69,7 @@ class InterpretConfig(StageConfig):
     ranking_distractors: int = Field(default=4, ge=1, description="Other features' descriptions among the choices.")
     detection_batch: int = Field(default=10, ge=1, description="Slices per request for the llm scorer.")
     score_splits: list[Literal["train", "val", "test"]] = Field(
-        default_factory=lambda: ["val", "test"], description="Splits the scores are computed on."
+        default=["val", "test"], description="Splits the scores are computed on."
     )
     seed: int = Field(default=0, description="Seed of every sample drawn for scoring.")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The endpoint for describer/scorer llm.")

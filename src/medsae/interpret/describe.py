@@ -322,7 +322,10 @@ class LLMDescriber:
 
     def describe(self, stats: FeatureStats) -> Description:
         """Describe one feature; an endpoint failure gives a Description with ``error`` set."""
-        images = [np.asarray(self.images[r]) for r in stats.display_rows] if self.send_images else None
+        images = (
+            [np.asarray(self.images[r]) for r in stats.display_rows]
+            if self.send_images and self.images is not None else None
+        )
         try:
             answer = self.client.chat_json(
                 self.prompt(stats), DescriptionAnswer, images=images,

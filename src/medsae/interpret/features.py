@@ -63,7 +63,7 @@ def build_label_table(table: pd.DataFrame, anatomy: Anatomy | None) -> LabelTabl
         known = col.notna().to_numpy()
         for value in sorted(col.dropna().astype(str).unique()):
             names.append(f"{column}={value}")
-            values.append((col.astype(str) == value).to_numpy() & known)
+            values.append(np.asarray((col.astype(str) == value).to_numpy() & known, dtype=bool))
             defined.append(known)
     if anatomy is not None:
         presence = np.asarray(anatomy.presence)
@@ -73,7 +73,7 @@ def build_label_table(table: pd.DataFrame, anatomy: Anatomy | None) -> LabelTabl
             )
         column_of = {s: i for i, s in enumerate(anatomy.structures)}
         for i, s in enumerate(anatomy.structures):
-            present = presence[:, i] == 1
+            present: np.ndarray = np.asarray(presence[:, i] == 1)
             if present.any():
                 names.append(f"structure={s}")
                 values.append(present)
@@ -83,11 +83,11 @@ def build_label_table(table: pd.DataFrame, anatomy: Anatomy | None) -> LabelTabl
             if not cols:
                 continue
             sub = presence[:, cols]
-            present = (sub == 1).any(axis=1)
+            present = np.asarray((sub == 1).any(axis=1), dtype=bool)
             if present.any():
                 names.append(f"group={group}")
                 values.append(present)
-                defined.append((sub >= 0).any(axis=1))
+                defined.append(np.asarray((sub >= 0).any(axis=1), dtype=bool))
     if not names:
         return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
     return LabelTable(names, np.stack(values, axis=1), np.stack(defined, axis=1))

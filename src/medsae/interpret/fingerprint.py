@@ -94,7 +94,7 @@ def fingerprint_of(values_n: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 
 def _as_dense_row(query: np.ndarray | sp.spmatrix, n_latents: int) -> np.ndarray:
     if sp.issparse(query):
-        row = np.asarray(query.toarray(), dtype=np.float64).ravel()
+        row = np.asarray(query.toarray(), dtype=np.float64).ravel()  # type: ignore[union-attr]
     else:
         row = np.asarray(query, dtype=np.float64).ravel()
     if row.shape != (n_latents,):
@@ -203,7 +203,7 @@ class FingerprintIndex:
         meta = {
             "n_rows": self.n_rows,
             "n_latents": self.n_latents,
-            "nnz": int(len(self.rows)),
+            "nnz": len(self.rows),
             "n_subjects": len(self.subject_keys),
             "memory_mb": round(self.memory_bytes() / 2**20, 3),
             "layout": "CSC posting lists: indptr int64 (n_latents+1), rows int32, values float32",

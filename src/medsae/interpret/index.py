@@ -25,7 +25,14 @@ from medsae.interpret.ask import FeatureChoice, Selector, TextRetriever, load_de
 from medsae.interpret.fingerprint import FingerprintIndex
 from medsae.interpret.retrieval_config import AskConfig, IndexConfig
 from medsae.interpret.text import TextEmbedder, shared_embedder
-from medsae.workspace import StageOutcome, StageResult, Workspace, artifact_key, read_manifest, run_stage
+from medsae.workspace import (
+    StageOutcome,
+    StageResult,
+    Workspace,
+    artifact_key,
+    read_manifest,
+    run_stage,
+)
 
 FEATURES_FILE = "features.parquet"
 DESCRIPTIONS_FILE = "descriptions.npz"
@@ -287,7 +294,9 @@ def ask(
     """
     if not query or not query.strip():
         raise InputError("query", "empty query; describe the images you are looking for")
-    cfg = AskConfig(features=features, n=n, **({"mode": mode} if mode else {}))
+    cfg = AskConfig(features=features, n=n)
+    if mode:
+        cfg.mode = mode  # type: ignore[assignment]  # validated on assignment
     retriever = text_retriever(workspace, encoder, run, cfg, embedder, selector)
     choices, results = retriever.search(query, n, retriever.index.filter_mask(filters))
     return AskResult(query, choices, results)

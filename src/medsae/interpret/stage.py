@@ -31,7 +31,7 @@ from medsae.interpret.features import (
     feature_statistics,
 )
 from medsae.interpret.llm import LLMClient
-from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, LLMScorer, TextEmbedder
+from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, LLMScorer, TextEmbedFn
 from medsae.interpret.scoring import (
     CodeSpace,
     DetectionScore,
@@ -124,7 +124,7 @@ def build_features(
     out: Path,
     *,
     client: LLMClient | None = None,
-    embedder: TextEmbedder | None = None,
+    embedder: TextEmbedFn | None = None,
 ) -> StageResult:
     """Compute and write the features artifact into ``out`` (see the module docstring)."""
     table = slices_with_split(ws.slices, ws.split)
@@ -261,7 +261,7 @@ def build_features(
             fh.write(json.dumps(rec, default=_json_default) + "\n")
 
     ba = [x.balanced_accuracy for x in detection.values()]
-    scores = {
+    scores: dict[str, Any] = {
         "describer": descriptions[0].describer if descriptions else config.describer,
         "scorer": config.scorer,
         "scorer_method": SCORER_METHODS[config.scorer],
@@ -291,7 +291,7 @@ def build_features(
     }
     (out / SCORES_FILE).write_text(json.dumps(scores, indent=2, default=_json_default))
     return StageResult(
-        counts={k: v for k, v in scores["counts"].items()},
+        counts=dict(scores["counts"]),
         extra={"detection_balanced_accuracy": scores["detection_balanced_accuracy"],
                "ranking_top2": scores["ranking"]["top2"], "describer": scores["describer"]},
     )
@@ -315,7 +315,7 @@ def interpret(
     force: bool = False,
     *,
     client: LLMClient | None = None,
-    embedder: TextEmbedder | None = None,
+    embedder: TextEmbedFn | None = None,
 ) -> StageOutcome:
     """Run the ``interpret`` stage for one SAE run (skipped when up to date).
 

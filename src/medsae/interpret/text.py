@@ -82,7 +82,7 @@ class TextEmbedder:
 
     def __init__(self, fn: EmbedFn | None = None, name: str | None = None) -> None:
         self._fn = fn
-        self.name = name or (MINILM if fn is None else getattr(fn, "__name__", "custom"))
+        self.name: str = str(name or (MINILM if fn is None else getattr(fn, "__name__", "custom")))
 
     @classmethod
     def from_client(cls, client: Any) -> TextEmbedder:

@@ -61,8 +61,8 @@ def evaluate_text_retrieval(
             "source": q.source,
             "precision_at_n": precision_at(hits.rows, relevant, n, available),
             "results": len(hits),
-            "relevant_subjects_in_gallery": int(len(np.unique(subjects[gallery & relevant]))),
-            "max_achievable": min(n, int(len(np.unique(subjects[gallery & relevant])))) / max(min(n, available), 1),
+            "relevant_subjects_in_gallery": len(np.unique(subjects[gallery & relevant])),
+            "max_achievable": min(n, len(np.unique(subjects[gallery & relevant]))) / max(min(n, available), 1),
             "features": [
                 {"latent": c.latent, "weight": round(c.weight, 4), "similarity": round(c.similarity, 4),
                  "description": c.description, "matched": c.matched}

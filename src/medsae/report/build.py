@@ -24,25 +24,29 @@ from medsae.workspace import (
 class ReportConfig(StageConfig):
     """How the HTML report is built."""
 
-    encoder: str | None = Field(None, description="Encoder to show (default: the best run's).")
-    run: str | None = Field(
-        None, description="SAE run to show (default: the best run of the ranking)."
+    encoder: str | None = Field(
+        default=None, description="Encoder to show (default: the best run's)."
     )
-    n_features: int = Field(24, ge=0, le=500, description="Feature cards to show.")
-    top_slices: int = Field(8, ge=1, le=32, description="Top-activating slices per feature card.")
+    run: str | None = Field(
+        default=None, description="SAE run to show (default: the best run of the ranking)."
+    )
+    n_features: int = Field(default=24, ge=0, le=500, description="Feature cards to show.")
+    top_slices: int = Field(
+        default=8, ge=1, le=32, description="Top-activating slices per feature card."
+    )
     thumb_size: int = Field(
-        128, ge=32, le=512, description="Pixel size of the slice images in the report."
+        default=128, ge=32, le=512, description="Pixel size of the slice images in the report."
     )
     fingerprint_examples: int = Field(
-        4, ge=0, le=20, description="Query slices in the fingerprint examples."
+        default=4, ge=0, le=20, description="Query slices in the fingerprint examples."
     )
-    k: int = Field(8, ge=1, le=50, description="Results shown per retrieval example.")
+    k: int = Field(default=8, ge=1, le=50, description="Results shown per retrieval example.")
     text_search: Literal["interpret", "keyword"] = Field(
-        "interpret",
+        default="interpret",
         description="Text examples through medsae.interpret (sentence embedder over the descriptions) "
         "or the keyword fallback (no model).",
     )
-    title: str = Field("medsae report", description="Title of the page.")
+    title: str = Field(default="medsae report", description="Title of the page.")
 
 
 def _input_keys(ws: Workspace) -> dict[str, str]:

@@ -1,0 +1,252 @@
+"""Benchmark of SAE training on CPU (or GPU): throughput against the matmul ceiling, a plain
+dense TopK SAE and EleutherAI sparsify, plus quality on a synthetic dictionary with known
+ground truth.
+
+Prints JSON and writes ``benchmarks/results/sae_train.json``. Throughputs are medians over
+repetitions, measured interleaved (ours, sparsify, dense) so that load on a shared machine
+affects them alike.
+
+    python benchmarks/sae_train.py            # full run
+    python benchmarks/sae_train.py --quick    # < 3 minutes, same keys
+    python benchmarks/sae_train.py --device cuda --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medsae.sae.config import SAEConfig, TrainConfig
+from medsae.sae.registry import build_sae
+from medsae.sae.trainer import RunState
+
+
+class DenseTopK(torch.nn.Module):
+    """A plain dense TopK SAE: dense pre-activation, top-k, dense scatter and dense decode."""
+
+    def __init__(self, d: int, n: int, k: int) -> None:
+        super().__init__()
+        self.k = k
+        self.W_enc = torch.nn.Parameter(torch.randn(d, n) / d**0.5)
+        self.b_enc = torch.nn.Parameter(torch.zeros(n))
+        self.W_dec = torch.nn.Parameter(self.W_enc.data.t().clone())
+        self.b_dec = torch.nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+        v, i = pre.topk(self.k, dim=1)
+        z = torch.zeros_like(pre).scatter(1, i, v)
+        x_hat = z @ self.W_dec + self.b_dec
+        return (x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+
+
+def timed(fn: Any, reps: int) -> float:
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(B: int, d: int, D: int, device: torch.device, reps: int) -> float:
+    x = torch.randn(B, d, device=device)
+    w = torch.randn(D, d, device=device)
+    b = torch.randn(D, device=device)
+
+    def f() -> None:
+        torch.addmm(b, x, w.t())
+        sync(device)
+
+    f()
+    return 2 * B * d * D / timed(f, reps)
+
+
+def ours_step_fn(cfg: SAEConfig, x: torch.Tensor, device: torch.device, bf16: bool) -> Any:
+    sae = build_sae(cfg, seed=0).to(device)
+    run = RunState(sae, TrainConfig(lr=1e-4), 10_000)
+    ac = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+    def step() -> None:
+        run.step(x, ac())
+        sync(device)
+
+    return step
+
+
+def dense_step_fn(d: int, D: int, k: int, x: torch.Tensor, device: torch.device) -> Any:
+    m = DenseTopK(d, D, k).to(device)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad()
+        m(x).backward()
+        opt.step()
+        sync(device)
+
+    return step
+
+
+def sparsify_step_fn(d: int, D: int, k: int, x: torch.Tensor, device: torch.device, bf16: bool) -> Any:
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    sae = SparseCoder(d, SparseCoderConfig(num_latents=D, k=k), device=device)
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    ac = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+    def step() -> None:
+        opt.zero_grad()
+        with ac():
+            out = sae(x)
+        (out.fvu + out.auxk_loss / 32).backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        sae.set_decoder_norm_to_unit_norm()
+        sync(device)
+
+    return step
+
+
+def throughput(name: str, fns: dict[str, Any], B: int, reps: int, warm: int) -> dict[str, float]:
+    for f in fns.values():
+        for _ in range(warm):
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):  # interleaved
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: B / statistics.median(v) for k, v in times.items()}
+
+
+def quality(d: int, n_true: int, active: int, D: int, k: int, samples: int, B: int, device: torch.device) -> dict[str, float]:
+    """Train our BatchTopK SAE on planted sparse data; recovered features, alive, per-dim R²."""
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(n_true, d, generator=gen)
+    feats /= feats.norm(dim=1, keepdim=True)
+
+    def batch(n: int, g: torch.Generator) -> torch.Tensor:
+        idx = torch.rand(n, n_true, generator=g).argsort(1)[:, :active]
+        w = torch.rand(n, active, generator=g) + 0.5
+        x = torch.einsum("na,nad->nd", w, feats[idx])
+        return x + 0.01 * torch.randn(n, d, generator=g)
+
+    cfg = SAEConfig(arch="batchtopk", d_in=d, n_latents=D, k=k, input_transform="none", dead_after_samples=200_000)
+    sae = build_sae(cfg, seed=1).to(device)
+    steps = samples // B
+    tcfg = TrainConfig(lr=4 * TrainConfig().lr_for(D), warmup_fraction=0.01)
+    run = RunState(sae, tcfg, steps)
+    g = torch.Generator().manual_seed(2)
+    sae.init_b_dec(batch(4096, g).to(device))
+    fired = torch.zeros(D, dtype=torch.bool, device=device)
+    for s in range(steps):
+        run.step(batch(B, g).to(device), contextlib.nullcontext())
+        if s >= steps - max(1, 500_000 // B):
+            fired |= sae.samples_since_fire == 0
+    sae.eval()
+    cos = feats.to(device) @ sae.W_dec.detach().t()
+    recovered = float((cos.max(1).values >= 0.9).float().mean())
+    xt = batch(8192, torch.Generator().manual_seed(3)).to(device)
+    with torch.no_grad():
+        xh = sae.decode(sae.encode(xt))
+    r2 = 1 - float((xt - xh).pow(2).sum() / (xt - xt.mean(0)).pow(2).sum())
+    return {"recovered_fraction": recovered, "alive_fraction": float(fired.float().mean()), "r2": r2, "samples": steps * B}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sae_train.json"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    bf16 = args.dtype == "bf16" and device.type == "cuda"
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    B = 2048
+    reps, warm = (3, 1) if args.quick else (5, 2)
+    result: dict[str, Any] = {"device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(), "batch_size": B}
+
+    rate = matmul_rate(B, 1024, 8192, device, reps)
+    ceiling = rate / (2 * 1024 * 8192)
+    result["matmul_gflops"] = rate / 1e9
+    result["ceiling_samples_per_second"] = ceiling
+
+    gen = torch.Generator().manual_seed(0)
+    x1024 = torch.nn.functional.normalize(torch.randn(B, 1024, generator=gen), dim=1).to(device)
+    topk = SAEConfig(arch="topk", d_in=1024, n_latents=8192, k=40)
+    matry = SAEConfig(arch="matryoshka", d_in=1024, n_latents=8192, levels=[128, 512, 2048, 8192], k=40)
+    perlevel = matry.model_copy(update={"arch": "matryoshka-perlevel", "k_levels": [5, 10, 20, 40]})
+    fns = {
+        "ours_topk": ours_step_fn(topk, x1024, device, bf16),
+        "sparsify": sparsify_step_fn(1024, 8192, 40, x1024, device, bf16),
+        "dense": dense_step_fn(1024, 8192, 40, x1024, device),
+        "ours_matryoshka": ours_step_fn(matry, x1024, device, bf16),
+    }
+    if not args.quick:
+        fns["ours_matryoshka_perlevel"] = ours_step_fn(perlevel, x1024, device, bf16)
+    sps = throughput("d1024", fns, B, reps, warm)
+    result["samples_per_second"] = sps["ours_topk"]
+    result["sparsify_samples_per_second"] = sps["sparsify"]
+    result["dense_topk_samples_per_second"] = sps["dense"]
+    result["speedup_vs_sparsify"] = sps["ours_topk"] / sps["sparsify"]
+    result["ceiling_fraction"] = sps["ours_topk"] / ceiling
+    result["configs"] = {
+        "topk_D8192_K40_d1024": sps["ours_topk"],
+        "matryoshka_D128-512-2048-8192_K40_d1024": sps["ours_matryoshka"],
+    }
+    if "ours_matryoshka_perlevel" in sps:
+        result["configs"]["matryoshka-perlevel_D128-512-2048-8192_K5-10-20-40_d1024"] = sps["ours_matryoshka_perlevel"]
+    result["matryoshka_speedup_vs_sparsify"] = sps["ours_matryoshka"] / sps["sparsify"]
+    del fns
+
+    x1536 = torch.nn.functional.normalize(torch.randn(B, 1536, generator=gen), dim=1).to(device)
+    ks = [20, 40, 80, 160] if not args.quick else [160]
+    fns = {}
+    for kk in ks:
+        c = SAEConfig(arch="matryoshka", d_in=1536, n_latents=8192, levels=[128, 512, 2048, 8192], k=kk)
+        fns[f"matryoshka_D128-512-2048-8192_K{kk}_d1536"] = ours_step_fn(c, x1536, device, bf16)
+    fns["sparsify_d1536_K160"] = sparsify_step_fn(1536, 8192, 160, x1536, device, bf16)
+    sps2 = throughput("d1536", fns, B, max(2, reps - 2), 1)
+    result["configs"].update(sps2)
+    ceiling1536 = rate / (2 * 1536 * 8192)
+    result["ceiling_samples_per_second_d1536"] = ceiling1536
+    del fns
+
+    if args.quick:
+        q = quality(d=256, n_true=1024, active=10, D=1024, k=10, samples=1_000_000, B=B, device=device)
+    else:
+        q = quality(d=1024, n_true=8192, active=30, D=8192, k=30, samples=6_000_000, B=B, device=device)
+    result["quality"] = q
+    result.update({k: q[k] for k in ("recovered_fraction", "alive_fraction", "r2")})
+    result["targets"] = {
+        "speedup_vs_sparsify>=1.5": result["speedup_vs_sparsify"] >= 1.5,
+        "ceiling_fraction>=0.5": result["ceiling_fraction"] >= 0.5,
+        "recovered_fraction>=0.9": q["recovered_fraction"] >= 0.9,
+        "alive_fraction>=0.99": q["alive_fraction"] >= 0.99,
+    }
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+
+from medsae.evaluate.linear import Design, balanced_weights, fit_logistic, fit_logistic_blocks
+
+
+def _data(seed: int = 0, n: int = 400, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    logits = x @ rng.normal(size=d) - 1.0
+    y = (rng.random(n) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+    return x, y
+
+
+def test_balanced_weights_sum_to_half_per_class() -> None:
+    y = np.array([[1, 0], [0, 0], [0, 1], [1, 1]], dtype=np.float32)
+    valid = np.array([[True, True], [True, False], [True, True], [False, True]])
+    w = balanced_weights(y, valid)
+    for h in range(2):
+        pos = (y[:, h] > 0) & valid[:, h]
+        neg = (y[:, h] == 0) & valid[:, h]
+        assert w[pos, h].sum() == pytest.approx(0.5)
+        assert w[neg, h].sum() == pytest.approx(0.5)
+        assert (w[~valid[:, h], h] == 0).all()
+
+
+def test_fit_matches_sklearn_weighted_l2() -> None:
+    x, y = _data()
+    lam = 0.05
+    w = balanced_weights(y[:, None], np.ones((len(y), 1), bool))
+    fit = fit_logistic(Design(x), y[:, None], w, np.array([lam]), max_iter=300)
+    # sklearn minimises C * sum_i s_i loss_i + 1/2 ||w||^2; ours sum_i s_i loss_i + lam/2 ||w||^2
+    ref = LogisticRegression(C=1 / lam, tol=1e-10, max_iter=10_000).fit(x, y, sample_weight=w[:, 0])
+    np.testing.assert_allclose(fit.w_dh[:, 0], ref.coef_[0], atol=2e-3)
+    assert fit.b_h[0] == pytest.approx(ref.intercept_[0], abs=2e-3)
+
+
+def test_sparse_dense_and_block_designs_agree() -> None:
+    x, y = _data(1)
+    x[np.abs(x) < 0.8] = 0
+    y2 = np.stack([y, 1 - y], 1)
+    w = balanced_weights(y2, np.ones_like(y2, bool))
+    lam = np.array([0.01, 0.1], dtype=np.float32)
+    dense = fit_logistic(Design(x), y2, w, lam, max_iter=300)
+    sparse = fit_logistic(Design(sp.csr_matrix(x)), y2, w, lam, max_iter=300)
+    np.testing.assert_allclose(dense.w_dh, sparse.w_dh, atol=1e-3)
+    blocks_w, blocks_b = fit_logistic_blocks(
+        np.stack([x, x]), y2, w, np.array([0.01, 0.1]), max_iter=300
+    )
+    np.testing.assert_allclose(blocks_w[0, 0], dense.w_dh[:, 0], atol=2e-3)
+    np.testing.assert_allclose(blocks_w[1, 1], dense.w_dh[:, 1], atol=2e-3)
+    assert blocks_b[0, 0] == pytest.approx(dense.b_h[0], abs=2e-3)

@@ -1,0 +1,112 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medsae.errors import ArtifactError
+from medsae.evaluate.figures import pareto_front
+from medsae.evaluate.ranking import build_table, rank, to_markdown
+
+
+def _summaries() -> list[dict[str, object]]:
+    def row(
+        enc: str,
+        run: str,
+        r2: float | None,
+        l0: float,
+        alive: float,
+        rec: float,
+        mono: float | None,
+    ) -> dict[str, object]:
+        return {
+            "encoder": enc,
+            "run": run,
+            "r2": r2,
+            "l0": l0,
+            "alive_fraction": alive,
+            "recovery_at_10": rec,
+            "monosemanticity": mono,
+        }
+
+    return [
+        row("a", "r1", 0.9, 40, 0.5, 0.80, 0.10),
+        row("a", "r2", 0.8, 20, 0.7, 0.90, 0.05),
+        row("a", "r3", 0.7, 10, 0.9, 0.85, 0.20),
+        row("b", "r1", None, 30, 0.4, 0.70, None),
+    ]
+
+
+def test_combined_rank_is_mean_of_monosemanticity_and_recovery_ranks() -> None:
+    table = build_table(_summaries()).set_index(["encoder", "run"])
+    a = table.loc["a"]
+    assert a["rank_recovery"].to_dict() == {"r1": 3, "r2": 1, "r3": 2}
+    assert a["rank_monosemanticity"].to_dict() == {"r1": 2, "r2": 3, "r3": 1}
+    assert a["rank_l0"].to_dict() == {"r1": 3, "r2": 2, "r3": 1}  # lower L0 is better
+    assert a["rank_r2"].to_dict() == {"r1": 1, "r2": 2, "r3": 3}
+    np.testing.assert_allclose(
+        a["combined_rank"], (a["rank_monosemanticity"] + a["rank_recovery"]) / 2
+    )
+    # overall: the missing monosemanticity of b/r1 ranks last
+    assert table.loc[("b", "r1"), "overall_rank"] == 4.0
+    assert table.loc[("a", "r3"), "overall_rank"] == 1.5
+    ordered = build_table(_summaries())
+    assert tuple(ordered.iloc[0][["encoder", "run"]]) == ("a", "r3")
+    md = to_markdown(ordered)
+    assert md.count("\n") == len(ordered) + 2 and "| - |" in md
+
+
+def test_pareto_front() -> None:
+    l0 = np.array([10.0, 20.0, 30.0, 15.0])
+    r2 = np.array([0.5, 0.7, 0.6, 0.4])
+    assert pareto_front(l0, r2).tolist() == [0, 1]
+
+
+def test_rank_stage_and_cli(evaluated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from medsae.cli import app
+
+    ws, truth, _ = evaluated
+    runner = CliRunner()
+    res = runner.invoke(app, ["rank", "--workspace", str(ws.root)])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(ws.ranking / "table1.csv")
+    assert len(table) == 1 and table.loc[0, "run"] == truth.run
+    info = json.loads((ws.ranking / "ranking.json").read_text())
+    assert info["best"] == {"encoder": truth.encoder, "run": truth.run}
+    assert (ws.ranking / "table1.md").is_file()
+    assert (ws.ranking / "figures" / "recovery_curves.png").is_file()
+    assert (ws.ranking / "figures" / "monosemanticity.png").is_file()
+    assert rank(ws).skipped
+    with pytest.raises(ArtifactError, match="medsae evaluate"):
+        rank(tmp_path / "empty")
+
+
+def test_evaluate_cli_parts(evaluated) -> None:  # type: ignore[no-untyped-def]
+    from medsae.cli import app
+
+    ws, _truth, _ = evaluated
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        ["evaluate", "--workspace", str(ws.root), "--run", "nope"],
+    )
+    assert res.exit_code != 0
+    res = runner.invoke(app, ["evaluate", "--workspace", str(ws.root), "--parts", "bogus"])
+    assert res.exit_code != 0
+
+
+def test_public_api_names_are_callables() -> None:
+    import medsae.evaluate as ev
+
+    for name in (
+        "evaluate",
+        "rank",
+        "monosemanticity",
+        "concept_map",
+        "run_probes",
+        "performance_recovery",
+        "reconstruction_report",
+    ):
+        assert callable(getattr(ev, name)), name

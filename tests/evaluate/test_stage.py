@@ -1,0 +1,130 @@
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from medsae.errors import ArtifactError
+from medsae.evaluate import evaluate
+from medsae.sae.codes_io import load_codes, save_codes
+from medsae.testing import make_synthetic_workspace
+
+from .conftest import small_config
+
+FILES = (
+    "reconstruction.json",
+    "probes.parquet",
+    "recovery.parquet",
+    "monosemanticity.parquet",
+    "concepts.parquet",
+    "skipped_tasks.json",
+    "summary.json",
+    "manifest.json",
+)
+
+
+def test_outputs_and_summary(evaluated) -> None:  # type: ignore[no-untyped-def]
+    ws, truth, out = evaluated
+    for name in FILES:
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("r2", "l0", "alive_fraction", "recovery_at_10", "monosemanticity", "dense_auroc"):
+        assert key in summary
+    assert summary["r2"] is None  # no checkpoint in the synthetic workspace: never invented
+    recon = json.loads((out / "reconstruction.json").read_text())
+    assert recon["source"] == "codes"
+    codes = load_codes(ws.codes(truth.encoder, truth.run))
+    assert summary["l0"] == pytest.approx(recon["splits"]["test"][str(truth.n_latents)]["l0"])
+    assert 0 < summary["alive_fraction"] <= 1
+    assert summary["l0"] < codes.shape[1]
+    skipped = json.loads((out / "skipped_tasks.json").read_text())
+    assert any(p["part"] == "reconstruction" for p in skipped["parts"])
+
+
+def test_skipped_tasks_are_recorded_never_averaged(evaluated) -> None:  # type: ignore[no-untyped-def]
+    _, _, out = evaluated
+    skipped = json.loads((out / "skipped_tasks.json").read_text())["tasks"]
+    probes = pd.read_parquet(out / "probes.parquet")
+    names = {s["task"] for s in skipped}
+    assert names and all(s["reason"] for s in skipped)
+    assert not names & set(probes["task"])
+    assert probes["roc_auc"].notna().all()
+    # the synthetic test split holds institutes A, D, E only, which never appear in training
+    assert "institute" in names
+    assert {"modality", "plane", "sex", "structure:liver", "group:abdomen"} <= set(probes["task"])
+    assert set(probes["split"]) == {"val", "test"} and set(probes["features"]) == {
+        "dense",
+        "sparse",
+    }
+
+
+def test_probes_and_recovery_on_planted_tasks(evaluated) -> None:  # type: ignore[no-untyped-def]
+    _, _, out = evaluated
+    probes = pd.read_parquet(out / "probes.parquet")
+    test = probes[(probes["split"] == "test") & (probes["task"].isin(["modality", "plane", "sex"]))]
+    assert (test["roc_auc"] > 0.97).all()
+    rec = pd.read_parquet(out / "recovery.parquet")
+    rec = rec[rec["split"] == "test"]
+    planted = rec[rec["task"].isin(["modality", "plane", "sex"]) & (rec["n_features"] == 1)]
+    assert len(planted) == 6  # 3 tasks x 2 methods
+    assert (planted["recovery"] > 0.95).all()  # one planted latent per class recovers the task
+    curve = rec[rec["method"] == "l1"].groupby("n_features")["recovery"].mean()
+    assert curve.loc[10] >= curve.loc[1] - 0.02
+    summary = json.loads((out / "summary.json").read_text())
+    head = rec[(rec["method"] == "l1") & (rec["n_features"] == 10)]["recovery"].mean()
+    assert summary["recovery_at_10"] == pytest.approx(head)
+
+
+def test_rerun_is_skipped_and_config_change_rebuilds(evaluated) -> None:  # type: ignore[no-untyped-def]
+    ws, truth, _ = evaluated
+    again = evaluate(ws, truth.encoder, truth.run, small_config())
+    assert again.skipped
+
+
+def _fresh(tmp_path: Path):  # type: ignore[no-untyped-def]
+    return make_synthetic_workspace(tmp_path / "ws", n_subjects=12, slices_per_plane=4)
+
+
+def test_codes_table_mismatch_names_both(tmp_path: Path) -> None:
+    ws, truth = _fresh(tmp_path)
+    folder = ws.codes(truth.encoder, truth.run)
+    codes = load_codes(folder)
+    save_codes(
+        folder,
+        sp.csr_matrix(codes[:-3]),
+        {"encoder": truth.encoder, "run": truth.run, "levels": [truth.n_latents]},
+    )
+    with pytest.raises(ArtifactError, match=r"codes\.npz.*slices\.parquet"):
+        evaluate(ws, truth.encoder, truth.run, small_config(parts=["monosemanticity"]))
+
+
+def test_codes_of_another_encoder_are_refused(tmp_path: Path) -> None:
+    ws, truth = _fresh(tmp_path)
+    folder = ws.codes(truth.encoder, truth.run)
+    save_codes(
+        folder,
+        load_codes(folder),
+        {"encoder": "other-encoder", "run": truth.run, "levels": [truth.n_latents]},
+    )
+    with pytest.raises(ArtifactError, match=r"other-encoder.*synthetic"):
+        evaluate(ws, truth.encoder, truth.run, small_config(parts=["monosemanticity"]))
+
+
+def test_missing_codes_artifact(tmp_path: Path) -> None:
+    ws, truth = _fresh(tmp_path)
+    shutil.rmtree(ws.codes(truth.encoder, truth.run))
+    with pytest.raises(ArtifactError, match="medsae codes"):
+        evaluate(ws, truth.encoder, truth.run)
+
+
+def test_too_few_subjects_for_monosemanticity_is_recorded(tmp_path: Path) -> None:
+    ws, truth = _fresh(tmp_path)
+    out = evaluate(
+        ws, truth.encoder, truth.run, small_config(parts=["monosemanticity"], mono_splits=["val"])
+    ).path
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["monosemanticity"] is None
+    parts = json.loads((out / "skipped_tasks.json").read_text())["parts"]
+    assert any(p["part"] == "monosemanticity" and "distinct subjects" in p["reason"] for p in parts)
