@@ -127,7 +127,7 @@ def main() -> None:
         cfg.recovery_ns,
         cfg.recovery_methods,
         cfg.l2_grid,
-        max_iter=min(cfg.max_iter, 100),
+        max_iter=cfg.recovery_max_iter,
         path_length=cfg.l1_path_length,
         path_ratio=cfg.l1_path_ratio,
         path_iter=cfg.l1_iter,

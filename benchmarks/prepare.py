@@ -52,17 +52,21 @@ def main() -> None:
         phantom_s = time.perf_counter() - t0
         runs = {}
         for w in args.workers:
-            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            before = usage0.ru_maxrss
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", RUN, str(root / f"ws{w}"), str(root / "data" / "ct"), str(w)],
                            check=True, env={"MEDSAE_PROGRESS": "0", **_env()})
             seconds = time.perf_counter() - t0
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            peak = usage1.ru_maxrss
+            cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
             manifest = json.loads((root / f"ws{w}" / "slices" / "manifest.json").read_text())
             n = int(manifest["counts"]["slices"])
             runs[str(w)] = {
                 "seconds": round(seconds, 2),
                 "seconds_per_volume": round(seconds / args.volumes, 2),
+                "cpu_seconds_per_volume": round(cpu / args.volumes, 2),  # robust on a shared machine
                 "slices": n,
                 "slices_per_second": round(n / seconds, 1),
                 "peak_rss_mb": round(max(peak, before) / 1024.0, 1),
@@ -74,6 +78,7 @@ def main() -> None:
         "masks_per_volume": 117,
         "volumes": args.volumes,
         "seconds_per_volume": first["seconds_per_volume"],
+        "cpu_seconds_per_volume": first["cpu_seconds_per_volume"],
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
         "slices_per_second": {w: r["slices_per_second"] for w, r in runs.items()},
         "workers": args.workers,

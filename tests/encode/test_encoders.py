@@ -158,3 +158,18 @@ def test_plugin_from_entry_point(plugin_entry_point: None) -> None:
     assert names["pixelstats"].source == "tests.encode.plugin_encoder:PixelStatsEncoder"
     enc = get_encoder("pixelstats", scale=2.0)
     np.testing.assert_allclose(enc.encode(np.full((1, 4, 4), 10, np.uint8)), [[20, 0, 20, 20]])
+
+
+def test_biomedparse_adapter_describes_itself_without_biomedparse(tmp_path: Path) -> None:
+    import sys
+
+    from medsae.encode.adapters import adapter_path
+
+    command = f"{sys.executable} {adapter_path('biomedparse')}"
+    enc = get_encoder("external", command=command, random_init=True, seed=4)
+    assert (enc.name, enc.dim, enc.input_size) == ("random-biomedparse", 1536, 1024)
+    assert enc.metadata()["weights_fingerprint"] == "random-init:biomedparse-v1:seed=4"
+    with pytest.raises(ArtifactError, match="exit status 1"):
+        get_encoder("external", command=command, checkpoint=str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="biomedparse"):
+        adapter_path("nope")

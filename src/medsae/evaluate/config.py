@@ -79,6 +79,7 @@ class EvaluateConfig(StageConfig):
     headline_method: Literal["l1", "mean_diff"] = Field(
         default="l1", description="Selection rule whose recovery at 10 is the headline figure."
     )
+    recovery_max_iter: int = Field(default=50, ge=1, description="L-BFGS iterations of each N-feature refit.")
     l1_path_length: int = Field(
         default=20, ge=2, description="Number of lambdas on the L1 path (geometric)."
     )

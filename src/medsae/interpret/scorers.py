@@ -124,9 +124,17 @@ class _OfflineRanking:
     """
 
     background: np.ndarray | None = None
+    _background_means: dict[str, float]
 
     def set_background(self, rows: np.ndarray) -> None:
         self.background = np.asarray(rows)
+        self._background_means = {}
+
+    def _background_mean(self, description: str) -> float:
+        assert self.background is not None
+        if description not in self._background_means:
+            self._background_means[description] = float(self.detect(description, self.background)[0].mean())
+        return self._background_means[description]
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
         raise NotImplementedError
@@ -136,7 +144,7 @@ class _OfflineRanking:
         for d in descriptions:
             value = float(self.detect(d, rows)[0].mean())
             if self.background is not None and len(self.background):
-                value -= float(self.detect(d, self.background)[0].mean())
+                value -= self._background_mean(d)
             out.append(value)
         return np.array(out)
 

@@ -124,18 +124,35 @@ class Scorer(Protocol):
 
 # ---------------------------------------------------------------------------- samples
 class CodeSpace:
-    """Activations and L2-normalised code rows, for drawing detection samples."""
+    """Activations and L2-normalised code rows, for drawing detection samples.
+
+    Row sets passed to :meth:`active` and :func:`detection_sample` are cached by identity
+    (pass the same array object for repeated draws from the same split).
+    """
 
     def __init__(self, codes: sp.csr_matrix) -> None:
+        self.n_rows = codes.shape[0]
         self.csc = sp.csc_matrix(codes)
         norms = np.sqrt(np.asarray(codes.multiply(codes).sum(axis=1)).ravel())
         self.unit = sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ codes)
+        self._subsets: dict[int, tuple[np.ndarray, np.ndarray, sp.csr_matrix]] = {}
+
+    def subset(self, rows: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+        """A row mask of ``rows`` and their normalised codes (cached by identity)."""
+        hit = self._subsets.get(id(rows))
+        if hit is None or hit[0] is not rows:
+            mask = np.zeros(self.n_rows, dtype=bool)
+            mask[np.asarray(rows, dtype=np.int64)] = True
+            hit = (rows, mask, sp.csr_matrix(self.unit[np.asarray(rows, dtype=np.int64)]))
+            self._subsets[id(rows)] = hit
+        return hit[1], hit[2]
 
     def active(self, latent: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Active rows among ``rows`` and their activations."""
+        mask, _ = self.subset(rows)
         start, stop = self.csc.indptr[latent], self.csc.indptr[latent + 1]
         idx, val = self.csc.indices[start:stop], self.csc.data[start:stop]
-        keep = np.isin(idx, rows) & (val != 0)
+        keep = mask[idx] & (val != 0)
         return idx[keep], val[keep]
 
 
@@ -164,18 +181,24 @@ def detection_sample(
     Random negatives: drawn from the remaining inactive rows.
     """
     rng = np.random.default_rng([seed, latent])
-    rows = np.asarray(rows, dtype=np.int64)
     act_rows, act_vals = space.active(latent, rows)
-    order = np.argsort(act_vals, kind="stable")
+    _, unit_sub = space.subset(rows)
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.lexsort((act_rows, act_vals))
     bins = np.array_split(act_rows[order], min(n_positive, len(act_rows))) if len(act_rows) else []
     pos = np.array([rng.choice(b) for b in bins if len(b)], dtype=np.int64)
-    inactive = np.setdiff1d(rows, act_rows)
+    is_active = np.zeros(space.n_rows, dtype=bool)
+    is_active[act_rows] = True
+    inactive_here = ~is_active[rows]
     hard = np.zeros(0, dtype=np.int64)
-    if n_hard and len(pos) and len(inactive):
-        sims = (space.unit[inactive] @ space.unit[pos].T).max(axis=1).toarray().ravel()
-        order = np.lexsort((inactive, -sims))
-        hard = inactive[order[:n_hard]]
-    rest = np.setdiff1d(inactive, hard)
+    if n_hard and len(pos) and inactive_here.any():
+        sims = np.asarray(unit_sub @ space.unit[pos].T.toarray()).max(axis=1)
+        sims[~inactive_here] = -np.inf
+        order = np.lexsort((rows, -sims))[: min(n_hard, int(inactive_here.sum()))]
+        hard = rows[order]
+    taken = is_active.copy()
+    taken[hard] = True
+    rest = rows[~taken[rows]]
     rand = rng.choice(rest, size=min(n_random, len(rest)), replace=False) if len(rest) else rest
     all_rows = np.concatenate([pos, hard, rand]).astype(np.int64)
     kind = np.array(["positive"] * len(pos) + ["hard"] * len(hard) + ["random"] * len(rand))
@@ -207,14 +230,18 @@ def score_detection(
     n_random: int = 10,
     min_positive: int = 3,
     seed: int = 0,
+    sample: DetectionSample | None = None,
+    calibration_sample: DetectionSample | None = None,
 ) -> DetectionScore:
     """Detection scores of one description on held-out slices (module docstring).
 
     ``calibration_rows`` (the training split) give the threshold of calibrated scorers; without
-    them the threshold is 0.5 for scores in [0, 1].
+    them the threshold is 0.5 for scores in [0, 1]. ``sample`` / ``calibration_sample``: samples
+    already drawn with :func:`detection_sample` (to share them between scorers).
     """
     kw = {"n_positive": n_positive, "n_hard": n_hard, "n_random": n_random}
-    sample = detection_sample(space, latent, heldout_rows, seed=seed, **kw)
+    if sample is None:
+        sample = detection_sample(space, latent, heldout_rows, seed=seed, **kw)
     n_pos, n_neg = int(sample.positive.sum()), int((~sample.positive).sum())
     nan = float("nan")
     if n_pos < min_positive or n_neg == 0:
@@ -227,8 +254,10 @@ def score_detection(
     threshold = None
     if decisions is None:
         threshold = 0.5
-        if calibration_rows is not None:
+        cal = calibration_sample
+        if cal is None and calibration_rows is not None:
             cal = detection_sample(space, latent, calibration_rows, seed=seed + 1, **kw)
+        if cal is not None:
             if cal.positive.any() and (~cal.positive).any():
                 cal_scores, _ = scorer.detect(description, cal.rows)
                 threshold = best_threshold(cal.positive, cal_scores)

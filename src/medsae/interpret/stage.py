@@ -34,8 +34,10 @@ from medsae.interpret.llm import LLMClient
 from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, LLMScorer, TextEmbedFn
 from medsae.interpret.scoring import (
     CodeSpace,
+    DetectionSample,
     DetectionScore,
     auroc,
+    detection_sample,
     ranking_summary,
     score_detection,
     score_ranking,
@@ -195,11 +197,20 @@ def build_features(
     det_kw = {"n_positive": config.n_positive, "n_hard": config.n_negative_hard,
               "n_random": config.n_negative_random, "min_positive": config.min_positive, "seed": config.seed}
 
-    def detect(sc: Any, latent: int) -> DetectionScore:
-        return score_detection(sc, described[latent], latent, space, heldout,
-                               calibration_rows=train if sc.calibrated else None, **det_kw)
-
+    draw = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}
     latents = sorted(described)
+    samples = {k: detection_sample(space, k, heldout, seed=config.seed, **draw) for k in latents}
+    calibration: dict[int, DetectionSample] = {}
+
+    def detect(sc: Any, latent: int) -> DetectionScore:
+        cal = None
+        if sc.calibrated:
+            if latent not in calibration:
+                calibration[latent] = detection_sample(space, latent, train, seed=config.seed + 1, **draw)
+            cal = calibration[latent]
+        return score_detection(sc, described[latent], latent, space, heldout, sample=samples[latent],
+                               calibration_sample=cal, **det_kw)
+
     if hasattr(scorer, "set_background"):
         rng = np.random.default_rng(config.seed)
         scorer.set_background(rng.choice(heldout, size=min(200, len(heldout)), replace=False))
