@@ -18,11 +18,11 @@ import contextlib
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medsae.sae.config import SAEConfig, TrainConfig
@@ -122,6 +122,7 @@ def sparsify_step_fn(d: int, D: int, k: int, x: torch.Tensor, device: torch.devi
 
 
 def throughput(name: str, fns: dict[str, Any], B: int, reps: int, warm: int) -> dict[str, float]:
+    print(f"[sae_train] throughput {name}: {list(fns)}", file=sys.stderr, flush=True)
     for f in fns.values():
         for _ in range(warm):
             f()
@@ -158,6 +159,7 @@ def quality(d: int, n_true: int, active: int, D: int, k: int, samples: int, B: i
         run.step(batch(B, g).to(device), contextlib.nullcontext())
         if s >= steps - max(1, 500_000 // B):
             fired |= sae.samples_since_fire == 0
+    print(f"[sae_train] quality: trained {steps} steps", file=sys.stderr, flush=True)
     sae.eval()
     cos = feats.to(device) @ sae.W_dec.detach().t()
     recovered = float((cos.max(1).values >= 0.9).float().mean())
@@ -230,7 +232,7 @@ def main() -> None:
     del fns
 
     if args.quick:
-        q = quality(d=256, n_true=1024, active=10, D=1024, k=10, samples=1_000_000, B=B, device=device)
+        q = quality(d=128, n_true=512, active=5, D=512, k=5, samples=400_000, B=B, device=device)
     else:
         q = quality(d=1024, n_true=8192, active=30, D=8192, k=30, samples=6_000_000, B=B, device=device)
     result["quality"] = q

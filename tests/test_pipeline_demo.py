@@ -34,3 +34,23 @@ def test_demo_end_to_end_on_a_tiny_phantom(tmp_path):
     # a rerun skips every finished stage
     again = run_demo(root, **TINY)
     assert all(o.skipped for outcomes in again.outcomes.values() for o in outcomes)
+
+    # the browser on the result: real text search, real image search (encoder + SAE rebuilt)
+    import io
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from medsae.serve import create_app
+
+    client = TestClient(create_app(root))
+    assert client.get("/api/info").json()["text_search"] == "interpret"
+    res = client.get("/api/search", params={"q": "axial CT slice", "k": 5}).json()
+    assert res["method"] == "interpret.ask" and res["items"]
+    images = np.load(root / "slices" / "images.npy", mmap_mode="r")
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(images[0])).save(buf, "PNG")
+    up = client.post("/api/search/image", files={"file": ("q.png", buf.getvalue(), "image/png")})
+    assert up.status_code == 200, up.text
+    assert up.json()["method"] == "fingerprint" and up.json()["items"]

@@ -80,6 +80,7 @@ class PipelineRun:
     workspace: Workspace
     outcomes: dict[str, list[StageOutcome]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
 
     def stage_seconds(self) -> dict[str, float]:
@@ -109,6 +110,7 @@ class Pipeline:
         self.force = force
         self.result = PipelineRun(self.ws)
         self.encoders: list[str] = []
+        self._cpu0 = time.process_time()
 
     # ------------------------------------------------------------------ helpers
     def _section(self, name: str) -> dict[str, Any]:
@@ -128,6 +130,10 @@ class Pipeline:
         self.result.seconds[stage] = round(
             self.result.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3
         )
+        self.result.cpu_seconds[stage] = round(
+            self.result.cpu_seconds.get(stage, 0.0) + time.process_time() - self._cpu0, 3
+        )
+        self._cpu0 = time.process_time()
 
     def _encoder_names(self) -> list[str]:
         if self.encoders:
@@ -253,6 +259,7 @@ class Pipeline:
                 # the report shows the summary: write it first
                 self.result.summary = write_summary(self.ws)
             console.rule(f"[bold]{stage}")
+            self._cpu0 = time.process_time()
             getattr(self, stage)()
         if "report" not in chosen and {"evaluate", "rank"} & set(chosen):
             self.result.summary = write_summary(self.ws)
@@ -364,13 +371,19 @@ DEMO_CONFIG: dict[str, Any] = {
     "encode": {"encoder": "efficientnet-lite0", "batch_size": 32},
     "train": {
         "arch": ["matryoshka", "topk"],
-        "levels": [[64, 256, 1024]],
-        "k": [[4, 8, 16], [8, 16, 32]],
-        "epochs": 40,
+        "levels": [[32, 128, 512], [64, 256, 1024]],
+        "k": [[4, 8, 16]],
+        "epochs": 20,
         "batch_size": 256,
+        "val_every_epochs": 5,
     },
     "codes": {},
-    "evaluate": {},
+    "evaluate": {
+        "l2_grid": [1e-2],
+        "max_iter": 60,
+        "recovery_ns": [1, 2, 5, 10, 20],
+        "recovery_methods": ["mean_diff"],
+    },
     "rank": {},
     "interpret": {"describer": "offline"},
     "index": {},

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medsae.encode import get_encoder, list_encoders
-from medsae.encode.base import to_model_input
+from medsae.encode.base import to_model_input, uint8_to_tensor
 from medsae.errors import ArtifactError, InputError
 
 
@@ -111,6 +111,11 @@ def test_random_encoder_is_seeded(tiny_dinov3_dir: Path) -> None:
     eff = get_encoder("random", arch="efficientnet-lite0", seed=0, input_size=32, device="cpu")
     assert (eff.name, eff.dim) == ("random-efficientnet-lite0", 1280)
     assert np.isfinite(eff.encode(images[:1])).all()
+    assert eff.metadata()["options"] == {"arch": "efficientnet-lite0", "seed": 0, "input_size": 32}
+    # the GPU path hands uint8 tensors to forward(), which normalises on the device
+    np.testing.assert_allclose(
+        eff.forward(uint8_to_tensor(images[:2])), eff.encode(images[:2]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_named_dinov3_configs() -> None:

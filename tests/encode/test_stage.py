@@ -94,6 +94,10 @@ def test_two_jobs_assemble_the_same_store_as_one(
     merged = encode(ws, base.model_copy(update={"merge_only": True}))
     assert merged.manifest["counts"]["encoded_shards"] == 0
     assert not (ws.embeddings("dinov3").parent / "dinov3.parts").exists()
+    again = encode(
+        ws, base.model_copy(update={"shard_index": 1, "num_shards": 2})
+    )  # a resubmitted job
+    assert again.skipped and again.path == ws.embeddings("dinov3")
     single_ws = Workspace(tmp_path / "single")
     import shutil
 
@@ -168,6 +172,13 @@ def test_bad_inputs(ws: Workspace, tmp_path: Path, plugin_entry_point: None) -> 
             ws,
             EncodeConfig(encoder="efficientnet-lite0", name="shared", options={"input_size": 32}),
         )
+    images = np.load(ws.slices / "images.npy")
+    np.save(ws.slices / "images.npy", images.astype(np.float32))
+    with pytest.raises(InputError, match=r"images.npy: expected uint8"):
+        encode(ws, EncodeConfig(encoder="pixelstats", name="other"))
+    np.save(ws.slices / "images.npy", images[:-1])
+    with pytest.raises(ArtifactError, match=r"images.npy has 17 rows but the slice table has 18"):
+        encode(ws, EncodeConfig(encoder="pixelstats", name="other"))
     table = read_slices(ws.slices).iloc[:0]
     table.to_parquet(ws.slices / "slices.parquet", index=False)
     with pytest.raises(InputError, match=r"slice table is empty"):

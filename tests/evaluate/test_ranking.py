@@ -110,3 +110,20 @@ def test_public_api_names_are_callables() -> None:
         "reconstruction_report",
     ):
         assert callable(getattr(ev, name)), name
+
+
+def test_evaluate_cli_runs_every_run_with_codes(tmp_path: Path) -> None:
+    from medsae.cli import app
+    from medsae.testing import make_synthetic_workspace
+
+    ws, truth = make_synthetic_workspace(tmp_path / "ws", n_subjects=12, slices_per_plane=4)
+    res = CliRunner().invoke(
+        app, ["evaluate", "--workspace", str(ws.root), "--parts", "monosemanticity,concepts"]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((ws.eval(truth.encoder, truth.run) / "summary.json").read_text())
+    assert summary["recovery_at_10"] is None  # not requested, so not invented
+    parts = json.loads((ws.eval(truth.encoder, truth.run) / "skipped_tasks.json").read_text())[
+        "parts"
+    ]
+    assert {"reconstruction", "probes", "recovery"} <= {p["part"] for p in parts}

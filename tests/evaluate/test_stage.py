@@ -75,6 +75,8 @@ def test_probes_and_recovery_on_planted_tasks(evaluated) -> None:  # type: ignor
     summary = json.loads((out / "summary.json").read_text())
     head = rec[(rec["method"] == "l1") & (rec["n_features"] == 10)]["recovery"].mean()
     assert summary["recovery_at_10"] == pytest.approx(head)
+    assert summary["recovery_curve"]["l1"]["10"] == pytest.approx(head)
+    assert set(summary["recovery_curve"]) == {"l1", "mean_diff"}
 
 
 def test_rerun_is_skipped_and_config_change_rebuilds(evaluated) -> None:  # type: ignore[no-untyped-def]

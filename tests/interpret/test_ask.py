@@ -142,7 +142,11 @@ def test_retriever_picks_planted_features_and_ranks_matching_slices(planted) -> 
     choices = retriever.choose("male patient liver")
     assert all(truth.concepts[c.latent] != "sex=F" for c in choices)
     sim = retriever.choose("coronal slice", m=2, mode="similarity")
+    assert [truth.concepts[c.latent] for c in sim] == ["plane=coronal"]  # weak second match left out
+    retriever.config.relative_similarity = 0.0
+    sim = retriever.choose("coronal slice", m=2, mode="similarity")
     assert truth.concepts[sim[0].latent] == "plane=coronal" and len(sim) == 2
+    assert sim[0].weight > sim[1].weight
 
 
 def test_retrieval_goes_through_descriptions_not_metadata(planted) -> None:
@@ -223,3 +227,29 @@ def test_llm_selector_with_the_fake_server(planted) -> None:
         choices = retriever.choose("liver")
     assert truth.concepts[choices[0].latent] == "structure=liver"
     assert sum(c.weight for c in choices) == pytest.approx(1.0)
+
+
+def test_ask_command_lists_features_and_results(planted, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import medsae.interpret.index as index_module
+    from medsae.cli import app
+
+    ws, _truth = planted
+    monkeypatch.setattr(index_module, "shared_embedder", bag_of_words)
+    res = CliRunner().invoke(app, ["ask", "coronal CT", "--workspace", str(ws.root), "--n", "3"])
+    assert res.exit_code == 0, res.output
+    assert "CT scan" in res.output and "coronal slice" in res.output
+    assert res.output.count("coronal") >= 4
+
+
+def test_index_stage_skips_text_eval_without_descriptions(tmp_path: Path) -> None:
+    from medsae.testing import make_synthetic_workspace
+
+    ws, truth = make_synthetic_workspace(tmp_path, n_subjects=6, slices_per_plane=3)
+    write_features(ws, truth, descriptions={})
+    cfg = IndexConfig(search=SearchConfig(eval_queries=5, sweep_k=[5]))
+    out = build_index(ws, config=cfg, embedder=bag_of_words())
+    assert not (out.path / TEXT_RETRIEVAL).exists()
+    assert out.manifest["extra"]["text_retrieval"].startswith("skipped")
+    assert "features" in out.manifest["inputs"]  # descriptions added later make it stale

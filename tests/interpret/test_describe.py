@@ -35,7 +35,7 @@ def test_compose_phrase() -> None:
     assert text == "axial CT through the abdomen: liver and spleen; mostly elderly patients (over 80)"
     assert compose_phrase(["sex=F"]) == "slices of mostly female patients"
     assert compose_phrase(["modality=MR"]) == "MRI slices"
-    assert compose_phrase([]).startswith("no consistent")
+    assert compose_phrase([]).startswith("no clear pattern")
     assert label_phrase("structure=kidney_left") == "left kidney"
 
 
@@ -59,7 +59,7 @@ def test_offline_describer_is_deterministic_and_quiet_on_noise(data) -> None:
     noise = [j for j in stats if j >= len(truth.concepts)]
     texts = [a.describe(stats[j]).text for j in noise]
     assert texts == [b.describe(stats[j]).text for j in noise]
-    generic = sum(t.startswith("no consistent") for t in texts)
+    generic = sum(t.startswith("no clear pattern") for t in texts)
     assert generic >= 0.6 * len(noise)
 
 

@@ -114,3 +114,22 @@ def test_llm_path_end_to_end_with_cache_and_failures(synthetic) -> None:
     assert ok["detection_auroc"].median() > 0.6
     assert ok["ranking_rank"].between(1, 3).all()  # few distinct fake descriptions: 2 distractors
     assert scores["ranking"]["n"] == 11 and scores["ranking"]["chance_top2"] == pytest.approx(2 / 3)
+
+
+def test_api_key_never_reaches_the_manifest() -> None:
+    cfg = InterpretConfig(llm={"api_key": "very-secret", "base_url": "http://x/v1", "model": "m"})
+    dumped = json.dumps(cfg.model_dump(mode="json"))
+    assert "very-secret" not in dumped and "http://x/v1" in dumped
+    assert cfg.llm.api_key is not None and cfg.llm.api_key.get_secret_value() == "very-secret"
+    with pytest.raises(ValueError):
+        InterpretConfig(describer="magic")  # type: ignore[arg-type]
+
+
+def test_default_runs_prefer_the_ranking(tmp_path) -> None:
+    from medsae.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    assert default_runs(ws) == []
+    (tmp_path / "ranking").mkdir()
+    (tmp_path / "ranking" / "ranking.json").write_text(json.dumps({"best": {"encoder": "e", "run": "r"}}))
+    assert default_runs(ws) == [("e", "r")]

@@ -13,11 +13,10 @@ from medsae.errors import ArtifactError, InputError
 from medsae.interpret.fingerprint import (
     FingerprintIndex,
     Hits,
-    brute_force_search,
-    check_exact,
     fingerprint_of,
     top_subjects,
 )
+from medsae.interpret.fingerprint_reference import brute_force_search, check_exact
 
 
 def _random_codes(seed: int, n_rows: int, n_latents: int, density: float) -> sp.csr_matrix:

@@ -100,3 +100,21 @@ def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
         (ws.ranking / "ranking.json").unlink()
     with pytest.raises(ArtifactError, match="no sparse codes"):
         resolve_run(tmp_path)
+
+
+def test_search_command_prints_a_table(workspace) -> None:
+    from typer.testing import CliRunner
+
+    from medsae.cli import app
+
+    ws, _truth = workspace
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["search", "--workspace", str(ws.root), "--slice-id", "CT:s0001:axial:0002", "--n", "3",
+              "--filter", "plane=axial"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "similar to CT:s0001:axial:0002" in res.output
+    assert res.output.count("axial") >= 4
+    bad = runner.invoke(app, ["search", "--workspace", str(ws.root), "--slice-id", "x", "--filter", "plane"])
+    assert bad.exit_code != 0

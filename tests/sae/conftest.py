@@ -14,7 +14,9 @@ from medsae.encode.store import EmbeddingStore, write_store
 os.environ.setdefault("MEDSAE_PROGRESS", "0")
 
 
-def planted(n: int, d: int, n_feat: int, active: int, seed: int = 0, noise: float = 0.01) -> np.ndarray:
+def planted(
+    n: int, d: int, n_feat: int, active: int, seed: int = 0, noise: float = 0.01
+) -> np.ndarray:
     """Rows = sum of ``active`` random unit features with positive weights + noise."""
     rng = np.random.default_rng(seed)
     feats = rng.normal(size=(n_feat, d))
@@ -28,7 +30,9 @@ def planted(n: int, d: int, n_feat: int, active: int, seed: int = 0, noise: floa
 
 def make_store(folder: Path, x: np.ndarray, encoder: str = "toy") -> EmbeddingStore:
     half = len(x) // 2
-    return write_store(folder, encoder, [("shard-00000.npy", x[:half]), ("shard-00001.npy", x[half:])])
+    return write_store(
+        folder, encoder, [("shard-00000.npy", x[:half]), ("shard-00001.npy", x[half:])]
+    )
 
 
 @pytest.fixture(autouse=True)

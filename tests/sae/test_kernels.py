@@ -16,7 +16,9 @@ ARCHES = ["topk", "batchtopk", "matryoshka", "matryoshka-perlevel"]
 def _pair(arch: str, d: int, D: int, k: int, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     levels = [D // 4, D] if arch.startswith("matryoshka") else [D]
     kl = [max(1, min(k, levels[0]) // 2), k] if arch == "matryoshka-perlevel" else None
-    cfg = SAEConfig(arch=arch, d_in=d, n_latents=D, levels=levels, k=k, k_levels=kl, dead_after_samples=1)
+    cfg = SAEConfig(
+        arch=arch, d_in=d, n_latents=D, levels=levels, k=k, k_levels=kl, dead_after_samples=1
+    )
     fast, ref = build_sae(cfg, fast=True, seed=seed), build_sae(cfg, fast=False, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -38,7 +40,9 @@ def _pair(arch: str, d: int, D: int, k: int, seed: int) -> tuple[torch.nn.Module
     seed=st.integers(0, 10_000),
     dead=st.booleans(),
 )
-def test_fast_matches_reference_forward_and_grads(arch: str, B: int, d: int, D: int, k: int, seed: int, dead: bool) -> None:
+def test_fast_matches_reference_forward_and_grads(
+    arch: str, B: int, d: int, D: int, k: int, seed: int, dead: bool
+) -> None:
     fast, ref = _pair(arch, d, D, k, seed)
     if dead:  # half the latents dead: exercises the AuxK path
         for m in (fast, ref):
@@ -55,8 +59,12 @@ def test_fast_matches_reference_forward_and_grads(arch: str, B: int, d: int, D: 
 
 
 @settings(max_examples=30, deadline=None)
-@given(B=st.integers(1, 40), D=st.integers(1, 64), k=st.integers(1, 20), seed=st.integers(0, 10_000))
-def test_batch_topk_selects_exactly_k_times_b_and_the_largest(B: int, D: int, k: int, seed: int) -> None:
+@given(
+    B=st.integers(1, 40), D=st.integers(1, 64), k=st.integers(1, 20), seed=st.integers(0, 10_000)
+)
+def test_batch_topk_selects_exactly_k_times_b_and_the_largest(
+    B: int, D: int, k: int, seed: int
+) -> None:
     k = min(k, D)
     pre = torch.randn(B, D, generator=torch.Generator().manual_seed(seed))
     rows, cols = kernels.batch_topk_select(pre, k)

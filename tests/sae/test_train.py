@@ -22,7 +22,14 @@ def _trainer(tmp: Path, tcfg: TrainConfig, x: np.ndarray, state: bool = False) -
     store = make_store(tmp / "store", x)
     runs, _ = expand_grid(tcfg, D_IN, encoder="toy")
     stream = TrainStream(store, np.arange(len(x)), tcfg.batch_size, tcfg.seed, tcfg.chunk_rows)
-    return GridTrainer(runs, tcfg, stream, torch.from_numpy(x[:256]), torch.device("cpu"), tmp / "state" if state else None)
+    return GridTrainer(
+        runs,
+        tcfg,
+        stream,
+        torch.from_numpy(x[:256]),
+        torch.device("cpu"),
+        tmp / "state" if state else None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,13 @@ def data() -> np.ndarray:
 @pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka", "matryoshka-perlevel", "relu"])
 def test_every_architecture_reduces_loss(tmp_path: Path, data: np.ndarray, arch: str) -> None:
     tcfg = TrainConfig(
-        arch=[arch], levels=[[16, 64]], k=[[2, 4]], epochs=8, batch_size=64, lr=3e-3, log_every_steps=1
+        arch=[arch],
+        levels=[[16, 64]],
+        k=[[2, 4]],
+        epochs=8,
+        batch_size=64,
+        lr=3e-3,
+        log_every_steps=1,
     )
     tr = _trainer(tmp_path, tcfg, data)
     tr.fit()
@@ -42,8 +55,12 @@ def test_every_architecture_reduces_loss(tmp_path: Path, data: np.ndarray, arch:
 
 
 def test_grid_reads_each_batch_once(tmp_path: Path, data: np.ndarray) -> None:
-    one = TrainConfig(arch=["topk"], levels=[[64]], k=[[4]], epochs=2, batch_size=64, chunk_rows=256)
-    grid = one.model_copy(update={"arch": ["topk", "batchtopk", "matryoshka"], "levels": [[16, 64], [64]]})
+    one = TrainConfig(
+        arch=["topk"], levels=[[64]], k=[[4]], epochs=2, batch_size=64, chunk_rows=256
+    )
+    grid = one.model_copy(
+        update={"arch": ["topk", "batchtopk", "matryoshka"], "levels": [[16, 64], [64]]}
+    )
     t1 = _trainer(tmp_path / "a", one, data)
     t1.fit()
     t3 = _trainer(tmp_path / "b", grid, data)
@@ -53,7 +70,9 @@ def test_grid_reads_each_batch_once(tmp_path: Path, data: np.ndarray) -> None:
 
 
 def test_grid_skips_and_lists_invalid_combinations() -> None:
-    tcfg = TrainConfig(arch=["matryoshka-perlevel", "topk"], levels=[[8, 32]], k=[[2, 4], [10, 20], [1, 2, 3]])
+    tcfg = TrainConfig(
+        arch=["matryoshka-perlevel", "topk"], levels=[[8, 32]], k=[[2, 4], [10, 20], [1, 2, 3]]
+    )
     runs, skipped = expand_grid(tcfg, 8)
     names = {r.run for r in runs}
     assert "matryoshka-perlevel_D8-32_K2-4" in names and "topk_D32_K20" in names
@@ -65,7 +84,15 @@ def test_batchtopk_threshold_export_matches_training_behaviour(tmp_path: Path) -
     x = planted(4096, D_IN, N_FEAT, 3, seed=2)
     held = planted(5120, D_IN, N_FEAT, 3, seed=2)[4096:]  # same features, new samples
     k = 3
-    tcfg = TrainConfig(arch=["batchtopk"], levels=[[64]], k=[[k]], epochs=6, batch_size=128, lr=3e-3, input_transform="none")
+    tcfg = TrainConfig(
+        arch=["batchtopk"],
+        levels=[[64]],
+        k=[[k]],
+        epochs=6,
+        batch_size=128,
+        lr=3e-3,
+        input_transform="none",
+    )
     tr = _trainer(tmp_path, tcfg, x)
     sae = next(iter(tr.fit().values())).eval()
     xh = torch.from_numpy(held)
@@ -88,8 +115,15 @@ def test_batchtopk_threshold_export_matches_training_behaviour(tmp_path: Path) -
 def test_auxk_revives_dead_latents(tmp_path: Path, data: np.ndarray) -> None:
     def dead_after(aux: float) -> int:
         tcfg = TrainConfig(
-            arch=["topk"], levels=[[64]], k=[[3]], epochs=12, batch_size=64, lr=3e-3, aux_coefficient=aux,
-            dead_after_samples=256, input_transform="none",
+            arch=["topk"],
+            levels=[[64]],
+            k=[[3]],
+            epochs=12,
+            batch_size=64,
+            lr=3e-3,
+            aux_coefficient=aux,
+            dead_after_samples=256,
+            input_transform="none",
         )
         tr = _trainer(tmp_path / f"aux{aux}", tcfg, data)
         sae = next(iter(tr.runs.values())).sae
@@ -105,8 +139,15 @@ def test_auxk_revives_dead_latents(tmp_path: Path, data: np.ndarray) -> None:
 
 def test_resume_is_bit_identical(tmp_path: Path, data: np.ndarray) -> None:
     tcfg = TrainConfig(
-        arch=["topk", "matryoshka"], levels=[[16, 64]], k=[[2, 4]], epochs=2, batch_size=64, chunk_rows=192,
-        checkpoint_every_steps=5, dead_after_samples=200, log_every_steps=3,
+        arch=["topk", "matryoshka"],
+        levels=[[16, 64]],
+        k=[[2, 4]],
+        epochs=2,
+        batch_size=64,
+        chunk_rows=192,
+        checkpoint_every_steps=5,
+        dead_after_samples=200,
+        log_every_steps=3,
     )
     full = _trainer(tmp_path / "full", tcfg, data)
     full.fit()
@@ -136,7 +177,9 @@ def test_decoder_rows_unit_norm_after_steps(tmp_path: Path, data: np.ndarray) ->
 
 
 def test_scale_transform_folds_into_weights() -> None:
-    cfg = SAEConfig(arch="batchtopk", d_in=6, n_latents=12, k=2, input_transform="scale", input_scale=0.37)
+    cfg = SAEConfig(
+        arch="batchtopk", d_in=6, n_latents=12, k=2, input_transform="scale", input_scale=0.37
+    )
     sae = build_sae(cfg, seed=3)
     with torch.no_grad():
         sae.b_dec.normal_()
@@ -144,7 +187,9 @@ def test_scale_transform_folds_into_weights() -> None:
         sae.threshold.fill_(0.05)
     x = 5 * torch.randn(20, 6)
     codes = sae.encode(x)
-    recon_raw = sae.decode(codes) / 0.37  # the trained SAE's reconstruction, mapped back to raw units
+    recon_raw = (
+        sae.decode(codes) / 0.37
+    )  # the trained SAE's reconstruction, mapped back to raw units
     sae.fold_input_scale()
     assert sae.cfg.scale_folded
     torch.testing.assert_close(sae.preprocess(x), x)

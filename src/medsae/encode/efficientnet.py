@@ -84,6 +84,8 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
         self.input_size = int(input_size)
         self.channels_last = bool(channels_last)
         self.options: dict[str, Any] = {"input_size": self.input_size}
+        if not pretrained:
+            self.options.update(pretrained=False, seed=seed)
         if pretrained:
             path = weights_path()
             if path is None:

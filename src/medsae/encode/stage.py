@@ -19,6 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medsae.encode.config import EncodeConfig
 from medsae.encode.registry import get_encoder, takes_option
 from medsae.encode.runner import (
@@ -41,6 +43,7 @@ from medsae.workspace import (
     compute_key,
     read_manifest,
     run_stage,
+    stage_status,
     write_json_atomic,
 )
 
@@ -143,6 +146,13 @@ def encode(
             ws.slices / "slices.parquet", "the slice table is empty; nothing to encode"
         )
     images = open_images(ws.slices)
+    if images.dtype != np.uint8 or not (
+        images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)
+    ):
+        raise InputError(
+            ws.slices / "images.npy",
+            f"expected uint8 (N, S, S) or (N, S, S, 3), got {images.dtype} {images.shape}",
+        )
     if len(images) != len(table):
         raise ArtifactError(
             f"{ws.slices}: images.npy has {len(images)} rows but the slice table has {len(table)}"
@@ -210,6 +220,11 @@ def encode(
 
     with torch_threads(config.threads):
         if config.num_shards > 1:
+            if stage_status(out_dir, "encode", content, inputs)[0] == "up-to-date" and not force:
+                console.print(
+                    f"[dim]encode: {out_dir} is already complete; nothing to do for this job[/dim]"
+                )
+                return StageOutcome("encode", out_dir, "skipped", read_manifest(out_dir) or {})
             part_dir = (
                 parts_root(ws, name) / f"part-{config.shard_index:05d}-of-{config.num_shards:05d}"
             )

@@ -11,6 +11,19 @@ from medsae.config import StageConfig
 Part = Literal["reconstruction", "probes", "recovery", "monosemanticity", "concepts"]
 PARTS: tuple[Part, ...] = ("reconstruction", "probes", "recovery", "monosemanticity", "concepts")
 Split = Literal["train", "val", "test"]
+Method = Literal["l1", "mean_diff"]
+
+
+def _methods() -> list[Method]:
+    return ["l1", "mean_diff"]
+
+
+def _val() -> list[Split]:
+    return ["val"]
+
+
+def _val_test() -> list[Split]:
+    return ["val", "test"]
 
 
 class EvaluateConfig(StageConfig):
@@ -71,15 +84,17 @@ class EvaluateConfig(StageConfig):
         default_factory=lambda: [1, 2, 3, 5, 10, 20, 50, 100],
         description="Numbers of sparse features kept per one-vs-rest classifier.",
     )
-    recovery_methods: list[Literal["l1", "mean_diff"]] = Field(
-        default_factory=lambda: ["l1", "mean_diff"],
+    recovery_methods: list[Method] = Field(
+        default_factory=_methods,
         description="Feature selection rules: 'l1' = order of entry on an L1-regularised logistic path; "
         "'mean_diff' = top |mean(pos) - mean(neg)| of the raw codes (SAEBench sparse probing).",
     )
-    headline_method: Literal["l1", "mean_diff"] = Field(
+    headline_method: Method = Field(
         default="l1", description="Selection rule whose recovery at 10 is the headline figure."
     )
-    recovery_max_iter: int = Field(default=50, ge=1, description="L-BFGS iterations of each N-feature refit.")
+    recovery_max_iter: int = Field(
+        default=50, ge=1, description="L-BFGS iterations of each N-feature refit."
+    )
     l1_path_length: int = Field(
         default=20, ge=2, description="Number of lambdas on the L1 path (geometric)."
     )
@@ -91,7 +106,7 @@ class EvaluateConfig(StageConfig):
     )
     # Monosemanticity
     mono_splits: list[Split] = Field(
-        default_factory=lambda: ["val"],
+        default_factory=_val,
         description="Splits whose slices are searched for top activations (paper: val).",
     )
     mono_top_n: int = Field(
@@ -109,7 +124,7 @@ class EvaluateConfig(StageConfig):
     )
     # Concepts
     concept_splits: list[Split] = Field(
-        default_factory=lambda: ["val", "test"],
+        default_factory=_val_test,
         description="Held-out splits on which concepts are matched.",
     )
     concept_min_fires: int = Field(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +27,7 @@ from medsae.evaluate.linear import Design, balanced_weights, fit_logistic
 from medsae.evaluate.scores import classification_report, roc_auc
 from medsae.evaluate.tasks import Task
 
-Features = np.ndarray | sp.csr_matrix
+Features: TypeAlias = np.ndarray | sp.csr_matrix
 
 
 def standardize_dense(features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

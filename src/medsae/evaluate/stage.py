@@ -169,7 +169,12 @@ class _Run:
         )
         frame = pd.DataFrame.from_records(res, columns=RECOVERY_COLUMNS)
         frame.to_parquet(out / "recovery.parquet", index=False)
-        head = frame[(frame["split"] == cfg.headline_split) & (frame["n_features"] == 10)]
+        on_split = frame[frame["split"] == cfg.headline_split]
+        self.summary["recovery_curve"] = {
+            str(method): {int(n): _mean(sub["recovery"]) for n, sub in per.groupby("n_features")}
+            for method, per in on_split.groupby("method")
+        }
+        head = on_split[on_split["n_features"] == 10]
         for method in cfg.recovery_methods:
             sub = head[head["method"] == method]
             suffix = "" if method == cfg.headline_method else f"_{method}"

@@ -52,7 +52,7 @@ def __dir__() -> list[str]:
 _EXPORTS.update(
     {
         "FingerprintIndex": "medsae.interpret.fingerprint",
-        "brute_force_search": "medsae.interpret.fingerprint",
+        "brute_force_search": "medsae.interpret.fingerprint_reference",
         "search_similar": "medsae.interpret.index",
         "build_index": "medsae.interpret.index",
         "ask": "medsae.interpret.index",

@@ -9,7 +9,9 @@ and slices are ranked by the activations of the chosen features.
    axial / coronal / sagittal, male / female, elderly / young) each pick the feature whose
    description mentions the term and is most similar to a short phrase for it ("CT scan",
    "axial slice", ...; a term that no description mentions is dropped); the remaining words
-   (the anatomy) pick ``max(1, m - terms)`` features by similarity. A ``selector`` callable (e.g. :func:`llm_selector`) can replace both.
+   (the anatomy) pick ``max(1, m - terms)`` features by similarity. In both modes a feature
+   less similar than ``relative_similarity`` (0.75) times the best match of the same text is
+   left out, so that one clear match is not diluted by weak ones. A ``selector`` callable (e.g. :func:`llm_selector`) can replace both.
 2. **Weights.** ``w_i = s_i / sum_j s_j`` with ``s_i`` the (non-negative) similarity of
    feature ``i``'s description to its query text.
 3. **Rank slices.** ``score(r) = sum_i w_i min(1, a_{r,i} / scale_i)`` with ``a_{r,i}`` the
@@ -171,6 +173,9 @@ class TextRetriever:
         if allowed is not None:
             ok &= allowed
         order = [i for i in np.lexsort((latents, -sims)) if ok[i]][:count]
+        if order and self.config.relative_similarity > 0:
+            floor = self.config.relative_similarity * float(sims[order[0]])
+            order = [order[0]] + [i for i in order[1:] if sims[i] >= floor]
         return [
             FeatureChoice(int(latents[i]), float(max(sims[i], 0.0)), float(sims[i]),
                           str(self.features["description"].iloc[i]), text)

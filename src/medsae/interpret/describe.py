@@ -10,7 +10,7 @@ Offline describer (deterministic)
        ``F1(active, rule ∧ L)`` while it improves F1 by at least ``min_gain`` (at most
        ``max_terms`` labels). ``F1 = 2 TP / (2 TP + FP + FN)``. Structures that tie exactly
        with a chosen structure (same slices on this data) are named with it; a rule whose F1
-       stays below ``min_f1`` is dropped ("no consistent modality, plane or anatomy").
+       stays below ``min_f1`` is dropped ("no clear pattern").
     2. The phrase names the rule's labels plus those that dominate the active slices
        (``P(L | active) >= dominant`` for modality, plane and sex; ``>= 0.75`` for age groups;
        structures with ``P >= 0.9`` and lift ``>= 2``), and the body region of the named
@@ -273,7 +273,7 @@ def compose_phrase(named: list[str]) -> str:
             people += f" ({_AGE_WORDS.get(by_kind['age_group'][0], ('', by_kind['age_group'][0]))[1]})"
         text = f"slices of mostly {people}" if text == "slices" else f"{text}; mostly {people}"
     if not named:
-        text = "no consistent modality, plane or anatomy"
+        text = "no clear pattern"
     return text
 
 

@@ -142,9 +142,15 @@ def build_index(
             "run": run,
             "fingerprint_agreement": fp["fingerprint_agreement"],
         }
-        if has_features:
+        features = _load_features(ws, encoder, run) if has_features else None
+        described = features is not None and _has_descriptions(features)
+        if features is not None and not described:
+            console.print(f"[yellow]index: {features_dir / FEATURES_FILE} has no descriptions; "
+                          "query suite not evaluated[/yellow]")
+            extra["text_retrieval"] = "skipped: no feature descriptions"
+        if features is not None and described:
             assert embedder is not None
-            retriever = TextRetriever(index, _load_features(ws, encoder, run), embedder, cfg.ask)  # type: ignore[arg-type]
+            retriever = TextRetriever(index, features, embedder, cfg.ask)
             np.savez(
                 tmp / DESCRIPTIONS_FILE,
                 latents=retriever.features["latent"].to_numpy(dtype=np.int64),
@@ -158,7 +164,7 @@ def build_index(
             )
             (tmp / TEXT_RETRIEVAL).write_text(json.dumps(tr, indent=2, sort_keys=True))
             extra["text_precision_at_10"] = tr.get("text_precision_at_10")
-        else:
+        elif features is None:
             console.print(f"[dim]index: no {features_dir / FEATURES_FILE}; query suite not evaluated[/dim]")
         counts = {
             "rows": index.n_rows,
@@ -170,6 +176,13 @@ def build_index(
         return StageResult(counts=counts, extra=extra)
 
     return run_stage(ws.index(encoder, run), "index", cfg, inputs, build, force=force)
+
+
+def _has_descriptions(features: pd.DataFrame) -> bool:
+    if "description" not in features.columns:
+        return False
+    desc = features["description"]
+    return bool((desc.notna() & (desc.astype(str).str.strip() != "")).any())
 
 
 def _file_stamp(path: Path) -> str:

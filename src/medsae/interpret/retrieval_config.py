@@ -44,6 +44,13 @@ class AskConfig(StageConfig):
         "remaining anatomy words.",
     )
     min_similarity: float = Field(default=0.0, description="Descriptions less similar than this are never chosen.")
+    relative_similarity: float = Field(
+        default=0.75,
+        ge=0.0,
+        le=1.0,
+        description="Features matched to one text are kept only if at least this fraction as "
+        "similar as the best match (0 keeps all m).",
+    )
     normalise: Literal["max", "p99", "none"] = Field(
         default="p99", description="Activation scale per feature before weighting ('p99': 99th percentile of active values)."
     )

@@ -5,9 +5,9 @@ Embedding scorer (offline; the default for the headline numbers)
     process-wide instance of :func:`medsae.interpret.text.shared_embedder`) embeds the description ``d`` and a short phrase
     for every label ``L`` (e.g. "axial slice", "CT scan", "female patient", "liver").
     With ``r_L = cos(e(d), e(L))``, a facet counts only when the description clearly names one
-    of its values: for modality, plane, sex and age group when its best ``r`` exceeds the
-    runner-up by ``MARGIN`` (0.1); for structures and groups when its best ``r`` exceeds the
-    facet's median by ``2 MARGIN``. A slice's score sums the counted facets::
+    of its values: its best ``r`` is at least ``MIN_RELEVANCE`` (0.35) and exceeds the runner-up
+    by ``MARGIN`` (0.1) for modality, plane, sex and age group, or the facet's median by
+    ``2 MARGIN`` for structures and groups. A slice's score sums the counted facets::
 
         metadata facet f:   r[value_f(s)] - mean_{L in f} r_L        (0 when the value is unknown)
         structures, groups: max(0, max_{L present in s} r_L - median_{L in f} r_L)
@@ -46,6 +46,7 @@ TextEmbedFn = Callable[[list[str]], np.ndarray]
 
 FACETS = ("modality", "plane", "sex", "age_group")
 MARGIN = 0.1
+MIN_RELEVANCE = 0.35
 _PHRASES = {
     "modality=CT": "CT scan",
     "modality=MR": "MRI scan",
@@ -103,13 +104,13 @@ class _FacetIndex:
             v = values[:, cols]
             if kind in FACETS:
                 top = np.sort(rc)[::-1]
-                if len(top) < 2 or top[0] - top[1] < margin:
+                if len(top) < 2 or top[0] - top[1] < margin or top[0] < MIN_RELEVANCE:
                     continue  # the description names no value of this facet
                 known = v.any(axis=1)
                 total += np.where(known, (v * rc).sum(axis=1) - rc.mean(), 0.0)
             else:
                 base = float(np.median(rc))
-                if rc.max() - base < 2 * margin:
+                if rc.max() - base < 2 * margin or rc.max() < MIN_RELEVANCE:
                     continue
                 best = np.where(v, rc, -np.inf).max(axis=1)
                 total += np.clip(np.where(np.isfinite(best), best, base) - base, 0.0, None)

@@ -257,10 +257,9 @@ def score_detection(
         cal = calibration_sample
         if cal is None and calibration_rows is not None:
             cal = detection_sample(space, latent, calibration_rows, seed=seed + 1, **kw)
-        if cal is not None:
-            if cal.positive.any() and (~cal.positive).any():
-                cal_scores, _ = scorer.detect(description, cal.rows)
-                threshold = best_threshold(cal.positive, cal_scores)
+        if cal is not None and cal.positive.any() and (~cal.positive).any():
+            cal_scores, _ = scorer.detect(description, cal.rows)
+            threshold = best_threshold(cal.positive, cal_scores)
         decisions = scores >= threshold
     return DetectionScore(
         latent,

@@ -194,7 +194,7 @@ def build_features(
         scorer = EmbeddingScorer(labels, embedder)
         scorer.prepare(list(described.values()))
     space = CodeSpace(codes)
-    det_kw = {"n_positive": config.n_positive, "n_hard": config.n_negative_hard,
+    det_kw: dict[str, Any] = {"n_positive": config.n_positive, "n_hard": config.n_negative_hard,
               "n_random": config.n_negative_random, "min_positive": config.min_positive, "seed": config.seed}
 
     draw = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}

@@ -169,6 +169,9 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
             tmp / "scores.json",
             {
                 "describer": "fixture",
+                "detection_balanced_accuracy": float(
+                    features["detection_balanced_accuracy"].median()
+                ),
                 "detection_balanced_accuracy_median": float(
                     features["detection_balanced_accuracy"].median()
                 ),
@@ -193,6 +196,12 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
     read_slices(ws.slices)
 
     def build_index(tmp: Path) -> StageResult:
+        try:
+            from medsae.interpret.fingerprint import FingerprintIndex
+        except ImportError:  # the index arrays are optional for the report and the browser
+            pass
+        else:
+            FingerprintIndex.build(load_codes(ws.codes(enc, run)), read_slices(ws.slices)).save(tmp)
         sparse = {
             "modality_agreement": 0.97,
             "plane_agreement": 0.93,

@@ -60,6 +60,9 @@ class SparseAutoencoder(nn.Module):
     """
 
     uses_threshold = False
+    threshold: torch.Tensor
+    samples_since_fire: torch.Tensor
+    threshold_updates: torch.Tensor
 
     def __init__(self, cfg: SAEConfig, fast: bool = True, seed: int = 0) -> None:
         super().__init__()
@@ -224,7 +227,9 @@ class SparseAutoencoder(nn.Module):
         if self.uses_threshold and out.min_kept is not None:
             n = int(self.threshold_updates)
             old = float(self.threshold[0])
-            decay = min(self.cfg.threshold_decay, n / (n + 1))  # a plain mean until the window fills
+            decay = min(
+                self.cfg.threshold_decay, n / (n + 1)
+            )  # a plain mean until the window fills
             new = decay * old + (1 - decay) * out.min_kept
             self.threshold.fill_(new)
             self.threshold_updates += 1
@@ -241,7 +246,7 @@ class SparseAutoencoder(nn.Module):
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Renormalise decoder rows to unit norm."""
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
     def fold_input_scale(self) -> None:
@@ -254,9 +259,9 @@ class SparseAutoencoder(nn.Module):
         if self.cfg.input_transform != "scale" or self.cfg.scale_folded:
             return
         c = self.cfg.input_scale
-        self.W_enc *= c
-        self.b_dec /= c
-        self.W_dec /= c
+        self.W_enc.mul_(c)
+        self.b_dec.div_(c)
+        self.W_dec.div_(c)
         self.cfg = self.cfg.model_copy(update={"scale_folded": True})
 
 

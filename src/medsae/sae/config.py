@@ -161,7 +161,8 @@ class TrainConfig(StageConfig):
     """
 
     arch: list[Arch] = Field(
-        default_factory=lambda: ["matryoshka"], description="Architectures to train."
+        default_factory=lambda: ["matryoshka"],  # type: ignore[arg-type]
+        description="Architectures to train.",
     )
     levels: list[list[int]] = Field(
         default_factory=lambda: [[128, 512, 2048, 8192]],

@@ -23,6 +23,7 @@ from medsae.data.table import slices_with_split
 from medsae.encode.store import EmbeddingStore
 from medsae.errors import ArtifactError, InputError
 from medsae.progress import console, make_progress
+from medsae.sae.base import SparseAutoencoder
 from medsae.sae.checkpoint import load_sae, save_sae
 from medsae.sae.codes_io import save_codes
 from medsae.sae.config import CodesConfig, TrainConfig, expand_grid
@@ -156,14 +157,14 @@ def train(
 
 
 def encode_to_csr(
-    sae: torch.nn.Module,
+    sae: SparseAutoencoder,
     store: EmbeddingStore,
     batch_size: int,
     table: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> sp.csr_matrix:
     """Sparse codes of every row of ``store``, built batch by batch (never dense in full)."""
-    n, D = store.n_rows, sae.cfg.n_latents  # type: ignore[attr-defined]
+    n, D = store.n_rows, sae.cfg.n_latents
     indptr = [np.zeros(1, dtype=np.int64)]
     indices: list[np.ndarray] = []
     data: list[np.ndarray] = []
@@ -173,7 +174,7 @@ def encode_to_csr(
         for start, x in store.iter_chunks(batch_size):
             rows = np.arange(start, start + len(x))
             check_finite(x, rows, table, str(store.folder))
-            codes = sae.encode(x)  # type: ignore[operator]
+            codes = sae.encode(x)
             r, c = codes.nonzero(as_tuple=True)
             indices.append(c.cpu().numpy().astype(np.int32))
             data.append(codes[r, c].float().cpu().numpy())

@@ -63,6 +63,8 @@ def create_app(
     search: SearchBackend = backend or WorkspaceSearch(view, load_text_model=load_text_model)
     table = view.table
     features = view.feature_table
+    # open everything once at startup: requests then only read shared, finished objects
+    _ = (view.codes_csc, view.images, view.anatomy, view._label_codes, view.levels)
     pages = {"index.html": _static("index.html")}
     assets = {name: _static(name) for name in STATIC_FILES}
 

@@ -1,9 +1,10 @@
 """The browser's link to ``medsae.interpret``: text search and fingerprint search.
 
-* Fingerprints: :class:`medsae.interpret.fingerprint.FingerprintIndex`, loaded from
-  ``WS/index/<encoder>/<run>/`` when the index stage wrote it, else built from the codes.
-* Text: :class:`medsae.interpret.ask.TextRetriever` over that index and the feature
-  descriptions (the sentence embedder is loaded once, when the retriever is first built).
+* Fingerprints: ``medsae.interpret.index.load_index`` (the index stage's artifact, else an
+  index built in memory from the codes).
+* Text: ``medsae.interpret.index.text_retriever``, the reusable form of
+  ``medsae.interpret.ask`` (the sentence embedder and the description embeddings are loaded
+  once, when the retriever is first built).
 
 Each function returns ``None`` when ``medsae.interpret`` or what it needs (descriptions) is
 not available, so that :mod:`medsae.serve.search` can fall back and say so.
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsae.errors import MedsaeError
 from medsae.report.view import WorkspaceView
 from medsae.serve.search import SearchHits
 
@@ -31,46 +33,49 @@ def _slot(view: WorkspaceView) -> dict[str, Any]:
 
 
 def fingerprint_index(view: WorkspaceView) -> Any:
-    """The workspace's fingerprint index, or None when ``medsae.interpret`` lacks it."""
+    """The run's fingerprint index (``medsae.interpret.index.load_index``: the index stage's
+    artifact, or built from the codes), or None when it is not available."""
     slot = _slot(view)
     with _lock:
         if "index" not in slot:
             slot["index"] = None
+            if view.encoder is None or view.run is None or view.codes is None:
+                return None
             try:
-                from medsae.interpret.fingerprint import FingerprintIndex
+                from medsae.interpret.index import load_index
             except ImportError:
                 return None
-            folder = view.ws.index(view.encoder, view.run) if view.encoder and view.run else None
-            index = None
-            if folder is not None and (folder / "fingerprint_index.npz").is_file():
-                try:
-                    index = FingerprintIndex.load(folder)
-                except Exception:  # an unreadable index is rebuilt from the codes below
-                    index = None
-                if index is not None and index.n_rows != len(view.table):
-                    index = None
-            if index is None and view.codes is not None:
+            try:
+                index = load_index(view.ws, view.encoder, view.run)
+            except MedsaeError:  # an unreadable index artifact: index the codes in memory
+                from medsae.interpret.fingerprint import FingerprintIndex
+
                 index = FingerprintIndex.build(view.codes, view.table)
-            slot["index"] = index
+            slot["index"] = index if index.n_rows == len(view.table) else None
         return slot["index"]
 
 
 def _retriever(view: WorkspaceView) -> Any:
+    """``medsae.interpret.index.text_retriever`` for the run (built once), or None."""
     slot = _slot(view)
     with _lock:
         if "retriever" not in slot:
             slot["retriever"] = None
             features = view.features_file
-            index = fingerprint_index(view)
-            if features is None or index is None or "description" not in features.columns:
+            if (
+                view.encoder is None
+                or view.run is None
+                or features is None
+                or "description" not in features.columns
+            ):
                 return None
             try:
-                from medsae.interpret.ask import TextRetriever
+                from medsae.interpret.index import text_retriever
             except ImportError:
                 return None
             try:
-                slot["retriever"] = TextRetriever(index, features)
-            except Exception:  # no usable descriptions: the keyword fallback answers
+                slot["retriever"] = text_retriever(view.ws, view.encoder, view.run)
+            except MedsaeError:  # no usable descriptions: the keyword fallback answers
                 slot["retriever"] = None
         return slot["retriever"]
 
