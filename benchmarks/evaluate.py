@@ -128,7 +128,7 @@ def main() -> None:
         dense_auc,
         cfg.recovery_ns,
         cfg.recovery_methods,
-        cfg.l2_grid,
+        cfg.recovery_l2_grid,
         max_iter=cfg.recovery_max_iter,
         path_length=cfg.l1_path_length,
         path_ratio=cfg.l1_path_ratio,

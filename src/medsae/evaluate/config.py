@@ -67,7 +67,7 @@ class EvaluateConfig(StageConfig):
         "each one-vs-rest classifier keeps the one with the best validation ROC-AUC.",
     )
     max_iter: int = Field(
-        default=150, ge=1, description="L-BFGS iterations of a probe fit (all tasks jointly)."
+        default=100, ge=1, description="L-BFGS iterations of a probe fit (all tasks jointly)."
     )
     dense_normalize: Literal["none", "l2"] = Field(
         default="l2",
@@ -91,6 +91,10 @@ class EvaluateConfig(StageConfig):
     )
     headline_method: Method = Field(
         default="l1", description="Selection rule whose recovery at 10 is the headline figure."
+    )
+    recovery_l2_grid: list[float] = Field(
+        default_factory=lambda: [1e-3, 1e-2],
+        description="L2 strengths tried for each N-feature refit (chosen on validation).",
     )
     recovery_max_iter: int = Field(
         default=50, ge=1, description="L-BFGS iterations of each N-feature refit."
@@ -138,7 +142,7 @@ class EvaluateConfig(StageConfig):
             raise ValueError("recovery_ns must be positive integers")
         return sorted(set(v))
 
-    @field_validator("l2_grid")
+    @field_validator("l2_grid", "recovery_l2_grid")
     @classmethod
     def _positive_grid(cls, v: list[float]) -> list[float]:
         if not v or any(x <= 0 for x in v):

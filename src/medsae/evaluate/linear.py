@@ -107,8 +107,8 @@ def _lbfgs(params: list[torch.Tensor], closure_fn, max_iter: int) -> int:  # typ
         max_iter=max_iter,
         max_eval=int(max_iter * 1.5),
         history_size=10,
-        tolerance_grad=1e-6,
-        tolerance_change=1e-10,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-9,
         line_search_fn="strong_wolfe",
     )
     opt.step(closure_fn)
@@ -159,10 +159,13 @@ def fit_logistic_blocks(
     weights_nh: np.ndarray,
     lam_g: np.ndarray,
     max_iter: int = 100,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit one classifier per head and L2 strength, head ``h`` on its own columns ``x_hnd[h]``.
 
     Returns weights ``(H, G, d)`` and intercepts ``(H, G)`` for the ``G`` strengths ``lam_g``.
+    ``init`` = (weights ``(H, G, d0)``, intercepts ``(H, G)``) warm-starts the first ``d0 <= d``
+    columns (the others start at 0), e.g. from the fit on a prefix of the columns.
     """
     x = torch.from_numpy(np.ascontiguousarray(x_hnd, dtype=np.float32))
     y = torch.from_numpy(np.asarray(y_nh, dtype=np.float32)).T.unsqueeze(2)  # (H, n, 1)
@@ -170,8 +173,14 @@ def fit_logistic_blocks(
     lam = torch.from_numpy(np.asarray(lam_g, dtype=np.float32)).view(1, -1, 1)
     n_heads, _, d = x.shape
     g = lam.shape[1]
-    w = torch.zeros(n_heads, d, g, requires_grad=True)
-    b = torch.zeros(n_heads, 1, g, requires_grad=True)
+    w0 = torch.zeros(n_heads, d, g)
+    b0 = torch.zeros(n_heads, 1, g)
+    if init is not None:
+        w_init = torch.from_numpy(np.asarray(init[0], dtype=np.float32)).permute(0, 2, 1)
+        w0[:, : w_init.shape[1], :] = w_init
+        b0[:, 0, :] = torch.from_numpy(np.asarray(init[1], dtype=np.float32))
+    w = w0.requires_grad_(True)
+    b = b0.requires_grad_(True)
 
     def closure() -> torch.Tensor:
         with torch.no_grad():

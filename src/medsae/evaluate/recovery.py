@@ -199,10 +199,12 @@ def performance_recovery(
         for lo in range(0, heads.n_heads, chunk):
             hs = np.arange(lo, min(lo + chunk, heads.n_heads))
             blocks = {k: _gather(csc[k], ranking[hs]) for k in csc}
-            for n in ns_eff:
+            init: tuple[np.ndarray, np.ndarray] | None = None
+            for n in ns_eff:  # increasing N: each fit starts from the previous one
                 w, b = fit_logistic_blocks(
-                    blocks["train"][:, :, :n], y[:, hs], weights[:, hs], grid, max_iter
+                    blocks["train"][:, :, :n], y[:, hs], weights[:, hs], grid, max_iter, init
                 )
+                init = (w, b)
                 z_val = block_decision(blocks["val"][:, :, :n], w, b)  # (h, n_val, G)
                 auc = np.array(
                     [
