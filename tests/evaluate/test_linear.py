@@ -30,7 +30,7 @@ def test_fit_matches_sklearn_weighted_l2() -> None:
     x, y = _data()
     lam = 0.05
     w = balanced_weights(y[:, None], np.ones((len(y), 1), bool))
-    fit = fit_logistic(Design(x), y[:, None], w, np.array([lam]), max_iter=300)
+    fit = fit_logistic(Design(x), y[:, None], w, np.array([lam]), max_iter=300, tol=1e-9)
     # sklearn minimises C * sum_i s_i loss_i + 1/2 ||w||^2; ours sum_i s_i loss_i + lam/2 ||w||^2
     ref = LogisticRegression(C=1 / lam, tol=1e-10, max_iter=10_000).fit(x, y, sample_weight=w[:, 0])
     np.testing.assert_allclose(fit.w_dh[:, 0], ref.coef_[0], atol=2e-3)
@@ -43,12 +43,26 @@ def test_sparse_dense_and_block_designs_agree() -> None:
     y2 = np.stack([y, 1 - y], 1)
     w = balanced_weights(y2, np.ones_like(y2, bool))
     lam = np.array([0.01, 0.1], dtype=np.float32)
-    dense = fit_logistic(Design(x), y2, w, lam, max_iter=300)
-    sparse = fit_logistic(Design(sp.csr_matrix(x)), y2, w, lam, max_iter=300)
+    dense = fit_logistic(Design(x), y2, w, lam, max_iter=300, tol=1e-9)
+    sparse = fit_logistic(Design(sp.csr_matrix(x)), y2, w, lam, max_iter=300, tol=1e-9)
     np.testing.assert_allclose(dense.w_dh, sparse.w_dh, atol=1e-3)
     blocks_w, blocks_b = fit_logistic_blocks(
-        np.stack([x, x]), y2, w, np.array([0.01, 0.1]), max_iter=300
+        np.stack([x, x]), y2, w, np.array([0.01, 0.1]), max_iter=300, tol=1e-9
     )
     np.testing.assert_allclose(blocks_w[0, 0], dense.w_dh[:, 0], atol=2e-3)
     np.testing.assert_allclose(blocks_w[1, 1], dense.w_dh[:, 1], atol=2e-3)
     assert blocks_b[0, 0] == pytest.approx(dense.b_h[0], abs=2e-3)
+
+
+def test_warm_start_from_a_prefix_reaches_the_same_solution() -> None:
+    x, y = _data(2)
+    yy = y[:, None]
+    w = balanced_weights(yy, np.ones_like(yy, bool))
+    lam = np.array([0.01])
+    w_small, b_small = fit_logistic_blocks(x[None, :, :3], yy, w, lam, max_iter=300, tol=1e-9)
+    cold_w, cold_b = fit_logistic_blocks(x[None], yy, w, lam, max_iter=300, tol=1e-9)
+    warm_w, warm_b = fit_logistic_blocks(
+        x[None], yy, w, lam, max_iter=300, init=(w_small, b_small), tol=1e-9
+    )
+    np.testing.assert_allclose(warm_w, cold_w, atol=2e-3)
+    np.testing.assert_allclose(warm_b, cold_b, atol=2e-3)
