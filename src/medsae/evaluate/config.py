@@ -18,10 +18,6 @@ def _methods() -> list[Method]:
     return ["l1", "mean_diff"]
 
 
-def _val() -> list[Split]:
-    return ["val"]
-
-
 def _val_test() -> list[Split]:
     return ["val", "test"]
 
@@ -110,8 +106,9 @@ class EvaluateConfig(StageConfig):
     )
     # Monosemanticity
     mono_splits: list[Split] = Field(
-        default_factory=_val,
-        description="Splits whose slices are searched for top activations (paper: val).",
+        default_factory=_val_test,
+        description="Splits whose slices are searched for top activations: held-out slices "
+        "(the paper used val only; val + test gives more subjects on small datasets).",
     )
     mono_top_n: int = Field(
         default=10,

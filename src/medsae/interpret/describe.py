@@ -6,11 +6,13 @@ mostly patients over 80".
 
 Offline describer (deterministic)
     1. A rule: greedy conjunction of labels that best predicts the feature's activation on the
-       training split. Starting from "every slice", add the label ``L`` maximising
-       ``F1(active, rule ∧ L)`` while it improves F1 by at least ``min_gain`` (at most
-       ``max_terms`` labels). ``F1 = 2 TP / (2 TP + FP + FN)``. Structures that tie exactly
-       with a chosen structure (same slices on this data) are named with it; a rule whose F1
-       stays below ``min_f1`` is dropped ("no clear pattern").
+       training split. Starting from "every slice", add the label ``L`` maximising the
+       balanced accuracy ``BA(active, rule ∧ L) = (TPR + TNR) / 2`` (or ``F1 = 2 TP / (2 TP +
+       FP + FN)`` with ``criterion="f1"``) while it improves by at least ``min_gain`` (at most
+       ``max_terms`` labels, one value per metadata facet). Structures that tie exactly with a
+       chosen structure (same slices on this data) are named with it; a rule scoring below
+       ``min_score`` (0.6), or whose precision could be chance (one-sided hypergeometric
+       test of its true positives, p > ``alpha`` = 1e-4), is dropped ("no clear pattern").
     2. The phrase names the rule's labels plus those that dominate the active slices
        (``P(L | active) >= dominant`` for modality, plane and sex; ``>= 0.75`` for age groups;
        structures with ``P >= 0.9`` and lift ``>= 2``), and the body region of the named
@@ -31,6 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, Field
+from scipy.stats import hypergeom
 
 from medsae.data.structures import GROUPS, pretty
 from medsae.interpret.features import FeatureStats, LabelTable
@@ -149,8 +152,10 @@ class OfflineDescriber:
         max_terms: int = 4,
         min_gain: float = 0.02,
         dominant: float = 0.9,
-        min_f1: float = 0.2,
+        min_score: float = 0.6,
         max_tied: int = 2,
+        criterion: str = "balanced_accuracy",
+        alpha: float = 1e-4,
     ) -> None:
         self.labels = labels
         self.train_rows = np.asarray(train_rows, dtype=np.int64)
@@ -160,11 +165,13 @@ class OfflineDescriber:
         self.max_terms = max_terms
         self.min_gain = min_gain
         self.dominant = dominant
-        self.min_f1 = min_f1
+        self.min_score = min_score
         self.max_tied = max_tied
+        self.criterion = criterion
+        self.alpha = alpha
 
     def rule(self, latent: int) -> list[str]:
-        """Greedy conjunction of labels maximising F1 with the feature's training activation."""
+        """Greedy conjunction of labels best predicting the feature's training activation."""
         start, stop = self._codes.indptr[latent], self._codes.indptr[latent + 1]
         active = np.zeros(len(self.train_rows), dtype=np.float32)
         active[self._codes.indices[start:stop]] = 1.0
@@ -172,7 +179,8 @@ class OfflineDescriber:
         if n_active == 0:
             return []
         mask = np.ones(len(self.train_rows), dtype=bool)
-        best = 2 * n_active / (len(self.train_rows) + n_active)
+        n_total = len(self.train_rows)
+        best = self._criterion(np.array([n_active]), np.array([n_total]), n_active, n_total)[0]
         chosen: list[int] = []
         tied: list[int] = []
         kinds: set[str] = set()
@@ -180,7 +188,7 @@ class OfflineDescriber:
             sub = self._values_f[mask]
             tp = active[mask] @ sub
             predicted = sub.sum(axis=0)
-            f1 = 2 * tp / np.maximum(predicted + n_active, 1e-12)
+            f1 = self._criterion(tp, predicted, n_active, n_total)
             for i in chosen:
                 f1[i] = -1
             for i, name in enumerate(self.labels.names):  # one value per metadata facet
@@ -201,9 +209,22 @@ class OfflineDescriber:
                     if t != i and self.labels.names[t].startswith("structure=")
                 ]
                 tied.extend(int(t) for t in ties[: self.max_tied])
-        if best < self.min_f1:
+        if best < self.min_score or not chosen:
+            return []
+        rule_tp = float(active[mask].sum())
+        p_value = hypergeom.sf(rule_tp - 1, n_total, n_active, int(mask.sum()))
+        if p_value > self.alpha:  # the rule could be chance (small features overfit easily)
             return []
         return [self.labels.names[i] for i in sorted(chosen + tied, key=lambda k: (k not in chosen, k))]
+
+    def _criterion(self, tp: np.ndarray, predicted: np.ndarray, n_active: float, n_total: int) -> np.ndarray:
+        """F1 or balanced accuracy of "rule predicts active" from counts."""
+        if self.criterion == "f1":
+            return np.asarray(2 * tp / np.maximum(predicted + n_active, 1e-12))
+        fp = predicted - tp
+        tpr = tp / max(n_active, 1e-12)
+        tnr = 1 - fp / max(n_total - n_active, 1e-12)
+        return np.asarray((tpr + tnr) / 2)
 
     def describe(self, stats: FeatureStats) -> Description:
         """The feature's phrase; ``rule`` lists the labels the rule is made of."""
