@@ -1,8 +1,10 @@
 """Benchmark of the feature browser: latency of concurrent text searches.
 
-Starts the browser's server on 127.0.0.1 (a free port, in this process), then sends rounds of
+Starts the browser's server on 127.0.0.1 (a free port, in a child process), then sends rounds of
 ``--concurrency`` simultaneous ``GET /api/search?q=...`` requests (a bounded loop: ``--rounds``
-rounds, nothing but 127.0.0.1 is contacted) and reports per-request latency.
+rounds, nothing but 127.0.0.1 is contacted) and reports per-request latency. The queries of
+the measured rounds are all different (plane x modality x anatomy combinations); the
+warm-up sends a few fixed queries first.
 
 Prints JSON and writes benchmarks/results/serve.json:
 
@@ -21,8 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +42,39 @@ QUERIES = (
     "heart and aorta",
     "female patient abdomen",
 )
+
+
+PLANES = ("axial", "coronal", "sagittal", "")
+MODALITIES = ("CT", "MRI", "")
+ANATOMY = (
+    "liver",
+    "lungs",
+    "brain",
+    "spine",
+    "kidneys",
+    "heart",
+    "pelvis",
+    "urinary bladder",
+    "spleen",
+    "femur",
+    "aorta",
+    "stomach",
+    "hip",
+    "skull",
+    "vertebrae",
+    "gallbladder",
+)
+
+
+def unique_queries(n: int, offset: int = 0) -> list[str]:
+    """``n`` distinct queries such as 'axial CT slice of the liver' (plane x modality x anatomy)."""
+    combos = [
+        " ".join(w for w in (plane, modality, "slice of the", organ) if w)
+        for organ in ANATOMY
+        for plane in PLANES
+        for modality in MODALITIES
+    ]
+    return [combos[(offset + i) % len(combos)] for i in range(n)]
 
 
 def _free_port() -> int:
@@ -68,47 +104,56 @@ def main() -> None:
     args = ap.parse_args()
 
     import httpx
-    import uvicorn
-
-    from medsae.serve import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         root, label = _workspace(args.workspace, Path(tmp))
-        t0 = time.perf_counter()
-        app = create_app(root)
-        startup_s = time.perf_counter() - t0
         port = _free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        # the server runs in its own process, as `medsae serve` does (the client threads
+        # of this process would otherwise compete with it for the interpreter lock)
+        code = (
+            f"from medsae.serve import serve; serve({str(root)!r}, host='127.0.0.1', port={port})"
         )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
+        t0 = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         base = f"http://127.0.0.1:{port}"
-        text_mode = httpx.get(f"{base}/api/info").json()["text_search"]
-        for q in QUERIES:  # warm-up: one of each query
-            httpx.get(f"{base}/api/search", params={"q": q, "k": 12}, timeout=60)
+        try:
+            info = None
+            while info is None:
+                if server.poll() is not None or time.perf_counter() - t0 > 600:
+                    raise SystemExit("the server did not start")
+                try:
+                    info = httpx.get(f"{base}/api/info", timeout=5).json()
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            startup_s = time.perf_counter() - t0
+            text_mode = info["text_search"]
+            for q in QUERIES:  # warm-up: one of each fixed query
+                httpx.get(f"{base}/api/search", params={"q": q, "k": 12}, timeout=60)
 
-        latencies: list[float] = []
-        errors = 0
-        limits = httpx.Limits(
-            max_connections=args.concurrency, max_keepalive_connections=args.concurrency
-        )
-        with httpx.Client(base_url=base, timeout=60, limits=limits) as client:
+            latencies: list[float] = []
+            errors = 0
+            limits = httpx.Limits(
+                max_connections=args.concurrency, max_keepalive_connections=args.concurrency
+            )
+            with httpx.Client(base_url=base, timeout=60, limits=limits) as client:
+                queries = unique_queries(args.concurrency * args.rounds)
 
-            def one(i: int) -> tuple[float, bool]:
-                t = time.perf_counter()
-                r = client.get("/api/search", params={"q": QUERIES[i % len(QUERIES)], "k": 12})
-                return time.perf_counter() - t, r.status_code == 200
+                def one(q: str) -> tuple[float, bool]:
+                    t = time.perf_counter()
+                    r = client.get("/api/search", params={"q": q, "k": 12})
+                    return time.perf_counter() - t, r.status_code == 200
 
-            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-                for _ in range(args.rounds):
-                    for seconds, ok in pool.map(one, range(args.concurrency)):
-                        latencies.append(seconds * 1000)
-                        errors += not ok
-        server.should_exit = True
-        thread.join(timeout=10)
+                with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                    for r in range(args.rounds):
+                        batch = queries[r * args.concurrency : (r + 1) * args.concurrency]
+                        for seconds, ok in pool.map(one, batch):
+                            latencies.append(seconds * 1000)
+                            errors += not ok
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
     arr = np.asarray(latencies)
     result = {
@@ -116,6 +161,7 @@ def main() -> None:
         "p50_ms": round(float(np.percentile(arr, 50)), 1),
         "max_ms": round(float(arr.max()), 1),
         "requests": len(latencies),
+        "distinct_queries": len(set(unique_queries(args.concurrency * args.rounds))),
         "errors": errors,
         "concurrency": args.concurrency,
         "rounds": args.rounds,

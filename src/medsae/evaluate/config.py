@@ -96,13 +96,13 @@ class EvaluateConfig(StageConfig):
         default=50, ge=1, description="L-BFGS iterations of each N-feature refit."
     )
     l1_path_length: int = Field(
-        default=20, ge=2, description="Number of lambdas on the L1 path (geometric)."
+        default=12, ge=2, description="Number of lambdas on the L1 path (geometric)."
     )
     l1_path_ratio: float = Field(
         default=1e-3, gt=0, lt=1, description="Smallest lambda / largest lambda on the L1 path."
     )
     l1_iter: int = Field(
-        default=20, ge=1, description="Proximal-gradient iterations per lambda of the L1 path."
+        default=10, ge=1, description="Proximal-gradient iterations per lambda of the L1 path."
     )
     # Monosemanticity
     mono_splits: list[Split] = Field(

@@ -123,6 +123,7 @@ def fit_logistic(
     lam_h: np.ndarray,
     max_iter: int = 150,
     tol: float = 1e-5,
+    init: LinearFit | None = None,
 ) -> LinearFit:
     """Fit H independent L2 logistic regressions on one shared design (see module docstring).
 
@@ -132,6 +133,7 @@ def fit_logistic(
     y_nh: 0/1 targets per head.
     weights_nh: sample weights per head (0 excludes a row), e.g. :func:`balanced_weights`.
     lam_h: L2 strength per head.
+    init: a fit of the same heads to start from (e.g. at a stronger penalty: a warm-started path).
     tol: L-BFGS stops when the largest gradient entry is below ``tol`` (or the objective
         changes by less than ``tol * 1e-4``); ROC-AUC is insensitive below the default.
     """
@@ -139,8 +141,12 @@ def fit_logistic(
     s = torch.from_numpy(np.asarray(weights_nh, dtype=np.float32))
     lam = torch.from_numpy(np.asarray(lam_h, dtype=np.float32))
     h = y.shape[1]
-    w = torch.zeros(design.d, h, requires_grad=True)
-    b = torch.zeros(h, requires_grad=True)
+    if init is not None:
+        w = torch.from_numpy(init.w_dh.astype(np.float32, copy=True)).requires_grad_(True)
+        b = torch.from_numpy(init.b_h.astype(np.float32, copy=True)).requires_grad_(True)
+    else:
+        w = torch.zeros(design.d, h, requires_grad=True)
+        b = torch.zeros(h, requires_grad=True)
 
     def closure() -> torch.Tensor:
         with torch.no_grad():

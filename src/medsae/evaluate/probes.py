@@ -7,8 +7,9 @@ Inputs are scaled with training-sample statistics only:
   centring, so sparsity is kept); latents that never fire in the training sample are dropped.
 
 Every task becomes one-vs-rest L2 logistic classifiers (one for a binary task, one per class
-otherwise) with class-balanced sample weights, fitted jointly for every task and every L2
-strength of the grid (:mod:`medsae.evaluate.linear`). Each classifier keeps the strength with
+otherwise) with class-balanced sample weights, fitted jointly for every task
+(:mod:`medsae.evaluate.linear`), along the L2 grid from the strongest penalty to the weakest,
+each fit warm-started from the previous one. Each classifier keeps the strength with
 the best validation ROC-AUC (ties go to the stronger penalty). Reported per task, feature
 kind and evaluation split: one-vs-rest macro ROC-AUC, balanced accuracy and macro F1
 (:mod:`medsae.evaluate.scores`).
@@ -23,7 +24,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 
-from medsae.evaluate.linear import Design, balanced_weights, fit_logistic
+from medsae.evaluate.linear import Design, LinearFit, balanced_weights, fit_logistic
 from medsae.evaluate.scores import classification_report, roc_auc
 from medsae.evaluate.tasks import Task
 
@@ -169,12 +170,16 @@ def run_probes(
     n_h, n_g = heads.n_heads, len(grid)
     y, valid = heads.targets(rows["train"])
     weights = balanced_weights(y, valid)
-    fit = fit_logistic(
-        Design(features["train"]),
-        np.tile(y, (1, n_g)),
-        np.tile(weights, (1, n_g)),
-        np.repeat(grid, n_h),
-        max_iter=max_iter,
+    design = Design(features["train"])
+    fits: list[LinearFit] = []
+    for lam in grid:  # strongest penalty first, each fit warm-starts the next (a path)
+        fits.append(
+            fit_logistic(
+                design, y, weights, np.full(n_h, lam), max_iter, init=fits[-1] if fits else None
+            )
+        )
+    fit = LinearFit(
+        np.concatenate([f.w_dh for f in fits], 1), np.concatenate([f.b_h for f in fits]), 0
     )
     val_scores = fit.decision(features["val"])
     best_g = select_by_validation(heads.head_auc(rows["val"], val_scores).reshape(n_g, n_h).T)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from medsae.errors import MedsaeError
 from medsae.report.view import WorkspaceView
+from medsae.serve.batching import BatchingEmbedder
 from medsae.serve.search import SearchHits
 
 FINGERPRINT_K = 5  # the index stage's default fingerprint size (SearchConfig.k)
@@ -74,7 +75,10 @@ def _retriever(view: WorkspaceView) -> Any:
             except ImportError:
                 return None
             try:
-                slot["retriever"] = text_retriever(view.ws, view.encoder, view.run)
+                retriever = text_retriever(view.ws, view.encoder, view.run)
+                # concurrent requests share embedding batches and a cache of embedded texts
+                retriever.embedder = BatchingEmbedder(retriever.embedder)
+                slot["retriever"] = retriever
             except MedsaeError:  # no usable descriptions: the keyword fallback answers
                 slot["retriever"] = None
         return slot["retriever"]
@@ -101,7 +105,10 @@ def ask(view: WorkspaceView, query: str, k: int) -> SearchHits | None:
     retriever = _retriever(view)
     if retriever is None:
         return None
-    choices, df = retriever.search(query, n=k)
+    # choose + rank (what ``ask`` does) without building the results table: the browser
+    # needs only rows and scores
+    choices = retriever.choose(query)
+    hits = retriever.rank(choices, k)
     feats = [
         {
             "latent": c.latent,
@@ -111,7 +118,12 @@ def ask(view: WorkspaceView, query: str, k: int) -> SearchHits | None:
         }
         for c in choices
     ]
-    return _hits(df, "interpret.ask", feats)
+    return SearchHits(
+        rows=[int(r) for r in hits.rows],
+        scores=[float(x) for x in hits.scores],
+        method="interpret.ask",
+        features=feats,
+    )
 
 
 def similar(view: WorkspaceView, row: int, k: int) -> SearchHits | None:
