@@ -22,9 +22,17 @@ Prints JSON and writes benchmarks/results/encode.json (encode-gpu.json with --gp
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP workers sleep instead of spinning. On a shared machine, spinning workers that
+# lose their core to another process slow whichever measurement runs without a second
+# thread (the preloaded forward loop) by up to 2-3x, which would make the stage look faster
+# than the model. Both measurements run under the same policy, set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MEDSAE_PROGRESS", "0")
+
 import argparse
 import json
-import os
 import platform
 import tempfile
 import time
@@ -34,12 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 
-os.environ.setdefault("MEDSAE_PROGRESS", "0")
-
-from medsae.data.table import open_images  # noqa: E402
-from medsae.encode import EncodeConfig, encode, get_encoder  # noqa: E402
-from medsae.testing import make_synthetic_workspace  # noqa: E402
-from medsae.workspace import Workspace  # noqa: E402
+from medsae.data.table import open_images
+from medsae.encode import EncodeConfig, encode, get_encoder
+from medsae.testing import make_synthetic_workspace
+from medsae.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,14 +54,18 @@ def make_workspace(root: Path, n_slices: int, image_size: int) -> Workspace:
     """A finished slices artifact with ``n_slices`` uint8 images of side ``image_size``."""
     per_subject = 3 * 8
     n_subjects = max(1, -(-n_slices // per_subject))
-    ws, _ = make_synthetic_workspace(root, n_subjects=n_subjects, slices_per_plane=8, image_size=image_size, dim=8)
+    ws, _ = make_synthetic_workspace(
+        root, n_subjects=n_subjects, slices_per_plane=8, image_size=image_size, dim=8
+    )
     return ws
 
 
 def forward_seconds(enc: Any, images: np.ndarray, batch_size: int) -> float:
     """Seconds for the model alone over all images (tensors preprocessed beforehand)."""
     with torch.inference_mode():
-        batches = [enc.preprocess(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        batches = [
+            enc.preprocess(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+        ]
     enc.forward(batches[0])  # warm-up
     if enc.device.type == "cuda":
         torch.cuda.synchronize()
@@ -77,7 +87,12 @@ def bench(
     load_s = time.perf_counter() - t0
     fwd_before = forward_seconds(enc, images, batch_size)
     config = EncodeConfig(
-        encoder=encoder, options=options, device=device, batch_size=batch_size, name=label, shard_rows=max(batch_size, 512)
+        encoder=encoder,
+        options=options,
+        device=device,
+        batch_size=batch_size,
+        name=label,
+        shard_rows=max(batch_size, 512),
     )
     t0 = time.perf_counter()
     outcome = encode(ws, config, force=True)
@@ -110,10 +125,18 @@ def bench(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer slices (a smoke run)")
-    parser.add_argument("--gpu", action="store_true", help="DINOv3 ViT-L/16 random weights at 224 and 512, bf16, on CUDA")
-    parser.add_argument("--slices", type=int, default=None, help="number of slices (default 240, quick 48)")
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="DINOv3 ViT-L/16 random weights at 224 and 512, bf16, on CUDA",
+    )
+    parser.add_argument(
+        "--slices", type=int, default=None, help="number of slices (default 240, quick 48)"
+    )
     args = parser.parse_args()
     records = []
     with tempfile.TemporaryDirectory(prefix="medsae-bench-encode-") as tmp:
@@ -124,20 +147,29 @@ def main() -> None:
             ws = make_workspace(Path(tmp) / "ws", n, 512)
             for size in (224, 512):
                 opts = {"arch": "dinov3-vitl16", "seed": 0, "input_size": size, "pooling": "cls"}
-                records.append(bench(f"random-dinov3-vitl16-{size}", "random", opts, ws, 64, "cuda"))
+                records.append(
+                    bench(f"random-dinov3-vitl16-{size}", "random", opts, ws, 64, "cuda")
+                )
         else:
             n = args.slices or (48 if args.quick else 240)
             ws = make_workspace(Path(tmp) / "ws", n, 256)
-            records.append(bench("efficientnet-lite0", "efficientnet-lite0", {"input_size": 224}, ws, 16, "cpu"))
+            records.append(
+                bench(
+                    "efficientnet-lite0", "efficientnet-lite0", {"input_size": 224}, ws, 16, "cpu"
+                )
+            )
             opts = {"arch": "dinov3-vits16", "seed": 0, "input_size": 224, "pooling": "cls"}
             records.append(bench("random-dinov3-vits16", "random", opts, ws, 16, "cpu"))
     out = {
         "benchmark": "encode",
-        "command": "python benchmarks/encode.py" + (" --gpu" if args.gpu else "") + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/encode.py"
+        + (" --gpu" if args.gpu else "")
+        + (" --quick" if args.quick else ""),
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "load_average": os.getloadavg(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },

@@ -13,7 +13,12 @@ TINY = {
     "prepare": {"step": 4, "size": 64},
     "encode": {"options": {"input_size": 64}, "batch_size": 64},
     "train": {"levels": [[16, 64]], "k": [[2, 4]], "epochs": 3, "batch_size": 64},
-    "evaluate": {"l2_grid": [1e-2], "max_iter": 30, "recovery_ns": [1, 10], "recovery_methods": ["mean_diff"]},
+    "evaluate": {
+        "l2_grid": [1e-2],
+        "max_iter": 30,
+        "recovery_ns": [1, 10],
+        "recovery_methods": ["mean_diff"],
+    },
     "index": {"search": {"eval_queries": 20, "sweep_k": [5]}},
     "report": {"n_features": 4, "top_slices": 3, "fingerprint_examples": 1},
 }
@@ -30,7 +35,16 @@ def test_demo_end_to_end_on_a_tiny_phantom(tmp_path):
     assert set(SUMMARY_KEYS) <= set(summary)
     assert summary["best_config"] and summary["r2"] is not None and summary["l0"] > 0
     assert (root / "report" / "index.html").is_file()
-    assert {"prepare", "encode", "train", "evaluate", "rank", "interpret", "index", "report"} <= set(run.outcomes)
+    assert {
+        "prepare",
+        "encode",
+        "train",
+        "evaluate",
+        "rank",
+        "interpret",
+        "index",
+        "report",
+    } <= set(run.outcomes)
     # a rerun skips every finished stage
     again = run_demo(root, **TINY)
     assert all(o.skipped for outcomes in again.outcomes.values() for o in outcomes)

@@ -130,3 +130,23 @@ def test_too_few_subjects_for_monosemanticity_is_recorded(tmp_path: Path) -> Non
     assert summary["monosemanticity"] is None
     parts = json.loads((out / "skipped_tasks.json").read_text())["parts"]
     assert any(p["part"] == "monosemanticity" and "distinct subjects" in p["reason"] for p in parts)
+
+
+def test_no_task_with_enough_examples_gives_nulls_not_numbers(tmp_path: Path) -> None:
+    ws, truth = _fresh(tmp_path)
+    cfg = small_config(parts=["probes", "recovery"], min_examples=10_000)
+    out = evaluate(ws, truth.encoder, truth.run, cfg).path
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recovery_at_10"] is None and summary["dense_auroc"] is None
+    assert summary["n_tasks"] == 0
+    assert pd.read_parquet(out / "probes.parquet").empty
+    assert pd.read_parquet(out / "recovery.parquet").empty
+    skipped = json.loads((out / "skipped_tasks.json").read_text())
+    assert any(p["part"] == "probes" for p in skipped["parts"])
+    assert all(
+        "too few" in t["reason"]
+        or "one class" in t["reason"]
+        or "no labelled" in t["reason"]
+        or "column" in t["reason"]
+        for t in skipped["tasks"]
+    )

@@ -52,6 +52,7 @@ class _Run:
         self.summary: dict[str, Any] = {"encoder": inputs.encoder, "run": inputs.run}
         self.dense_auc: dict[tuple[str, str], float] = {}
         self._probe_data: dict[str, Any] | None = None
+        self._probes_done = False
 
     # -- reconstruction ------------------------------------------------------------------
     def reconstruction(self, out: Path) -> None:
@@ -128,6 +129,15 @@ class _Run:
         from medsae.evaluate.probes import run_probes
 
         d = self._prepare_probes()
+        self._probes_done = True
+        if not d["tasks"]:
+            self.skipped_parts.append(
+                {
+                    "part": "probes",
+                    "reason": f"no task has {self.cfg.min_examples} examples of every "
+                    "class in train, val and test (see tasks)",
+                }
+            )
         results: list[dict[str, Any]] = []
         for kind in ("dense", "sparse"):
             t0 = time.perf_counter()
@@ -148,7 +158,7 @@ class _Run:
     def recovery(self, out: Path) -> None:
         from medsae.evaluate.recovery import performance_recovery
 
-        if not self.dense_auc:
+        if not self._probes_done:
             self.probes(out)
         d = self._prepare_probes()
         cfg = self.cfg

@@ -255,10 +255,19 @@ class WorkspaceView:
                     .fillna(df["level"])
                     .to_numpy()
                 )
+                df["level"] = df["level"].astype(np.int64)
+        if "concept" in df.columns:  # a missing concept is null (some writers store "nan")
+            concept = df["concept"].astype(object)
+            df["concept"] = concept.where(
+                ~concept.isin(["nan", "None", ""]) & concept.notna(), None
+            )
         return df
 
     def feature_row(self, latent: int) -> dict[str, Any]:
-        return _clean(self.feature_table.iloc[int(latent)].to_dict())
+        """One latent's row, column by column (a row-wise view would upcast mixed types)."""
+        table = self.feature_table
+        i = int(latent)
+        return _clean({col: table[col].iloc[i] for col in table.columns})
 
     def activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, values) of the slices where ``latent`` is active."""
@@ -316,19 +325,22 @@ class WorkspaceView:
             out.append({"quantile": q, "row": int(rows_a[i]), "activation": float(vals[i])})
         return out
 
-    def enrichment(self, latent: int, top: int = 10, min_count: int = 3) -> list[dict[str, Any]]:
+    def enrichment(
+        self, latent: int, top: int = 10, min_count: int = 3, min_support: float = 0.1
+    ) -> list[dict[str, Any]]:
         """Labels over-represented among the slices where the feature fires.
 
         For a label L, ``rate_active = P(L | active)``, ``rate_all = P(L)`` over slices where
         L is defined (anatomy ``-1`` and null metadata excluded), and ``lift = rate_active /
-        rate_all``. Returned sorted by lift, labels seen fewer than ``min_count`` times among
-        active slices left out.
+        rate_all``. Returned sorted by lift; labels carried by fewer than ``min_count`` active
+        slices, or by less than ``min_support`` of them, are left out.
         """
         rows_a, _ = self.activations(latent)
         if len(rows_a) == 0:
             return []
         active = np.zeros(len(self.table), dtype=bool)
         active[rows_a] = True
+        min_count = max(min_count, int(np.ceil(min_support * len(rows_a))))
         out: list[dict[str, Any]] = []
         for col, (codes, uniques) in self._label_codes.items():
             defined = codes >= 0
@@ -417,7 +429,9 @@ def _clean_value(v: Any) -> Any:
         v = v.item()
     if isinstance(v, float) and not np.isfinite(v):
         return None
-    if v is pd.NA or v is pd.NaT:
+    if v is pd.NA or v is pd.NaT or v is None:
+        return None
+    if isinstance(v, float) and v != v:
         return None
     return v
 

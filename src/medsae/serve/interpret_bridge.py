@@ -75,7 +75,7 @@ def _retriever(view: WorkspaceView) -> Any:
             except ImportError:
                 return None
             try:
-                retriever = text_retriever(view.ws, view.encoder, view.run)
+                retriever: Any = text_retriever(view.ws, view.encoder, view.run)
                 # concurrent requests share embedding batches and a cache of embedded texts
                 retriever.embedder = BatchingEmbedder(retriever.embedder)
                 slot["retriever"] = retriever
