@@ -37,16 +37,22 @@ def print_summary(run: Any) -> None:
             else str(value),
         )
     console.print(table)
-    times = Table(title="stage times (s): this run / artifact build")
+    times = Table(title="stage times (s)")
     times.add_column("stage")
     times.add_column("this run", justify="right")
-    times.add_column("build", justify="right")
+    times.add_column("CPU", justify="right")
+    times.add_column("artifact build", justify="right")
     built = run.stage_seconds()
     for stage, seconds in run.seconds.items():
+        cpu = run.cpu_seconds.get(stage)
         times.add_row(
-            stage, f"{seconds:.1f}", f"{built.get(stage, 0.0):.1f}" if stage in built else ""
+            stage,
+            f"{seconds:.1f}",
+            "" if cpu is None else f"{cpu:.1f}",
+            f"{built.get(stage, 0.0):.1f}" if stage in built else "",
         )
-    times.add_row("total", f"{sum(run.seconds.values()):.1f}", "")
+    total_cpu = sum(run.cpu_seconds.values())
+    times.add_row("total", f"{sum(run.seconds.values()):.1f}", f"{total_cpu:.1f}", "")
     console.print(times)
     report = run.workspace.report / "index.html"
     if report.is_file():

@@ -36,4 +36,4 @@ def serve(
     console.print(
         f"medsae browser for {view.ws.root} ({view.encoder} / {view.run}) at http://{host}:{port}/"
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -77,18 +77,20 @@ def create_app(
     )
     app.add_middleware(BodySizeLimit, limit=upload_limit)
 
+    # the fields of every slice reference, computed once (a table row lookup per result
+    # item would dominate the cost of a search answer)
+    ref_cols = [c for c in ("modality", "plane", "subject_key", "split") if c in table.columns]
+    base_refs: list[dict[str, Any]] = [
+        {
+            "slice_id": str(sid),
+            "image_url": f"/api/slices/{_quote(str(sid))}/image.png",
+            **{c: _opt(v) for c, v in zip(ref_cols, vals, strict=True)},
+        }
+        for sid, *vals in zip(table["slice_id"], *(table[c] for c in ref_cols), strict=True)
+    ]
+
     def ref(row: int, **extra: Any) -> m.SliceRef:
-        rec = table.iloc[row]
-        sid = str(rec["slice_id"])
-        return m.SliceRef(
-            slice_id=sid,
-            image_url=f"/api/slices/{_quote(sid)}/image.png",
-            modality=_opt(rec.get("modality")),
-            plane=_opt(rec.get("plane")),
-            subject_key=_opt(rec.get("subject_key")),
-            split=_opt(rec.get("split")),
-            **extra,
-        )
+        return m.SliceRef(**base_refs[row], **extra)
 
     def row_of(slice_id: str) -> int:
         row = view.row_of.get(slice_id)
