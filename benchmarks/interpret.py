@@ -38,7 +38,9 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=60)
     parser.add_argument("--latents", type=int, default=300)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--workspace", type=Path, default=None, help="A finished workspace instead.")
+    parser.add_argument(
+        "--workspace", type=Path, default=None, help="A finished workspace instead."
+    )
     args = parser.parse_args()
     if args.quick:
         args.subjects, args.latents = 24, 128
@@ -51,7 +53,9 @@ def main() -> None:
         bench_workspace(args.workspace, load)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        ws, truth = make_synthetic_workspace(Path(tmp), n_subjects=args.subjects, n_latents=args.latents)
+        ws, truth = make_synthetic_workspace(
+            Path(tmp), n_subjects=args.subjects, n_latents=args.latents
+        )
         t0 = time.perf_counter()
         outcome = interpret(ws, truth.encoder, truth.run)
         seconds = time.perf_counter() - t0
@@ -66,8 +70,12 @@ def main() -> None:
         "slices": args.subjects * 36,
         "latents": args.latents,
         "median_detection_ba_all": scores["detection_balanced_accuracy"],
-        "median_detection_ba_planted": float(features.loc[planted, "detection_balanced_accuracy"].median()),
-        "median_detection_ba_noise": float(features.loc[~planted, "detection_balanced_accuracy"].median()),
+        "median_detection_ba_planted": float(
+            features.loc[planted, "detection_balanced_accuracy"].median()
+        ),
+        "median_detection_ba_noise": float(
+            features.loc[~planted, "detection_balanced_accuracy"].median()
+        ),
         "ranking_top2_planted": float((features.loc[planted, "ranking_rank"] <= 2).mean()),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
@@ -96,7 +104,9 @@ def bench_workspace(root: Path, load: float) -> None:
         "features_described": int(scores["counts"]["described"]),
         "detection_balanced_accuracy": scores["detection_balanced_accuracy"],
         "detection_auroc_median": scores["detection"]["auroc"]["median"],
-        "labels_scorer_balanced_accuracy": scores["detection_by_scorer"]["labels"]["balanced_accuracy"]["median"],
+        "labels_scorer_balanced_accuracy": scores["detection_by_scorer"]["labels"][
+            "balanced_accuracy"
+        ]["median"],
         "ranking_top2": scores["ranking"]["top2"],
         "ranking_mean_rank": scores["ranking"]["mean_rank"],
         "cpu_count": os.cpu_count(),

@@ -47,16 +47,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medsae-bench-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        make_phantom(root / "data", PhantomConfig(ct_subjects=args.volumes, mri_subjects=0,
-                                                  size_xy=size, n_slices=n_slices, seed=0))
+        make_phantom(
+            root / "data",
+            PhantomConfig(
+                ct_subjects=args.volumes, mri_subjects=0, size_xy=size, n_slices=n_slices, seed=0
+            ),
+        )
         phantom_s = time.perf_counter() - t0
         runs = {}
         for w in args.workers:
             usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             before = usage0.ru_maxrss
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", RUN, str(root / f"ws{w}"), str(root / "data" / "ct"), str(w)],
-                           check=True, env={"MEDSAE_PROGRESS": "0", **_env()})
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    RUN,
+                    str(root / f"ws{w}"),
+                    str(root / "data" / "ct"),
+                    str(w),
+                ],
+                check=True,
+                env={"MEDSAE_PROGRESS": "0", **_env()},
+            )
             seconds = time.perf_counter() - t0
             usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             peak = usage1.ru_maxrss
@@ -66,7 +80,9 @@ def main() -> None:
             runs[str(w)] = {
                 "seconds": round(seconds, 2),
                 "seconds_per_volume": round(seconds / args.volumes, 2),
-                "cpu_seconds_per_volume": round(cpu / args.volumes, 2),  # robust on a shared machine
+                "cpu_seconds_per_volume": round(
+                    cpu / args.volumes, 2
+                ),  # robust on a shared machine
                 "slices": n,
                 "slices_per_second": round(n / seconds, 1),
                 "peak_rss_mb": round(max(peak, before) / 1024.0, 1),

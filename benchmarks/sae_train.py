@@ -101,7 +101,9 @@ def dense_step_fn(d: int, D: int, k: int, x: torch.Tensor, device: torch.device)
     return step
 
 
-def sparsify_step_fn(d: int, D: int, k: int, x: torch.Tensor, device: torch.device, bf16: bool) -> Any:
+def sparsify_step_fn(
+    d: int, D: int, k: int, x: torch.Tensor, device: torch.device, bf16: bool
+) -> Any:
     from sparsify import SparseCoder, SparseCoderConfig
 
     sae = SparseCoder(d, SparseCoderConfig(num_latents=D, k=k), device=device)
@@ -135,7 +137,9 @@ def throughput(name: str, fns: dict[str, Any], B: int, reps: int, warm: int) -> 
     return {k: B / statistics.median(v) for k, v in times.items()}
 
 
-def quality(d: int, n_true: int, active: int, D: int, k: int, samples: int, B: int, device: torch.device) -> dict[str, float]:
+def quality(
+    d: int, n_true: int, active: int, D: int, k: int, samples: int, B: int, device: torch.device
+) -> dict[str, float]:
     """Train our BatchTopK SAE on planted sparse data; recovered features, alive, per-dim R²."""
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(n_true, d, generator=gen)
@@ -147,7 +151,14 @@ def quality(d: int, n_true: int, active: int, D: int, k: int, samples: int, B: i
         x = torch.einsum("na,nad->nd", w, feats[idx])
         return x + 0.01 * torch.randn(n, d, generator=g)
 
-    cfg = SAEConfig(arch="batchtopk", d_in=d, n_latents=D, k=k, input_transform="none", dead_after_samples=200_000)
+    cfg = SAEConfig(
+        arch="batchtopk",
+        d_in=d,
+        n_latents=D,
+        k=k,
+        input_transform="none",
+        dead_after_samples=200_000,
+    )
     sae = build_sae(cfg, seed=1).to(device)
     steps = samples // B
     tcfg = TrainConfig(lr=4 * TrainConfig().lr_for(D), warmup_fraction=0.01)
@@ -167,7 +178,12 @@ def quality(d: int, n_true: int, active: int, D: int, k: int, samples: int, B: i
     with torch.no_grad():
         xh = sae.decode(sae.encode(xt))
     r2 = 1 - float((xt - xh).pow(2).sum() / (xt - xt.mean(0)).pow(2).sum())
-    return {"recovered_fraction": recovered, "alive_fraction": float(fired.float().mean()), "r2": r2, "samples": steps * B}
+    return {
+        "recovered_fraction": recovered,
+        "alive_fraction": float(fired.float().mean()),
+        "r2": r2,
+        "samples": steps * B,
+    }
 
 
 def main() -> None:
@@ -183,7 +199,12 @@ def main() -> None:
         torch.set_num_threads(os.cpu_count() or 1)
     B = 2048
     reps, warm = (3, 1) if args.quick else (5, 2)
-    result: dict[str, Any] = {"device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(), "batch_size": B}
+    result: dict[str, Any] = {
+        "device": str(device),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "batch_size": B,
+    }
 
     rate = matmul_rate(B, 1024, 8192, device, reps)
     ceiling = rate / (2 * 1024 * 8192)
@@ -193,7 +214,9 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     x1024 = torch.nn.functional.normalize(torch.randn(B, 1024, generator=gen), dim=1).to(device)
     topk = SAEConfig(arch="topk", d_in=1024, n_latents=8192, k=40)
-    matry = SAEConfig(arch="matryoshka", d_in=1024, n_latents=8192, levels=[128, 512, 2048, 8192], k=40)
+    matry = SAEConfig(
+        arch="matryoshka", d_in=1024, n_latents=8192, levels=[128, 512, 2048, 8192], k=40
+    )
     perlevel = matry.model_copy(update={"arch": "matryoshka-perlevel", "k_levels": [5, 10, 20, 40]})
     fns = {
         "ours_topk": ours_step_fn(topk, x1024, device, bf16),
@@ -214,7 +237,9 @@ def main() -> None:
         "matryoshka_D128-512-2048-8192_K40_d1024": sps["ours_matryoshka"],
     }
     if "ours_matryoshka_perlevel" in sps:
-        result["configs"]["matryoshka-perlevel_D128-512-2048-8192_K5-10-20-40_d1024"] = sps["ours_matryoshka_perlevel"]
+        result["configs"]["matryoshka-perlevel_D128-512-2048-8192_K5-10-20-40_d1024"] = sps[
+            "ours_matryoshka_perlevel"
+        ]
     result["matryoshka_speedup_vs_sparsify"] = sps["ours_matryoshka"] / sps["sparsify"]
     del fns
 
@@ -222,7 +247,9 @@ def main() -> None:
     ks = [20, 40, 80, 160] if not args.quick else [160]
     fns = {}
     for kk in ks:
-        c = SAEConfig(arch="matryoshka", d_in=1536, n_latents=8192, levels=[128, 512, 2048, 8192], k=kk)
+        c = SAEConfig(
+            arch="matryoshka", d_in=1536, n_latents=8192, levels=[128, 512, 2048, 8192], k=kk
+        )
         fns[f"matryoshka_D128-512-2048-8192_K{kk}_d1536"] = ours_step_fn(c, x1536, device, bf16)
     fns["sparsify_d1536_K160"] = sparsify_step_fn(1536, 8192, 160, x1536, device, bf16)
     sps2 = throughput("d1536", fns, B, max(2, reps - 2), 1)
@@ -234,7 +261,9 @@ def main() -> None:
     if args.quick:
         q = quality(d=128, n_true=512, active=5, D=512, k=5, samples=400_000, B=B, device=device)
     else:
-        q = quality(d=1024, n_true=8192, active=30, D=8192, k=30, samples=6_000_000, B=B, device=device)
+        q = quality(
+            d=1024, n_true=8192, active=30, D=8192, k=30, samples=6_000_000, B=B, device=device
+        )
     result["quality"] = q
     result.update({k: q[k] for k in ("recovered_fraction", "alive_fraction", "r2")})
     result["targets"] = {

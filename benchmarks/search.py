@@ -69,12 +69,16 @@ def synthetic_codes(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="100,000 slices, 50 queries")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--latents", type=int, default=8192)
     ap.add_argument("--active", type=float, default=40.0, help="mean active latents per row")
-    ap.add_argument("--alpha", type=float, default=0.8, help="power-law exponent of latent frequency")
+    ap.add_argument(
+        "--alpha", type=float, default=0.8, help="power-law exponent of latent frequency"
+    )
     ap.add_argument("--p-max", type=float, default=0.25, help="cap on a latent's firing frequency")
     ap.add_argument("--rows-per-subject", type=int, default=500)
     ap.add_argument("--queries", type=int, default=200)

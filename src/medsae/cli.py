@@ -44,7 +44,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """medsae command line."""
 
@@ -65,5 +67,7 @@ def main() -> None:
     except KeyboardInterrupt:
         from medsae.progress import console
 
-        console.print("[yellow]interrupted; finished artifacts are intact and the stage resumes on rerun[/yellow]")
+        console.print(
+            "[yellow]interrupted; finished artifacts are intact and the stage resumes on rerun[/yellow]"
+        )
         sys.exit(130)

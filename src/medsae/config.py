@@ -77,7 +77,8 @@ def build_config(model: type[M], data: dict[str, Any], source: str | Path = "con
         return model.model_validate(data)
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}" for err in e.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in e.errors()
         )
         raise InputError(source, f"invalid {model.__name__}: {problems}") from e
 

@@ -75,7 +75,9 @@ def reconstruction_metrics(x: np.ndarray, x_hat: np.ndarray) -> dict[str, float]
     return acc.result()
 
 
-def firing_stats(fire_counts: np.ndarray, n_rows: int, dense_threshold: float = DENSE_THRESHOLD) -> dict[str, float]:
+def firing_stats(
+    fire_counts: np.ndarray, n_rows: int, dense_threshold: float = DENSE_THRESHOLD
+) -> dict[str, float]:
     """Dead / dense / alive fractions from per-latent firing counts over ``n_rows`` rows."""
     fire_counts = np.asarray(fire_counts)
     freq = fire_counts / max(n_rows, 1)

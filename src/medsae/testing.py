@@ -191,19 +191,35 @@ def make_synthetic_workspace(
         split_df.to_parquet(tmp / SPLIT_FILE, index=False)
         return StageResult(counts=split_df["split"].value_counts().to_dict())
 
-    run_stage(ws.split, "split", {"synthetic": seed}, {"slices": artifact_key(ws.slices)}, build_split, quiet=True)
+    run_stage(
+        ws.split,
+        "split",
+        {"synthetic": seed},
+        {"slices": artifact_key(ws.slices)},
+        build_split,
+        quiet=True,
+    )
 
     def build_emb(tmp: Path) -> StageResult:
         half = n // 2
-        write_store(tmp, encoder, [("shard-00000.npy", emb[:half]), ("shard-00001.npy", emb[half:])])
+        write_store(
+            tmp, encoder, [("shard-00000.npy", emb[:half]), ("shard-00001.npy", emb[half:])]
+        )
         return StageResult(counts={"rows": n, "dim": dim})
 
     run_stage(
-        ws.embeddings(encoder), "encode", {"encoder": encoder}, {"slices": artifact_key(ws.slices)}, build_emb, quiet=True
+        ws.embeddings(encoder),
+        "encode",
+        {"encoder": encoder},
+        {"slices": artifact_key(ws.slices)},
+        build_emb,
+        quiet=True,
     )
 
     def build_codes(tmp: Path) -> StageResult:
-        save_codes(tmp, codes, {"encoder": encoder, "run": run, "levels": [n_latents], "mode": "planted"})
+        save_codes(
+            tmp, codes, {"encoder": encoder, "run": run, "levels": [n_latents], "mode": "planted"}
+        )
         return StageResult(counts={"rows": n, "nnz": int(codes.nnz)})
 
     run_stage(
@@ -214,4 +230,6 @@ def make_synthetic_workspace(
         build_codes,
         quiet=True,
     )
-    return ws, SyntheticTruth(concepts=concepts, n_latents=n_latents, encoder=encoder, run=run, dim=dim)
+    return ws, SyntheticTruth(
+        concepts=concepts, n_latents=n_latents, encoder=encoder, run=run, dim=dim
+    )

@@ -166,12 +166,16 @@ class StageOutcome:
         return self.status == "skipped"
 
 
-def _stale_reason(old: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+def _stale_reason(
+    old: Mapping[str, Any], config: Mapping[str, Any], inputs: Mapping[str, str]
+) -> str:
     reasons = []
     if old.get("config") != config:
         old_cfg = old.get("config") or {}
         changed = sorted(k for k in set(old_cfg) | set(config) if old_cfg.get(k) != config.get(k))
-        reasons.append("config changed (" + ", ".join(changed[:6]) + ")" if changed else "config changed")
+        reasons.append(
+            "config changed (" + ", ".join(changed[:6]) + ")" if changed else "config changed"
+        )
     old_inputs = old.get("inputs") or {}
     for name in sorted(set(old_inputs) | set(inputs)):
         if old_inputs.get(name) != inputs.get(name):
@@ -184,7 +188,10 @@ def compute_key(stage: str, config: Mapping[str, Any], inputs: Mapping[str, str]
 
 
 def stage_status(
-    out_dir: Path, stage: str, config: BaseModel | Mapping[str, Any] | None, inputs: Mapping[str, str]
+    out_dir: Path,
+    stage: str,
+    config: BaseModel | Mapping[str, Any] | None,
+    inputs: Mapping[str, str],
 ) -> tuple[str, str]:
     """("up-to-date" | "stale" | "missing", reason) for an artifact folder, without building."""
     cfg = config_dict(config)

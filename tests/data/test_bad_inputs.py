@@ -25,11 +25,16 @@ def _break(ct: Path) -> dict[str, str]:
     img.write_bytes(img.read_bytes()[:300])  # truncated gzip
     (ct / "s0002" / "ct.nii.gz").unlink()  # missing image
     shutil.rmtree(ct / "s0003" / "segmentations")  # missing segmentation folder
-    return {"CT:s0001": "s0001/ct.nii.gz", "CT:s0002": "missing image file",
-            "CT:s0003": "missing segmentation folder"}
+    return {
+        "CT:s0001": "s0001/ct.nii.gz",
+        "CT:s0002": "missing image file",
+        "CT:s0003": "missing segmentation folder",
+    }
 
 
-def test_failures_are_reported_and_previous_artifact_kept(phantom_copy: Path, tmp_path: Path) -> None:
+def test_failures_are_reported_and_previous_artifact_kept(
+    phantom_copy: Path, tmp_path: Path
+) -> None:
     ws = Workspace(tmp_path / "ws")
     cfg = PrepareConfig(source=str(phantom_copy), size=16, step=4)
     prepare(ws, cfg)
@@ -48,15 +53,22 @@ def test_failures_are_reported_and_previous_artifact_kept(phantom_copy: Path, tm
     assert len(json.loads((ws.slices / "failures.json").read_text())["failures"]) == 3
 
 
-@pytest.mark.parametrize("kind", ["empty_seg", "mask_shape", "mask_affine", "four_d", "nan", "empty_volume"])
+@pytest.mark.parametrize(
+    "kind", ["empty_seg", "mask_shape", "mask_affine", "four_d", "nan", "empty_volume"]
+)
 def test_bad_volumes(kind: str, phantom_copy: Path, tmp_path: Path) -> None:
     subj = phantom_copy / "mri" / "s0001"
     img = nib.load(subj / "mri.nii.gz")
     data, affine = np.asarray(img.dataobj), img.affine
     liver = subj / "segmentations" / "liver.nii.gz"
-    words = {"empty_seg": "holds no mask files", "mask_shape": "differs from image shape",
-             "mask_affine": "affine differs", "four_d": "expected a 3D volume", "nan": "NaN",
-             "empty_volume": "empty volume"}[kind]
+    words = {
+        "empty_seg": "holds no mask files",
+        "mask_shape": "differs from image shape",
+        "mask_affine": "affine differs",
+        "four_d": "expected a 3D volume",
+        "nan": "NaN",
+        "empty_volume": "empty volume",
+    }[kind]
     if kind == "empty_seg":
         for p in (subj / "segmentations").iterdir():
             p.unlink()
@@ -73,7 +85,10 @@ def test_bad_volumes(kind: str, phantom_copy: Path, tmp_path: Path) -> None:
     elif kind == "empty_volume":
         save_nifti(subj / "mri.nii.gz", np.zeros((0, 4, 4), np.int16), affine)
     with pytest.raises(StageFailures) as err:
-        prepare(Workspace(tmp_path / "ws"), PrepareConfig(source=str(phantom_copy / "mri"), size=16, step=4))
+        prepare(
+            Workspace(tmp_path / "ws"),
+            PrepareConfig(source=str(phantom_copy / "mri"), size=16, step=4),
+        )
     assert err.value.failed == ["MR:s0001"]
     error = json.loads(err.value.report.read_text())["failures"][0]["error"]
     assert words in error and "MR:s0001" in error
@@ -101,7 +116,10 @@ def test_non_numeric_age_fails_that_subject(phantom_copy: Path, tmp_path: Path) 
     lines[1] = ";".join(parts)
     meta.write_text("\n".join(lines) + "\n")
     with pytest.raises(StageFailures) as err:
-        prepare(Workspace(tmp_path / "ws"), PrepareConfig(source=str(phantom_copy / "mri"), size=16, step=4))
+        prepare(
+            Workspace(tmp_path / "ws"),
+            PrepareConfig(source=str(phantom_copy / "mri"), size=16, step=4),
+        )
     assert err.value.failed == ["MR:s0001"]
     error = json.loads(err.value.report.read_text())["failures"][0]["error"]
     assert "'forty'" in error and "meta.csv" in error

@@ -41,7 +41,12 @@ def test_mri_percentiles_of_foreground() -> None:
 def test_unknown_study_type_is_counted_not_fatal(tmp_path: Path) -> None:
     src = _nifti_folder(tmp_path / "nif", study_type="ct banana")
     ws = Workspace(tmp_path / "ws")
-    out = prepare(ws, PrepareConfig(source=str(src), size=16, column_map={"subject": "PatientID", "image": "path"}))
+    out = prepare(
+        ws,
+        PrepareConfig(
+            source=str(src), size=16, column_map={"subject": "PatientID", "image": "path"}
+        ),
+    )
     assert out.manifest["counts"]["unknown_study_type_volumes"] == 1
     table = read_slices(ws.slices)
     assert (table["window_center"] == 40).all() and (table["window_width"] == 400).all()
@@ -50,8 +55,15 @@ def test_unknown_study_type_is_counted_not_fatal(tmp_path: Path) -> None:
 def test_multi_window_rgb(tmp_path: Path) -> None:
     src = _nifti_folder(tmp_path / "nif")
     ws = Workspace(tmp_path / "ws")
-    prepare(ws, PrepareConfig(source=str(src), size=16, multi_window=True,
-                              column_map={"subject": "PatientID", "image": "path"}))
+    prepare(
+        ws,
+        PrepareConfig(
+            source=str(src),
+            size=16,
+            multi_window=True,
+            column_map={"subject": "PatientID", "image": "path"},
+        ),
+    )
     images = open_images(ws.slices)
     assert images.ndim == 4 and images.shape[-1] == 3
     body = images[images[..., 1] > 0]
@@ -60,13 +72,15 @@ def test_multi_window_rgb(tmp_path: Path) -> None:
 
 def _subjects(n: int = 400, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "subject_key": [f"{'CT' if i % 3 else 'MR'}:s{i:04d}" for i in range(n)],
-        "modality": ["CT" if i % 3 else "MR" for i in range(n)],
-        "sex": rng.choice(["M", "F"], n),
-        "age_group": rng.choice(["<40", "40-60", "60-80", ">=80"], n),
-        "institute": rng.choice([*list("ABCDEFGH"), None], n),
-    })
+    return pd.DataFrame(
+        {
+            "subject_key": [f"{'CT' if i % 3 else 'MR'}:s{i:04d}" for i in range(n)],
+            "modality": ["CT" if i % 3 else "MR" for i in range(n)],
+            "sex": rng.choice(["M", "F"], n),
+            "age_group": rng.choice(["<40", "40-60", "60-80", ">=80"], n),
+            "institute": rng.choice([*list("ABCDEFGH"), None], n),
+        }
+    )
 
 
 def test_split_held_out_institutes_and_missing_institute() -> None:

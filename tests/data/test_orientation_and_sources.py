@@ -64,19 +64,33 @@ def _nifti_folder(root: Path, study_type: str = "ct abdomen") -> Path:
     data[:3, :3, -3:] = 300.0  # bright marker in the right-anterior-superior corner
     save_nifti(root / "img" / "p1.nii.gz", data, LPS)
     labels = np.zeros((10, 12, 14), np.int16)
-    labels[:3, :3, -3:] = 1  # "liver" in the right-anterior-superior corner: 9 voxels per axial slice
+    labels[:3, :3, -3:] = (
+        1  # "liver" in the right-anterior-superior corner: 9 voxels per axial slice
+    )
     save_nifti(root / "lab" / "p1.nii.gz", labels, LPS)
     (root / "labels.json").write_text(json.dumps({"1": "liver", "2": "spleen"}))
-    pd.DataFrame({"PatientID": ["p1"], "path": ["img/p1.nii.gz"], "labels": ["lab/p1.nii.gz"],
-                  "age": ["61"], "sex": ["female"], "study_type": [study_type]}).to_csv(root / "metadata.csv", index=False)
+    pd.DataFrame(
+        {
+            "PatientID": ["p1"],
+            "path": ["img/p1.nii.gz"],
+            "labels": ["lab/p1.nii.gz"],
+            "age": ["61"],
+            "sex": ["female"],
+            "study_type": [study_type],
+        }
+    ).to_csv(root / "metadata.csv", index=False)
     return root
 
 
 def test_nifti_folder_with_table_and_label_map(tmp_path: Path) -> None:
     src = _nifti_folder(tmp_path / "nif")
     ws = Workspace(tmp_path / "ws")
-    cfg = PrepareConfig(source=str(src), size=24, restrict_to_labelled=False,
-                        column_map={"subject": "PatientID", "image": "path"})
+    cfg = PrepareConfig(
+        source=str(src),
+        size=24,
+        restrict_to_labelled=False,
+        column_map={"subject": "PatientID", "image": "path"},
+    )
     prepare(ws, cfg)
     table, anat = read_slices(ws.slices), read_anatomy(ws.slices)
     assert set(table["source_kind"]) == {"nifti"} and set(table["subject_key"]) == {"CT:p1"}
@@ -144,10 +158,16 @@ def test_synthetic_dicom_series_order_and_rescale(tmp_path: Path) -> None:
 
     _write_series(tmp_path / "series")
     cases, _ = dicom_cases(tmp_path / "series")
-    assert len(cases) == 1 and cases[0].meta["age"] == 70 and cases[0].meta["study_type"] == "CT thorax"
+    assert (
+        len(cases) == 1
+        and cases[0].meta["age"] == 70
+        and cases[0].meta["study_type"] == "CT thorax"
+    )
     vol, affine, _ = load_series(cases[0].dicom_files, "d1")
     assert vol.shape == (10, 8, 6)
-    np.testing.assert_allclose(vol[0, 0, :], [100.0 * k for k in range(6)])  # sorted by position, HU
+    np.testing.assert_allclose(
+        vol[0, 0, :], [100.0 * k for k in range(6)]
+    )  # sorted by position, HU
     assert affine[2, 2] == pytest.approx(2.5)
     ws = Workspace(tmp_path / "ws")
     prepare(ws, PrepareConfig(source=str(tmp_path / "series"), size=16, planes=["axial"]))

@@ -26,8 +26,12 @@ def prepared(phantom_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Wo
 
 
 def test_layout_matches_totalsegmentator(phantom_root: Path) -> None:
-    assert (phantom_root / "ct" / "meta.csv").read_text().startswith("image_id;age;gender;institute")
-    assert "magnetic_field_strength" in (phantom_root / "mri" / "meta.csv").read_text().splitlines()[0]
+    assert (
+        (phantom_root / "ct" / "meta.csv").read_text().startswith("image_id;age;gender;institute")
+    )
+    assert (
+        "magnetic_field_strength" in (phantom_root / "mri" / "meta.csv").read_text().splitlines()[0]
+    )
     seg = phantom_root / "ct" / "s0001" / "segmentations"
     assert {p.name[:-7] for p in seg.iterdir()} == set(STRUCTURES_BY_MODALITY["CT"])
     assert (phantom_root / "mri" / "s0001" / "mri.nii.gz").is_file()
@@ -36,12 +40,18 @@ def test_layout_matches_totalsegmentator(phantom_root: Path) -> None:
 def test_phantom_is_deterministic(tmp_path: Path) -> None:
     cfg = TINY.model_copy(update={"ct_subjects": 1, "mri_subjects": 1})
     a, b = make_phantom(tmp_path / "a", cfg), make_phantom(tmp_path / "b", cfg)
-    for rel in ("ct/s0001/ct.nii.gz", "mri/s0001/mri.nii.gz", "ct/s0001/segmentations/liver.nii.gz"):
+    for rel in (
+        "ct/s0001/ct.nii.gz",
+        "mri/s0001/mri.nii.gz",
+        "ct/s0001/segmentations/liver.nii.gz",
+    ):
         np.testing.assert_array_equal(nib.load(a / rel).get_fdata(), nib.load(b / rel).get_fdata())
     assert (a / "ct/meta.csv").read_text() == (b / "ct/meta.csv").read_text()
     c = make_phantom(tmp_path / "c", cfg.model_copy(update={"seed": cfg.seed + 1}))
-    assert not np.array_equal(nib.load(a / "ct/s0001/ct.nii.gz").get_fdata(),
-                              nib.load(c / "ct/s0001/ct.nii.gz").get_fdata())
+    assert not np.array_equal(
+        nib.load(a / "ct/s0001/ct.nii.gz").get_fdata(),
+        nib.load(c / "ct/s0001/ct.nii.gz").get_fdata(),
+    )
 
 
 def test_slices_artifact(prepared: Workspace) -> None:
@@ -109,7 +119,9 @@ def test_rerun_is_skipped_and_edit_makes_stale(phantom_copy: Path, tmp_path: Pat
     assert again.status == "rebuilt" and "input 'source' changed" in again.reason
 
 
-def test_resume_after_interruption(phantom_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_interruption(
+    phantom_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import medsae.data.prepare_stage as stage
 
     ws = Workspace(tmp_path / "ws")
@@ -128,7 +140,9 @@ def test_resume_after_interruption(phantom_copy: Path, tmp_path: Path, monkeypat
         prepare(ws, cfg)
     assert not ws.slices.exists()
     calls.clear()
-    monkeypatch.setattr(stage, "process_case", lambda c, k, p: (calls.append(c.key), real(c, k, p))[1])
+    monkeypatch.setattr(
+        stage, "process_case", lambda c, k, p: (calls.append(c.key), real(c, k, p))[1]
+    )
     out = prepare(ws, cfg)
     assert calls == ["CT:s0003"]  # the two finished volumes were not redone
     assert out.manifest["counts"]["volumes"] == 3

@@ -43,10 +43,16 @@ def write_features(ws, truth, descriptions: dict[int, str] | None = None) -> Pat
     """features.parquet naming each planted latent's concept (noise latents undescribed)."""
     if descriptions is None:
         descriptions = {
-            j: PHRASES.get(c) or c.split("=", 1)[1].replace("_", " ") for j, c in enumerate(truth.concepts)
+            j: PHRASES.get(c) or c.split("=", 1)[1].replace("_", " ")
+            for j, c in enumerate(truth.concepts)
         }
     rows = [
-        {"latent": j, "level": 0, "description": descriptions.get(j), "detection_balanced_accuracy": 0.9}
+        {
+            "latent": j,
+            "level": 0,
+            "description": descriptions.get(j),
+            "detection_balanced_accuracy": 0.9,
+        }
         for j in range(truth.n_latents)
     ]
     folder = ws.features(truth.encoder, truth.run)
@@ -59,14 +65,20 @@ def write_features(ws, truth, descriptions: dict[int, str] | None = None) -> Pat
 def planted(tmp_path_factory: pytest.TempPathFactory):
     from medsae.testing import make_synthetic_workspace
 
-    ws, truth = make_synthetic_workspace(tmp_path_factory.mktemp("ws"), n_subjects=24, slices_per_plane=8)
+    ws, truth = make_synthetic_workspace(
+        tmp_path_factory.mktemp("ws"), n_subjects=24, slices_per_plane=8
+    )
     write_features(ws, truth)
     return ws, truth
 
 
 def test_split_query_finds_metadata_terms() -> None:
     terms, rest = split_query("axial CT thorax, female patient")
-    assert [(a, p) for a, p, _ in terms] == [("modality", "CT scan"), ("plane", "axial slice"), ("sex", "female patient")]
+    assert [(a, p) for a, p, _ in terms] == [
+        ("modality", "CT scan"),
+        ("plane", "axial slice"),
+        ("sex", "female patient"),
+    ]
     assert rest == "thorax"
     terms, rest = split_query("axial CT male pelvis")
     assert ("sex", "male patient") in [(a, p) for a, p, _ in terms]
@@ -96,10 +108,17 @@ def test_bad_query_files_are_rejected(tmp_path: Path) -> None:
         p.write_text(yaml.safe_dump({"queries": entries}))
         return p
 
-    good = {"id": "a", "text": "axial CT", "truth": {"modality": "CT", "plane": "axial"}, "aspects": ["modality", "plane"]}
+    good = {
+        "id": "a",
+        "text": "axial CT",
+        "truth": {"modality": "CT", "plane": "axial"},
+        "aspects": ["modality", "plane"],
+    }
     assert load_queries(write([good]))[0].truth == {"modality": "CT", "plane": "axial"}
     with pytest.raises(InputError, match="unknown structure"):
-        load_queries(write([{**good, "truth": {"structures_any": ["spleeen"]}, "aspects": ["anatomy"]}]))
+        load_queries(
+            write([{**good, "truth": {"structures_any": ["spleeen"]}, "aspects": ["anatomy"]}])
+        )
     with pytest.raises(InputError, match="aspects"):
         load_queries(write([{**good, "aspects": ["modality"]}]))
     with pytest.raises(InputError, match="unknown value"):
@@ -110,18 +129,31 @@ def test_bad_query_files_are_rejected(tmp_path: Path) -> None:
 
 def test_truth_mask_and_precision_on_a_constructed_case() -> None:
     table = pd.DataFrame(
-        {"modality": ["CT", "CT", "MR", "CT"], "plane": ["axial", "coronal", "axial", "axial"],
-         "sex": ["F", "M", "F", None], "age_group": ["<40", ">=80", "60-80", None]}
+        {
+            "modality": ["CT", "CT", "MR", "CT"],
+            "plane": ["axial", "coronal", "axial", "axial"],
+            "sex": ["F", "M", "F", None],
+            "age_group": ["<40", ">=80", "60-80", None],
+        }
     )
     structures = ["liver", "vertebrae_L1", "spleen"]
     presence = np.array([[1, 0, 0], [0, 1, -1], [1, 1, 0], [0, 0, 1]], dtype=np.int8)
-    mask = truth_mask({"modality": "CT", "structures_any": ["liver", "spleen"]}, table, presence, structures)
+    mask = truth_mask(
+        {"modality": "CT", "structures_any": ["liver", "spleen"]}, table, presence, structures
+    )
     assert mask.tolist() == [True, False, False, True]
-    assert truth_mask({"groups_any": ["spine"]}, table, presence, structures).tolist() == [False, True, True, False]
-    assert truth_mask({"sex": "F", "age_group": ["<40", "60-80"]}, table, presence, structures).tolist() == [
-        True, False, True, False]
-    assert truth_mask({"structures_all": ["liver", "vertebrae_L1"]}, table, presence, structures).tolist() == [
-        False, False, True, False]
+    assert truth_mask({"groups_any": ["spine"]}, table, presence, structures).tolist() == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert truth_mask(
+        {"sex": "F", "age_group": ["<40", "60-80"]}, table, presence, structures
+    ).tolist() == [True, False, True, False]
+    assert truth_mask(
+        {"structures_all": ["liver", "vertebrae_L1"]}, table, presence, structures
+    ).tolist() == [False, False, True, False]
     relevant = np.array([True, False, True, True, False])
     assert precision_at([0, 1, 2], relevant, n=10, available=5) == pytest.approx(2 / 5)
     assert precision_at([0, 2, 3, 1], relevant, n=3, available=5) == pytest.approx(1.0)
@@ -130,7 +162,9 @@ def test_truth_mask_and_precision_on_a_constructed_case() -> None:
 
 def test_retriever_picks_planted_features_and_ranks_matching_slices(planted) -> None:
     ws, truth = planted
-    retriever = TextRetriever(load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words())
+    retriever = TextRetriever(
+        load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words()
+    )
     choices = retriever.choose("axial CT liver")
     names = [truth.concepts[c.latent] for c in choices]
     assert names == ["modality=CT", "plane=axial", "structure=liver"]
@@ -142,7 +176,9 @@ def test_retriever_picks_planted_features_and_ranks_matching_slices(planted) -> 
     choices = retriever.choose("male patient liver")
     assert all(truth.concepts[c.latent] != "sex=F" for c in choices)
     sim = retriever.choose("coronal slice", m=2, mode="similarity")
-    assert [truth.concepts[c.latent] for c in sim] == ["plane=coronal"]  # weak second match left out
+    assert [truth.concepts[c.latent] for c in sim] == [
+        "plane=coronal"
+    ]  # weak second match left out
     retriever.config.relative_similarity = 0.0
     sim = retriever.choose("coronal slice", m=2, mode="similarity")
     assert truth.concepts[sim[0].latent] == "plane=coronal" and len(sim) == 2
@@ -151,8 +187,13 @@ def test_retriever_picks_planted_features_and_ranks_matching_slices(planted) -> 
 
 def test_retrieval_goes_through_descriptions_not_metadata(planted) -> None:
     ws, truth = planted
-    swapped = {truth.concepts.index("modality=CT"): "MRI scan", truth.concepts.index("modality=MR"): "CT scan"}
-    retriever = TextRetriever(load_index(ws, truth.encoder, truth.run), _features(ws, truth, swapped), bag_of_words())
+    swapped = {
+        truth.concepts.index("modality=CT"): "MRI scan",
+        truth.concepts.index("modality=MR"): "CT scan",
+    }
+    retriever = TextRetriever(
+        load_index(ws, truth.encoder, truth.run), _features(ws, truth, swapped), bag_of_words()
+    )
     _, results = retriever.search("a CT scan", n=5)
     assert set(results["modality"]) == {"MR"}  # the descriptions were wrong, so are the results
 
@@ -170,20 +211,32 @@ def test_evaluate_text_retrieval_on_planted_queries(planted) -> None:
 
     table = slices_with_split(ws.slices, ws.split)
     anatomy = read_anatomy(ws.slices)
-    retriever = TextRetriever(load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words())
+    retriever = TextRetriever(
+        load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words()
+    )
     queries = [
-        Query("q1", "axial CT liver", {"modality": "CT", "plane": "axial", "structures_any": ["liver"]},
-              ("modality", "plane", "anatomy")),
+        Query(
+            "q1",
+            "axial CT liver",
+            {"modality": "CT", "plane": "axial", "structures_any": ["liver"]},
+            ("modality", "plane", "anatomy"),
+        ),
         Query("q2", "coronal MRI", {"modality": "MR", "plane": "coronal"}, ("modality", "plane")),
         Query("q3", "sagittal slice", {"plane": "sagittal"}, ("plane",)),
     ]
     gallery = table["split"].isin(["val", "test"]).to_numpy()
-    res = evaluate_text_retrieval(retriever, queries, table, anatomy.presence, anatomy.structures, gallery, n=10)
+    res = evaluate_text_retrieval(
+        retriever, queries, table, anatomy.presence, anatomy.structures, gallery, n=10
+    )
     by_id = {q["id"]: q for q in res["queries"]}
     for q in by_id.values():
-        assert q["precision_at_n"] == pytest.approx(q["max_achievable"])  # perfect given the gallery
+        assert q["precision_at_n"] == pytest.approx(
+            q["max_achievable"]
+        )  # perfect given the gallery
     assert res["aspects"]["plane"] == pytest.approx(1.0)
-    assert res["text_precision_at_10"] == pytest.approx(np.mean([q["precision_at_n"] for q in by_id.values()]))
+    assert res["text_precision_at_10"] == pytest.approx(
+        np.mean([q["precision_at_n"] for q in by_id.values()])
+    )
     assert res["gallery_subjects"] == len(table.loc[gallery, "subject_key"].unique())
 
 
@@ -222,7 +275,10 @@ def test_llm_selector_with_the_fake_server(planted) -> None:
     with serve() as url, LLMClient(url, "fake") as client:
         selector = llm_selector(client, m=2)
         retriever = TextRetriever(
-            load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words(), selector=selector
+            load_index(ws, truth.encoder, truth.run),
+            _features(ws, truth),
+            bag_of_words(),
+            selector=selector,
         )
         choices = retriever.choose("liver")
     assert truth.concepts[choices[0].latent] == "structure=liver"

@@ -31,8 +31,12 @@ def data(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_compose_phrase() -> None:
-    text = compose_phrase(["plane=axial", "modality=CT", "structure=liver", "structure=spleen", "age_group=>=80"])
-    assert text == "axial CT through the abdomen: liver and spleen; mostly elderly patients (over 80)"
+    text = compose_phrase(
+        ["plane=axial", "modality=CT", "structure=liver", "structure=spleen", "age_group=>=80"]
+    )
+    assert (
+        text == "axial CT through the abdomen: liver and spleen; mostly elderly patients (over 80)"
+    )
     assert compose_phrase(["sex=F"]) == "slices of mostly female patients"
     assert compose_phrase(["modality=MR"]) == "MRI slices"
     assert compose_phrase([]).startswith("no clear pattern")
@@ -46,7 +50,11 @@ def test_offline_describer_names_planted_concepts(data) -> None:
         d = describer.describe(stats[j])
         li = labels.index(concept)
         # the rule names the concept or a label with exactly the same training slices
-        same = [n for n in d.rule if np.array_equal(labels.values[train, labels.index(n)], labels.values[train, li])]
+        same = [
+            n
+            for n in d.rule
+            if np.array_equal(labels.values[train, labels.index(n)], labels.values[train, li])
+        ]
         assert same, (concept, d.rule, d.text)
         assert any(label_phrase(n).lower() in d.text.lower() for n in same), (concept, d.text)
         assert d.describer == "offline" and d.error is None
@@ -77,7 +85,11 @@ def test_llm_describer_end_to_end(data) -> None:
     assert "mri" in out[0].text and "coronal" in out[1].text and "female" in out[2].text
     messages = describer.prompt(chosen[0])
     user = messages[-1]["content"]
-    assert "Slice 1:" in user and "over-represented" in user and f"{len(train)} training slices" in user
+    assert (
+        "Slice 1:" in user
+        and "over-represented" in user
+        and f"{len(train)} training slices" in user
+    )
 
 
 def test_llm_describer_records_failures_and_goes_on(data) -> None:

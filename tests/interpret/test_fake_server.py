@@ -28,16 +28,34 @@ def test_fill_schema_description_uses_shared_slice_terms() -> None:
 
 
 def test_fill_schema_detection_and_ranking() -> None:
-    det = {"type": "object", "properties": {"answers": {"type": "array", "items": {
-        "type": "object", "properties": {"index": {"type": "integer"}, "match": {"type": "boolean"},
-                                         "confidence": {"type": "number"}}}}}}
+    det = {
+        "type": "object",
+        "properties": {
+            "answers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "match": {"type": "boolean"},
+                        "confidence": {"type": "number"},
+                    },
+                },
+            }
+        },
+    }
     text = "Description: axial CT: liver\n[1] axial CT; liver\n[2] coronal MRI; brain\n[3] axial MRI; liver"
     answer = fill_schema(det, text)
     check_json_schema(answer, det)
     assert [a["match"] for a in answer["answers"]] == [True, False, True]
     assert answer["answers"][0]["confidence"] == 1.0
-    rank = {"type": "object", "properties": {"ranking": {"type": "array", "items": {"type": "integer"}}}}
-    text = "Slice 1: coronal MRI; brain\n[1] axial CT liver\n[2] coronal MRI brain\n[3] sagittal heart"
+    rank = {
+        "type": "object",
+        "properties": {"ranking": {"type": "array", "items": {"type": "integer"}}},
+    }
+    text = (
+        "Slice 1: coronal MRI; brain\n[1] axial CT liver\n[2] coronal MRI brain\n[3] sagittal heart"
+    )
     assert fill_schema(rank, text) == {"ranking": [2, 1, 3]}
 
 
@@ -54,11 +72,24 @@ def test_http_endpoints() -> None:
         assert models["data"][0]["id"]
         assert httpx.post(f"{base_url}/unknown", json={}).status_code == 404
         assert httpx.post(f"{base_url}/chat/completions", content=b"{nope").status_code == 400
-        body = httpx.post(f"{base_url}/chat/completions", json={
-            "model": "m", "messages": [{"role": "user", "content": [
-                {"type": "text", "text": "Slice 1: axial CT; liver"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}],
-        }).json()
+        body = httpx.post(
+            f"{base_url}/chat/completions",
+            json={
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Slice 1: axial CT; liver"},
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": "data:image/png;base64,AAAA"},
+                            },
+                        ],
+                    }
+                ],
+            },
+        ).json()
         assert body["choices"][0]["message"]["content"]
         assert body["usage"]["prompt_tokens"] > 85  # an image counts
 

@@ -49,7 +49,9 @@ def test_statistics_of_planted_features(data) -> None:
         assert s.mean_activation == pytest.approx(col[col != 0].mean())
         assert len(set(subjects[s.top_rows])) == len(s.top_rows)  # one per subject
         assert set(s.top_rows) <= set(train)
-        assert set(s.display_rows) <= set(s.top_rows) and len(s.display_rows) == min(5, len(s.top_rows))
+        assert set(s.display_rows) <= set(s.top_rows) and len(s.display_rows) == min(
+            5, len(s.top_rows)
+        )
         assert s.display_rows[0] == s.top_rows[0]
         top_values = codes[s.top_rows, j].toarray().ravel()
         assert np.all(np.diff(top_values) <= 0)
@@ -80,7 +82,9 @@ def test_min_active_and_levels(data) -> None:
     assert stats == []
     assert latent_levels(8, [2, 4]).tolist() == [2, 2, 4, 4, 8, 8, 8, 8]
     assert latent_levels(4, None).tolist() == [4, 4, 4, 4]
-    stats = feature_statistics(codes, table, labels, train, latents=[0, 1], levels=[1, codes.shape[1]])
+    stats = feature_statistics(
+        codes, table, labels, train, latents=[0, 1], levels=[1, codes.shape[1]]
+    )
     assert [s.level for s in stats] == [1, codes.shape[1]]
 
 

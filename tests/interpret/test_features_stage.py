@@ -14,9 +14,20 @@ from medsae.interpret.stage import default_runs
 from medsae.testing import make_synthetic_workspace
 
 COLUMNS = [
-    "latent", "level", "frequency", "mean_activation", "max_activation", "top_slice_ids", "description",
-    "describer", "detection_balanced_accuracy", "detection_f1", "detection_auroc", "ranking_rank",
-    "concept", "concept_auroc",
+    "latent",
+    "level",
+    "frequency",
+    "mean_activation",
+    "max_activation",
+    "top_slice_ids",
+    "description",
+    "describer",
+    "detection_balanced_accuracy",
+    "detection_f1",
+    "detection_auroc",
+    "ranking_rank",
+    "concept",
+    "concept_auroc",
 ]
 
 
@@ -29,8 +40,11 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory):
 def offline(synthetic):
     ws, truth = synthetic
     outcome = interpret(ws, truth.encoder, truth.run)
-    return outcome, pd.read_parquet(outcome.path / "features.parquet"), json.loads(
-        (outcome.path / "scores.json").read_text())
+    return (
+        outcome,
+        pd.read_parquet(outcome.path / "features.parquet"),
+        json.loads((outcome.path / "scores.json").read_text()),
+    )
 
 
 def test_offline_outputs(synthetic, offline) -> None:
@@ -42,9 +56,13 @@ def test_offline_outputs(synthetic, offline) -> None:
     assert features["describer"].eq("offline").all()
     assert scores["describer"] == "offline" and scores["scorer"] == "embedding"
     assert scores["splits"] == {"statistics": "train", "scores": ["val", "test"]}
-    assert scores["detection_balanced_accuracy"] == scores["detection"]["balanced_accuracy"]["median"]
+    assert (
+        scores["detection_balanced_accuracy"] == scores["detection"]["balanced_accuracy"]["median"]
+    )
     assert scores["counts"]["described"] == truth.n_latents and scores["failures"] == []
-    records = [json.loads(x) for x in (outcome.path / "descriptions.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(x) for x in (outcome.path / "descriptions.jsonl").read_text().splitlines()
+    ]
     assert [r["latent"] for r in records] == features["latent"].tolist()
     assert all(len(r["display_slice_ids"]) <= 5 and r["enrichment"] is not None for r in records)
     table = pd.read_parquet(ws.slices / "slices.parquet")
@@ -83,12 +101,25 @@ def test_rerun_is_skipped_and_top_n_selection(synthetic, offline) -> None:
 
 def test_llm_path_end_to_end_with_cache_and_failures(synthetic) -> None:
     ws, truth = synthetic
-    broken = truth.concepts.index("modality=CT")  # concept AUROC 1 and the highest frequency: selected
+    broken = truth.concepts.index(
+        "modality=CT"
+    )  # concept AUROC 1 and the highest frequency: selected
     with FakeLLMServer(Faults(status=500, when_contains=f"Feature {broken}:")) as srv:
         cfg = InterpretConfig(
-            describer="llm", scorer="llm", select="top_n", top_n=12, rank_by="concept", ranking_distractors=2,
-            llm={"base_url": srv.base_url, "model": "fake-vlm", "send_images": False,
-                 "backoff_s": 0.001, "max_retries": 1, "concurrency": 3},
+            describer="llm",
+            scorer="llm",
+            select="top_n",
+            top_n=12,
+            rank_by="concept",
+            ranking_distractors=2,
+            llm={
+                "base_url": srv.base_url,
+                "model": "fake-vlm",
+                "send_images": False,
+                "backoff_s": 0.001,
+                "max_retries": 1,
+                "concurrency": 3,
+            },
         )
         outcome = interpret(ws, truth.encoder, truth.run, cfg)
         sent = srv.stats.requests
@@ -131,5 +162,7 @@ def test_default_runs_prefer_the_ranking(tmp_path) -> None:
     ws = Workspace(tmp_path)
     assert default_runs(ws) == []
     (tmp_path / "ranking").mkdir()
-    (tmp_path / "ranking" / "ranking.json").write_text(json.dumps({"best": {"encoder": "e", "run": "r"}}))
+    (tmp_path / "ranking" / "ranking.json").write_text(
+        json.dumps({"best": {"encoder": "e", "run": "r"}})
+    )
     assert default_runs(ws) == [("e", "r")]

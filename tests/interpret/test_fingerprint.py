@@ -29,7 +29,9 @@ def _random_codes(seed: int, n_rows: int, n_latents: int, density: float) -> sp.
     return sp.csr_matrix(values)
 
 
-def _dense_cosine_reference(codes: sp.csr_matrix, latents: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _dense_cosine_reference(
+    codes: sp.csr_matrix, latents: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
     sub = codes[:, latents].toarray().astype(np.float64)
     norms = np.linalg.norm(sub, axis=1) * np.linalg.norm(weights)
     out = np.full(codes.shape[0], np.nan)

@@ -58,7 +58,9 @@ def test_fit_to_workspace_pads_resizes_and_adds_channels() -> None:
     assert qi.fit_to_workspace(img, 16, channels=3).shape == (16, 16, 3)
 
 
-def test_search_by_image_runs_encoder_and_sae(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_by_image_runs_encoder_and_sae(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws, truth = make_synthetic_workspace(tmp_path, n_subjects=9, slices_per_plane=4)
     codes = load_codes(ws.codes(truth.encoder, truth.run))
     row = 5

@@ -37,8 +37,14 @@ def test_index_stage_writes_index_and_evaluation(workspace) -> None:
     fe = json.loads((folder / FINGERPRINT_EVAL).read_text())
     assert set(fe["methods"]) == {"sparse", "dense_topk", "dense_full"}
     for metrics in fe["methods"].values():
-        for key in ("modality_agreement", "plane_agreement", "sex_agreement", "age_group_agreement",
-                    "structure_jaccard", "dense_cosine"):
+        for key in (
+            "modality_agreement",
+            "plane_agreement",
+            "sex_agreement",
+            "age_group_agreement",
+            "structure_jaccard",
+            "dense_cosine",
+        ):
             assert 0.0 <= metrics[key] <= 1.0 + 1e-6
         assert metrics["pairs"] == 40 * 5
     sparse = fe["methods"]["sparse"]
@@ -92,7 +98,9 @@ def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     ws, truth = workspace
     assert resolve_run(ws) == (truth.encoder, truth.run)
     ws.ranking.mkdir(parents=True, exist_ok=True)
-    (ws.ranking / "ranking.json").write_text(json.dumps({"best": {"encoder": "enc-b", "run": "r7"}}))
+    (ws.ranking / "ranking.json").write_text(
+        json.dumps({"best": {"encoder": "enc-b", "run": "r7"}})
+    )
     try:
         assert resolve_run(ws) == ("enc-b", "r7")
         assert resolve_run(ws, "x", "y") == ("x", "y")
@@ -110,11 +118,23 @@ def test_search_command_prints_a_table(workspace) -> None:
     ws, _truth = workspace
     runner = CliRunner()
     res = runner.invoke(
-        app, ["search", "--workspace", str(ws.root), "--slice-id", "CT:s0001:axial:0002", "--n", "3",
-              "--filter", "plane=axial"],
+        app,
+        [
+            "search",
+            "--workspace",
+            str(ws.root),
+            "--slice-id",
+            "CT:s0001:axial:0002",
+            "--n",
+            "3",
+            "--filter",
+            "plane=axial",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "similar to CT:s0001:axial:0002" in res.output
     assert res.output.count("axial") >= 4
-    bad = runner.invoke(app, ["search", "--workspace", str(ws.root), "--slice-id", "x", "--filter", "plane"])
+    bad = runner.invoke(
+        app, ["search", "--workspace", str(ws.root), "--slice-id", "x", "--filter", "plane"]
+    )
     assert bad.exit_code != 0

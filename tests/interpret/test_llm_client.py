@@ -28,8 +28,11 @@ class Answer(BaseModel):
 
 MESSAGES = [
     {"role": "system", "content": "Describe."},
-    {"role": "user", "content": "Slice 1: axial CT, female; structures: liver, spleen\n"
-                                "Slice 2: axial CT, male; structures: liver"},
+    {
+        "role": "user",
+        "content": "Slice 1: axial CT, female; structures: liver, spleen\n"
+        "Slice 2: axial CT, male; structures: liver",
+    },
 ]
 
 
@@ -59,7 +62,9 @@ def test_usage_is_summed_over_requests(server: FakeLLMServer) -> None:
     client = client_for(server)
     client.chat_json(MESSAGES, Answer)
     first = client.usage.total_tokens
-    client.chat_json([{"role": "user", "content": "Slice 1: coronal MRI; structures: brain"}], Answer)
+    client.chat_json(
+        [{"role": "user", "content": "Slice 1: coronal MRI; structures: brain"}], Answer
+    )
     assert client.usage.requests == 2
     assert client.usage.total_tokens > first
 
@@ -99,7 +104,9 @@ def test_malformed_then_valid(server: FakeLLMServer) -> None:
     assert client.usage.invalid_answers == 1 and client.usage.requests == 2
 
 
-@pytest.mark.parametrize("fault", [Faults(malformed=True), Faults(refusal=True), Faults(off_schema=True)])
+@pytest.mark.parametrize(
+    "fault", [Faults(malformed=True), Faults(refusal=True), Faults(off_schema=True)]
+)
 def test_permanent_invalid_answers_raise(server: FakeLLMServer, fault: Faults) -> None:
     server.set_faults(fault)
     client = client_for(server, invalid_retries=1)
@@ -108,7 +115,9 @@ def test_permanent_invalid_answers_raise(server: FakeLLMServer, fault: Faults) -
     assert client.usage.requests == 2
 
 
-@pytest.mark.parametrize("schema", [Answer, {"type": "object", "properties": {"n": {"type": "integer"}}}])
+@pytest.mark.parametrize(
+    "schema", [Answer, {"type": "object", "properties": {"n": {"type": "integer"}}}]
+)
 def test_answers_off_the_schema_are_invalid(server: FakeLLMServer, schema: object) -> None:
     server.set_faults(Faults(off_schema=True))
     client = client_for(server, invalid_retries=1)
@@ -216,8 +225,12 @@ def test_strict_schema_inlines_refs() -> None:
 
 
 def test_check_json_schema() -> None:
-    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}},
-              "required": ["a"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
     check_json_schema({"a": [1, 2]}, schema)
     for bad in ({}, {"a": [1.5]}, {"a": [1], "b": 1}, {"a": [True]}):
         with pytest.raises(ValueError):

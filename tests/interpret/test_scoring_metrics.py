@@ -110,7 +110,9 @@ def test_detection_sample_draws_positives_and_hard_negatives() -> None:
     # positives span the activation range (drawn across quantile bins)
     values = codes[pos, 0].toarray().ravel()
     all_values = codes[rows[active[rows]], 0].toarray().ravel()
-    assert values.min() <= np.quantile(all_values, 0.15) and values.max() >= np.quantile(all_values, 0.85)
+    assert values.min() <= np.quantile(all_values, 0.15) and values.max() >= np.quantile(
+        all_values, 0.85
+    )
     again = detection_sample(space, 0, rows, n_positive=10, n_hard=5, n_random=5, seed=3)
     assert np.array_equal(again.rows, sample.rows)
 
@@ -150,7 +152,9 @@ def test_score_ranking_finds_true_description() -> None:
     space = CodeSpace(codes)
     subjects = np.arange(codes.shape[0]) // 4
     descriptions = {0: "true", 1: "a", 2: "b", 3: "c", 4: "d", 5: "e"}
-    ranks = score_ranking(_Oracle(np.zeros(400, bool)), descriptions, space, np.arange(400), subjects)
+    ranks = score_ranking(
+        _Oracle(np.zeros(400, bool)), descriptions, space, np.arange(400), subjects
+    )
     assert ranks[0] == 1.0
     rows = ranking_slices(space, 0, np.arange(400), subjects, 5)
     assert len(rows) == 5 and len(set(subjects[rows])) == 5

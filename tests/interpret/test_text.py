@@ -24,7 +24,9 @@ def test_minilm_embeddings_are_unit_norm_and_semantic(minilm: TextEmbedder) -> N
     assert shared_embedder() is minilm  # one model per process
 
 
-def test_minilm_picks_the_planted_feature_a_description_names(minilm: TextEmbedder, tmp_path) -> None:
+def test_minilm_picks_the_planted_feature_a_description_names(
+    minilm: TextEmbedder, tmp_path
+) -> None:
     from medsae.interpret.ask import TextRetriever
     from medsae.interpret.index import load_index
     from medsae.testing import make_synthetic_workspace
@@ -32,12 +34,16 @@ def test_minilm_picks_the_planted_feature_a_description_names(minilm: TextEmbedd
 
     ws, truth = make_synthetic_workspace(tmp_path, n_subjects=9, slices_per_plane=4)
     write_features(ws, truth)
-    retriever = TextRetriever(load_index(ws, truth.encoder, truth.run), _features(ws, truth), minilm)
+    retriever = TextRetriever(
+        load_index(ws, truth.encoder, truth.run), _features(ws, truth), minilm
+    )
     for query, expected in [
         ("axial CT of the liver", ["modality=CT", "plane=axial", "structure=liver"]),
         ("sagittal MRI of the brain", ["modality=MR", "plane=sagittal", "structure=brain"]),
-        ("coronal CT of the urinary bladder, female patient",
-         ["modality=CT", "plane=coronal", "sex=F", "structure=urinary_bladder"]),
+        (
+            "coronal CT of the urinary bladder, female patient",
+            ["modality=CT", "plane=coronal", "sex=F", "structure=urinary_bladder"],
+        ),
     ]:
         assert [truth.concepts[c.latent] for c in retriever.choose(query)] == expected
     sim = retriever.choose("the spleen", m=1, mode="similarity")

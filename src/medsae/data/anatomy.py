@@ -73,7 +73,10 @@ def plane_counts(
 
 
 def _counts_in_box(
-    sub: np.ndarray, box: tuple[slice, slice, slice], shape: tuple[int, ...], planes: list[str],
+    sub: np.ndarray,
+    box: tuple[slice, slice, slice],
+    shape: tuple[int, ...],
+    planes: list[str],
     keep: dict[str, Ranges],
 ) -> dict[str, np.ndarray]:
     out = {p: np.zeros(shape[PLANE_AXIS[p]], dtype=np.int64) for p in planes}

@@ -17,18 +17,24 @@ class PhantomConfig(StageConfig):
     """A synthetic dataset in the TotalSegmentator CT and MRI layouts (see ``medsae.data.phantom``)."""
 
     ct_subjects: int = Field(default=16, ge=0, description="Number of CT subjects (OUT/ct/sXXXX).")
-    mri_subjects: int = Field(default=8, ge=0, description="Number of MRI subjects (OUT/mri/sXXXX).")
+    mri_subjects: int = Field(
+        default=8, ge=0, description="Number of MRI subjects (OUT/mri/sXXXX)."
+    )
     seed: int = Field(default=0, description="Seed: the same seed writes the same dataset.")
     size_xy: int = Field(
         default=96, ge=16, le=1024, description="In-plane size of each volume in voxels (square)."
     )
     n_slices: int = Field(
-        default=120, ge=8, le=2048,
+        default=120,
+        ge=8,
+        le=2048,
         description="Number of slices along the body axis; the z spacing follows from the "
         "field of view of the study type (anisotropic voxels).",
     )
     field_mm: float = Field(
-        default=420.0, gt=50, description="In-plane field of view in mm for body studies "
+        default=420.0,
+        gt=50,
+        description="In-plane field of view in mm for body studies "
         "(head studies use 60% of it); the in-plane spacing is field_mm / size_xy.",
     )
     noise: float = Field(
@@ -90,11 +96,16 @@ class PrepareConfig(StageConfig):
         "(voxels > 0) and scaled to 0..255.",
     )
     min_pixels: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="A structure is present in a slice when at least this many mask voxels lie in it.",
     )
-    workers: int = Field(default=1, ge=1, description="Worker processes (one volume at a time each).")
-    thumbnails: bool = Field(default=False, description="Also write a 64 px PNG thumbnail per slice.")
+    workers: int = Field(
+        default=1, ge=1, description="Worker processes (one volume at a time each)."
+    )
+    thumbnails: bool = Field(
+        default=False, description="Also write a 64 px PNG thumbnail per slice."
+    )
     column_map: dict[str, str] = Field(
         default_factory=dict,
         description="NIfTI folders: our column name -> the table's column name "
@@ -139,7 +150,9 @@ class SplitConfig(StageConfig):
         description="Institutes held out as the test set (the paper: A, D, E).",
     )
     val_fraction: float = Field(
-        default=0.2, ge=0.0, lt=1.0,
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
         description="Fraction of the remaining subjects in val, per stratum "
         "(modality x sex x age group).",
     )

@@ -67,7 +67,10 @@ def dicom_cases(folder: Path) -> tuple[list[Case], list[str]]:
     for uid, items in sorted(series.items(), key=lambda kv: str(kv[1][0][0])):
         ds = items[0][1]
         modality = {"CT": "CT", "MR": "MR"}.get(str(ds.get("Modality", "")).upper())
-        subject = str(ds.get("PatientID", "") or items[0][0].parent.name).strip() or items[0][0].parent.name
+        subject = (
+            str(ds.get("PatientID", "") or items[0][0].parent.name).strip()
+            or items[0][0].parent.name
+        )
         mod = modality or "CT"
         if (mod, subject) in used:
             subject = f"{subject}_{ds.get('SeriesNumber', len(used))}"
@@ -86,8 +89,13 @@ def dicom_cases(folder: Path) -> tuple[list[Case], list[str]]:
         where = f"{items[0][0]} (series {uid})"
         meta, problems = normalise_meta(raw, where)
         case = Case(
-            subject=subject, modality=mod, dataset=folder.name, source_kind="dicom",
-            image=str(items[0][0].parent), meta=meta, problems=problems,
+            subject=subject,
+            modality=mod,
+            dataset=folder.name,
+            source_kind="dicom",
+            image=str(items[0][0].parent),
+            meta=meta,
+            problems=problems,
             dicom_files=tuple(str(p) for p, _ in items),
         )
         if modality is None:
@@ -98,7 +106,9 @@ def dicom_cases(folder: Path) -> tuple[list[Case], list[str]]:
     return cases, warnings
 
 
-def load_series(files: tuple[str, ...] | list[str], where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_series(
+    files: tuple[str, ...] | list[str], where: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read a DICOM series into a float32 volume ``(columns, rows, slices)`` and its RAS affine.
 
     Returns (volume, affine, warnings). Raises InputError naming the file on bad input.
@@ -114,10 +124,14 @@ def load_series(files: tuple[str, ...] | list[str], where: str) -> tuple[np.ndar
         except Exception as e:
             raise InputError(f"{where}: {f}", f"cannot read DICOM pixels: {e}") from e
         if pixels.ndim != 2:
-            raise InputError(f"{where}: {f}", f"expected one 2D frame per file, got shape {pixels.shape}")
+            raise InputError(
+                f"{where}: {f}", f"expected one 2D frame per file, got shape {pixels.shape}"
+            )
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        slices.append((ds, pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept), f))
+        slices.append(
+            (ds, pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept), f)
+        )
     shapes = {s[1].shape for s in slices}
     if len(shapes) != 1:
         raise InputError(where, f"slices of the series differ in size: {sorted(shapes)}")
@@ -143,10 +157,14 @@ def load_series(files: tuple[str, ...] | list[str], where: str) -> tuple[np.ndar
             raise InputError(where, "two slices share one position along the slice normal")
         dz = float(np.median(gaps)) if len(gaps) else float(ds0.get("SliceThickness", 1.0) or 1.0)
         if len(gaps) and np.ptp(gaps) > 0.05 * dz:
-            warnings.append(f"{where}: uneven slice spacing ({gaps.min():.2f}..{gaps.max():.2f} mm); median used")
+            warnings.append(
+                f"{where}: uneven slice spacing ({gaps.min():.2f}..{gaps.max():.2f} mm); median used"
+            )
         origin = positions[int(order[0])]
     else:
-        order = np.argsort([int(s[0].get("InstanceNumber", i)) for i, s in enumerate(slices)], kind="stable")
+        order = np.argsort(
+            [int(s[0].get("InstanceNumber", i)) for i, s in enumerate(slices)], kind="stable"
+        )
         dz = float(ds0.get("SpacingBetweenSlices", ds0.get("SliceThickness", 1.0)) or 1.0)
         origin = np.zeros(3)
         warnings.append(f"{where}: no ImagePositionPatient; slices ordered by InstanceNumber")

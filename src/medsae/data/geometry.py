@@ -57,7 +57,9 @@ def display_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     Rows run top to bottom, columns left to right (see the module docstring).
     Extra trailing axes (channels) are kept.
     """
-    if plane == "axial":  # rows: anterior -> posterior (j descending); cols: right -> left (i descending)
+    if (
+        plane == "axial"
+    ):  # rows: anterior -> posterior (j descending); cols: right -> left (i descending)
         sl = volume[::-1, ::-1, index]
         return np.swapaxes(sl, 0, 1)
     if plane == "coronal":  # rows: superior -> inferior; cols: right -> left
@@ -130,7 +132,9 @@ def fit_square(image: np.ndarray, layout: SliceLayout) -> np.ndarray:
     """
     size = layout.size
     if image.shape[:2] != (layout.rows, layout.cols):
-        raise ValueError(f"slice shape {image.shape[:2]} does not match layout {(layout.rows, layout.cols)}")
+        raise ValueError(
+            f"slice shape {image.shape[:2]} does not match layout {(layout.rows, layout.cols)}"
+        )
     pil = Image.fromarray(np.ascontiguousarray(image))
     if (layout.scaled_rows, layout.scaled_cols) != (layout.rows, layout.cols):
         pil = pil.resize((layout.scaled_cols, layout.scaled_rows), Image.Resampling.BILINEAR)

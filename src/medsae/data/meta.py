@@ -32,10 +32,27 @@ META_FIELDS = (
 )
 
 CT_META_COLUMNS = (
-    "image_id", "age", "gender", "institute", "study_type", "split", "manufacturer",
-    "scanner_model", "kvp", "pathology", "pathology_location",
+    "image_id",
+    "age",
+    "gender",
+    "institute",
+    "study_type",
+    "split",
+    "manufacturer",
+    "scanner_model",
+    "kvp",
+    "pathology",
+    "pathology_location",
 )
-MRI_META_COLUMNS = (*CT_META_COLUMNS, "magnetic_field_strength", "echo_time", "repetition_time", "scanning_sequence", "slice_thickness", "source")
+MRI_META_COLUMNS = (
+    *CT_META_COLUMNS,
+    "magnetic_field_strength",
+    "echo_time",
+    "repetition_time",
+    "scanning_sequence",
+    "slice_thickness",
+    "source",
+)
 # Column of a TotalSegmentator meta.csv -> normalised field.
 TS_COLUMN_FIELDS = {
     "age": "age",
@@ -121,7 +138,14 @@ def normalise_meta(raw: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
     except ValueError:
         problems.append(f"{where}: age {raw.get('age')!r} is not a number of years")
     meta["sex"] = parse_sex(raw.get("sex"))
-    for key in ("institute", "manufacturer", "scanner_model", "study_type", "pathology", "pathology_location"):
+    for key in (
+        "institute",
+        "manufacturer",
+        "scanner_model",
+        "study_type",
+        "pathology",
+        "pathology_location",
+    ):
         meta[key] = clean_text(raw.get(key))
     meta["kvp"] = parse_float(raw.get("kvp"))
     meta["field_strength"] = parse_float(raw.get("field_strength"))
@@ -143,7 +167,9 @@ def read_meta_csv(path: Path, modality: str) -> tuple[pd.DataFrame, list[str]]:
         raise InputError(path, f"cannot read metadata table: {e}") from e
     header = text.splitlines()[0] if text.strip() else ""
     if not header:
-        raise InputError(path, "metadata table is empty; expected a header line with image_id;age;gender;...")
+        raise InputError(
+            path, "metadata table is empty; expected a header line with image_id;age;gender;..."
+        )
     if ";" in header:
         sep = ";"
     elif "\t" in header:
@@ -161,12 +187,17 @@ def read_meta_csv(path: Path, modality: str) -> tuple[pd.DataFrame, list[str]]:
     df.columns = [str(c).strip().lstrip("\ufeff").lower() for c in df.columns]
     if "image_id" not in df.columns:
         raise InputError(
-            path, f"missing column 'image_id' (found: {', '.join(df.columns) or 'none'}); "
-            f"expected the TotalSegmentator columns {', '.join(CT_META_COLUMNS)}"
+            path,
+            f"missing column 'image_id' (found: {', '.join(df.columns) or 'none'}); "
+            f"expected the TotalSegmentator columns {', '.join(CT_META_COLUMNS)}",
         )
     expected = MRI_META_COLUMNS if modality == "MR" else CT_META_COLUMNS
     # Only the columns we use matter; the others (split, echo_time, ...) are informative.
-    used = [c for c in expected if c in TS_COLUMN_FIELDS and (modality == "MR" or c != "magnetic_field_strength")]
+    used = [
+        c
+        for c in expected
+        if c in TS_COLUMN_FIELDS and (modality == "MR" or c != "magnetic_field_strength")
+    ]
     missing = [c for c in used if c not in df.columns]
     if missing:
         warnings.append(f"{path}: missing column(s) {', '.join(missing)}; read as unknown")

@@ -60,8 +60,9 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path, sep=None, engine="python", dtype=str, keep_default_na=False,
-                           encoding="utf-8-sig")
+        return pd.read_csv(
+            path, sep=None, engine="python", dtype=str, keep_default_na=False, encoding="utf-8-sig"
+        )
     except Exception as e:  # pandas raises many kinds
         raise InputError(path, f"cannot read metadata table: {e}") from e
 
@@ -111,7 +112,12 @@ def nifti_folder_cases(folder: Path, config: PrepareConfig) -> tuple[list[Case],
 
 
 def _case(
-    folder: Path, table: Path, i: int, row: dict[str, Any], config: PrepareConfig, names: dict[int, str]
+    folder: Path,
+    table: Path,
+    i: int,
+    row: dict[str, Any],
+    config: PrepareConfig,
+    names: dict[int, str],
 ) -> Case:
     subject = clean_text(row.get("subject")) or f"row{i + 1}"
     modality = (clean_text(row.get("modality")) or config.modality or "CT").upper()
@@ -124,8 +130,13 @@ def _case(
     image_rel = clean_text(row.get("image")) or ""
     image = folder / image_rel
     case = Case(
-        subject=subject, modality=modality, dataset=folder.name, source_kind="nifti",
-        image=str(image), meta=meta, problems=problems,
+        subject=subject,
+        modality=modality,
+        dataset=folder.name,
+        source_kind="nifti",
+        image=str(image),
+        meta=meta,
+        problems=problems,
     )
     if not image_rel or not image.is_file():
         case.problems.append(f"{where}: missing image file {image}")
@@ -136,14 +147,18 @@ def _case(
         if not lp.is_file():
             case.problems.append(f"{where}: missing label map {lp}")
         elif not names:
-            case.problems.append(f"{where}: label map given but no label names (labels.json or label_names)")
+            case.problems.append(
+                f"{where}: label map given but no label names (labels.json or label_names)"
+            )
         case.label_names = names
         case.annotated = tuple(s for s in ALL_STRUCTURES if s in set(names.values()))
     masks = clean_text(row.get("masks"))
     if masks:
         md = folder / masks
         case.mask_dir = str(md)
-        files = {nifti_stem(p): p for p in md.iterdir() if p.name.endswith(_NII)} if md.is_dir() else {}
+        files = (
+            {nifti_stem(p): p for p in md.iterdir() if p.name.endswith(_NII)} if md.is_dir() else {}
+        )
         if not files:
             case.problems.append(f"{where}: mask folder {md} is missing or holds no mask files")
         case.masks = {s: str(p) for s, p in files.items() if s in set(ALL_STRUCTURES)}

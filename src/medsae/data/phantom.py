@@ -64,10 +64,13 @@ STUDY_TYPES = {
 }
 _CT_STUDY_P = (0.12, 0.16, 0.14, 0.14, 0.1, 0.24, 0.1)
 _MR_STUDY_P = (0.15, 0.1, 0.3, 0.15, 0.2, 0.0, 0.1)
-CT_HEADER = ("image_id;age;gender;institute;study_type;split;manufacturer;scanner_model;kvp;"
-             "pathology;pathology_location")
-MRI_HEADER = CT_HEADER + (";magnetic_field_strength;echo_time;repetition_time;scanning_sequence;"
-                          "slice_thickness;source")
+CT_HEADER = (
+    "image_id;age;gender;institute;study_type;split;manufacturer;scanner_model;kvp;"
+    "pathology;pathology_location"
+)
+MRI_HEADER = CT_HEADER + (
+    ";magnetic_field_strength;echo_time;repetition_time;scanning_sequence;slice_thickness;source"
+)
 
 
 def _subject_rng(seed: int, modality: str, i: int) -> np.random.Generator:
@@ -82,29 +85,53 @@ def _draw(modality: str, i: int, seed: int) -> tuple[Subject, dict[str, object]]
     study = names[int(rng.choice(len(names), p=_CT_STUDY_P if modality == "CT" else _MR_STUDY_P))]
     age = float(rng.integers(20, 91))
     sex = "M" if rng.random() < 0.5 else "F"
-    kvp = float(rng.choice([80, 100, 120, 140], p=[0.1, 0.3, 0.45, 0.15])) if modality == "CT" else None
+    kvp = (
+        float(rng.choice([80, 100, 120, 140], p=[0.1, 0.3, 0.45, 0.15]))
+        if modality == "CT"
+        else None
+    )
     field = float(rng.choice([1.5, 3.0])) if modality == "MR" else None
     has_lesion = rng.random() < 0.2 and study not in {"head", "pelvis"}
     lesion = None
     if has_lesion:
-        lesion = (float(rng.uniform(40, 90)), float(rng.uniform(-20, 40)), float(rng.uniform(430, 480)),
-                  float(rng.uniform(12, 22)))
+        lesion = (
+            float(rng.uniform(40, 90)),
+            float(rng.uniform(-20, 40)),
+            float(rng.uniform(430, 480)),
+            float(rng.uniform(12, 22)),
+        )
     subject = Subject(
-        modality=modality, age=age, sex=sex, kvp=kvp, field_strength=field,
+        modality=modality,
+        age=age,
+        sex=sex,
+        kvp=kvp,
+        field_strength=field,
         scale=float(rng.uniform(0.92, 1.08)),
         shift_mm=(float(rng.normal(0, 4)), float(rng.normal(0, 4)), float(rng.normal(0, 8))),
         lesion=lesion,
     )
     meta: dict[str, object] = {
-        "image_id": f"s{i + 1:04d}", "age": int(age), "gender": sex.lower(), "institute": institute,
-        "study_type": f"{'ct' if modality == 'CT' else 'mr'} {study}", "split": "train",
-        "manufacturer": manufacturer, "scanner_model": ct_model if modality == "CT" else mr_model,
-        "kvp": int(kvp) if kvp else "", "pathology": "liver lesion" if lesion else "no pathology",
+        "image_id": f"s{i + 1:04d}",
+        "age": int(age),
+        "gender": sex.lower(),
+        "institute": institute,
+        "study_type": f"{'ct' if modality == 'CT' else 'mr'} {study}",
+        "split": "train",
+        "manufacturer": manufacturer,
+        "scanner_model": ct_model if modality == "CT" else mr_model,
+        "kvp": int(kvp) if kvp else "",
+        "pathology": "liver lesion" if lesion else "no pathology",
         "pathology_location": "liver" if lesion else "",
     }
     if modality == "MR":
-        meta.update(magnetic_field_strength=field, echo_time=2.5, repetition_time=5.0,
-                    scanning_sequence="GR", slice_thickness="", source="phantom")
+        meta.update(
+            magnetic_field_strength=field,
+            echo_time=2.5,
+            repetition_time=5.0,
+            scanning_sequence="GR",
+            slice_thickness="",
+            source="phantom",
+        )
     return subject, meta
 
 
@@ -119,8 +146,9 @@ def _grid(study: str, config: PhantomConfig) -> tuple[np.ndarray, np.ndarray, np
     return xs.astype(np.float64), ys.astype(np.float64), zs.astype(np.float64)
 
 
-def render(subject: Subject, study: str, config: PhantomConfig, rng: np.random.Generator,
-           manufacturer: str) -> tuple[np.ndarray, Painter, np.ndarray]:
+def render(
+    subject: Subject, study: str, config: PhantomConfig, rng: np.random.Generator, manufacturer: str
+) -> tuple[np.ndarray, Painter, np.ndarray]:
     """(image in RAS voxel order, painter with labels, RAS affine) of one subject."""
     xs, ys, zs = _grid(study, config)
     structures = STRUCTURES_BY_MODALITY[subject.modality]
@@ -225,7 +253,8 @@ def make_phantom(out: str | Path, config: PhantomConfig | None = None) -> Path:
     config = config or PhantomConfig()
     out = Path(out).expanduser().resolve()
     jobs = [("CT", "ct", i) for i in range(config.ct_subjects)] + [
-        ("MR", "mri", i) for i in range(config.mri_subjects)]
+        ("MR", "mri", i) for i in range(config.mri_subjects)
+    ]
     rows: dict[str, list[dict[str, object]]] = {"ct": [], "mri": []}
     for modality, sub, i in track(jobs, "phantom: subjects"):
         folder = out / sub
@@ -237,6 +266,8 @@ def make_phantom(out: str | Path, config: PhantomConfig | None = None) -> Path:
         if not rows[sub]:
             continue
         cols = header.split(";")
-        lines = [header] + [";".join("" if r.get(c) is None else str(r.get(c, "")) for c in cols) for r in rows[sub]]
+        lines = [header] + [
+            ";".join("" if r.get(c) is None else str(r.get(c, "")) for c in cols) for r in rows[sub]
+        ]
         (out / sub / "meta.csv").write_text("\n".join(lines) + "\n")
     return out

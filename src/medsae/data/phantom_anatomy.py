@@ -18,8 +18,12 @@ _LUMBAR = [f"vertebrae_L{i}" for i in range(1, 6)]
 def _spine() -> list[tuple[str, float, float, float, float]]:
     out = []
     z = 800.0
-    for names, height, y, r in ((_CERVICAL, 10.0, -22.0, 11.0), (_THORACIC, 22.0, -72.0, 16.0),
-                                (_LUMBAR, 26.0, -68.0, 20.0), (["vertebrae_S1"], 24.0, -72.0, 20.0)):
+    for names, height, y, r in (
+        (_CERVICAL, 10.0, -22.0, 11.0),
+        (_THORACIC, 22.0, -72.0, 16.0),
+        (_LUMBAR, 26.0, -68.0, 20.0),
+        (["vertebrae_S1"], 24.0, -72.0, 20.0),
+    ):
         for name in names:
             out.append((name, z, z - height, y, r))
             z -= height + 2.0
@@ -39,12 +43,21 @@ def paint_anatomy(p: Painter) -> None:
     def c(x: float, y: float, z: float) -> tuple[float, float, float]:
         return (x * k + dx, y * k + dy, z + dz)
 
-    def e(name: str | None, tissue: str, center: tuple[float, float, float],
-          semi: tuple[float, float, float], where=None) -> None:  # type: ignore[no-untyped-def]
+    def e(
+        name: str | None,
+        tissue: str,
+        center: tuple[float, float, float],
+        semi: tuple[float, float, float],
+        where=None,
+    ) -> None:  # type: ignore[no-untyped-def]
         p.ellipsoid(name, tissue, c(*center), (semi[0] * k, semi[1] * k, semi[2]), where)
 
-    def cyl(name: str | None, tissue: str, xy: tuple[float, float], r: float, z0: float, z1: float) -> None:
-        p.cylinder(name, tissue, (xy[0] * k + dx, xy[1] * k + dy), (r * k, r * k), (z0 + dz, z1 + dz))
+    def cyl(
+        name: str | None, tissue: str, xy: tuple[float, float], r: float, z0: float, z1: float
+    ) -> None:
+        p.cylinder(
+            name, tissue, (xy[0] * k + dx, xy[1] * k + dy), (r * k, r * k), (z0 + dz, z1 + dz)
+        )
 
     p.body()
     # Head
@@ -64,13 +77,21 @@ def paint_anatomy(p: Painter) -> None:
         if not ct:
             e(f"lung_{side}", "lung", center, semi)
             continue
-        oblique = (lambda x, y, z: z > 600 + dz - 0.45 * (y - dy)) if side == "left" else (
-            lambda x, y, z: z > 625 + dz - 0.35 * (y - dy))
+        oblique = (
+            (lambda x, y, z: z > 600 + dz - 0.45 * (y - dy))
+            if side == "left"
+            else (lambda x, y, z: z > 625 + dz - 0.35 * (y - dy))
+        )
         e(f"lung_lower_lobe_{side}", "lung", center, semi)
         e(f"lung_upper_lobe_{side}", "lung", center, semi, oblique)
         if side == "right":
-            e("lung_middle_lobe_right", "lung", center, semi,
-              lambda x, y, z: (z <= 625 + dz - 0.35 * (y - dy)) & (y > 15 + dy) & (z > 530 + dz))
+            e(
+                "lung_middle_lobe_right",
+                "lung",
+                center,
+                semi,
+                lambda x, y, z: (z <= 625 + dz - 0.35 * (y - dy)) & (y > 15 + dy) & (z > 530 + dz),
+            )
     e("heart", "heart", (-20, 30, 560), (55, 48, 58))
     cyl("aorta", "blood", (-22, -48), 11, 330, 600)
     cyl("aorta", "blood", (-4, 22), 13, 585, 640)
@@ -112,4 +133,3 @@ def paint_anatomy(p: Painter) -> None:
     for name, top, bottom, y, r in SPINE:
         cyl(name if ct else "vertebrae", "bone", (0, y), r, bottom, top)
         cyl("spinal_cord", "cord", (0, y - r - 8), 5, bottom - 2.0, top)
-

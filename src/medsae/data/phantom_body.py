@@ -84,8 +84,14 @@ Where = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 class Painter:
     """Paints shapes into a label volume (structure index, 0 = none) and an intensity volume."""
 
-    def __init__(self, xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, subject: Subject,
-                 structures: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        zs: np.ndarray,
+        subject: Subject,
+        structures: tuple[str, ...],
+    ) -> None:
         self.xs, self.ys, self.zs = xs, ys, zs
         self.subject = subject
         self.index = {s: i + 1 for i, s in enumerate(structures)}
@@ -97,10 +103,19 @@ class Painter:
 
     def _range(self, axis: np.ndarray, lo: float, hi: float) -> slice:
         """Indices of an ascending coordinate axis inside [lo, hi]."""
-        return slice(int(np.searchsorted(axis, lo, side="left")), int(np.searchsorted(axis, hi, side="right")))
+        return slice(
+            int(np.searchsorted(axis, lo, side="left")),
+            int(np.searchsorted(axis, hi, side="right")),
+        )
 
-    def _paint(self, box: tuple[slice, slice, slice], inside: np.ndarray, r2: np.ndarray,
-               structure: str | None, tissue: str) -> None:
+    def _paint(
+        self,
+        box: tuple[slice, slice, slice],
+        inside: np.ndarray,
+        r2: np.ndarray,
+        structure: str | None,
+        tissue: str,
+    ) -> None:
         if not inside.any():
             return
         if tissue == "bone":
@@ -113,18 +128,34 @@ class Painter:
             self.labels[box][inside] = label
             old = self.boxes.get(label)
             if old is not None:
-                box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(old, box, strict=True))  # type: ignore[assignment]
+                box = tuple(
+                    slice(min(a.start, b.start), max(a.stop, b.stop))
+                    for a, b in zip(old, box, strict=True)
+                )  # type: ignore[assignment]
             self.boxes[label] = box
 
     def _grid(self, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (self.xs[box[0]][:, None, None], self.ys[box[1]][None, :, None], self.zs[box[2]][None, None, :])
+        return (
+            self.xs[box[0]][:, None, None],
+            self.ys[box[1]][None, :, None],
+            self.zs[box[2]][None, None, :],
+        )
 
-    def ellipsoid(self, structure: str | None, tissue: str, center: tuple[float, float, float],
-                  semi: tuple[float, float, float], where: Where | None = None,
-                  within: str | None = None) -> None:
+    def ellipsoid(
+        self,
+        structure: str | None,
+        tissue: str,
+        center: tuple[float, float, float],
+        semi: tuple[float, float, float],
+        where: Where | None = None,
+        within: str | None = None,
+    ) -> None:
         (cx, cy, cz), (a, b, c) = center, semi
-        box = (self._range(self.xs, cx - a, cx + a), self._range(self.ys, cy - b, cy + b),
-               self._range(self.zs, cz - c, cz + c))
+        box = (
+            self._range(self.xs, cx - a, cx + a),
+            self._range(self.ys, cy - b, cy + b),
+            self._range(self.zs, cz - c, cz + c),
+        )
         if any(s.stop <= s.start for s in box):
             return
         x, y, z = self._grid(box)
@@ -136,15 +167,26 @@ class Painter:
             inside &= self.labels[box] == self.index[within]
         self._paint(box, inside, r2, structure, tissue)
 
-    def cylinder(self, structure: str | None, tissue: str, center_xy: tuple[float, float],
-                 radii: tuple[float, float], z_range: tuple[float, float]) -> None:
+    def cylinder(
+        self,
+        structure: str | None,
+        tissue: str,
+        center_xy: tuple[float, float],
+        radii: tuple[float, float],
+        z_range: tuple[float, float],
+    ) -> None:
         (cx, cy), (rx, ry), (z0, z1) = center_xy, radii, z_range
-        box = (self._range(self.xs, cx - rx, cx + rx), self._range(self.ys, cy - ry, cy + ry),
-               self._range(self.zs, z0, z1))
+        box = (
+            self._range(self.xs, cx - rx, cx + rx),
+            self._range(self.ys, cy - ry, cy + ry),
+            self._range(self.zs, z0, z1),
+        )
         if any(s.stop <= s.start for s in box):
             return
         x, y, z = self._grid(box)
-        r2 = np.broadcast_to(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2, (x.shape[0], y.shape[1], z.shape[2]))
+        r2 = np.broadcast_to(
+            ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2, (x.shape[0], y.shape[1], z.shape[2])
+        )
         inside = r2 <= 1.0
         self._paint(box, inside, r2, structure, tissue)
 
@@ -163,17 +205,23 @@ class Painter:
                 self._slab(k, [(0.0, 0.0, a, b)], fat_mm)
             elif z < 10.0:
                 r = 78.0 * s.scale
-                self._slab(k, [(-90.0 * s.scale, 0.0, r, r), (90.0 * s.scale, 0.0, r, r)], fat_mm * 0.6)
+                self._slab(
+                    k, [(-90.0 * s.scale, 0.0, r, r), (90.0 * s.scale, 0.0, r, r)], fat_mm * 0.6
+                )
             elif z <= 790.0:
                 self._slab(k, [(0.0, -5.0, 58.0 * s.scale, 58.0 * s.scale)], 6.0)
         self.ellipsoid(None, "soft", (0.0, 0.0, 872.0), (80.0 * s.scale, 98.0 * s.scale, 90.0))
 
-    def _slab(self, k: int, ellipses: list[tuple[float, float, float, float]], fat_mm: float) -> None:
+    def _slab(
+        self, k: int, ellipses: list[tuple[float, float, float, float]], fat_mm: float
+    ) -> None:
         x = self.xs[:, None]
         y = self.ys[None, :]
         img = self.image[:, :, k]
         for cx, cy, a, b in ellipses:
             outer = ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1.0
-            inner = ((x - cx) / max(a - fat_mm, 1.0)) ** 2 + ((y - cy) / max(b - fat_mm, 1.0)) ** 2 <= 1.0
+            inner = ((x - cx) / max(a - fat_mm, 1.0)) ** 2 + (
+                (y - cy) / max(b - fat_mm, 1.0)
+            ) ** 2 <= 1.0
             img[outer] = tissue_value("fat", self.subject)
             img[inner] = tissue_value("muscle", self.subject)

@@ -38,8 +38,16 @@ from medsae.workspace import StageOutcome, StageResult, Workspace, fingerprint_t
 FAILURES_FILE = "failures.json"
 PIECES = "pieces"
 FLOAT_COLUMNS = (
-    "position_mm", "rel_position", "age", "kvp", "field_strength", "window_center",
-    "window_width", "intensity_low", "intensity_high", "pixel_spacing_mm",
+    "position_mm",
+    "rel_position",
+    "age",
+    "kvp",
+    "field_strength",
+    "window_center",
+    "window_width",
+    "intensity_low",
+    "intensity_high",
+    "pixel_spacing_mm",
 )
 INT_COLUMNS = ("index", "n_slices")
 
@@ -51,11 +59,19 @@ def _run_one(case: Case, config: PrepareConfig, piece: str) -> dict[str, Any]:
     except MedsaeError as e:
         return {"ok": False, "subject_key": case.key, "file": case.image, "error": str(e)}
     except MemoryError:
-        return {"ok": False, "subject_key": case.key, "file": case.image,
-                "error": f"{case.key}: out of memory while reading {case.image}"}
+        return {
+            "ok": False,
+            "subject_key": case.key,
+            "file": case.image,
+            "error": f"{case.key}: out of memory while reading {case.image}",
+        }
     except Exception as e:  # an unexpected error still names the input, and others go on
-        return {"ok": False, "subject_key": case.key, "file": case.image,
-                "error": f"{case.key}: unexpected {type(e).__name__} while processing {case.image}: {e}"}
+        return {
+            "ok": False,
+            "subject_key": case.key,
+            "file": case.image,
+            "error": f"{case.key}: unexpected {type(e).__name__} while processing {case.image}: {e}",
+        }
 
 
 def prepare(
@@ -97,7 +113,9 @@ def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: boo
     pieces.mkdir(exist_ok=True)
     todo = [(i, c) for i, c in enumerate(cases) if not piece_done(pieces / f"{i:05d}")]
     if len(todo) < len(cases):
-        console.print(f"prepare: resuming, {len(cases) - len(todo)} of {len(cases)} volume(s) already done")
+        console.print(
+            f"prepare: resuming, {len(cases) - len(todo)} of {len(cases)} volume(s) already done"
+        )
     failures: list[dict[str, Any]] = []
     with make_progress(TextColumn("{task.fields[rate]}")) as progress:
         task = progress.add_task("prepare: volumes", total=len(cases), rate="")
@@ -120,13 +138,20 @@ def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: boo
             import multiprocessing as mp
 
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(config.workers, len(todo)), mp_context=ctx) as pool:
-                futures = [pool.submit(_run_one, c, config, str(pieces / f"{i:05d}")) for i, c in todo]
+            with ProcessPoolExecutor(
+                max_workers=min(config.workers, len(todo)), mp_context=ctx
+            ) as pool:
+                futures = [
+                    pool.submit(_run_one, c, config, str(pieces / f"{i:05d}")) for i, c in todo
+                ]
                 for fut in as_completed(futures):
                     record(fut.result())
 
-    summaries = [json.loads((pieces / f"{i:05d}" / SUMMARY).read_text())
-                 for i in range(len(cases)) if piece_done(pieces / f"{i:05d}")]
+    summaries = [
+        json.loads((pieces / f"{i:05d}" / SUMMARY).read_text())
+        for i in range(len(cases))
+        if piece_done(pieces / f"{i:05d}")
+    ]
     warnings = dataset_warnings + [w for s in summaries for w in s["warnings"]]
     unknown = Counter(str(s["study_type"]) for s in summaries if s["unknown_study_type"])
     report = {
@@ -177,14 +202,23 @@ def _concatenate(partial: Path, pieces: list[Path], config: PrepareConfig) -> in
     tables = [pd.read_parquet(p / "rows.parquet") for p in pieces]
     sizes = [len(t) for t in tables]
     n = int(sum(sizes))
-    table = coerce_table(pd.concat([t for t in tables if len(t)], ignore_index=True)) if n else (
-        coerce_table(pd.DataFrame(columns=list(SLICE_COLUMNS))))
+    table = (
+        coerce_table(pd.concat([t for t in tables if len(t)], ignore_index=True))
+        if n
+        else (coerce_table(pd.DataFrame(columns=list(SLICE_COLUMNS))))
+    )
     first = np.load(pieces[0] / "images.npy", mmap_mode="r")
     img_shape = (n, *first.shape[1:])
-    images = np.lib.format.open_memmap(partial / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=img_shape)
+    images = np.lib.format.open_memmap(
+        partial / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=img_shape
+    )
     n_s = len(ALL_STRUCTURES)
-    presence = np.lib.format.open_memmap(partial / PRESENCE_FILE, mode="w+", dtype=np.int8, shape=(n, n_s))
-    area = np.lib.format.open_memmap(partial / AREA_FILE, mode="w+", dtype=np.float32, shape=(n, n_s))
+    presence = np.lib.format.open_memmap(
+        partial / PRESENCE_FILE, mode="w+", dtype=np.int8, shape=(n, n_s)
+    )
+    area = np.lib.format.open_memmap(
+        partial / AREA_FILE, mode="w+", dtype=np.float32, shape=(n, n_s)
+    )
     r = 0
     for p, size in zip(pieces, sizes, strict=True):
         if size:

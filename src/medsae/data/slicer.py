@@ -44,8 +44,13 @@ def _keep_ranges(layout: geo.SliceLayout, plane: str, shape: tuple[int, ...]) ->
 
 
 def _anatomy_counts(
-    case: Case, shape: tuple[int, int, int], affine: np.ndarray, ornt: np.ndarray,
-    planes: list[str], keep: dict[str, Ranges], warnings: list[str],
+    case: Case,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    ornt: np.ndarray,
+    planes: list[str],
+    keep: dict[str, Ranges],
+    warnings: list[str],
 ) -> dict[str, dict[str, np.ndarray]]:
     """structure -> plane -> voxel counts per slice, for the annotated structures."""
     counts: dict[str, dict[str, np.ndarray]] = {}
@@ -61,33 +66,50 @@ def _anatomy_counts(
         values = set(np.unique(labels).tolist()) - {0}
         unnamed = sorted(v for v in values if int(v) not in case.label_names)
         if unnamed:
-            warnings.append(f"{case.key}: label values {unnamed[:8]} of {case.label_map} have no name; ignored")
+            warnings.append(
+                f"{case.key}: label values {unnamed[:8]} of {case.label_map} have no name; ignored"
+            )
         for value, structure in case.label_names.items():
             if structure in counts:
                 continue
             if value in values:
                 counts[structure] = plane_counts(labels == value, planes, keep)
             else:
-                counts[structure] = {p: np.zeros(labels.shape[geo.PLANE_AXIS[p]], np.int64) for p in planes}
+                counts[structure] = {
+                    p: np.zeros(labels.shape[geo.PLANE_AXIS[p]], np.int64) for p in planes
+                }
     return counts
 
 
-def _intensity(case: Case, vol: np.ndarray, config: PrepareConfig) -> tuple[np.ndarray, dict[str, Any]]:
+def _intensity(
+    case: Case, vol: np.ndarray, config: PrepareConfig
+) -> tuple[np.ndarray, dict[str, Any]]:
     """uint8 volume (or (..., 3) RGB) and the window / scaling columns."""
-    info: dict[str, Any] = {"window_center": None, "window_width": None, "unknown_study_type": False}
+    info: dict[str, Any] = {
+        "window_center": None,
+        "window_width": None,
+        "unknown_study_type": False,
+    }
     if case.modality == "CT":
         if config.multi_window:
             channels = [to_uint8(vol, *window_bounds(*w)) for _, w in MULTI_WINDOWS]
             out = np.stack(channels, axis=-1)
-            info.update(intensity_low=None, intensity_high=None, window_center=None, window_width=None)
+            info.update(
+                intensity_low=None, intensity_high=None, window_center=None, window_width=None
+            )
             return out, info
         if config.window_override is not None:
             (c, w), known = tuple(config.window_override), True
         else:
             (c, w), known = ct_window(case.meta.get("study_type"), config.default_window)
         lo, hi = window_bounds(c, w)
-        info.update(window_center=c, window_width=w, intensity_low=lo, intensity_high=hi,
-                    unknown_study_type=not known)
+        info.update(
+            window_center=c,
+            window_width=w,
+            intensity_low=lo,
+            intensity_high=hi,
+            unknown_study_type=not known,
+        )
         return to_uint8(vol, lo, hi), info
     lo, hi = mri_bounds(vol, config.mri_percentiles)
     info.update(intensity_low=lo, intensity_high=hi)
@@ -121,8 +143,9 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
             warnings.append(f"{case.key}: {p} plane skipped (the volume is {cshape} voxels)")
             planes.remove(p)
             continue
-        layouts[p] = geo.slice_layout(cshape[r_ax], cshape[c_ax], spacing[r_ax], spacing[c_ax],
-                                      config.size, config.square)
+        layouts[p] = geo.slice_layout(
+            cshape[r_ax], cshape[c_ax], spacing[r_ax], spacing[c_ax], config.size, config.square
+        )
     keep = {p: _keep_ranges(layouts[p], p, cshape) for p in planes}
     counts = _anatomy_counts(case, shape, affine, ornt, planes, keep, warnings)
 
@@ -173,36 +196,38 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
                 c = per_plane[p][i]
                 presence[r, _COL[s]] = 1 if c >= config.min_pixels else 0
                 area[r, _COL[s]] = c / n_pixels
-            rows.append({
-                "slice_id": f"{case.modality}:{case.subject}:{p}:{i:04d}",
-                "subject": case.subject,
-                "subject_key": case.key,
-                "dataset": case.dataset,
-                "source_kind": case.source_kind,
-                "modality": case.modality,
-                "plane": p,
-                "index": i,
-                "n_slices": n,
-                "position_mm": position,
-                "rel_position": i / (n - 1) if n > 1 else 0.0,
-                "age": meta.get("age"),
-                "age_group": age_group(meta.get("age")),
-                "sex": meta.get("sex"),
-                "institute": meta.get("institute"),
-                "manufacturer": meta.get("manufacturer"),
-                "scanner_model": meta.get("scanner_model"),
-                "kvp": meta.get("kvp"),
-                "field_strength": meta.get("field_strength"),
-                "study_type": meta.get("study_type"),
-                "pathology": meta.get("pathology"),
-                "pathology_location": meta.get("pathology_location"),
-                "window_center": info["window_center"],
-                "window_width": info["window_width"],
-                "intensity_low": info.get("intensity_low"),
-                "intensity_high": info.get("intensity_high"),
-                "pixel_spacing_mm": layout.pixel_mm,
-                "source_file": case.image,
-            })
+            rows.append(
+                {
+                    "slice_id": f"{case.modality}:{case.subject}:{p}:{i:04d}",
+                    "subject": case.subject,
+                    "subject_key": case.key,
+                    "dataset": case.dataset,
+                    "source_kind": case.source_kind,
+                    "modality": case.modality,
+                    "plane": p,
+                    "index": i,
+                    "n_slices": n,
+                    "position_mm": position,
+                    "rel_position": i / (n - 1) if n > 1 else 0.0,
+                    "age": meta.get("age"),
+                    "age_group": age_group(meta.get("age")),
+                    "sex": meta.get("sex"),
+                    "institute": meta.get("institute"),
+                    "manufacturer": meta.get("manufacturer"),
+                    "scanner_model": meta.get("scanner_model"),
+                    "kvp": meta.get("kvp"),
+                    "field_strength": meta.get("field_strength"),
+                    "study_type": meta.get("study_type"),
+                    "pathology": meta.get("pathology"),
+                    "pathology_location": meta.get("pathology_location"),
+                    "window_center": info["window_center"],
+                    "window_width": info["window_width"],
+                    "intensity_low": info.get("intensity_low"),
+                    "intensity_high": info.get("intensity_high"),
+                    "pixel_spacing_mm": layout.pixel_mm,
+                    "source_file": case.image,
+                }
+            )
             r += 1
     del vol_u8
     write_piece(piece, images, rows, presence, area, config.thumbnails)
@@ -226,8 +251,12 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def write_piece(
-    piece: Path, images: np.ndarray, rows: list[dict[str, Any]], presence: np.ndarray,
-    area: np.ndarray, thumbnails: bool,
+    piece: Path,
+    images: np.ndarray,
+    rows: list[dict[str, Any]],
+    presence: np.ndarray,
+    area: np.ndarray,
+    thumbnails: bool,
 ) -> None:
     piece.mkdir(parents=True, exist_ok=True)
     (piece / SUMMARY).unlink(missing_ok=True)

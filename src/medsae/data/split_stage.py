@@ -47,12 +47,17 @@ def assign_splits(subjects: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     """``subject_key``, ``split`` for a subject table (see the module docstring)."""
     held = {str(i).strip().upper() for i in config.test_institutes}
     inst = subjects["institute"].astype("object")
-    is_test = inst.map(lambda v: v is not None and not pd.isna(v) and str(v).strip().upper() in held)
+    is_test = inst.map(
+        lambda v: v is not None and not pd.isna(v) and str(v).strip().upper() in held
+    )
     out = pd.Series("train", index=subjects.index, dtype="object")
     out[is_test.astype(bool)] = "test"
     rest = subjects[~is_test.astype(bool)]
     strata = (
-        rest["modality"].astype(str) + "|" + rest["sex"].fillna("?").astype(str) + "|"
+        rest["modality"].astype(str)
+        + "|"
+        + rest["sex"].fillna("?").astype(str)
+        + "|"
         + rest["age_group"].fillna("?").astype(str)
     )
     for stratum, members in rest.groupby(strata, sort=True):
@@ -62,10 +67,14 @@ def assign_splits(subjects: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
         val_idx = rng.permutation(len(keys))[:n_val]
         val_keys = set(keys.iloc[val_idx])
         out[members.index[members["subject_key"].isin(val_keys)]] = "val"
-    return pd.DataFrame({"subject_key": subjects["subject_key"].astype(str), "split": out.astype(str)})
+    return pd.DataFrame(
+        {"subject_key": subjects["subject_key"].astype(str), "split": out.astype(str)}
+    )
 
 
-def split(workspace: str | Path | Workspace, config: SplitConfig | None = None, force: bool = False) -> StageOutcome:
+def split(
+    workspace: str | Path | Workspace, config: SplitConfig | None = None, force: bool = False
+) -> StageOutcome:
     """Write ``WS/split`` from the slice table of ``WS/slices``."""
     config = config or SplitConfig()
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
@@ -78,9 +87,15 @@ def split(workspace: str | Path | Workspace, config: SplitConfig | None = None, 
             raise ArtifactError(f"{ws.slices}: the slice table is empty; nothing to split")
         result = assign_splits(subjects_table(table), config).sort_values("subject_key")
         result.to_parquet(partial / SPLIT_FILE, index=False)
-        counts = {f"subjects_{s}": int((result["split"] == s).sum()) for s in ("train", "val", "test")}
-        per_slice = table["subject_key"].map(dict(zip(result["subject_key"], result["split"], strict=True)))
-        counts.update({f"slices_{s}": int((per_slice == s).sum()) for s in ("train", "val", "test")})
+        counts = {
+            f"subjects_{s}": int((result["split"] == s).sum()) for s in ("train", "val", "test")
+        }
+        per_slice = table["subject_key"].map(
+            dict(zip(result["subject_key"], result["split"], strict=True))
+        )
+        counts.update(
+            {f"slices_{s}": int((per_slice == s).sum()) for s in ("train", "val", "test")}
+        )
         return StageResult(counts=counts)
 
     return run_stage(ws.split, "split", config, inputs, build, force=force)

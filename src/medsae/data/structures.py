@@ -156,9 +156,7 @@ STRUCTURES_BY_MODALITY: MappingProxyType[str, tuple[str, ...]] = MappingProxyTyp
 
 
 def _names(prefixes: tuple[str, ...], exact: tuple[str, ...] = ()) -> tuple[str, ...]:
-    return tuple(
-        s for s in ALL_STRUCTURES if s in exact or any(s.startswith(p) for p in prefixes)
-    )
+    return tuple(s for s in ALL_STRUCTURES if s in exact or any(s.startswith(p) for p in prefixes))
 
 
 # Anatomical groups (used for group-presence probes, descriptions and queries). A structure
@@ -198,10 +196,18 @@ GROUPS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             ),
         ),
         "pelvis": _names(
-            ("hip_", "iliac_", "gluteus_"), ("urinary_bladder", "prostate", "sacrum", "vertebrae_S1")
+            ("hip_", "iliac_", "gluteus_"),
+            ("urinary_bladder", "prostate", "sacrum", "vertebrae_S1"),
         ),
         "spine": _names(
-            ("vertebrae",), ("sacrum", "spinal_cord", "intervertebral_discs", "autochthon_left", "autochthon_right")
+            ("vertebrae",),
+            (
+                "sacrum",
+                "spinal_cord",
+                "intervertebral_discs",
+                "autochthon_left",
+                "autochthon_right",
+            ),
         ),
         "ribs": _names(("rib_",), ("sternum", "costal_cartilages")),
         "upper_limb_girdle": _names(("humerus", "scapula", "clavicula")),
@@ -223,7 +229,16 @@ GROUPS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "muscles": _names(("gluteus", "autochthon", "iliopsoas")),
         "digestive": _names(
             (),
-            ("esophagus", "stomach", "duodenum", "small_bowel", "colon", "liver", "gallbladder", "pancreas"),
+            (
+                "esophagus",
+                "stomach",
+                "duodenum",
+                "small_bowel",
+                "colon",
+                "liver",
+                "gallbladder",
+                "pancreas",
+            ),
         ),
         "urogenital": _names(("kidney",), ("urinary_bladder", "prostate")),
     }
@@ -240,7 +255,9 @@ def structure_index(name: str) -> int:
     try:
         return ALL_STRUCTURES.index(name)
     except ValueError:
-        raise KeyError(f"unknown structure {name!r}; see medsae.data.structures.ALL_STRUCTURES") from None
+        raise KeyError(
+            f"unknown structure {name!r}; see medsae.data.structures.ALL_STRUCTURES"
+        ) from None
 
 
 def pretty(name: str) -> str:

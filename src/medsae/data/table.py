@@ -115,7 +115,9 @@ def read_anatomy(slices_dir: Path, mmap: bool = True) -> Anatomy:
     return Anatomy(presence=presence, area=area, structures=list(structures))
 
 
-def write_anatomy(slices_dir: Path, presence: np.ndarray, area: np.ndarray, structures: list[str]) -> None:
+def write_anatomy(
+    slices_dir: Path, presence: np.ndarray, area: np.ndarray, structures: list[str]
+) -> None:
     d = Path(slices_dir)
     np.save(d / PRESENCE_FILE, presence.astype(np.int8, copy=False))
     np.save(d / AREA_FILE, area.astype(np.float32, copy=False))

@@ -12,7 +12,14 @@ import numpy as np
 from medsae.data.cases import Case
 from medsae.errors import InputError
 
-_READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError)
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    ValueError,
+    nib.filebasedimages.ImageFileError,
+)
 
 
 def _load(path: str, who: str) -> Any:
@@ -21,7 +28,9 @@ def _load(path: str, who: str) -> Any:
     except FileNotFoundError as e:
         raise InputError(f"{who}: {path}", "file not found") from e
     except _READ_ERRORS as e:
-        raise InputError(f"{who}: {path}", f"cannot read NIfTI header ({type(e).__name__}: {e})") from e
+        raise InputError(
+            f"{who}: {path}", f"cannot read NIfTI header ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _data(img: Any, path: str, who: str, dtype: Any) -> np.ndarray:
@@ -72,9 +81,7 @@ def load_image(case: Case) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return data, affine, warnings
 
 
-def load_mask(
-    path: str, who: str, shape: tuple[int, int, int], affine: np.ndarray
-) -> np.ndarray:
+def load_mask(path: str, who: str, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
     """A mask or label map on the image grid (native dtype), checked against the image.
 
     Raises InputError when its shape or affine differs from the image's.
@@ -82,7 +89,9 @@ def load_mask(
     img = _load(path, who)
     mshape = _as_3d(tuple(img.shape), path, who)
     if mshape != tuple(shape):
-        raise InputError(f"{who}: {path}", f"mask shape {mshape} differs from image shape {tuple(shape)}")
+        raise InputError(
+            f"{who}: {path}", f"mask shape {mshape} differs from image shape {tuple(shape)}"
+        )
     if not np.allclose(img.affine, affine, atol=1e-3, rtol=1e-5):
         raise InputError(
             f"{who}: {path}",

@@ -44,7 +44,12 @@ _TERMS: tuple[tuple[str, str, str, str], ...] = (
     ("plane", "sagittal slice", r"\bsagittal\b", r"\bsagittal\b"),
     ("sex", "female patient", r"\bfemale\b|\bwom[ae]n\b", r"\bfemale\b|\bwom[ae]n\b"),
     ("sex", "male patient", r"\bmale\b|\bm[ae]n\b", r"\bmale\b|\bm[ae]n\b"),
-    ("age", "elderly patient", r"\belderly\b|\bold(er)?\b|\bover \d+\b|\baged\b", r"\belderly\b|\bold(er)?\b|\bover \d+\b|\b80\b"),
+    (
+        "age",
+        "elderly patient",
+        r"\belderly\b|\bold(er)?\b|\bover \d+\b|\baged\b",
+        r"\belderly\b|\bold(er)?\b|\bover \d+\b|\b80\b",
+    ),
     ("age", "young patient", r"\byoung\b|\bunder \d+\b", r"\byoung\b|\bunder \d+\b|\b<\s*40\b"),
 )
 _FILLER = re.compile(
@@ -75,7 +80,9 @@ def load_descriptions(features: pd.DataFrame) -> pd.DataFrame:
     ok = desc.notna() & (desc.astype(str).str.strip() != "")
     out = features.loc[ok].reset_index(drop=True)
     if out.empty:
-        raise InputError("features.parquet", "no feature has a description; run `medsae interpret` first")
+        raise InputError(
+            "features.parquet", "no feature has a description; run `medsae interpret` first"
+        )
     return out
 
 
@@ -126,7 +133,9 @@ class TextRetriever:
             raise InputError("features.parquet", f"latent ids outside 0..{index.n_latents - 1}")
 
     # ------------------------------------------------------------------ feature choice
-    def choose(self, query: str, m: int | None = None, mode: str | None = None) -> list[FeatureChoice]:
+    def choose(
+        self, query: str, m: int | None = None, mode: str | None = None
+    ) -> list[FeatureChoice]:
         """The features a query is composed of, with their weights (summing to 1)."""
         if not query or not query.strip():
             raise InputError("query", "empty query; describe the images you are looking for")
@@ -177,13 +186,20 @@ class TextRetriever:
             floor = self.config.relative_similarity * float(sims[order[0]])
             order = [order[0]] + [i for i in order[1:] if sims[i] >= floor]
         return [
-            FeatureChoice(int(latents[i]), float(max(sims[i], 0.0)), float(sims[i]),
-                          str(self.features["description"].iloc[i]), text)
+            FeatureChoice(
+                int(latents[i]),
+                float(max(sims[i], 0.0)),
+                float(sims[i]),
+                str(self.features["description"].iloc[i]),
+                text,
+            )
             for i in order
         ]
 
     # ------------------------------------------------------------------ ranking
-    def rank(self, choices: Sequence[FeatureChoice], n: int, mask: np.ndarray | None = None) -> Hits:
+    def rank(
+        self, choices: Sequence[FeatureChoice], n: int, mask: np.ndarray | None = None
+    ) -> Hits:
         """One slice per subject ranked by the weighted normalised activations of ``choices``."""
         idx = self.index
         acc = np.zeros(idx.n_rows, dtype=np.float64)
@@ -224,14 +240,18 @@ def _normalise(choices: Sequence[FeatureChoice]) -> list[FeatureChoice]:
     total = sum(max(c.weight, 0.0) for c in choices)
     if total <= 0:
         share = 1.0 / max(len(choices), 1)
-        return [FeatureChoice(c.latent, share, c.similarity, c.description, c.matched) for c in choices]
+        return [
+            FeatureChoice(c.latent, share, c.similarity, c.description, c.matched) for c in choices
+        ]
     return [
         FeatureChoice(c.latent, max(c.weight, 0.0) / total, c.similarity, c.description, c.matched)
         for c in choices
     ]
 
 
-def llm_selector(client: Any, m: int = 3, shortlist: int = 60, embedder: TextEmbedder | None = None) -> Selector:
+def llm_selector(
+    client: Any, m: int = 3, shortlist: int = 60, embedder: TextEmbedder | None = None
+) -> Selector:
     """A selector that lets an LLM pick features from their descriptions (structured output).
 
     ``client`` is a :class:`medsae.interpret.llm.LLMClient`. The model sees numbered
@@ -255,7 +275,10 @@ def llm_selector(client: Any, m: int = 3, shortlist: int = 60, embedder: TextEmb
             cand = np.argsort(-sims, kind="stable")[:shortlist]
         lines = "\n".join(f"[{k}] {texts[i]}" for k, i in enumerate(cand))
         messages = [
-            {"role": "system", "content": "You choose image features whose descriptions match a search query."},
+            {
+                "role": "system",
+                "content": "You choose image features whose descriptions match a search query.",
+            },
             {
                 "role": "user",
                 "content": f"Query: {query}\nDescription: {query}\nCandidates:\n{lines}\n"

@@ -15,17 +15,28 @@ def register(app: typer.Typer) -> None:
 
 def interpret_command(
     workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
-    encoder: str | None = typer.Option(None, help="Encoder (default: best from WS/ranking, else every run)."),
+    encoder: str | None = typer.Option(
+        None, help="Encoder (default: best from WS/ranking, else every run)."
+    ),
     run: str | None = typer.Option(None, help="SAE run (with --encoder)."),
-    describer: str | None = typer.Option(None, help="offline (no model) or llm (OpenAI-compatible endpoint)."),
-    scorer: str | None = typer.Option(None, help="embedding, labels or llm: scorer of the headline numbers."),
-    base_url: str | None = typer.Option(None, help="LLM endpoint, e.g. http://127.0.0.1:8000/v1 "
-                                        "(default: MEDSAE_LLM_BASE_URL)."),
+    describer: str | None = typer.Option(
+        None, help="offline (no model) or llm (OpenAI-compatible endpoint)."
+    ),
+    scorer: str | None = typer.Option(
+        None, help="embedding, labels or llm: scorer of the headline numbers."
+    ),
+    base_url: str | None = typer.Option(
+        None, help="LLM endpoint, e.g. http://127.0.0.1:8000/v1 (default: MEDSAE_LLM_BASE_URL)."
+    ),
     model: str | None = typer.Option(None, help="LLM model name (default: MEDSAE_LLM_MODEL)."),
-    top_n: int | None = typer.Option(None, help="Describe only the top N features (see --rank-by)."),
+    top_n: int | None = typer.Option(
+        None, help="Describe only the top N features (see --rank-by)."
+    ),
     rank_by: str | None = typer.Option(None, help="concept or frequency: order used with --top-n."),
     text_only: bool = typer.Option(False, "--text-only", help="Send no images to the LLM."),
-    config: Path | None = typer.Option(None, help="Config file (TOML/YAML/JSON) with an 'interpret' table."),
+    config: Path | None = typer.Option(
+        None, help="Config file (TOML/YAML/JSON) with an 'interpret' table."
+    ),
     force: bool = typer.Option(False, help="Rebuild even when up to date."),
 ) -> None:
     """Describe an SAE's features and score the descriptions on held-out slices."""
@@ -43,7 +54,9 @@ def interpret_command(
     if top_n is not None:
         overrides.update(select="top_n", top_n=top_n)
     llm = {"base_url": base_url, "model": model, "send_images": False if text_only else None}
-    data = merge_overrides(data, {**overrides, "llm": {k: v for k, v in llm.items() if v is not None}})
+    data = merge_overrides(
+        data, {**overrides, "llm": {k: v for k, v in llm.items() if v is not None}}
+    )
     cfg = build_config(InterpretConfig, data, config or "command line")
     ws = Workspace(workspace)
     if encoder and run:

@@ -17,21 +17,37 @@ class LLMConfig(StageConfig):
     written to manifests.
     """
 
-    base_url: str | None = Field(default=None, description="API root with version, e.g. http://127.0.0.1:8000/v1.")
+    base_url: str | None = Field(
+        default=None, description="API root with version, e.g. http://127.0.0.1:8000/v1."
+    )
     model: str | None = Field(default=None, description="Chat model name (a VLM to send images).")
-    api_key: SecretStr | None = Field(default=None, exclude=True, description="Bearer key (not saved).")
-    embedding_model: str | None = Field(default=None, description="Model for /embeddings (default: model).")
-    send_images: bool = Field(default=True, description="Send slices as PNG images (False: text only).")
-    image_size: int | None = Field(default=256, ge=16, description="Longer side of sent images in pixels.")
+    api_key: SecretStr | None = Field(
+        default=None, exclude=True, description="Bearer key (not saved)."
+    )
+    embedding_model: str | None = Field(
+        default=None, description="Model for /embeddings (default: model)."
+    )
+    send_images: bool = Field(
+        default=True, description="Send slices as PNG images (False: text only)."
+    )
+    image_size: int | None = Field(
+        default=256, ge=16, description="Longer side of sent images in pixels."
+    )
     concurrency: int = Field(default=4, ge=1, description="Requests in flight at most.")
     timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one HTTP request.")
     max_retries: int = Field(default=4, ge=0, description="Retries on timeouts, 429 and 5xx.")
-    backoff_s: float = Field(default=1.0, ge=0, description="First retry delay; doubles each retry.")
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles each retry."
+    )
     max_backoff_s: float = Field(default=30.0, ge=0, description="Cap of the retry delay.")
-    invalid_retries: int = Field(default=2, ge=0, description="Retries on refusals or invalid JSON.")
+    invalid_retries: int = Field(
+        default=2, ge=0, description="Retries on refusals or invalid JSON."
+    )
     temperature: float = Field(default=0.0, ge=0, description="Sampling temperature.")
     max_tokens: int = Field(default=512, ge=16, description="Answer length limit in tokens.")
-    cache: bool = Field(default=True, description="Cache answers under WS/cache/llm/ (reruns cost nothing).")
+    cache: bool = Field(
+        default=True, description="Cache answers under WS/cache/llm/ (reruns cost nothing)."
+    )
 
 
 class InterpretConfig(StageConfig):
@@ -42,34 +58,65 @@ class InterpretConfig(StageConfig):
     """
 
     describer: Literal["offline", "llm"] = Field(
-        default="offline", description="offline: from label statistics, no model; llm: an OpenAI-compatible VLM/LLM."
+        default="offline",
+        description="offline: from label statistics, no model; llm: an OpenAI-compatible VLM/LLM.",
     )
     scorer: Literal["embedding", "labels", "llm"] = Field(
         default="embedding",
         description="Scorer of the headline detection numbers: embedding (offline text embedder), "
         "labels (ground-truth labels named by the description) or llm (the endpoint judges slices).",
     )
-    select: Literal["all", "top_n"] = Field(default="all", description="Describe every alive feature, or the top N.")
-    top_n: int = Field(default=250, ge=1, description="Number of features described when select = top_n.")
+    select: Literal["all", "top_n"] = Field(
+        default="all", description="Describe every alive feature, or the top N."
+    )
+    top_n: int = Field(
+        default=250, ge=1, description="Number of features described when select = top_n."
+    )
     rank_by: Literal["concept", "frequency"] = Field(
         default="concept",
         description="Order for top_n: concept = concept AUROC x sqrt(frequency) (falls back to "
         "frequency without a concept map); frequency = training activation frequency.",
     )
-    min_active: int = Field(default=3, ge=1, description="Training activations a feature needs to be alive.")
-    n_top: int = Field(default=20, ge=1, description="Top-activating training slices kept (one per subject).")
-    n_display: int = Field(default=5, ge=1, description="Most diverse of the top slices, shown to the describer.")
-    n_quantiles: int = Field(default=10, ge=2, description="Activation quantile bins sampled per feature.")
-    n_enrichment: int = Field(default=8, ge=1, description="Strongest label enrichments kept per feature.")
-    n_positive: int = Field(default=20, ge=1, description="Held-out activating slices per detection test.")
-    n_negative_random: int = Field(default=10, ge=0, description="Random held-out non-activating slices.")
-    n_negative_hard: int = Field(default=10, ge=0, description="Nearest-neighbour (code space) non-activating slices.")
-    min_positive: int = Field(default=3, ge=1, description="Held-out activations needed to score a feature.")
-    ranking_slices: int = Field(default=5, ge=1, description="Held-out slices shown in the ranking protocol.")
-    ranking_distractors: int = Field(default=4, ge=1, description="Other features' descriptions among the choices.")
-    detection_batch: int = Field(default=10, ge=1, description="Slices per request for the llm scorer.")
+    min_active: int = Field(
+        default=3, ge=1, description="Training activations a feature needs to be alive."
+    )
+    n_top: int = Field(
+        default=20, ge=1, description="Top-activating training slices kept (one per subject)."
+    )
+    n_display: int = Field(
+        default=5, ge=1, description="Most diverse of the top slices, shown to the describer."
+    )
+    n_quantiles: int = Field(
+        default=10, ge=2, description="Activation quantile bins sampled per feature."
+    )
+    n_enrichment: int = Field(
+        default=8, ge=1, description="Strongest label enrichments kept per feature."
+    )
+    n_positive: int = Field(
+        default=20, ge=1, description="Held-out activating slices per detection test."
+    )
+    n_negative_random: int = Field(
+        default=10, ge=0, description="Random held-out non-activating slices."
+    )
+    n_negative_hard: int = Field(
+        default=10, ge=0, description="Nearest-neighbour (code space) non-activating slices."
+    )
+    min_positive: int = Field(
+        default=3, ge=1, description="Held-out activations needed to score a feature."
+    )
+    ranking_slices: int = Field(
+        default=5, ge=1, description="Held-out slices shown in the ranking protocol."
+    )
+    ranking_distractors: int = Field(
+        default=4, ge=1, description="Other features' descriptions among the choices."
+    )
+    detection_batch: int = Field(
+        default=10, ge=1, description="Slices per request for the llm scorer."
+    )
     score_splits: list[Literal["train", "val", "test"]] = Field(
         default=["val", "test"], description="Splits the scores are computed on."
     )
     seed: int = Field(default=0, description="Seed of every sample drawn for scoring.")
-    llm: LLMConfig = Field(default_factory=LLMConfig, description="The endpoint for describer/scorer llm.")
+    llm: LLMConfig = Field(
+        default_factory=LLMConfig, description="The endpoint for describer/scorer llm."
+    )

@@ -39,7 +39,16 @@ from medsae.data.structures import GROUPS, pretty
 from medsae.interpret.features import FeatureStats, LabelTable
 from medsae.interpret.llm import LLMClient, LLMError
 
-REGIONS = ("head", "neck", "thorax", "abdomen", "pelvis", "lower_limb", "upper_limb_girdle", "spine")
+REGIONS = (
+    "head",
+    "neck",
+    "thorax",
+    "abdomen",
+    "pelvis",
+    "lower_limb",
+    "upper_limb_girdle",
+    "spine",
+)
 _GROUP_WORDS = {
     "heart_and_great_vessels": "heart and great vessels",
     "upper_limb_girdle": "shoulder girdle",
@@ -122,14 +131,20 @@ def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int 
         value = getattr(row, name, None)
         return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
-    parts = [f"{get('plane') or 'unknown plane'} {_MODALITY_WORDS.get(get('modality'), get('modality') or '')}".strip()]
+    parts = [
+        f"{get('plane') or 'unknown plane'} {_MODALITY_WORDS.get(get('modality'), get('modality') or '')}".strip()
+    ]
     if get("sex") is not None:
         parts.append(_SEX_WORDS.get(get("sex"), str(get("sex"))))
     if get("age_group") is not None:
         parts.append(f"age {get('age_group')}")
     named = [pretty(s) for s in structures[:max_structures]]
     more = len(structures) - len(named)
-    anatomy = ", ".join(named) + (f" and {more} more" if more > 0 else "") if named else "no labelled structure"
+    anatomy = (
+        ", ".join(named) + (f" and {more} more" if more > 0 else "")
+        if named
+        else "no labelled structure"
+    )
     return ", ".join(parts) + f"; structures: {anatomy}"
 
 
@@ -205,7 +220,8 @@ class OfflineDescriber:
             if self.labels.names[i].startswith("structure="):
                 # structures indistinguishable on this data (same F1) are named together
                 ties = [
-                    t for t in np.flatnonzero(np.abs(f1 - f1[i]) < 1e-9)
+                    t
+                    for t in np.flatnonzero(np.abs(f1 - f1[i]) < 1e-9)
                     if t != i and self.labels.names[t].startswith("structure=")
                 ]
                 tied.extend(int(t) for t in ties[: self.max_tied])
@@ -215,9 +231,13 @@ class OfflineDescriber:
         p_value = hypergeom.sf(rule_tp - 1, n_total, n_active, int(mask.sum()))
         if p_value > self.alpha:  # the rule could be chance (small features overfit easily)
             return []
-        return [self.labels.names[i] for i in sorted(chosen + tied, key=lambda k: (k not in chosen, k))]
+        return [
+            self.labels.names[i] for i in sorted(chosen + tied, key=lambda k: (k not in chosen, k))
+        ]
 
-    def _criterion(self, tp: np.ndarray, predicted: np.ndarray, n_active: float, n_total: int) -> np.ndarray:
+    def _criterion(
+        self, tp: np.ndarray, predicted: np.ndarray, n_active: float, n_total: int
+    ) -> np.ndarray:
         """F1 or balanced accuracy of "rule predicts active" from counts."""
         if self.criterion == "f1":
             return np.asarray(2 * tp / np.maximum(predicted + n_active, 1e-12))
@@ -248,8 +268,12 @@ class OfflineDescriber:
         if p_active is not None and lift is not None:
             n_struct = sum(n.startswith("structure=") for n in named)
             extra = [
-                i for i, n in enumerate(self.labels.names)
-                if n.startswith("structure=") and n not in named and p_active[i] >= 0.9 and lift[i] >= 2.0
+                i
+                for i, n in enumerate(self.labels.names)
+                if n.startswith("structure=")
+                and n not in named
+                and p_active[i] >= 0.9
+                and lift[i] >= 2.0
             ]
             extra.sort(key=lambda i: (-p_active[i], self.labels.names[i]))
             named += [self.labels.names[i] for i in extra[: max(0, 3 - n_struct)]]
@@ -291,7 +315,9 @@ def compose_phrase(named: list[str]) -> str:
     if words:
         people = " ".join(words) + " patients"
         if "age_group" in by_kind:
-            people += f" ({_AGE_WORDS.get(by_kind['age_group'][0], ('', by_kind['age_group'][0]))[1]})"
+            people += (
+                f" ({_AGE_WORDS.get(by_kind['age_group'][0], ('', by_kind['age_group'][0]))[1]})"
+            )
         text = f"slices of mostly {people}" if text == "slices" else f"{text}; mostly {people}"
     if not named:
         text = "no clear pattern"
@@ -345,12 +371,16 @@ class LLMDescriber:
         """Describe one feature; an endpoint failure gives a Description with ``error`` set."""
         images = (
             [np.asarray(self.images[r]) for r in stats.display_rows]
-            if self.send_images and self.images is not None else None
+            if self.send_images and self.images is not None
+            else None
         )
         try:
             answer = self.client.chat_json(
-                self.prompt(stats), DescriptionAnswer, images=images,
-                schema_name="feature_description", image_size=self.image_size,
+                self.prompt(stats),
+                DescriptionAnswer,
+                images=images,
+                schema_name="feature_description",
+                image_size=self.image_size,
             )
         except LLMError as e:
             return Description(stats.latent, None, self.name, error=str(e))

@@ -182,7 +182,9 @@ def fill_schema(schema: dict[str, Any], text: str) -> Any:
     return _fill(schema, indices, scores, reference, text)
 
 
-def _fill(schema: dict[str, Any], idx: list[int], scores: list[float], ref: Counter[str], text: str) -> Any:
+def _fill(
+    schema: dict[str, Any], idx: list[int], scores: list[float], ref: Counter[str], text: str
+) -> Any:
     kind = schema.get("type")
     kind = kind[0] if isinstance(kind, list) else kind
     if "enum" in schema:
@@ -236,7 +238,11 @@ class FakeLLMServer:
     """The server; use as a context manager or with :meth:`start` / :meth:`stop`."""
 
     def __init__(
-        self, faults: Faults | None = None, port: int = 0, api_key: str | None = None, model: str = "fake-vlm"
+        self,
+        faults: Faults | None = None,
+        port: int = 0,
+        api_key: str | None = None,
+        model: str = "fake-vlm",
     ) -> None:
         self.faults = faults or Faults()
         self.api_key = api_key
@@ -254,7 +260,9 @@ class FakeLLMServer:
         return f"http://{host!s}:{port}/v1"
 
     def start(self) -> FakeLLMServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-llm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="fake-llm", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -291,7 +299,9 @@ class FakeLLMServer:
             self.stats.faults_served += 1
         return f
 
-    def answer(self, path: str, raw: bytes, auth: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def answer(
+        self, path: str, raw: bytes, auth: str
+    ) -> tuple[int, dict[str, str], dict[str, Any]]:
         """Status, headers and JSON body for one request."""
         with self._lock:
             self.stats.requests += 1
@@ -313,11 +323,21 @@ class FakeLLMServer:
                 self.stats.embedding_requests += 1
             inputs = request.get("input", [])
             inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-            data = [{"object": "embedding", "index": i, "embedding": hashed_embedding(str(t))}
-                    for i, t in enumerate(inputs)]
+            data = [
+                {"object": "embedding", "index": i, "embedding": hashed_embedding(str(t))}
+                for i, t in enumerate(inputs)
+            ]
             n_tokens = sum(len(str(t).split()) for t in inputs)
-            return 200, {}, {"object": "list", "data": data, "model": request.get("model", self.model),
-                             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+            return (
+                200,
+                {},
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": request.get("model", self.model),
+                    "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+                },
+            )
         if path != "chat/completions":
             return 404, {}, {"error": {"message": f"unknown endpoint /v1/{path}"}}
         with self._lock:
@@ -327,8 +347,10 @@ class FakeLLMServer:
         with self._lock:
             self.stats.images_seen += n_images
         fmt = request.get("response_format") or {}
-        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object", "properties": {
-            "answer": {"type": "string"}}}
+        schema = (fmt.get("json_schema") or {}).get("schema") or {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+        }
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         if fault is not None and fault.refusal:
             message["refusal"] = "I can't help with that request."
@@ -340,14 +362,21 @@ class FakeLLMServer:
             message["content"] = json.dumps(fill_schema(schema, _user_text(messages)))
         prompt_tokens = len(text.split()) + 85 * n_images
         completion_tokens = len(str(message["content"] or message["refusal"]).split())
-        return 200, {}, {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "model": request.get("model", self.model),
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }
+        return (
+            200,
+            {},
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": request.get("model", self.model),
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+        )
 
 
 def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
@@ -370,7 +399,9 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path.rstrip("/") == "/v1/models":
-                self._send(200, {}, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                self._send(
+                    200, {}, {"object": "list", "data": [{"id": server.model, "object": "model"}]}
+                )
             else:
                 self._send(404, {}, {"error": {"message": f"unknown endpoint {self.path}"}})
 
@@ -382,7 +413,9 @@ def _make_handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 server.stats.in_flight += 1
                 server.stats.max_in_flight = max(server.stats.max_in_flight, server.stats.in_flight)
             try:
-                status, headers, body = server.answer(path, raw, self.headers.get("Authorization", ""))
+                status, headers, body = server.answer(
+                    path, raw, self.headers.get("Authorization", "")
+                )
             finally:
                 with server._lock:
                     server.stats.in_flight -= 1

@@ -98,13 +98,13 @@ def _as_dense_row(query: np.ndarray | sp.spmatrix, n_latents: int) -> np.ndarray
     else:
         row = np.asarray(query, dtype=np.float64).ravel()
     if row.shape != (n_latents,):
-        raise InputError("query", f"expected a codes row of {n_latents} latents, got shape {row.shape}")
+        raise InputError(
+            "query", f"expected a codes row of {n_latents} latents, got shape {row.shape}"
+        )
     return row
 
 
-def best_per_subject(
-    rows: np.ndarray, scores: np.ndarray, subjects: np.ndarray, n: int
-) -> Hits:
+def best_per_subject(rows: np.ndarray, scores: np.ndarray, subjects: np.ndarray, n: int) -> Hits:
     """The ``n`` best subjects with their best row, from candidate rows and scores.
 
     Order: decreasing score, then increasing row (deterministic tie-break).
@@ -114,7 +114,11 @@ def best_per_subject(
     _, first = np.unique(subj_sorted, return_index=True)
     first.sort()  # first occurrences in rank order = each subject's best row
     keep = order[first[:n]]
-    return Hits(rows[keep].astype(np.int64), scores[keep].astype(np.float64), subjects[keep].astype(np.int64))
+    return Hits(
+        rows[keep].astype(np.int64),
+        scores[keep].astype(np.float64),
+        subjects[keep].astype(np.int64),
+    )
 
 
 class FingerprintIndex:
@@ -167,9 +171,13 @@ class FingerprintIndex:
             subject_ids = np.arange(n_rows, dtype=np.int64)
             keys: list[str] = [str(i) for i in range(n_rows)]
         else:
-            codes_arr, uniques = pd.factorize(pd.Series(np.asarray(subjects, dtype=object)), sort=True)
+            codes_arr, uniques = pd.factorize(
+                pd.Series(np.asarray(subjects, dtype=object)), sort=True
+            )
             if len(codes_arr) != n_rows:
-                raise InputError("subjects", f"{len(codes_arr)} entries but the codes have {n_rows} rows")
+                raise InputError(
+                    "subjects", f"{len(codes_arr)} entries but the codes have {n_rows} rows"
+                )
             subject_ids = codes_arr.astype(np.int64)
             keys = [str(u) for u in uniques]
             missing = subject_ids < 0
@@ -218,7 +226,12 @@ class FingerprintIndex:
         if not p.is_file():
             raise ArtifactError(f"{p}: fingerprint index not found; run `medsae index` first")
         with np.load(p) as z:
-            indptr, rows, values, subject_ids = z["indptr"], z["rows"], z["values"], z["subject_ids"]
+            indptr, rows, values, subject_ids = (
+                z["indptr"],
+                z["rows"],
+                z["values"],
+                z["subject_ids"],
+            )
         table = pd.read_parquet(folder / INDEX_ROWS)
         keys_by_id = dict(zip(subject_ids.tolist(), table["subject_key"].astype(str), strict=True))
         keys = [keys_by_id.get(i, f"row:{i}") for i in range(int(subject_ids.max(initial=-1)) + 1)]
@@ -226,7 +239,9 @@ class FingerprintIndex:
 
     def memory_bytes(self) -> int:
         """Bytes held by the posting arrays and subject ids."""
-        return int(self.indptr.nbytes + self.rows.nbytes + self.values.nbytes + self.subject_ids.nbytes)
+        return int(
+            self.indptr.nbytes + self.rows.nbytes + self.values.nbytes + self.subject_ids.nbytes
+        )
 
     # ------------------------------------------------------------------ queries
     def row_of(self, slice_id: str) -> int:
@@ -238,7 +253,9 @@ class FingerprintIndex:
         try:
             return self._row_by_id[str(slice_id)]
         except KeyError:
-            raise InputError(f"slice id {slice_id!r}", "not in the slice table of this workspace") from None
+            raise InputError(
+                f"slice id {slice_id!r}", "not in the slice table of this workspace"
+            ) from None
 
     def codes_row(self, row: int) -> np.ndarray:
         """The dense codes row of an indexed slice (gathered from the postings)."""
@@ -260,7 +277,8 @@ class FingerprintIndex:
         for column, wanted in filters.items():
             if column not in self.table.columns:
                 raise InputError(
-                    f"filter {column!r}", f"unknown column; available: {', '.join(self.table.columns)}"
+                    f"filter {column!r}",
+                    f"unknown column; available: {', '.join(self.table.columns)}",
                 )
             values = [wanted] if isinstance(wanted, str | int | float) else list(wanted)
             key = json.dumps([column, sorted(map(str, values))])
@@ -282,7 +300,9 @@ class FingerprintIndex:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         starts, stops = self.indptr[latents], self.indptr[latents + 1]
         rows = np.concatenate([self.rows[a:b] for a, b in zip(starts, stops, strict=True)])
-        vals = np.concatenate([self.values[a:b] for a, b in zip(starts, stops, strict=True)]).astype(np.float64)
+        vals = np.concatenate(
+            [self.values[a:b] for a, b in zip(starts, stops, strict=True)]
+        ).astype(np.float64)
         qv = np.repeat(weights, stops - starts)
         dot = np.bincount(rows, weights=qv * vals, minlength=self.n_rows)
         sq = np.bincount(rows, weights=vals * vals, minlength=self.n_rows)

@@ -125,7 +125,9 @@ def evaluate_fingerprints(
             f"no query slices in {cfg.query_splits} or no gallery slices in {cfg.gallery_splits}",
         )
     rng = np.random.default_rng(cfg.seed)
-    queries = np.sort(rng.choice(query_pool, size=min(cfg.eval_queries, len(query_pool)), replace=False))
+    queries = np.sort(
+        rng.choice(query_pool, size=min(cfg.eval_queries, len(query_pool)), replace=False)
+    )
     gallery_mask = np.zeros(n_rows, dtype=bool)
     gallery_mask[gallery] = True
     present = np.asarray(presence) == 1

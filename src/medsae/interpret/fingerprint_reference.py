@@ -67,7 +67,11 @@ def check_exact(fast: Hits, reference: Hits, n: int, tol: float = 1e-9) -> bool:
     if not np.allclose(fast.scores, s[:expected], rtol=0, atol=tol):
         return False
     for i in range(expected):
-        tied = (i > 0 and abs(s[i] - s[i - 1]) <= tol) or (i + 1 < len(s) and abs(s[i] - s[i + 1]) <= tol)
-        if not tied and (fast.rows[i] != reference.rows[i] or fast.subjects[i] != reference.subjects[i]):
+        tied = (i > 0 and abs(s[i] - s[i - 1]) <= tol) or (
+            i + 1 < len(s) and abs(s[i] - s[i + 1]) <= tol
+        )
+        if not tied and (
+            fast.rows[i] != reference.rows[i] or fast.subjects[i] != reference.subjects[i]
+        ):
             return False
     return True

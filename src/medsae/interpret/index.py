@@ -44,7 +44,9 @@ def _ws(workspace: str | Path | Workspace) -> Workspace:
     return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
 
 
-def resolve_run(workspace: str | Path | Workspace, encoder: str | None = None, run: str | None = None) -> tuple[str, str]:
+def resolve_run(
+    workspace: str | Path | Workspace, encoder: str | None = None, run: str | None = None
+) -> tuple[str, str]:
     """The (encoder, run) to use: as given, else the best of ``WS/ranking/ranking.json``, else
     the only one with codes."""
     ws = _ws(workspace)
@@ -112,7 +114,9 @@ def build_index(
     has_features = cfg.text_eval and (features_dir / FEATURES_FILE).is_file()
     if has_features:
         inputs["features"] = (
-            artifact_key(features_dir) if read_manifest(features_dir) else _file_stamp(features_dir / FEATURES_FILE)
+            artifact_key(features_dir)
+            if read_manifest(features_dir)
+            else _file_stamp(features_dir / FEATURES_FILE)
         )
         embedder = embedder or shared_embedder()
         inputs["text_embedder"] = embedder.name
@@ -133,7 +137,11 @@ def build_index(
         with make_progress() as progress:
             task = progress.add_task("fingerprint evaluation", total=None)
             fp = evaluate_fingerprints(
-                index, table, np.asarray(anatomy.presence), emb, cfg.search,
+                index,
+                table,
+                np.asarray(anatomy.presence),
+                emb,
+                cfg.search,
                 progress=lambda i: progress.update(task, completed=i),
             )
         (tmp / FINGERPRINT_EVAL).write_text(json.dumps(fp, indent=2, sort_keys=True))
@@ -145,8 +153,10 @@ def build_index(
         features = _load_features(ws, encoder, run) if has_features else None
         described = features is not None and _has_descriptions(features)
         if features is not None and not described:
-            console.print(f"[yellow]index: {features_dir / FEATURES_FILE} has no descriptions; "
-                          "query suite not evaluated[/yellow]")
+            console.print(
+                f"[yellow]index: {features_dir / FEATURES_FILE} has no descriptions; "
+                "query suite not evaluated[/yellow]"
+            )
             extra["text_retrieval"] = "skipped: no feature descriptions"
         if features is not None and described:
             assert embedder is not None
@@ -160,12 +170,20 @@ def build_index(
             gallery = table["split"].isin(cfg.ask.gallery_splits).to_numpy()
             queries = load_queries()
             tr = evaluate_text_retrieval(
-                retriever, queries, table, np.asarray(anatomy.presence), anatomy.structures, gallery, cfg.ask.n
+                retriever,
+                queries,
+                table,
+                np.asarray(anatomy.presence),
+                anatomy.structures,
+                gallery,
+                cfg.ask.n,
             )
             (tmp / TEXT_RETRIEVAL).write_text(json.dumps(tr, indent=2, sort_keys=True))
             extra["text_precision_at_10"] = tr.get("text_precision_at_10")
         elif features is None:
-            console.print(f"[dim]index: no {features_dir / FEATURES_FILE}; query suite not evaluated[/dim]")
+            console.print(
+                f"[dim]index: no {features_dir / FEATURES_FILE}; query suite not evaluated[/dim]"
+            )
         counts = {
             "rows": index.n_rows,
             "latents": index.n_latents,
@@ -200,7 +218,9 @@ def load_index(workspace: str | Path | Workspace, encoder: str, run: str) -> Fin
     folder = ws.index(encoder, run)
     if read_manifest(folder) is not None:
         return FingerprintIndex.load(folder)
-    table = slices_with_split(ws.slices, ws.split) if (ws.split / "split.parquet").is_file() else None
+    table = (
+        slices_with_split(ws.slices, ws.split) if (ws.split / "split.parquet").is_file() else None
+    )
     if table is None:
         from medsae.data.table import read_slices
 
@@ -245,7 +265,9 @@ def search_similar(
 
         stored = open_images(ws.slices)
         img = qi.load_query_image(image, plane, index)  # type: ignore[arg-type]
-        prepared = qi.fit_to_workspace(img, stored.shape[1], stored.shape[3] if stored.ndim == 4 else None)
+        prepared = qi.fit_to_workspace(
+            img, stored.shape[1], stored.shape[3] if stored.ndim == 4 else None
+        )
         embedding = qi.encode_image(prepared, ws.embeddings(encoder))
     codes_n = qi.code_embedding(embedding, ws.sae(encoder, run))
     return idx.search(codes_n, k=k, n=n, filters=filters, exclude_own_subject=False)

@@ -50,8 +50,15 @@ from medsae.interpret.llm_messages import (
 )
 
 __all__ = [
-    "LLMClient", "LLMError", "LLMHTTPError", "LLMResponseError", "LLMTimeoutError", "Usage",
-    "check_json_schema", "png_data_url", "strict_schema",
+    "LLMClient",
+    "LLMError",
+    "LLMHTTPError",
+    "LLMResponseError",
+    "LLMTimeoutError",
+    "Usage",
+    "check_json_schema",
+    "png_data_url",
+    "strict_schema",
 ]
 
 T = TypeVar("T")
@@ -165,7 +172,11 @@ class LLMClient:
 
     @classmethod
     def from_env(
-        cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None, **kwargs: Any
+        cls,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        **kwargs: Any,
     ) -> LLMClient:
         """A client whose unset endpoint, model and key come from the environment.
 
@@ -310,7 +321,9 @@ class LLMClient:
                     try:
                         body: dict[str, Any] = response.json()
                     except json.JSONDecodeError as e:
-                        raise LLMResponseError(f"{url}: answer is not JSON: {response.text[:200]}") from e
+                        raise LLMResponseError(
+                            f"{url}: answer is not JSON: {response.text[:200]}"
+                        ) from e
                     self._add_usage(body.get("usage"))
                     return body
                 transient = response.status_code == 429 or response.status_code >= 500
@@ -333,7 +346,9 @@ class LLMClient:
 
     # ------------------------------------------------------------------ cache
     def _cache_key(self, endpoint: str, payload: dict[str, Any]) -> str:
-        text = json.dumps({"endpoint": endpoint, "payload": payload}, sort_keys=True, separators=(",", ":"))
+        text = json.dumps(
+            {"endpoint": endpoint, "payload": payload}, sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _cache_path(self, key: str) -> Path | None:

@@ -27,8 +27,10 @@ def png_data_url(image: np.ndarray, size: int | None = None) -> str:
     img = Image.fromarray(arr)
     if size is not None and max(img.size) != size:
         scale = size / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.Resampling.BILINEAR)
+        img = img.resize(
+            (max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

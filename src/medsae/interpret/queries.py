@@ -62,14 +62,18 @@ def validate_truth(truth: Mapping[str, Any], where: str = "truth") -> None:
         raise InputError(where, "empty ground-truth filter")
     for key, value in truth.items():
         if key not in TRUTH_KEYS:
-            raise InputError(f"{where}.{key}", f"unknown key; expected one of {', '.join(TRUTH_KEYS)}")
+            raise InputError(
+                f"{where}.{key}", f"unknown key; expected one of {', '.join(TRUTH_KEYS)}"
+            )
         values = _as_list(value)
         if not values:
             raise InputError(f"{where}.{key}", "empty list")
         if key in _ALLOWED:
             bad = [v for v in values if v not in _ALLOWED[key]]
             if bad:
-                raise InputError(f"{where}.{key}", f"unknown value(s) {bad}; expected {list(_ALLOWED[key])}")
+                raise InputError(
+                    f"{where}.{key}", f"unknown value(s) {bad}; expected {list(_ALLOWED[key])}"
+                )
         elif key.startswith("structures_"):
             bad = [v for v in values if v not in ALL_STRUCTURES]
             if bad:
@@ -77,7 +81,9 @@ def validate_truth(truth: Mapping[str, Any], where: str = "truth") -> None:
         else:
             bad = [v for v in values if v not in GROUPS]
             if bad:
-                raise InputError(f"{where}.{key}", f"unknown group(s) {bad}; expected {list(GROUPS)}")
+                raise InputError(
+                    f"{where}.{key}", f"unknown group(s) {bad}; expected {list(GROUPS)}"
+                )
 
 
 def _parse(entry: Mapping[str, Any], where: str) -> Query:
@@ -89,16 +95,28 @@ def _parse(entry: Mapping[str, Any], where: str) -> Query:
     aspects = tuple(entry["aspects"])
     unknown = [a for a in aspects if a not in ASPECT_KEYS]
     if unknown:
-        raise InputError(f"{where}.aspects", f"unknown aspect(s) {unknown}; expected {list(ASPECT_KEYS)}")
+        raise InputError(
+            f"{where}.aspects", f"unknown aspect(s) {unknown}; expected {list(ASPECT_KEYS)}"
+        )
     implied = {a for a, keys in ASPECT_KEYS.items() if any(k in truth for k in keys)}
     if implied != set(aspects):
         raise InputError(
-            f"{where}.aspects", f"lists {sorted(aspects)} but the truth filter checks {sorted(implied)}"
+            f"{where}.aspects",
+            f"lists {sorted(aspects)} but the truth filter checks {sorted(implied)}",
         )
     if not str(entry["text"]).strip():
         raise InputError(f"{where}.text", "empty query text")
-    extra = {k: v for k, v in entry.items() if k not in {"id", "text", "truth", "aspects", "source"}}
-    return Query(str(entry["id"]), str(entry["text"]), truth, aspects, str(entry.get("source", "suite")), extra)
+    extra = {
+        k: v for k, v in entry.items() if k not in {"id", "text", "truth", "aspects", "source"}
+    }
+    return Query(
+        str(entry["id"]),
+        str(entry["text"]),
+        truth,
+        aspects,
+        str(entry.get("source", "suite")),
+        extra,
+    )
 
 
 def load_queries(path: str | Path | None = None) -> list[Query]:
@@ -161,5 +179,7 @@ def truth_mask(
             for g in values:
                 mask &= any_of(GROUPS[g])
         else:
-            raise InputError(f"truth.{key}", f"unknown key; expected one of {', '.join(TRUTH_KEYS)}")
+            raise InputError(
+                f"truth.{key}", f"unknown key; expected one of {', '.join(TRUTH_KEYS)}"
+            )
     return mask

@@ -42,8 +42,12 @@ def _dicom_image(path: Path) -> np.ndarray:
     except Exception as e:  # pydicom raises many kinds of errors on bad files
         raise InputError(path, f"cannot read DICOM pixel data: {e}") from e
     if pixels.ndim != 2:
-        raise InputError(path, f"expected a single 2D DICOM image, got pixel array shape {pixels.shape}")
-    pixels = pixels * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
+        raise InputError(
+            path, f"expected a single 2D DICOM image, got pixel array shape {pixels.shape}"
+        )
+    pixels = pixels * float(getattr(ds, "RescaleSlope", 1) or 1) + float(
+        getattr(ds, "RescaleIntercept", 0) or 0
+    )
     center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
     if center is not None and width is not None:
         c = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
@@ -59,7 +63,9 @@ def _nifti_slice(path: Path, plane: str | None, index: int | None) -> np.ndarray
     from medsae.data import geometry
 
     if plane not in geometry.PLANE_AXIS:
-        raise InputError(path, f"a volume needs --plane (axial, coronal or sagittal), got {plane!r}")
+        raise InputError(
+            path, f"a volume needs --plane (axial, coronal or sagittal), got {plane!r}"
+        )
     if index is None:
         raise InputError(path, "a volume needs --index (the slice number along the plane's axis)")
     try:
@@ -74,7 +80,9 @@ def _nifti_slice(path: Path, plane: str | None, index: int | None) -> np.ndarray
     vol = geometry.reorient(data, geometry.canonical_transform(img.affine))
     axis = geometry.PLANE_AXIS[plane]
     if not 0 <= index < vol.shape[axis]:
-        raise InputError(path, f"slice index {index} out of range 0..{vol.shape[axis] - 1} for {plane}")
+        raise InputError(
+            path, f"slice index {index} out of range 0..{vol.shape[axis] - 1} for {plane}"
+        )
     finite = np.asarray(vol, dtype=np.float32)
     low, high = (float(v) for v in np.percentile(finite[np.isfinite(finite)], [1, 99]))
     return _to_uint8(geometry.display_slice(finite, plane, index), low, high)

@@ -18,15 +18,25 @@ def _splits(*names: Split) -> list[Split]:
 class SearchConfig(StageConfig):
     """Fingerprint retrieval and its evaluation."""
 
-    k: int = Field(default=5, ge=1, description="Fingerprint size: the query's top-K active latents.")
-    n: int = Field(default=5, ge=1, description="Results per query in the evaluation (one per subject).")
-    eval_queries: int = Field(default=500, ge=1, description="Seeded sample of query slices for the evaluation.")
-    query_splits: list[Split] = Field(default_factory=lambda: _splits("test"), description="Splits queries are drawn from.")
+    k: int = Field(
+        default=5, ge=1, description="Fingerprint size: the query's top-K active latents."
+    )
+    n: int = Field(
+        default=5, ge=1, description="Results per query in the evaluation (one per subject)."
+    )
+    eval_queries: int = Field(
+        default=500, ge=1, description="Seeded sample of query slices for the evaluation."
+    )
+    query_splits: list[Split] = Field(
+        default_factory=lambda: _splits("test"), description="Splits queries are drawn from."
+    )
     gallery_splits: list[Split] = Field(
-        default_factory=lambda: _splits("train", "val"), description="Splits searched in the evaluation."
+        default_factory=lambda: _splits("train", "val"),
+        description="Splits searched in the evaluation.",
     )
     sweep_k: list[int] = Field(
-        default_factory=lambda: [1, 3, 5, 10, 20], description="Fingerprint sizes also evaluated (sparse and dense top-K)."
+        default_factory=lambda: [1, 3, 5, 10, 20],
+        description="Fingerprint sizes also evaluated (sparse and dense top-K).",
     )
     seed: int = Field(default=0, description="Seed of the query sample.")
 
@@ -34,7 +44,9 @@ class SearchConfig(StageConfig):
 class AskConfig(StageConfig):
     """Text-to-image retrieval through feature descriptions."""
 
-    features: int = Field(default=3, ge=1, description="Features composed per query (m; the paper uses 3).")
+    features: int = Field(
+        default=3, ge=1, description="Features composed per query (m; the paper uses 3)."
+    )
     n: int = Field(default=10, ge=1, description="Results per query (one per subject).")
     mode: Literal["aspects", "similarity"] = Field(
         default="aspects",
@@ -43,7 +55,9 @@ class AskConfig(StageConfig):
         "chosen through its description, the rest of the m features by similarity to the "
         "remaining anatomy words.",
     )
-    min_similarity: float = Field(default=0.0, description="Descriptions less similar than this are never chosen.")
+    min_similarity: float = Field(
+        default=0.0, description="Descriptions less similar than this are never chosen."
+    )
     relative_similarity: float = Field(
         default=0.75,
         ge=0.0,
@@ -52,7 +66,8 @@ class AskConfig(StageConfig):
         "similar as the best match (0 keeps all m).",
     )
     normalise: Literal["max", "p99", "none"] = Field(
-        default="p99", description="Activation scale per feature before weighting ('p99': 99th percentile of active values)."
+        default="p99",
+        description="Activation scale per feature before weighting ('p99': 99th percentile of active values).",
     )
     gallery_splits: list[Split] = Field(
         default_factory=lambda: _splits("val", "test"),
@@ -65,4 +80,6 @@ class IndexConfig(StageConfig):
 
     search: SearchConfig = Field(default_factory=SearchConfig)
     ask: AskConfig = Field(default_factory=AskConfig)
-    text_eval: bool = Field(default=True, description="Evaluate the query suite when features.parquet exists.")
+    text_eval: bool = Field(
+        default=True, description="Evaluate the query suite when features.parquet exists."
+    )

@@ -134,7 +134,9 @@ class _OfflineRanking:
     def _background_mean(self, description: str) -> float:
         assert self.background is not None
         if description not in self._background_means:
-            self._background_means[description] = float(self.detect(description, self.background)[0].mean())
+            self._background_means[description] = float(
+                self.detect(description, self.background)[0].mean()
+            )
         return self._background_means[description]
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
@@ -172,7 +174,9 @@ class EmbeddingScorer(_OfflineRanking):
                 self._cache.update(zip(todo, vecs, strict=True))
 
     def _relevance(self, vecs: np.ndarray) -> np.ndarray:
-        lv = self._label_vecs / np.maximum(np.linalg.norm(self._label_vecs, axis=1, keepdims=True), 1e-12)
+        lv = self._label_vecs / np.maximum(
+            np.linalg.norm(self._label_vecs, axis=1, keepdims=True), 1e-12
+        )
         v = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return np.asarray(v @ lv.T)
 
@@ -307,12 +311,18 @@ class LLMScorer:
         return slice_text(self.table.iloc[int(row)], present_structures(self.labels, int(row)))
 
     def _images(self, rows: Sequence[int] | np.ndarray) -> list[Any] | None:
-        return [np.asarray(self.images[int(r)]) for r in rows] if self.send_images and self.images is not None else None
+        return (
+            [np.asarray(self.images[int(r)]) for r in rows]
+            if self.send_images and self.images is not None
+            else None
+        )
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Confidence scores and match decisions, in the order of ``rows``."""
         rows = np.asarray(rows)
-        order = np.random.default_rng(self.seed).permutation(len(rows))  # mix positives and negatives
+        order = np.random.default_rng(self.seed).permutation(
+            len(rows)
+        )  # mix positives and negatives
         scores = np.zeros(len(rows))
         matches = np.zeros(len(rows), dtype=bool)
         for start in range(0, len(rows), self.batch):
@@ -321,12 +331,16 @@ class LLMScorer:
             user = DETECT_USER.format(description=description, slice_lines=lines)
             answer = self.client.chat_json(
                 [{"role": "system", "content": DETECT_SYSTEM}, {"role": "user", "content": user}],
-                DetectionAnswer, images=self._images(rows[part]), schema_name="slice_matches",
+                DetectionAnswer,
+                images=self._images(rows[part]),
+                schema_name="slice_matches",
                 image_size=self.image_size,
             )
             got = {a["index"]: a for a in answer["answers"]}
             if set(got) != set(range(1, len(part) + 1)):
-                raise LLMResponseError(f"detection answer covers slices {sorted(got)}, expected 1..{len(part)}")
+                raise LLMResponseError(
+                    f"detection answer covers slices {sorted(got)}, expected 1..{len(part)}"
+                )
             for k, i in enumerate(part, 1):
                 scores[i] = float(got[k]["confidence"])
                 matches[i] = bool(got[k]["match"])
@@ -339,7 +353,9 @@ class LLMScorer:
         user = RANK_USER.format(slice_lines=slice_lines, candidate_lines=candidates)
         answer = self.client.chat_json(
             [{"role": "system", "content": RANK_SYSTEM}, {"role": "user", "content": user}],
-            RankingAnswer, images=self._images(list(rows)), schema_name="description_ranking",
+            RankingAnswer,
+            images=self._images(list(rows)),
+            schema_name="description_ranking",
             image_size=self.image_size,
         )
         ranking = answer["ranking"]

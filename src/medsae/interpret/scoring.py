@@ -35,7 +35,9 @@ from medsae.interpret.llm import LLMError
 
 
 # ---------------------------------------------------------------------------- metrics
-def balanced_accuracy(y_true: Sequence[bool] | np.ndarray, y_pred: Sequence[bool] | np.ndarray) -> float:
+def balanced_accuracy(
+    y_true: Sequence[bool] | np.ndarray, y_pred: Sequence[bool] | np.ndarray
+) -> float:
     """``(TPR + TNR) / 2`` with ``TPR = TP / (TP + FN)``, ``TNR = TN / (TN + FP)``.
 
     NaN when either class is absent from ``y_true``.
@@ -245,8 +247,15 @@ def score_detection(
     n_pos, n_neg = int(sample.positive.sum()), int((~sample.positive).sum())
     nan = float("nan")
     if n_pos < min_positive or n_neg == 0:
-        return DetectionScore(latent, nan, nan, nan, n_pos, n_neg,
-                              error=f"too few held-out slices ({n_pos} active, {n_neg} inactive)")
+        return DetectionScore(
+            latent,
+            nan,
+            nan,
+            nan,
+            n_pos,
+            n_neg,
+            error=f"too few held-out slices ({n_pos} active, {n_neg} inactive)",
+        )
     try:
         scores, decisions = scorer.detect(description, sample.rows)
     except LLMError as e:
@@ -272,7 +281,9 @@ def score_detection(
     )
 
 
-def ranking_slices(space: CodeSpace, latent: int, rows: np.ndarray, subjects: np.ndarray, n: int) -> np.ndarray:
+def ranking_slices(
+    space: CodeSpace, latent: int, rows: np.ndarray, subjects: np.ndarray, n: int
+) -> np.ndarray:
     """The ``n`` top-activating slices among ``rows``, one per subject (``subjects`` by row)."""
     act_rows, act_vals = space.active(latent, np.asarray(rows))
     order = np.lexsort((act_rows, -act_vals))

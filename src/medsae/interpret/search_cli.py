@@ -30,7 +30,9 @@ def _print_results(results: Any, title: str) -> None:
     table = Table(title=title, title_justify="left")
     cols = [c for c in _SHOWN if c in results.columns]
     for c in cols:
-        table.add_column(c, justify="right" if c in {"rank", "score"} else "left", no_wrap=c == "slice_id")
+        table.add_column(
+            c, justify="right" if c in {"rank", "score"} else "left", no_wrap=c == "slice_id"
+        )
     for row in results.itertuples(index=False):
         values = [getattr(row, c) for c in cols]
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in values))
@@ -46,10 +48,16 @@ def register(app: typer.Typer) -> None:
     @app.command("index")
     def index_cmd(
         workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
-        encoder: str = typer.Option(None, help="Encoder (default: the ranking's best, else the only one)."),
-        run: str = typer.Option(None, help="SAE run (default: the ranking's best, else the only one)."),
+        encoder: str = typer.Option(
+            None, help="Encoder (default: the ranking's best, else the only one)."
+        ),
+        run: str = typer.Option(
+            None, help="SAE run (default: the ranking's best, else the only one)."
+        ),
         k: int = typer.Option(5, help="Fingerprint size K for the evaluation."),
-        queries: int = typer.Option(500, help="Query slices sampled for the fingerprint evaluation."),
+        queries: int = typer.Option(
+            500, help="Query slices sampled for the fingerprint evaluation."
+        ),
         force: bool = typer.Option(False, help="Rebuild even when up to date."),
     ) -> None:
         """Build the fingerprint index and evaluate fingerprint and text retrieval."""
@@ -71,39 +79,73 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Option(None, "--image", help="Query by a PNG, DICOM or NIfTI file."),
         plane: str = typer.Option(None, help="Plane of the slice to cut from a NIfTI volume."),
         index: int = typer.Option(None, "--index", help="Slice index to cut from a NIfTI volume."),
-        encoder: str = typer.Option(None, help="Encoder (default: the ranking's best, else the only one)."),
-        run: str = typer.Option(None, help="SAE run (default: the ranking's best, else the only one)."),
+        encoder: str = typer.Option(
+            None, help="Encoder (default: the ranking's best, else the only one)."
+        ),
+        run: str = typer.Option(
+            None, help="SAE run (default: the ranking's best, else the only one)."
+        ),
         k: int = typer.Option(5, help="Fingerprint size: the query's top-K active features."),
         n: int = typer.Option(10, help="Number of results (one per subject)."),
-        filter_: list[str] = typer.Option(None, "--filter", help="column=value[,value] (repeatable)."),
+        filter_: list[str] = typer.Option(
+            None, "--filter", help="column=value[,value] (repeatable)."
+        ),
     ) -> None:
         """Slices similar to a slice or an image (sparse fingerprints, one per subject)."""
         from medsae.interpret.index import search_similar
 
         results = search_similar(
-            workspace, encoder, run, slice_id=slice_id, image=image, plane=plane, index=index,
-            k=k, n=n, filters=_filters(filter_) or None,
+            workspace,
+            encoder,
+            run,
+            slice_id=slice_id,
+            image=image,
+            plane=plane,
+            index=index,
+            k=k,
+            n=n,
+            filters=_filters(filter_) or None,
         )
         _print_results(results, f"similar to {slice_id or image}")
 
     @app.command("ask")
     def ask_cmd(
-        query: str = typer.Argument(..., help='What to look for, e.g. "axial CT of the lumbar spine".'),
+        query: str = typer.Argument(
+            ..., help='What to look for, e.g. "axial CT of the lumbar spine".'
+        ),
         workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
-        encoder: str = typer.Option(None, help="Encoder (default: the ranking's best, else the only one)."),
-        run: str = typer.Option(None, help="SAE run (default: the ranking's best, else the only one)."),
+        encoder: str = typer.Option(
+            None, help="Encoder (default: the ranking's best, else the only one)."
+        ),
+        run: str = typer.Option(
+            None, help="SAE run (default: the ranking's best, else the only one)."
+        ),
         n: int = typer.Option(10, help="Number of results (one per subject)."),
         features: int = typer.Option(3, "--features", help="Features composed per query."),
-        mode: str = typer.Option("aspects", help="'aspects' or 'similarity' (see docs/retrieval.md)."),
-        filter_: list[str] = typer.Option(None, "--filter", help="Restrict results: column=value[,value]."),
+        mode: str = typer.Option(
+            "aspects", help="'aspects' or 'similarity' (see docs/retrieval.md)."
+        ),
+        filter_: list[str] = typer.Option(
+            None, "--filter", help="Restrict results: column=value[,value]."
+        ),
     ) -> None:
         """Slices matching a text query, through the descriptions of SAE features."""
         from medsae.interpret.index import ask
         from medsae.progress import console
 
-        result = ask(workspace, encoder, run, query, n=n, features=features, mode=mode,
-                     filters=_filters(filter_) or None)
+        result = ask(
+            workspace,
+            encoder,
+            run,
+            query,
+            n=n,
+            features=features,
+            mode=mode,
+            filters=_filters(filter_) or None,
+        )
         console.print(f"[bold]{query}[/bold] -> features:")
         for c in result.features:
-            console.print(f"  latent {c.latent:>6}  weight {c.weight:.2f}  sim {c.similarity:.2f}  {c.description}")
+            console.print(
+                f"  latent {c.latent:>6}  weight {c.weight:.2f}  sim {c.similarity:.2f}  {c.description}"
+            )
         _print_results(result.results, "results")

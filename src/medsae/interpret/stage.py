@@ -71,11 +71,19 @@ def make_client(config: InterpretConfig, cache_dir: Path | None) -> LLMClient:
     """The endpoint client from ``config.llm`` (unset fields from the environment)."""
     c = config.llm
     return LLMClient.from_env(
-        c.base_url, c.model, c.api_key.get_secret_value() if c.api_key else None,
-        embedding_model=c.embedding_model, timeout_s=c.timeout_s, max_retries=c.max_retries,
-        backoff_s=c.backoff_s, max_backoff_s=c.max_backoff_s, invalid_retries=c.invalid_retries,
-        concurrency=c.concurrency, cache_dir=cache_dir if c.cache else None,
-        temperature=c.temperature, max_tokens=c.max_tokens,
+        c.base_url,
+        c.model,
+        c.api_key.get_secret_value() if c.api_key else None,
+        embedding_model=c.embedding_model,
+        timeout_s=c.timeout_s,
+        max_retries=c.max_retries,
+        backoff_s=c.backoff_s,
+        max_backoff_s=c.max_backoff_s,
+        invalid_retries=c.invalid_retries,
+        concurrency=c.concurrency,
+        cache_dir=cache_dir if c.cache else None,
+        temperature=c.temperature,
+        max_tokens=c.max_tokens,
     )
 
 
@@ -89,14 +97,18 @@ def _concept_map(path: Path) -> pd.DataFrame | None:
     return frame.drop_duplicates("latent").set_index("latent")
 
 
-def _heldout_auroc(codes: sp.csc_matrix, latent: int, label: str, labels: LabelTable, rows: np.ndarray) -> float:
+def _heldout_auroc(
+    codes: sp.csc_matrix, latent: int, label: str, labels: LabelTable, rows: np.ndarray
+) -> float:
     li = labels.index(label)
     rows = rows[labels.defined[rows, li]]
     col = codes[:, latent].toarray().ravel()
     return auroc(labels.values[rows, li], col[rows])
 
 
-def _select(stats: list[FeatureStats], config: InterpretConfig, concept_auroc: dict[int, float]) -> list[FeatureStats]:
+def _select(
+    stats: list[FeatureStats], config: InterpretConfig, concept_auroc: dict[int, float]
+) -> list[FeatureStats]:
     """All alive features, or the top N by ``rank_by`` (ties by latent index)."""
     if config.select == "all" or len(stats) <= config.top_n:
         return stats
@@ -135,7 +147,9 @@ def build_features(
     codes = load_codes(codes_dir)
     meta = load_codes_meta(codes_dir)
     if codes.shape[0] != len(table):
-        raise ArtifactError(f"{codes_dir}: {codes.shape[0]} code rows but {len(table)} slices; rerun `medsae codes`")
+        raise ArtifactError(
+            f"{codes_dir}: {codes.shape[0]} code rows but {len(table)} slices; rerun `medsae codes`"
+        )
     labels = build_label_table(table, anatomy)
     split = table["split"].to_numpy()
     train = np.flatnonzero(split == "train")
@@ -143,9 +157,17 @@ def build_features(
     subjects = pd.factorize(table["subject_key"])[0]
 
     stats = feature_statistics(
-        codes, table, labels, train, levels=meta.get("levels"), min_active=config.min_active,
-        n_top=config.n_top, n_display=config.n_display, n_quantiles=config.n_quantiles,
-        n_enrichment=config.n_enrichment, seed=config.seed,
+        codes,
+        table,
+        labels,
+        train,
+        levels=meta.get("levels"),
+        min_active=config.min_active,
+        n_top=config.n_top,
+        n_display=config.n_display,
+        n_quantiles=config.n_quantiles,
+        n_enrichment=config.n_enrichment,
+        seed=config.seed,
     )
     csc = sp.csc_matrix(codes)
     concepts = _concept_map(ws.eval(encoder, run) / CONCEPTS_FILE)
@@ -158,10 +180,14 @@ def build_features(
         else:
             concept_of[s.latent] = s.concept
             concept_auroc[s.latent] = (
-                _heldout_auroc(csc, s.latent, s.concept, labels, heldout) if s.concept else float("nan")
+                _heldout_auroc(csc, s.latent, s.concept, labels, heldout)
+                if s.concept
+                else float("nan")
             )
     chosen = _select(stats, config, concept_auroc)
-    console.print(f"interpret: {len(stats)} alive features of {codes.shape[1]}; describing {len(chosen)}")
+    console.print(
+        f"interpret: {len(stats)} alive features of {codes.shape[1]}; describing {len(chosen)}"
+    )
 
     images = None
     needs_llm = config.describer == "llm" or config.scorer == "llm"
@@ -175,8 +201,15 @@ def build_features(
     descriptions: list[Description]
     if config.describer == "llm":
         assert client is not None
-        describer = LLMDescriber(client, table, labels, images, n_train=len(train),
-                                 send_images=config.llm.send_images, image_size=config.llm.image_size)
+        describer = LLMDescriber(
+            client,
+            table,
+            labels,
+            images,
+            n_train=len(train),
+            send_images=config.llm.send_images,
+            image_size=config.llm.image_size,
+        )
         descriptions = describer.describe_many(chosen)
     else:
         offline = OfflineDescriber(labels, codes, train)
@@ -186,16 +219,29 @@ def build_features(
     scorer: Any
     if config.scorer == "llm":
         assert client is not None
-        scorer = LLMScorer(client, table, labels, images, batch=config.detection_batch,
-                           send_images=config.llm.send_images, image_size=config.llm.image_size, seed=config.seed)
+        scorer = LLMScorer(
+            client,
+            table,
+            labels,
+            images,
+            batch=config.detection_batch,
+            send_images=config.llm.send_images,
+            image_size=config.llm.image_size,
+            seed=config.seed,
+        )
     elif config.scorer == "labels":
         scorer = LabelScorer(labels)
     else:
         scorer = EmbeddingScorer(labels, embedder)
         scorer.prepare(list(described.values()))
     space = CodeSpace(codes)
-    det_kw: dict[str, Any] = {"n_positive": config.n_positive, "n_hard": config.n_negative_hard,
-              "n_random": config.n_negative_random, "min_positive": config.min_positive, "seed": config.seed}
+    det_kw: dict[str, Any] = {
+        "n_positive": config.n_positive,
+        "n_hard": config.n_negative_hard,
+        "n_random": config.n_negative_random,
+        "min_positive": config.min_positive,
+        "seed": config.seed,
+    }
 
     draw = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}
     latents = sorted(described)
@@ -206,10 +252,20 @@ def build_features(
         cal = None
         if sc.calibrated:
             if latent not in calibration:
-                calibration[latent] = detection_sample(space, latent, train, seed=config.seed + 1, **draw)
+                calibration[latent] = detection_sample(
+                    space, latent, train, seed=config.seed + 1, **draw
+                )
             cal = calibration[latent]
-        return score_detection(sc, described[latent], latent, space, heldout, sample=samples[latent],
-                               calibration_sample=cal, **det_kw)
+        return score_detection(
+            sc,
+            described[latent],
+            latent,
+            space,
+            heldout,
+            sample=samples[latent],
+            calibration_sample=cal,
+            **det_kw,
+        )
 
     if hasattr(scorer, "set_background"):
         rng = np.random.default_rng(config.seed)
@@ -223,8 +279,14 @@ def build_features(
     label_scorer = scorer if config.scorer == "labels" else LabelScorer(labels)
     by_labels = {k: detect(label_scorer, k) for k in latents}
     ranks = score_ranking(
-        scorer, described, space, heldout, subjects, n_slices=config.ranking_slices,
-        n_distractors=config.ranking_distractors, seed=config.seed,
+        scorer,
+        described,
+        space,
+        heldout,
+        subjects,
+        n_slices=config.ranking_slices,
+        n_distractors=config.ranking_distractors,
+        seed=config.seed,
         mapper=client.map if config.scorer == "llm" and client is not None else None,
     )
 
@@ -235,37 +297,66 @@ def build_features(
     for d in descriptions:
         s = stats_of[d.latent]
         det = detection.get(d.latent)
-        rows.append({
-            "latent": s.latent, "level": s.level, "frequency": s.frequency,
-            "mean_activation": s.mean_activation, "max_activation": s.max_activation,
-            "top_slice_ids": [str(ids[r]) for r in s.top_rows],
-            "description": d.text, "describer": d.describer,
-            "detection_balanced_accuracy": det.balanced_accuracy if det else nan,
-            "detection_f1": det.f1 if det else nan,
-            "detection_auroc": det.auroc if det else nan,
-            "ranking_rank": ranks.get(d.latent, nan),
-            "concept": concept_of.get(s.latent), "concept_auroc": concept_auroc.get(s.latent, nan),
-        })
+        rows.append(
+            {
+                "latent": s.latent,
+                "level": s.level,
+                "frequency": s.frequency,
+                "mean_activation": s.mean_activation,
+                "max_activation": s.max_activation,
+                "top_slice_ids": [str(ids[r]) for r in s.top_rows],
+                "description": d.text,
+                "describer": d.describer,
+                "detection_balanced_accuracy": det.balanced_accuracy if det else nan,
+                "detection_f1": det.f1 if det else nan,
+                "detection_auroc": det.auroc if det else nan,
+                "ranking_rank": ranks.get(d.latent, nan),
+                "concept": concept_of.get(s.latent),
+                "concept_auroc": concept_auroc.get(s.latent, nan),
+            }
+        )
         if d.error:
             failures.append({"latent": d.latent, "stage": "describe", "error": d.error})
         elif det is not None and det.error and "too few" not in det.error:
             failures.append({"latent": d.latent, "stage": "score", "error": det.error})
         summary = s.summary()
-        records.append({
-            "latent": s.latent, "description": d.text, "describer": d.describer, "error": d.error,
-            "rule": d.rule, "n_active_train": s.n_active, "frequency": s.frequency,
-            "top_slice_ids": [str(ids[r]) for r in s.top_rows],
-            "display_slice_ids": [str(ids[r]) for r in s.display_rows],
-            "quantile_slice_ids": [str(ids[r]) for r in s.quantile_rows],
-            "enrichment": summary["enrichment"], "concept": concept_of.get(s.latent),
-            "detection": det.__dict__ if det else None,
-            "detection_labels": by_labels[d.latent].__dict__ if d.latent in by_labels else None,
-        })
-    frame = pd.DataFrame(rows, columns=[
-        "latent", "level", "frequency", "mean_activation", "max_activation", "top_slice_ids", "description",
-        "describer", "detection_balanced_accuracy", "detection_f1", "detection_auroc", "ranking_rank",
-        "concept", "concept_auroc",
-    ])
+        records.append(
+            {
+                "latent": s.latent,
+                "description": d.text,
+                "describer": d.describer,
+                "error": d.error,
+                "rule": d.rule,
+                "n_active_train": s.n_active,
+                "frequency": s.frequency,
+                "top_slice_ids": [str(ids[r]) for r in s.top_rows],
+                "display_slice_ids": [str(ids[r]) for r in s.display_rows],
+                "quantile_slice_ids": [str(ids[r]) for r in s.quantile_rows],
+                "enrichment": summary["enrichment"],
+                "concept": concept_of.get(s.latent),
+                "detection": det.__dict__ if det else None,
+                "detection_labels": by_labels[d.latent].__dict__ if d.latent in by_labels else None,
+            }
+        )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "latent",
+            "level",
+            "frequency",
+            "mean_activation",
+            "max_activation",
+            "top_slice_ids",
+            "description",
+            "describer",
+            "detection_balanced_accuracy",
+            "detection_f1",
+            "detection_auroc",
+            "ranking_rank",
+            "concept",
+            "concept_auroc",
+        ],
+    )
     frame.to_parquet(out / FEATURES_FILE, index=False)
     with open(out / DESCRIPTIONS_FILE, "w") as fh:
         for rec in records:
@@ -289,11 +380,16 @@ def build_features(
                 "auroc": _summary([x.auroc for x in by_labels.values()]),
             }
         },
-        "ranking": {**ranking_summary(list(ranks.values()), config.ranking_distractors + 1),
-                    "scorer": config.scorer},
+        "ranking": {
+            **ranking_summary(list(ranks.values()), config.ranking_distractors + 1),
+            "scorer": config.scorer,
+        },
         "counts": {
-            "n_latents": int(codes.shape[1]), "alive": len(stats), "selected": len(chosen),
-            "described": len(described), "failed": sum(1 for d in descriptions if not d.text),
+            "n_latents": int(codes.shape[1]),
+            "alive": len(stats),
+            "selected": len(chosen),
+            "described": len(described),
+            "failed": sum(1 for d in descriptions if not d.text),
             "scored": int(np.isfinite(ba).sum()) if ba else 0,
         },
         "failures": failures,
@@ -303,8 +399,11 @@ def build_features(
     (out / SCORES_FILE).write_text(json.dumps(scores, indent=2, default=_json_default))
     return StageResult(
         counts=dict(scores["counts"]),
-        extra={"detection_balanced_accuracy": scores["detection_balanced_accuracy"],
-               "ranking_top2": scores["ranking"]["top2"], "describer": scores["describer"]},
+        extra={
+            "detection_balanced_accuracy": scores["detection_balanced_accuracy"],
+            "ranking_top2": scores["ranking"]["top2"],
+            "describer": scores["describer"],
+        },
     )
 
 
@@ -347,7 +446,10 @@ def interpret(
     if client is not None:
         cfg["llm"] = {**cfg["llm"], "base_url": client.base_url, "model": client.model}
     return run_stage(
-        ws.features(encoder, run), "interpret", cfg, inputs,
+        ws.features(encoder, run),
+        "interpret",
+        cfg,
+        inputs,
         lambda out: build_features(ws, encoder, run, config, out, client=client, embedder=embedder),
         force=force,
     )
@@ -364,7 +466,9 @@ def default_runs(ws: Workspace) -> list[tuple[str, str]]:
     found = []
     if base.is_dir():
         for enc in sorted(p for p in base.iterdir() if p.is_dir()):
-            for run_dir in sorted(p for p in enc.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for run_dir in sorted(
+                p for p in enc.iterdir() if p.is_dir() and not p.name.startswith(".")
+            ):
                 if read_manifest(run_dir) is not None:
                     found.append((enc.name, run_dir.name))
     return found

@@ -99,12 +99,16 @@ class TextEmbedder:
         if self._fn is None:
             model = _minilm()
             with _threads(1 if len(texts) < 64 else None):
-                vectors = model.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+                vectors = model.encode(
+                    texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False
+                )
         else:
             vectors = self._fn(texts)
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape[0] != len(texts):
-            raise MedsaeError(f"text embedder {self.name}: {vectors.shape[0]} vectors for {len(texts)} texts")
+            raise MedsaeError(
+                f"text embedder {self.name}: {vectors.shape[0]} vectors for {len(texts)} texts"
+            )
         return l2_rows(vectors)
 
     def similarity(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:

@@ -24,7 +24,9 @@ from medsae.interpret.ask import TextRetriever
 from medsae.interpret.queries import ASPECT_KEYS, Query, truth_mask
 
 
-def precision_at(result_rows: Sequence[int] | np.ndarray, relevant: np.ndarray, n: int, available: int) -> float:
+def precision_at(
+    result_rows: Sequence[int] | np.ndarray, relevant: np.ndarray, n: int, available: int
+) -> float:
     """``|relevant results among the first n| / min(n, available)`` (0 when nothing is available)."""
     denom = min(n, available)
     if denom <= 0:
@@ -45,7 +47,11 @@ def evaluate_text_retrieval(
 ) -> dict[str, Any]:
     """Precision@n of every query, overall and per aspect (see the module docstring)."""
     n_rows = len(table)
-    gallery = np.ones(n_rows, dtype=bool) if gallery_mask is None else np.asarray(gallery_mask, dtype=bool)
+    gallery = (
+        np.ones(n_rows, dtype=bool)
+        if gallery_mask is None
+        else np.asarray(gallery_mask, dtype=bool)
+    )
     subjects = retriever.index.subject_ids
     available = len(np.unique(subjects[gallery]))
     per_query: list[dict[str, Any]] = []
@@ -62,10 +68,16 @@ def evaluate_text_retrieval(
             "precision_at_n": precision_at(hits.rows, relevant, n, available),
             "results": len(hits),
             "relevant_subjects_in_gallery": len(np.unique(subjects[gallery & relevant])),
-            "max_achievable": min(n, len(np.unique(subjects[gallery & relevant]))) / max(min(n, available), 1),
+            "max_achievable": min(n, len(np.unique(subjects[gallery & relevant])))
+            / max(min(n, available), 1),
             "features": [
-                {"latent": c.latent, "weight": round(c.weight, 4), "similarity": round(c.similarity, 4),
-                 "description": c.description, "matched": c.matched}
+                {
+                    "latent": c.latent,
+                    "weight": round(c.weight, 4),
+                    "similarity": round(c.similarity, 4),
+                    "description": c.description,
+                    "matched": c.matched,
+                }
                 for c in choices
             ],
             "aspects": {},
