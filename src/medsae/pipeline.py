@@ -359,21 +359,23 @@ def write_summary(ws: Workspace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- demo
 DEMO_PHANTOM: dict[str, Any] = {
-    "ct_subjects": 16,
-    "mri_subjects": 8,
-    "size_xy": 96,
-    "n_slices": 100,
+    # Many small subjects rather than few large ones: retrieval returns one slice per
+    # subject, so the held-out split needs enough subjects of each modality.
+    "ct_subjects": 32,
+    "mri_subjects": 32,
+    "size_xy": 64,
+    "n_slices": 80,
     "seed": 0,
 }
 DEMO_CONFIG: dict[str, Any] = {
-    "prepare": {"planes": ["axial", "coronal", "sagittal"], "step": 5, "size": 160},
+    "prepare": {"planes": ["axial", "coronal", "sagittal"], "step": 6, "size": 128},
     "split": {},
-    "encode": {"encoder": "efficientnet-lite0", "batch_size": 32},
+    "encode": {"encoder": "efficientnet-lite0", "batch_size": 32, "options": {"input_size": 128}},
     "train": {
         "arch": ["matryoshka", "topk"],
         "levels": [[32, 128, 512], [64, 256, 1024]],
         "k": [[4, 8, 16]],
-        "epochs": 30,
+        "epochs": 60,
         "batch_size": 256,
         "val_every_epochs": 5,
     },
