@@ -127,7 +127,9 @@ class TextRetriever:
             description_embeddings = self.embedder.embed(texts)
         self.desc_emb = np.asarray(description_embeddings, dtype=np.float32)
         self._desc_lower = [t.lower() for t in texts]
+        self._latents = self.features["latent"].to_numpy(dtype=np.int64)
         self._query_cache: dict[str, np.ndarray] = {}
+        self._allowed_cache: dict[str, np.ndarray] = {}
         bad = self.features["latent"].astype(int)
         if (bad < 0).any() or (bad >= index.n_latents).any():
             raise InputError("features.parquet", f"latent ids outside 0..{index.n_latents - 1}")
@@ -149,7 +151,7 @@ class TextRetriever:
         picked: list[FeatureChoice] = []
         used: set[int] = set()
         for _aspect, phrase, d_pat in terms:
-            allowed = np.array([re.search(d_pat, t) is not None for t in self._desc_lower])
+            allowed = self._descriptions_matching(d_pat)
             if not allowed.any():
                 continue  # no description names this term: better no feature than a wrong one
             found = self._top(phrase, 1, exclude=used, allowed=allowed)
@@ -158,6 +160,15 @@ class TextRetriever:
         if remainder or not picked:
             picked += self._top(remainder or query, max(1, m - len(picked)), exclude=used)
         return _normalise(picked)
+
+    def _descriptions_matching(self, pattern: str) -> np.ndarray:
+        """Mask of the descriptions a term's pattern matches (cached per pattern)."""
+        mask = self._allowed_cache.get(pattern)
+        if mask is None:
+            compiled = re.compile(pattern)
+            mask = np.array([compiled.search(t) is not None for t in self._desc_lower], dtype=bool)
+            self._allowed_cache[pattern] = mask
+        return mask
 
     def prefetch(self, queries: Sequence[str]) -> None:
         """Embed every text the given queries will be matched with, in one batch."""
@@ -177,11 +188,12 @@ class TextRetriever:
     ) -> list[FeatureChoice]:
         self._embed_texts([text])
         sims = self.desc_emb @ self._query_cache[text]
-        latents = self.features["latent"].to_numpy(dtype=np.int64)
+        latents = self._latents
         ok = ~np.isin(latents, list(exclude)) & (sims >= self.config.min_similarity)
         if allowed is not None:
             ok &= allowed
-        order = [i for i in np.lexsort((latents, -sims)) if ok[i]][:count]
+        ranked = np.lexsort((latents, -sims))
+        order = [int(i) for i in ranked[ok[ranked]][:count]]
         if order and self.config.relative_similarity > 0:
             floor = self.config.relative_similarity * float(sims[order[0]])
             order = [order[0]] + [i for i in order[1:] if sims[i] >= floor]
