@@ -138,9 +138,18 @@ def throughput(name: str, fns: dict[str, Any], B: int, reps: int, warm: int) -> 
 
 
 def quality(
-    d: int, n_true: int, active: int, D: int, k: int, samples: int, B: int, device: torch.device
-) -> dict[str, float]:
-    """Train our BatchTopK SAE on planted sparse data; recovered features, alive, per-dim R²."""
+    d: int,
+    n_true: int,
+    active: int,
+    D: int,
+    k: int,
+    samples: int,
+    B: int,
+    device: torch.device,
+    arch: str = "batchtopk",
+    lr: float | None = None,
+) -> dict[str, Any]:
+    """Train one of our SAEs on planted sparse data; recovered features, alive, per-dim R²."""
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(n_true, d, generator=gen)
     feats /= feats.norm(dim=1, keepdim=True)
@@ -153,7 +162,7 @@ def quality(
         return x + 0.01 * torch.randn(n, d, generator=g)
 
     cfg = SAEConfig(
-        arch="batchtopk",
+        arch=arch,
         d_in=d,
         n_latents=D,
         k=k,
@@ -162,7 +171,8 @@ def quality(
     )
     sae = build_sae(cfg, seed=1).to(device)
     steps = samples // B
-    tcfg = TrainConfig(lr=4 * TrainConfig().lr_for(D), warmup_fraction=0.01)
+    lr = lr if lr is not None else 4 * TrainConfig().lr_for(D)
+    tcfg = TrainConfig(lr=lr, warmup_fraction=0.01)
     run = RunState(sae, tcfg, steps)
     g = torch.Generator().manual_seed(2)
     sae.init_b_dec(batch(4096, g).to(device))
@@ -184,6 +194,12 @@ def quality(
         "alive_fraction": float(fired.float().mean()),
         "r2": r2,
         "samples": steps * B,
+        "arch": arch,
+        "lr": lr,
+        "d": d,
+        "n_true": n_true,
+        "active": active,
+        "k": k,
     }
 
 
@@ -199,8 +215,22 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sae_train.json"))
+    ap.add_argument(
+        "--quality-arch", default="batchtopk", help="SAE architecture of the quality run"
+    )
+    ap.add_argument(
+        "--quality-lr", type=float, default=None, help="learning rate of the quality run"
+    )
+    ap.add_argument(
+        "--quality-only",
+        action="store_true",
+        help="run only the quality part and update it in the existing results file",
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.quality_only:
+        run_quality_only(args, device)
+        return
     bf16 = args.dtype == "bf16" and device.type == "cuda"
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
@@ -277,6 +307,8 @@ def main() -> None:
             samples=args.quality_samples or 6_000_000,
             B=B,
             device=device,
+            arch=args.quality_arch,
+            lr=args.quality_lr,
         )
     result["quality"] = q
     result["command"] = "python benchmarks/sae_train.py " + " ".join(sys.argv[1:])
@@ -291,6 +323,33 @@ def main() -> None:
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+def run_quality_only(args: argparse.Namespace, device: torch.device) -> None:
+    """Measure quality alone and merge it into the results file (throughput keys kept)."""
+    out = Path(args.out)
+    result: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    q = quality(
+        d=1024,
+        n_true=8192,
+        active=30,
+        D=8192,
+        k=30,
+        samples=args.quality_samples or 6_000_000,
+        B=2048,
+        device=device,
+        arch=args.quality_arch,
+        lr=args.quality_lr,
+    )
+    result["quality"] = q
+    result["quality_command"] = "python benchmarks/sae_train.py " + " ".join(sys.argv[1:])
+    result.update({k: q[k] for k in ("recovered_fraction", "alive_fraction", "r2")})
+    targets = result.setdefault("targets", {})
+    targets["recovered_fraction>=0.9"] = q["recovered_fraction"] >= 0.9
+    targets["alive_fraction>=0.99"] = q["alive_fraction"] >= 0.99
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
     out.write_text(text)
 
 
