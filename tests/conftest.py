@@ -1,4 +1,4 @@
-"""A synthetic workspace completed with fixture eval/ranking/features/index artifacts."""
+"""Shared fixtures: a synthetic workspace completed with fixture eval/ranking/features/index artifacts."""
 
 from __future__ import annotations
 
