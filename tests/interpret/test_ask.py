@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from medsae.errors import ArtifactError, InputError
-from medsae.interpret.ask import TextRetriever, llm_selector, split_query
+from medsae.interpret.ask import FeatureChoice, TextRetriever, llm_selector, split_query
 from medsae.interpret.fake_llm_server import hashed_embedding
 from medsae.interpret.index import TEXT_RETRIEVAL, ask, build_index, load_index
 from medsae.interpret.queries import Query, load_queries, truth_mask, validate_truth
@@ -309,3 +309,33 @@ def test_index_stage_skips_text_eval_without_descriptions(tmp_path: Path) -> Non
     assert not (out.path / TEXT_RETRIEVAL).exists()
     assert out.manifest["extra"]["text_retrieval"].startswith("skipped")
     assert "features" in out.manifest["inputs"]  # descriptions added later make it stale
+
+
+def test_product_combination_favours_slices_where_every_feature_fires(planted) -> None:
+    ws, truth = planted
+    index = load_index(ws, truth.encoder, truth.run)
+    features = _features(ws, truth)
+    ct, axial = truth.concepts.index("modality=CT"), truth.concepts.index("plane=axial")
+    choices = [
+        FeatureChoice(ct, 0.5, 1.0, "CT scan", "CT"),
+        FeatureChoice(axial, 0.5, 1.0, "axial slice", "axial"),
+    ]
+    table = index.describe_hits(
+        TextRetriever(index, features, bag_of_words(), AskConfig(combine="product")).rank(
+            choices, n=8
+        )
+    )
+    # a soft AND: every top slice is both CT and axial
+    assert set(table["modality"]) == {"CT"} and set(table["plane"]) == {"axial"}
+    scores = table["score"].to_numpy()
+    assert np.all(np.diff(scores) <= 1e-12)
+    # the top score is prod_i (eps + a_i)^w_i with a_i the activation over its 99th percentile
+    row = int(table["row"].iloc[0])
+    expected = 1.0
+    for latent in (ct, axial):
+        a, b = index.indptr[latent], index.indptr[latent + 1]
+        vals = index.values[a:b].astype(np.float64)
+        hit = index.rows[a:b] == row
+        act = min(1.0, float(vals[hit][0]) / float(np.percentile(vals, 99))) if hit.any() else 0.0
+        expected *= (0.05 + act) ** 0.5
+    assert scores[0] == pytest.approx(expected)

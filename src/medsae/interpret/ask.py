@@ -214,7 +214,10 @@ class TextRetriever:
     ) -> Hits:
         """One slice per subject ranked by the weighted normalised activations of ``choices``."""
         idx = self.index
+        product = self.config.combine == "product"
         acc = np.zeros(idx.n_rows, dtype=np.float64)
+        if product:  # log of prod_i (eps + a_i)^w_i, starting from a_i = 0 everywhere
+            acc += sum(c.weight for c in choices) * np.log(_PRODUCT_EPS)
         touched = np.zeros(idx.n_rows, dtype=bool)
         for c in choices:
             a, b = idx.indptr[c.latent], idx.indptr[c.latent + 1]
@@ -222,8 +225,14 @@ class TextRetriever:
             if len(vals) == 0:
                 continue
             scale = _scale(vals, self.config.normalise)
-            acc[rows] += c.weight * np.minimum(1.0, vals / scale)
+            act = np.minimum(1.0, vals / scale)
+            if product:
+                acc[rows] += c.weight * (np.log(_PRODUCT_EPS + act) - np.log(_PRODUCT_EPS))
+            else:
+                acc[rows] += c.weight * act
             touched[rows] = True
+        if product:
+            acc = np.exp(acc)
         if mask is not None:
             touched &= mask
         cand = np.flatnonzero(touched)
@@ -236,6 +245,9 @@ class TextRetriever:
         choices = self.choose(query, m)
         hits = self.rank(choices, n or self.config.n, mask)
         return choices, self.index.describe_hits(hits)
+
+
+_PRODUCT_EPS = 0.05  # floor of a feature that does not fire, in the 'product' combination
 
 
 def _scale(values: np.ndarray, how: str) -> float:

@@ -69,6 +69,12 @@ class AskConfig(StageConfig):
         default="p99",
         description="Activation scale per feature before weighting ('p99': 99th percentile of active values).",
     )
+    combine: Literal["sum", "product"] = Field(
+        default="sum",
+        description="How the chosen features' normalised activations a_i (weights w_i) make a "
+        "slice's score: 'sum' = sum_i w_i a_i (any feature can carry a slice); 'product' = "
+        "prod_i (eps + a_i)^w_i, a soft AND that favours slices on which every feature fires.",
+    )
     gallery_splits: list[Split] = Field(
         default_factory=lambda: _splits("val", "test"),
         description="Splits searched when evaluating the query suite (held out from description writing).",
