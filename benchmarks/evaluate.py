@@ -30,7 +30,7 @@ from medsae.evaluate.concepts import concept_map, labels_from_tasks
 from medsae.evaluate.config import EvaluateConfig
 from medsae.evaluate.monosemantic import monosemanticity
 from medsae.evaluate.probes import run_probes, scale_sparse, standardize_dense
-from medsae.evaluate.recovery import performance_recovery
+from medsae.evaluate.recovery import recovery_with_config
 from medsae.evaluate.tasks import Task
 
 
@@ -120,21 +120,7 @@ def main() -> None:
 
     dense_auc = {(r["task"], r["split"]): r["roc_auc"] for r in dense_res}
     t = time.perf_counter()
-    rec = performance_recovery(
-        sparse_s,
-        raw["train"][:, kept],
-        rows,
-        tasks,
-        dense_auc,
-        cfg.recovery_ns,
-        cfg.recovery_methods,
-        cfg.recovery_l2_grid,
-        max_iter=cfg.recovery_max_iter,
-        path_length=cfg.l1_path_length,
-        path_ratio=cfg.l1_path_ratio,
-        path_iter=cfg.l1_iter,
-        seed=cfg.seed,
-    )
+    rec = recovery_with_config(sparse_s, raw["train"][:, kept], rows, tasks, dense_auc, cfg)
     timings["recovery"] = time.perf_counter() - t
     cpu_probes_recovery = time.process_time() - cpu0
 

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from medsae.evaluate.config import EvaluateConfig
 from medsae.evaluate.linear import (
     Design,
     balanced_weights,
@@ -243,3 +244,29 @@ def performance_recovery(
                         }
                     )
     return results
+
+
+def recovery_with_config(
+    features: Mapping[str, sp.csr_matrix],
+    raw_train: sp.csr_matrix,
+    rows: Mapping[str, np.ndarray],
+    tasks: Sequence[Task],
+    dense_auc: Mapping[tuple[str, str], float],
+    cfg: EvaluateConfig,
+) -> list[dict[str, Any]]:
+    """:func:`performance_recovery` with every setting taken from an ``EvaluateConfig``."""
+    return performance_recovery(
+        features,
+        raw_train,
+        rows,
+        tasks,
+        dense_auc,
+        cfg.recovery_ns,
+        cfg.recovery_methods,
+        cfg.recovery_l2_grid,
+        max_iter=cfg.recovery_max_iter,
+        path_length=cfg.l1_path_length,
+        path_ratio=cfg.l1_path_ratio,
+        path_iter=cfg.l1_iter,
+        seed=cfg.seed,
+    )

@@ -156,26 +156,19 @@ class _Run:
         self.summary["sparse_auroc"] = _mean(head.loc[head["features"] == "sparse", "roc_auc"])
 
     def recovery(self, out: Path) -> None:
-        from medsae.evaluate.recovery import performance_recovery
+        from medsae.evaluate.recovery import recovery_with_config
 
         if not self._probes_done:
             self.probes(out)
         d = self._prepare_probes()
         cfg = self.cfg
-        res = performance_recovery(
+        res = recovery_with_config(
             d["sparse"],
             d["raw"]["train"][:, d["latents"]],
             d["rows"],
             d["tasks"],
             self.dense_auc,
-            cfg.recovery_ns,
-            cfg.recovery_methods,
-            cfg.recovery_l2_grid,
-            max_iter=cfg.recovery_max_iter,
-            path_length=cfg.l1_path_length,
-            path_ratio=cfg.l1_path_ratio,
-            path_iter=cfg.l1_iter,
-            seed=cfg.seed,
+            cfg,
         )
         frame = pd.DataFrame.from_records(res, columns=RECOVERY_COLUMNS)
         frame.to_parquet(out / "recovery.parquet", index=False)
