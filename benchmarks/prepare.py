@@ -5,26 +5,35 @@ Prints JSON and writes benchmarks/results/prepare.json:
 * ``seconds_per_volume``: wall seconds per volume with one worker;
 * ``peak_rss_mb``: the largest resident set of any process of the run (per worker);
 * ``slices_per_second``: slices written per wall second, per worker count;
-* ``workers``: the worker counts measured, with per-count figures under ``runs``.
+* ``workers``: the worker counts measured, with per-count figures under ``runs``;
+* ``cpu_seconds_per_volume``: user + system CPU seconds of the prepare process per volume
+  (the robust figure on a shared machine), and ``load_average``: the 1-minute load before
+  and after the runs;
+* ``phantom_seconds``: time to generate the phantom (null when ``--data`` reused one).
 
 Targets: <= 30 s per volume on one core, <= 4 GB per worker, near-linear scaling.
 ``--quick`` uses 256 x 256 x 200 volumes.
 
 Usage::
 
-    python benchmarks/prepare.py [--quick] [--volumes 2] [--workers 1 2]
+    python benchmarks/prepare.py [--quick] [--volumes 2] [--workers 1 2] [--data DIR]
+
+``--data DIR`` keeps the phantom dataset in DIR (it is generated there once, when DIR is
+missing or empty, and reused by later runs with the same size and volume count).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RUN = """
 import sys
@@ -38,6 +47,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="256 x 256 x 200 volumes")
     ap.add_argument("--volumes", type=int, default=2, help="CT volumes to prepare")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--data", default=None, help="phantom folder to reuse (generated once when missing)"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "prepare.json"))
     args = ap.parse_args()
 
@@ -46,14 +58,12 @@ def main() -> None:
     size, n_slices = (256, 200) if args.quick else (512, 400)
     with tempfile.TemporaryDirectory(prefix="medsae-bench-") as tmp:
         root = Path(tmp)
-        t0 = time.perf_counter()
-        make_phantom(
-            root / "data",
-            PhantomConfig(
-                ct_subjects=args.volumes, mri_subjects=0, size_xy=size, n_slices=n_slices, seed=0
-            ),
+        data = Path(args.data).expanduser().resolve() if args.data else root / "data"
+        phantom = PhantomConfig(
+            ct_subjects=args.volumes, mri_subjects=0, size_xy=size, n_slices=n_slices, seed=0
         )
-        phantom_s = time.perf_counter() - t0
+        phantom_s = _phantom(data, phantom, make_phantom)
+        load_before = os.getloadavg()[0]
         runs = {}
         for w in args.workers:
             usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -65,7 +75,7 @@ def main() -> None:
                     "-c",
                     RUN,
                     str(root / f"ws{w}"),
-                    str(root / "data" / "ct"),
+                    str(data / "ct"),
                     str(w),
                 ],
                 check=True,
@@ -99,7 +109,8 @@ def main() -> None:
         "slices_per_second": {w: r["slices_per_second"] for w, r in runs.items()},
         "workers": args.workers,
         "runs": runs,
-        "phantom_seconds": round(phantom_s, 1),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "phantom_seconds": None if phantom_s is None else round(phantom_s, 1),
         "quick": args.quick,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
@@ -109,9 +120,25 @@ def main() -> None:
     Path(args.out).write_text(text + "\n")
 
 
-def _env() -> dict[str, str]:
-    import os
+def _phantom(data: Path, config: Any, make: Any) -> float | None:
+    """Generate the phantom into ``data`` unless a matching one is there; its seconds or None."""
+    stamp = data / "bench-phantom.json"
+    want = config.model_dump(mode="json")
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return None
+    if data.exists() and any(data.iterdir()):
+        raise SystemExit(
+            f"--data {data}: not empty and not a phantom of this benchmark ({want}); "
+            "give an empty or missing folder"
+        )
+    t0 = time.perf_counter()
+    make(data, config)
+    seconds = time.perf_counter() - t0
+    stamp.write_text(json.dumps(want))
+    return seconds
 
+
+def _env() -> dict[str, str]:
     return dict(os.environ)
 
 

@@ -10,6 +10,8 @@ kept region, see ``geometry.SliceLayout``):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from medsae.data.geometry import PLANE_AXIS
@@ -31,31 +33,85 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     return is_, js, ks
 
 
-def native_counts(
-    data: np.ndarray, ornt: np.ndarray, planes: list[str], keep: dict[str, Ranges]
+def _nonzero_along(block: np.ndarray, axes: tuple[int, int]) -> np.ndarray:
+    """Whether each index of the remaining axis has a nonzero voxel."""
+    if block.dtype.kind in "ub":  # unsigned: max is a fast SIMD reduction
+        return np.asarray(block.max(axis=axes) != 0)
+    return np.asarray(block.any(axis=axes))
+
+
+def _slab_box(slab: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """:func:`bounding_box` of ``slab != 0``, with a fast test for all-zero slabs."""
+    if slab.dtype.kind in "ub" and slab.max() == 0:
+        return None
+    k_any = np.flatnonzero(_nonzero_along(slab, (0, 1)))
+    if k_any.size == 0:
+        return None
+    ks = slice(int(k_any[0]), int(k_any[-1]) + 1)
+    sub = slab[:, :, ks]
+    j_any = np.flatnonzero(_nonzero_along(sub, (0, 2)))
+    js = slice(int(j_any[0]), int(j_any[-1]) + 1)
+    i_any = np.flatnonzero(_nonzero_along(sub[:, js], (1, 2)))
+    return slice(int(i_any[0]), int(i_any[-1]) + 1), js, ks
+
+
+def slab_counts(
+    slabs: Iterable[tuple[int, np.ndarray]],
+    native_shape: tuple[int, int, int],
+    ornt: np.ndarray,
+    planes: list[str],
+    keep: dict[str, Ranges],
 ) -> dict[str, np.ndarray]:
-    """:func:`plane_counts` of ``data != 0`` given in native voxel order.
+    """:func:`plane_counts` of ``data != 0``, for data in native voxel order given in slabs.
 
-    The bounding box is found on the native array (contiguous, no copy), and only the
-    boxed part is compared, reoriented (``ornt``, see ``geometry.canonical_transform``) and
-    counted: fast for the small structures that make most masks.
+    ``slabs`` yields ``(k0, block)`` with ``block`` holding native slices ``k0 ..
+    k0 + block.shape[2]`` (as ``volume_io.NiftiStream.raw_slabs`` gives them); ``ornt`` maps
+    native axes to canonical ones (see ``geometry.canonical_transform``). The counts are
+    taken per slab on the native grid, inside each slab's bounding box, and mapped to
+    canonical order at the end, so the volume is never held whole nor reoriented.
     """
-    from nibabel.orientations import apply_orientation
-
-    native_shape = data.shape
     shape = [0, 0, 0]
     for n in range(3):
         shape[int(ornt[n, 0])] = native_shape[n]
-    box = bounding_box(data)
-    if box is None:
-        return {p: np.zeros(shape[PLANE_AXIS[p]], dtype=np.int64) for p in planes}
-    sub = apply_orientation(data[box] != 0, ornt)
-    canon = [slice(0, 0)] * 3
-    for n in range(3):
-        t, flip = int(ornt[n, 0]), ornt[n, 1] < 0
-        a, b = box[n].start, box[n].stop
-        canon[t] = slice(native_shape[n] - b, native_shape[n] - a) if flip else slice(a, b)
-    return _counts_in_box(sub, (canon[0], canon[1], canon[2]), tuple(shape), planes, keep)
+    spec: dict[str, tuple[int, list[tuple[int, int]]]] = {}
+    for p in planes:
+        cut = next(n for n in range(3) if int(ornt[n, 0]) == PLANE_AXIS[p])
+        ranges = []
+        for n in range(3):
+            size, t = native_shape[n], int(ornt[n, 0])
+            lo, hi = (0, size) if n == cut else keep[p].get(t, (0, size))
+            ranges.append((size - hi, size - lo) if ornt[n, 1] < 0 else (lo, hi))
+        spec[p] = (cut, ranges)
+    acc = {p: np.zeros(native_shape[spec[p][0]], dtype=np.int64) for p in planes}
+    for k0, slab in slabs:
+        box = _slab_box(slab)
+        if box is None:
+            continue
+        starts = (box[0].start, box[1].start, box[2].start + k0)
+        stops = (box[0].stop, box[1].stop, box[2].stop + k0)
+        sub = slab[box] != 0
+        for p in planes:
+            cut, ranges = spec[p]
+            index: list[slice] = []
+            for n in range(3):
+                lo, hi = max(ranges[n][0], starts[n]), min(ranges[n][1], stops[n])
+                if hi <= lo:
+                    break
+                index.append(slice(lo - starts[n], hi - starts[n]))
+            else:
+                others = tuple(n for n in range(3) if n != cut)
+                part = np.count_nonzero(sub[tuple(index)], axis=others)
+                lo = starts[cut] + index[cut].start
+                acc[p][lo : lo + part.shape[0]] += part
+    return {p: (acc[p][::-1].copy() if ornt[spec[p][0], 1] < 0 else acc[p]) for p in planes}
+
+
+def native_counts(
+    data: np.ndarray, ornt: np.ndarray, planes: list[str], keep: dict[str, Ranges]
+) -> dict[str, np.ndarray]:
+    """:func:`plane_counts` of ``data != 0`` given in native voxel order (one slab)."""
+    shape = (int(data.shape[0]), int(data.shape[1]), int(data.shape[2]))
+    return slab_counts([(0, data)], shape, ornt, planes, keep)
 
 
 def plane_counts(

@@ -71,6 +71,49 @@ def display_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
     raise ValueError(f"unknown plane {plane!r}; expected axial, coronal or sagittal")
 
 
+def slowest_axis(array: np.ndarray, n_axes: int | None = None) -> int:
+    """The axis (of the first ``n_axes``) with the largest stride in memory, ignoring size-1 axes."""
+    dims = range(array.ndim if n_axes is None else n_axes)
+    return int(np.argmax([abs(array.strides[d]) if array.shape[d] > 1 else 0 for d in dims]))
+
+
+_STACK_AXES = {"axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}
+_STACK_FLIPS = {
+    "axial": (slice(None, None, -1), slice(None, None, -1), slice(None)),
+    "coronal": (slice(None, None, -1), slice(None), slice(None, None, -1)),
+    "sagittal": (slice(None), slice(None, None, -1), slice(None, None, -1)),
+}
+
+
+def display_stack(volume: np.ndarray, plane: str, indices: range) -> np.ndarray:
+    """``display_slice(volume, plane, i)`` for each ``i`` of ``indices``, as one array.
+
+    The result is C-contiguous, ``(len(indices), rows, cols, ...)``. It is copied in blocks
+    of about 1 MB along the axis of the volume that is slowest in memory, so that each
+    block is read once from memory and rearranged in the CPU cache (a slice across the
+    memory order, read on its own, touches one cache line per voxel).
+    """
+    if plane not in _STACK_AXES:
+        raise ValueError(f"unknown plane {plane!r}; expected axial, coronal or sagittal")
+    if indices.step < 1:
+        raise ValueError(f"indices must increase, got {indices}")
+    perm = _STACK_AXES[plane]
+    rest = tuple(range(3, volume.ndim))
+    view = np.transpose(volume[_STACK_FLIPS[plane]], (*perm, *rest))
+    view = view[indices.start : indices.stop : indices.step]
+    out = np.empty(view.shape, dtype=volume.dtype)
+    if out.size == 0:
+        return out
+    slow = slowest_axis(volume, 3)
+    at = perm.index(slow)  # position of that axis in the stack
+    per = out.size // out.shape[at]
+    block = max(1, (1 << 20) // max(1, per * out.itemsize))
+    for b0 in range(0, out.shape[at], block):
+        sl = (slice(None),) * at + (slice(b0, b0 + block),)
+        out[sl] = view[sl]
+    return out
+
+
 def in_plane_axes(plane: str) -> tuple[int, int]:
     """(row axis, column axis) of the canonical volume for a plane's display image."""
     return {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}[plane]

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from medsae.data.geometry import slowest_axis
+
 # (centre, width) in HU by normalised study type (lower case, no "ct " prefix).
 CT_WINDOWS: Mapping[str, tuple[float, float]] = {
     "thorax-abdomen-pelvis": (-100.0, 1400.0),
@@ -86,15 +88,21 @@ def to_uint8(volume: np.ndarray, low: float, high: float) -> np.ndarray:
     if not high > low:
         high = low + 1.0
     scale = np.float32(255.0 / (high - low))
-    out = np.empty(volume.shape, dtype=np.uint8, order="F" if volume.flags.f_contiguous else "C")
-    # Work in chunks along the last axis to bound the float temporaries.
-    n = volume.shape[-1] if volume.ndim else 1
-    chunk = max(1, int(2**24 // max(1, volume[..., :1].size)))
+    # Same memory layout as the input (a reoriented view keeps its order), so both arrays
+    # are walked in memory order; chunks of about 1 MB along the slowest axis stay in cache.
+    out = np.empty_like(volume, dtype=np.uint8)
+    if out.size == 0:
+        return out
+    slow = slowest_axis(volume)
+    n = volume.shape[slow]
+    chunk = max(1, int(2**18 // max(1, volume.size // max(1, n))))
     for s in range(0, n, chunk):
-        part = (volume[..., s : s + chunk].astype(np.float32) - np.float32(low)) * scale
+        sl = (slice(None),) * slow + (slice(s, s + chunk),)
+        part = np.subtract(volume[sl], np.float32(low), dtype=np.float32)
+        part *= scale
         np.clip(part, 0.0, 255.0, out=part)
         np.rint(part, out=part)
-        out[..., s : s + chunk] = part
+        out[sl] = part
     return out
 
 

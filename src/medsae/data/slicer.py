@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from medsae.data import geometry as geo
-from medsae.data.anatomy import Ranges, native_counts, plane_counts
+from medsae.data.anatomy import Ranges, plane_counts, slab_counts
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
 from medsae.data.intensity import MULTI_WINDOWS, ct_window, mri_bounds, to_uint8, window_bounds
 from medsae.data.structures import ALL_STRUCTURES
 from medsae.data.table import age_group
-from medsae.data.volume_io import load_image, load_mask
+from medsae.data.volume_io import load_image, load_mask, mask_slabs
 from medsae.errors import InputError
 
 SUMMARY = "summary.json"
@@ -58,9 +58,8 @@ def _anatomy_counts(
         path = case.masks.get(structure)
         if path is None:
             continue
-        data = load_mask(path, case.key, shape, affine)
-        counts[structure] = native_counts(data, ornt, planes, keep)
-        del data
+        slabs = mask_slabs(path, case.key, shape, affine)
+        counts[structure] = slab_counts(slabs, shape, ornt, planes, keep)
     if case.label_map:
         labels = geo.reorient(load_mask(case.label_map, case.key, shape, affine), ornt)
         values = set(np.unique(labels).tolist()) - {0}
@@ -150,7 +149,7 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
     counts = _anatomy_counts(case, shape, affine, ornt, planes, keep, warnings)
 
     # Slices kept per plane: the labelled range (optional), then every step-th.
-    selected: dict[str, np.ndarray] = {}
+    selected: dict[str, range] = {}
     for p in planes:
         n = cshape[geo.PLANE_AXIS[p]]
         lo, hi = 0, n - 1
@@ -163,7 +162,7 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
                 lo, hi = int(idx[0]), int(idx[-1])
             elif p == planes[0]:
                 warnings.append(f"{case.key}: no annotated structure present; all slices kept")
-        selected[p] = np.arange(lo, hi + 1, config.step)
+        selected[p] = range(lo, hi + 1, config.step)
 
     vol_u8, info = _intensity(case, vol, config)
     del data, vol
@@ -186,16 +185,17 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
         n = cshape[a]
         (r0, r1), (c0, c1) = keep[p][geo.in_plane_axes(p)[0]], keep[p][geo.in_plane_axes(p)[1]]
         n_pixels = float((r1 - r0) * (c1 - c0))
-        for i in selected[p]:
-            i = int(i)
-            images[r] = geo.fit_square(geo.display_slice(vol_u8, p, i), layout)
+        idx = np.asarray(selected[p], dtype=np.int64)
+        for s, per_plane in counts.items():
+            c = per_plane[p][idx]
+            presence[r : r + idx.size, _COL[s]] = c >= config.min_pixels
+            area[r : r + idx.size, _COL[s]] = c / n_pixels
+        stack = geo.display_stack(vol_u8, p, selected[p])
+        for t, i in enumerate(selected[p]):
+            images[r] = geo.fit_square(stack[t], layout)
             vox = center.copy()
             vox[a] = i
             position = float(can_affine[a, :3] @ vox + can_affine[a, 3])
-            for s, per_plane in counts.items():
-                c = per_plane[p][i]
-                presence[r, _COL[s]] = 1 if c >= config.min_pixels else 0
-                area[r, _COL[s]] = c / n_pixels
             rows.append(
                 {
                     "slice_id": f"{case.modality}:{case.subject}:{p}:{i:04d}",
@@ -229,6 +229,7 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
                 }
             )
             r += 1
+        del stack
     del vol_u8
     write_piece(piece, images, rows, presence, area, config.thumbnails)
     summary = {
