@@ -97,3 +97,23 @@ def test_topk_exactly_k_per_sample(B: int, D: int, k: int, seed: int) -> None:
         sae.b_enc.fill_(10.0)  # every pre-activation positive: exactly k non-zero
     codes = sae.encode(torch.randn(B, 4, generator=torch.Generator().manual_seed(seed)))
     assert torch.all((codes > 0).sum(1) == k)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_rows=st.integers(1, 12),
+    n_cols=st.integers(1, 12),
+    nnz=st.integers(0, 40),
+    seed=st.integers(0, 10_000),
+)
+def test_transposed_sparse_mm_matches_dense_with_repeated_entries(
+    n_rows: int, n_cols: int, nnz: int, seed: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    rows = torch.sort(torch.randint(0, n_rows, (nnz,), generator=gen)).values
+    cols = torch.randint(0, n_cols, (nnz,), generator=gen)  # repeats allowed: they add up
+    values = torch.randn(nnz, generator=gen)
+    dense = torch.randn(n_rows, 5, generator=gen)
+    S = torch.zeros(n_rows, n_cols).index_put((rows, cols), values, accumulate=True)
+    got = kernels.transposed_sparse_mm(rows, cols, values, (n_rows, n_cols), dense)
+    torch.testing.assert_close(got, S.t() @ dense, rtol=1e-5, atol=1e-5)

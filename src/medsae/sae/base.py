@@ -241,12 +241,12 @@ class SparseAutoencoder(nn.Module):
         if g is None:
             return
         w = self.W_dec
-        g -= (g * w).sum(1, keepdim=True) * w
+        g.addcmul_(torch.einsum("ij,ij->i", g, w).unsqueeze(1), w, value=-1.0)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Renormalise decoder rows to unit norm."""
-        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+        self.W_dec.div_(torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True).clamp_min(1e-12))
 
     @torch.no_grad()
     def fold_input_scale(self) -> None:

@@ -194,8 +194,19 @@ class TrainConfig(StageConfig):
     warmup_fraction: float = Field(
         default=0.02, ge=0, lt=1, description="Linear warm-up, as a fraction of steps."
     )
+    lr_schedule: Literal["cosine", "wsd", "constant"] = Field(
+        default="cosine",
+        description="After the warm-up: cosine decay, 'wsd' (constant, then a linear decay over "
+        "the last decay_fraction of the steps) or constant.",
+    )
+    decay_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Decay phase of the 'wsd' schedule, as a fraction of steps.",
+    )
     lr_min_ratio: float = Field(
-        default=0.0, ge=0, le=1, description="Cosine decay floor, relative to lr."
+        default=0.0, ge=0, le=1, description="Floor of the decay, relative to lr."
     )
     adam_betas: tuple[float, float] = Field(default=(0.9, 0.999), description="Adam betas.")
     k_aux: int | None = Field(

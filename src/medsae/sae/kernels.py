@@ -24,6 +24,7 @@ autograd on the same selection; property tests check the two agree.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -126,10 +127,7 @@ class _SparseEncode(torch.autograd.Function):
         g_benc.index_add_(0, cols, g_nnz.to(W_enc_Dd.dtype))
         if ctx.needs_input_grad[1]:
             # pre = x W^T + (b_enc - W b_dec): dW = S^T x - db_enc b_dec^T
-            S_DB = torch.sparse_coo_tensor(
-                torch.stack([cols, rows]), g_nnz.to(x_bd.dtype), (D, B), check_invariants=False
-            )
-            g_W = torch.sparse.mm(S_DB, x_bd)
+            g_W = transposed_sparse_mm(rows, cols, g_nnz.to(x_bd.dtype), (B, D), x_bd)
             g_W.addr_(g_benc, b_dec_d, alpha=-1.0)
         if ctx.needs_input_grad[3]:
             g_bdec = -(g_benc @ W_enc_Dd)
@@ -161,19 +159,92 @@ def reference_encode(
     return [(torch.relu(pre_bD[r, c]), r, c) for r, c in sels]
 
 
+def csr(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """A CSR tensor from trusted (already valid) indices, without torch's beta notice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+def transposed_sparse_mm(
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    values: torch.Tensor,
+    shape: tuple[int, int],
+    dense: torch.Tensor,
+) -> torch.Tensor:
+    """``S^T @ dense`` for the sparse ``S`` of ``shape`` with entries ``(rows, cols, values)``.
+
+    ``S^T`` is built directly in CSR form (a stable sort of the entries by column, rows kept
+    ascending within each column); repeated entries add up. On CPU the CSR product is about
+    1.5x faster than the COO one; other devices use COO.
+    """
+    n_rows, n_cols = shape
+    if dense.device.type != "cpu":
+        S_T = torch.sparse_coo_tensor(
+            torch.stack([cols, rows]), values, (n_cols, n_rows), check_invariants=False
+        )
+        return torch.sparse.mm(S_T, dense)
+    perm = torch.argsort(cols, stable=True)
+    crow = torch.zeros(n_cols + 1, dtype=torch.int64, device=cols.device)
+    crow[1:] = torch.bincount(cols, minlength=n_cols).cumsum(0)
+    S_T = csr(crow, rows[perm], values[perm], (n_cols, n_rows))
+    return S_T @ dense
+
+
+class _SparseDecode(torch.autograd.Function):
+    """``embedding_bag`` forward; CSR backward (see :func:`sparse_decode`)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        vals: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        W_dec_Dd: torch.Tensor,
+        offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(vals, rows, cols, W_dec_Dd, offsets)
+        return F.embedding_bag(cols, W_dec_Dd, offsets, mode="sum", per_sample_weights=vals)
+
+    @staticmethod
+    def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        vals, rows, cols, W_dec_Dd, offsets = ctx.saved_tensors
+        g_out = g_out.contiguous()
+        n, D = g_out.shape[0], W_dec_Dd.shape[0]
+        g_vals = g_W = None
+        if ctx.needs_input_grad[0]:
+            # d out_r / d vals_j = W_dec[cols_j]: one dot product per active entry
+            crow = torch.cat([offsets, offsets.new_tensor([cols.numel()])])
+            Z = csr(crow, cols, vals, (n, D))
+            g_vals = torch.sparse.sampled_addmm(Z, g_out, W_dec_Dd.t(), beta=0.0).values()
+        if ctx.needs_input_grad[3]:
+            g_W = transposed_sparse_mm(rows, cols, vals, (n, D), g_out)
+        return g_vals, None, None, g_W, None
+
+
 def sparse_decode(
     vals: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, W_dec_Dd: torch.Tensor, B: int
 ) -> torch.Tensor:
-    """``sum_j vals_j W_dec[cols_j]`` per row (no bias) as an ``embedding_bag``; rows sorted."""
+    """``sum_j vals_j W_dec[cols_j]`` per row (no bias) as an ``embedding_bag``; rows sorted.
+
+    On CPU the backward is two CSR kernels: ``dW_dec = Z^T g`` and the sampled product
+    ``dvals_j = g[rows_j] . W_dec[cols_j]`` (:func:`torch.sparse.sampled_addmm`); on other
+    devices ``embedding_bag``'s own backward.
+    """
     if cols.numel() == 0:
         return (
             torch.zeros(B, W_dec_Dd.shape[1], dtype=W_dec_Dd.dtype, device=W_dec_Dd.device)
             + 0.0 * W_dec_Dd.sum()
         )
     offsets = torch.searchsorted(rows, torch.arange(B, device=rows.device))
-    return F.embedding_bag(
-        cols, W_dec_Dd, offsets, mode="sum", per_sample_weights=vals.to(W_dec_Dd.dtype)
-    )
+    vals = vals.to(W_dec_Dd.dtype)
+    if W_dec_Dd.device.type == "cpu":
+        out: torch.Tensor = _SparseDecode.apply(vals, rows, cols, W_dec_Dd, offsets)
+        return out
+    return F.embedding_bag(cols, W_dec_Dd, offsets, mode="sum", per_sample_weights=vals)
 
 
 def reference_decode(

@@ -35,16 +35,15 @@ class MatryoshkaBatchTopKSAE(SparseAutoencoder):
         self, x_bd: torch.Tensor, main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     ) -> list[torch.Tensor]:
         vals, rows, cols = main[0]
-        B = x_bd.shape[0]
-        out = []
-        acc = self.b_dec.expand(B, -1)
-        lo = 0
-        for m in self.cfg.levels:
-            keep = (cols >= lo) & (cols < m)
-            acc = acc + self._decode_sparse(vals[keep], rows[keep], cols[keep], B)
-            out.append(acc)
-            lo = m
-        return out
+        B, L = x_bd.shape[0], len(self.cfg.levels)
+        bounds = torch.tensor(self.cfg.levels[:-1], dtype=cols.dtype, device=cols.device)
+        # one decode for all levels: the entries of level l go to "row" l * B + row, so the
+        # partial sums of every level come out of a single sparse product
+        bag = torch.bucketize(cols, bounds, right=True) * B + rows
+        order = torch.argsort(bag, stable=True)
+        partial = self._decode_sparse(vals[order], bag[order], cols[order], L * B)
+        recons = partial.view(L, B, -1).cumsum(0) + self.b_dec
+        return list(recons.unbind(0))
 
     def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
         return jumprelu(pre_bD, self.threshold)
@@ -66,7 +65,12 @@ class MatryoshkaPerLevelSAE(SparseAutoencoder):
         self, x_bd: torch.Tensor, main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     ) -> list[torch.Tensor]:
         B = x_bd.shape[0]
-        return [self._decode_sparse(v, r, c, B) + self.b_dec for v, r, c in main]
+        # one decode for all levels (level l's entries go to "row" l * B + row)
+        vals = torch.cat([v for v, _, _ in main])
+        bag = torch.cat([r + i * B for i, (_, r, _) in enumerate(main)])
+        cols = torch.cat([c for _, _, c in main])
+        partial = self._decode_sparse(vals, bag, cols, len(main) * B)
+        return list((partial.view(len(main), B, -1) + self.b_dec).unbind(0))
 
     def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
         return jumprelu(pre_bD, self.threshold)
