@@ -163,7 +163,10 @@ def test_truth_mask_and_precision_on_a_constructed_case() -> None:
 def test_retriever_picks_planted_features_and_ranks_matching_slices(planted) -> None:
     ws, truth = planted
     retriever = TextRetriever(
-        load_index(ws, truth.encoder, truth.run), _features(ws, truth), bag_of_words()
+        load_index(ws, truth.encoder, truth.run),
+        _features(ws, truth),
+        bag_of_words(),
+        AskConfig(mode="aspects"),
     )
     choices = retriever.choose("axial CT liver")
     names = [truth.concepts[c.latent] for c in choices]
@@ -339,3 +342,24 @@ def test_product_combination_favours_slices_where_every_feature_fires(planted) -
         act = min(1.0, float(vals[hit][0]) / float(np.percentile(vals, 99))) if hit.any() else 0.0
         expected *= (0.05 + act) ** 0.5
     assert scores[0] == pytest.approx(expected)
+
+
+def test_coverage_mode_prefers_descriptions_stating_every_term_and_skips_contradictions(
+    planted,
+) -> None:
+    ws, truth = planted
+    ct, mr = truth.concepts.index("modality=CT"), truth.concepts.index("modality=MR")
+    axial = truth.concepts.index("plane=axial")
+    texts = {ct: "axial CT scan", mr: "axial MRI scan", axial: "coronal slice"}
+    retriever = TextRetriever(
+        load_index(ws, truth.encoder, truth.run),
+        _features(ws, truth, texts),
+        bag_of_words(),
+        AskConfig(mode="coverage", relative_similarity=0.0),
+    )
+    choices = retriever.choose("axial CT scan", m=3)
+    # "axial CT scan" states both terms; "axial MRI scan" and "coronal slice" contradict one
+    assert choices[0].latent == ct
+    assert {c.latent for c in choices}.isdisjoint({mr, axial})
+    # no description names "sagittal": the best non-contradicting ones are used instead
+    assert retriever.choose("sagittal slice", m=2)

@@ -19,7 +19,16 @@ truth). Fields of view follow the study type. Metadata change the images in know
   slightly smoothed;
 * MRI field strength: noise falls and the bias field grows at 3 T.
 
+CT and MRI look as they do in real scans: CT images carry the scanner couch under the patient
+(``Painter.table``) and a circular reconstruction field of view (outside it the stored value is
+the padding ``CT_PADDING``), bright cortical bone and black lungs; MRI (T1-weighted gradient
+echo) has a smooth multiplicative bias field (:func:`bias_field`), Rician magnitude noise in
+the background, a bright subcutaneous fat ring, dark cortical bone and no table.
+
 The same seed writes the same dataset (subject ``i`` uses the seed ``(seed, modality, i)``).
+Study type and institute come from a quasi-random (Kronecker) sequence rather than independent
+draws (:func:`stratified_point`), so that small datasets, like the demo's, hold every study
+type in both the training and the held-out institutes.
 Volumes are stored in LPS (CT) or LAS (MRI) voxel order so that readers must reorient.
 """
 
@@ -63,6 +72,7 @@ STUDY_TYPES = {
     "whole body": ((-150.0, 965.0), False),
 }
 _CT_STUDY_P = (0.12, 0.16, 0.14, 0.14, 0.1, 0.24, 0.1)
+CT_PADDING = -1024.0  # value outside the reconstruction circle (stored int16)
 _MR_STUDY_P = (0.15, 0.1, 0.3, 0.15, 0.2, 0.0, 0.1)
 CT_HEADER = (
     "image_id;age;gender;institute;study_type;split;manufacturer;scanner_model;kvp;"
@@ -77,12 +87,32 @@ def _subject_rng(seed: int, modality: str, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0 if modality == "CT" else 1, i])
 
 
+# Steps of the quasi-random (Kronecker) sequence: golden ratio and sqrt(2) - 1.
+_STEPS = np.array([(5.0**0.5 - 1.0) / 2.0, 2.0**0.5 - 1.0])
+
+
+def stratified_point(seed: int, modality: str, i: int) -> tuple[float, float]:
+    """Point ``i`` of a Kronecker quasi-random sequence in [0, 1)^2, shifted per (seed, modality).
+
+    ``u_i = frac(s + (i + 1) a)`` with ``a = ((sqrt(5) - 1) / 2, sqrt(2) - 1)`` and a seeded
+    shift ``s``: each coordinate is spread evenly (study-type counts stay within about 1.5 of
+    their expectation on 32 subjects) and the pairs rarely leave a (study type, held-out
+    institute) cell empty, while each subject still depends only on ``(seed, modality, i)``.
+    """
+    shift = np.random.default_rng([seed, 0 if modality == "CT" else 1, 2]).random(2)
+    step = _STEPS
+    u = (shift + (i + 1) * step) % 1.0
+    return float(u[0]), float(u[1])
+
+
 def _draw(modality: str, i: int, seed: int) -> tuple[Subject, dict[str, object]]:
     rng = _subject_rng(seed, modality, i)
-    institute = "ABCDEFGH"[int(rng.integers(8))]
+    u_study, u_institute = stratified_point(seed, modality, i)
+    institute = "ABCDEFGH"[min(int(u_institute * 8), 7)]
     manufacturer, ct_model, mr_model = INSTITUTES[institute]
     names = list(STUDY_TYPES)
-    study = names[int(rng.choice(len(names), p=_CT_STUDY_P if modality == "CT" else _MR_STUDY_P))]
+    cdf = np.cumsum(_CT_STUDY_P if modality == "CT" else _MR_STUDY_P)
+    study = names[min(int(np.searchsorted(cdf / cdf[-1], u_study, side="right")), len(names) - 1)]
     age = float(rng.integers(20, 91))
     sex = "M" if rng.random() < 0.5 else "F"
     kvp = (
@@ -165,11 +195,15 @@ def render(
         image += np.float32(offset)
         _add_noise(image, rng, sigma)
         np.clip(image, -1024, 3071, out=image)
+        radius = 0.5 * len(xs) * (xs[1] - xs[0])  # the in-plane field of view is a square
+        outside = xs[:, None] ** 2 + ys[None, :] ** 2 > radius**2
+        image[outside, :] = CT_PADDING  # outside the circular reconstruction field of view
     else:
         field = subject.field_strength or 1.5
-        x = (xs - xs.min()) / max(np.ptp(xs), 1e-6)
-        bias = (1.0 + 0.12 * (field / 1.5) * (x - 0.5)).astype(np.float32)
-        image *= bias[:, None, None]
+        fx, fy, fz = bias_field(xs, ys, zs, field, rng)
+        image *= fx[:, None, None]
+        image *= fy[None, :, None]
+        image *= fz[None, None, :]
         sigma = 15.0 * (1.5 / field) * noise_factor * config.noise
         if sigma > 0:
             re = image + rng.normal(0, sigma, image.shape).astype(np.float32)
@@ -179,6 +213,28 @@ def render(
     affine = np.diag([xs[1] - xs[0], ys[1] - ys[0], zs[1] - zs[0], 1.0])
     affine[:3, 3] = [xs[0], ys[0], zs[0]]
     return image, painter, affine
+
+
+def bias_field(
+    xs: np.ndarray, ys: np.ndarray, zs: np.ndarray, field: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Separable smooth multiplicative MRI bias field ``B = f(x) g(y) h(z)`` (float32 factors).
+
+    With ``u = x / 150``, ``v = y / 150`` (mm from the image centre) and ``w`` the z position
+    scaled to [-1, 1] over the volume, ``log B = s (a u + b v + c w) + s (u^2 + v^2) / 2 -
+    s w^2``: a random tilt (``a, b, c ~ U(-1, 1)``), brighter towards the body surface (receive
+    coils lie on the skin) and a fall-off towards both ends of the coil along z. The strength
+    ``s = 0.1 field / 1.5`` grows with the field strength (up to about +-15% at 1.5 T and
+    +-30% at 3 T across a body field of view).
+    """
+    strength = 0.1 * field / 1.5
+    a, b, c = rng.uniform(-1.0, 1.0, 3)
+    u, v = xs / 150.0, ys / 150.0
+    w = (zs - zs.mean()) / max(float(np.ptp(zs)) / 2.0, 1e-6)
+    fx = np.exp(strength * (a * u + 0.5 * u * u))
+    fy = np.exp(strength * (b * v + 0.5 * v * v))
+    fz = np.exp(strength * (c * w - w * w))
+    return fx.astype(np.float32), fy.astype(np.float32), fz.astype(np.float32)
 
 
 def _add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> None:

@@ -59,6 +59,8 @@ def paint_anatomy(p: Painter) -> None:
             name, tissue, (xy[0] * k + dx, xy[1] * k + dy), (r * k, r * k), (z0 + dz, z1 + dz)
         )
 
+    if ct:
+        p.table()
     p.body()
     # Head
     e("skull", "bone", (0, 0, 872), (76, 94, 86))

@@ -7,7 +7,13 @@ label volume is exact and masks are mutually exclusive: they are ground truth.
 
 Intensities come from a tissue table per modality (CT in HU, MRI in arbitrary units);
 ``tissue_value`` applies the subject's known effects (age lowers CT bone density and raises
-vertebral marrow signal on MRI; lower kVp raises the HU of bone).
+vertebral marrow signal on MRI; lower kVp raises the HU of bone). The MRI column follows a
+T1-weighted gradient echo: fat and marrow bright, fluid and muscle dark, cortical bone, air and
+lung nearly black.
+
+CT subjects lie on the scanner table (:meth:`Painter.table`): a curved carbon-fibre couch
+(two dense shells around a foam core) below the patient's back, unlabelled like every
+non-anatomical object. MRI has no table in the image (the coil and table give no signal).
 """
 
 from __future__ import annotations
@@ -42,7 +48,16 @@ TISSUES: dict[str, tuple[float, float]] = {
     "brain": (35.0, 500.0),
     "cord": (30.0, 400.0),
     "bone": (0.0, 0.0),  # computed: cortical rim + cancellous core, see tissue_value
+    "table_shell": (350.0, 0.0),  # carbon-fibre couch skin (no MRI signal)
+    "table_core": (-850.0, 0.0),  # foam core of the couch
 }
+# The CT couch: (radius of curvature, shell thickness, core thickness, half width) in mm;
+# its top lies TABLE_GAP_MM below the lowest point of the body.
+TABLE_SHAPE = (700.0, 9.0, 26.0, 230.0)
+TABLE_GAP_MM = 3.0
+BACK_MM = 126.0  # the most posterior point of a subject of scale 1 (the back muscles)
+HEAD_BACK_MM = 98.0  # the back of the head (scale 1); the head rest lies below it
+HEAD_REST_Z_MM = 790.0  # above this z the couch is the head rest
 
 
 @dataclass(frozen=True)
@@ -211,6 +226,35 @@ class Painter:
             elif z <= 790.0:
                 self._slab(k, [(0.0, -5.0, 58.0 * s.scale, 58.0 * s.scale)], 6.0)
         self.ellipsoid(None, "soft", (0.0, 0.0, 872.0), (80.0 * s.scale, 98.0 * s.scale, 90.0))
+
+    def table(self) -> None:
+        """The CT couch under the patient, over the whole z range (tissue only, no label).
+
+        A shallow trough: its top surface is ``y(x) = y0 + x^2 / (2 R)`` with ``y0`` just
+        below the patient's back (``BACK_MM``), or below the back of the head above the neck
+        (the head rest, ``HEAD_BACK_MM``); below it a dense shell, a foam core and a second
+        shell (:data:`TABLE_SHAPE`). Painted before the body, so it never overwrites anatomy.
+        """
+        s = self.subject
+        under_back = self._couch_plane(-BACK_MM * s.scale - TABLE_GAP_MM)
+        under_head = self._couch_plane(-HEAD_BACK_MM * s.scale - TABLE_GAP_MM)
+        for k, z in enumerate(self.zs):
+            plane = under_head if z > HEAD_REST_Z_MM else under_back
+            for mask, tissue in zip(plane, ("table_core", "table_shell"), strict=True):
+                self.image[:, :, k][mask] = tissue_value(tissue, s)
+
+    def _couch_plane(self, y0: float) -> tuple[np.ndarray, np.ndarray]:
+        """(foam core, shells) masks of one couch cross-section with its top at ``y0``."""
+        radius, shell, core, half_width = TABLE_SHAPE
+        x = self.xs[:, None]
+        depth = (y0 + x * x / (2.0 * radius)) - self.ys[None, :]  # mm below the top surface
+        wide = np.abs(x) <= half_width
+        shells = wide & (
+            ((depth >= 0) & (depth < shell))
+            | ((depth >= shell + core) & (depth < 2 * shell + core))
+        )
+        foam = wide & (depth >= shell) & (depth < shell + core)
+        return foam, shells
 
     def _slab(
         self, k: int, ellipses: list[tuple[float, float, float, float]], fat_mm: float

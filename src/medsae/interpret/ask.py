@@ -3,9 +3,13 @@
 A query never touches slice metadata: it is matched with the *descriptions* of SAE features,
 and slices are ranked by the activations of the chosen features.
 
-1. **Choose features.** ``mode="similarity"`` (the paper's protocol, with a sentence embedder
-   instead of an LLM): the ``m`` descriptions most similar (cosine of text embeddings) to the
-   whole query. ``mode="aspects"`` (default): metadata terms found in the query (CT / MRI,
+1. **Choose features.** ``mode="coverage"``: a query is a conjunction of terms,
+   and so is a description; the candidates are the descriptions that contradict no metadata
+   term of the query (name another value of the same aspect without the queried one, e.g.
+   "MRI ..." for a CT query) and, among them, state the largest number of the query's terms;
+   the ``m`` candidates most similar to the whole query are chosen. ``mode="similarity"``
+   (the paper's protocol, with a sentence embedder instead of an LLM): the ``m`` descriptions
+   most similar (cosine of text embeddings) to the whole query. ``mode="aspects"`` (default): metadata terms found in the query (CT / MRI,
    axial / coronal / sagittal, male / female, elderly / young) each pick the feature whose
    description mentions the term and is most similar to a short phrase for it ("CT scan",
    "axial slice", ...; a term that no description mentions is dropped); the remaining words
@@ -147,6 +151,8 @@ class TextRetriever:
             return _normalise(self.selector(query, self.features)[:m])
         if mode == "similarity":
             return _normalise(self._top(query, m, exclude=set()))
+        if mode == "coverage":
+            return _normalise(self._covering(query, m))
         terms, remainder = split_query(query)
         picked: list[FeatureChoice] = []
         used: set[int] = set()
@@ -160,6 +166,29 @@ class TextRetriever:
         if remainder or not picked:
             picked += self._top(remainder or query, max(1, m - len(picked)), exclude=used)
         return _normalise(picked)
+
+    def _covering(self, query: str, m: int) -> list[FeatureChoice]:
+        """Features whose descriptions state the most of the query's terms, none contradicted.
+
+        A description *contradicts* a query term when it names another value of the same
+        aspect and not the queried one (query "CT", description "MRI ..."). Among the
+        descriptions that contradict nothing, those naming the most query terms are kept,
+        then ranked by similarity to the whole query (ties: latent id).
+        """
+        terms, _remainder = split_query(query)
+        ok = np.ones(len(self._latents), dtype=bool)
+        covered = np.zeros(len(self._latents), dtype=np.int64)
+        for aspect, _phrase, d_pat in terms:
+            names = self._descriptions_matching(d_pat)
+            others = np.zeros_like(ok)
+            for a, _p, _q, d_other in _TERMS:
+                if a == aspect and d_other != d_pat:
+                    others |= self._descriptions_matching(d_other)
+            ok &= names | ~others
+            covered += names
+        if ok.any():
+            ok &= covered == covered[ok].max()
+        return self._top(query, m, exclude=set(), allowed=ok if ok.any() else None)
 
     def _descriptions_matching(self, pattern: str) -> np.ndarray:
         """Mask of the descriptions a term's pattern matches (cached per pattern)."""

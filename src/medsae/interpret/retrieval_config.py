@@ -48,9 +48,11 @@ class AskConfig(StageConfig):
         default=3, ge=1, description="Features composed per query (m; the paper uses 3)."
     )
     n: int = Field(default=10, ge=1, description="Results per query (one per subject).")
-    mode: Literal["aspects", "similarity"] = Field(
+    mode: Literal["coverage", "aspects", "similarity"] = Field(
         default="aspects",
-        description="'similarity': the m descriptions closest to the whole query (paper); "
+        description="'coverage': the m descriptions that state the most of the query's "
+        "metadata terms (CT/MRI, plane, sex, age) and contradict none, closest to the whole "
+        "query (suits describers that write conjunctions, like the offline one); 'similarity': the m descriptions closest to the whole query (paper); "
         "'aspects': one feature per metadata term found in the query (CT/MRI, plane, sex, age) "
         "chosen through its description, the rest of the m features by similarity to the "
         "remaining anatomy words.",
