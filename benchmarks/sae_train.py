@@ -222,9 +222,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sae_train.json"))
-    ap.add_argument(
-        "--quality-arch", default="topk", help="SAE architecture of the quality run"
-    )
+    ap.add_argument("--quality-arch", default="topk", help="SAE architecture of the quality run")
     ap.add_argument(
         "--quality-lr", type=float, default=None, help="learning rate of the quality run"
     )
@@ -232,6 +230,11 @@ def main() -> None:
         "--quality-only",
         action="store_true",
         help="run only the quality part and update it in the existing results file",
+    )
+    ap.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="run only the throughput part and keep the quality part of the existing results file",
     )
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -302,7 +305,11 @@ def main() -> None:
     result["ceiling_samples_per_second_d1536"] = ceiling1536
     del fns
 
-    if args.quick:
+    if args.throughput_only:
+        previous = json.loads(Path(args.out).read_text())
+        q = previous["quality"]
+        result["quality_command"] = previous.get("quality_command", previous.get("command"))
+    elif args.quick:
         q = quality(d=128, n_true=512, active=5, D=512, k=5, samples=400_000, B=B, device=device)
     else:
         q = full_quality(args, device)
