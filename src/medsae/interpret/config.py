@@ -80,6 +80,11 @@ class InterpretConfig(StageConfig):
     min_active: int = Field(
         default=3, ge=1, description="Training activations a feature needs to be alive."
     )
+    geometry_concepts: bool = Field(
+        default=True,
+        description="Add slice-position (edge: outer 15% of the axis) and body-coverage (sliver "
+        "< 15%, partial, full >= 30% of the image) labels to the describer and offline scorers.",
+    )
     n_top: int = Field(
         default=20, ge=1, description="Top-activating training slices kept (one per subject)."
     )

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from scipy.stats import hypergeom
 
 from medsae.data.structures import GROUPS, pretty
+from medsae.interpret.concepts_extra import EDGE_FRACTION, EXTRA_FACETS, PHRASES
 from medsae.interpret.features import FeatureStats, LabelTable
 from medsae.interpret.llm import LLMClient, LLMError
 
@@ -116,6 +117,8 @@ def label_phrase(name: str) -> str:
         return _AGE_WORDS[value][1] if value in _AGE_WORDS else value
     if kind == "modality":
         return _MODALITY_WORDS.get(value, value)
+    if name in PHRASES:
+        return PHRASES[name]
     return value
 
 
@@ -125,7 +128,7 @@ def _prompt_label(name: str) -> str:
 
 
 def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int = 12) -> str:
-    """One line of metadata for a slice: plane, modality, sex, age group, structures."""
+    """One line of metadata for a slice: plane, modality, sex, age group, position, structures."""
 
     def get(name: str) -> Any:
         value = getattr(row, name, None)
@@ -138,6 +141,10 @@ def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int 
         parts.append(_SEX_WORDS.get(get("sex"), str(get("sex"))))
     if get("age_group") is not None:
         parts.append(f"age {get('age_group')}")
+    rel = get("rel_position")
+    if rel is not None:
+        edge = rel < EDGE_FRACTION or rel > 1 - EDGE_FRACTION
+        parts.append("edge slice" if edge else "central slice")
     named = [pretty(s) for s in structures[:max_structures]]
     more = len(structures) - len(named)
     anatomy = (
@@ -281,7 +288,10 @@ class OfflineDescriber:
 
 
 def compose_phrase(named: list[str]) -> str:
-    """The phrase for a set of label names (order: plane, modality, region, structures, people)."""
+    """The phrase for a set of label names.
+
+    Order: plane, modality, region, structures; slice position and body coverage; people.
+    """
     by_kind: dict[str, list[str]] = {}
     for name in named:
         kind, _, value = name.partition("=")
@@ -307,6 +317,9 @@ def compose_phrase(named: list[str]) -> str:
     if structures:
         words = [pretty(s) for s in structures]
         text += ": " + (", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0])
+    geometry = [PHRASES.get(f"{k}={v}", v) for k in EXTRA_FACETS for v in by_kind.get(k, [])]
+    if geometry:
+        text = ", ".join(geometry) if text == "slices" else f"{text}; {', '.join(geometry)}"
     words = []
     if "age_group" in by_kind:
         words.append(_AGE_WORDS.get(by_kind["age_group"][0], (by_kind["age_group"][0], ""))[0])

@@ -6,7 +6,10 @@ Labels of a slice (:class:`LabelTable`), each with the rows where it is *defined
   (undefined where the metadata is null);
 * ``structure=<name>``: anatomy presence (undefined where the structure is not annotated
   for the slice's modality);
-* ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present.
+* ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present;
+* ``position=edge|central`` (outer 15% of the slice's axis or not) and, when the slice images
+  are given, ``coverage=sliver|partial|full`` (share of the image that is body): fixed bins,
+  see :mod:`medsae.interpret.concepts_extra`.
 
 For a feature (latent) ``j`` with activating training slices ``A`` and a label ``L``, the
 enrichment compares ``P(L | A) = |A ∩ L| / |A ∩ defined(L)|`` with the base rate
@@ -27,6 +30,7 @@ import scipy.sparse as sp
 from medsae.data.structures import GROUPS
 from medsae.data.table import Anatomy
 from medsae.errors import ArtifactError
+from medsae.interpret.concepts_extra import extra_labels
 
 META_LABELS = ("modality", "plane", "sex", "age_group")
 
@@ -47,10 +51,13 @@ class LabelTable:
         return [self.names[i] for i in np.flatnonzero(self.values[row])]
 
 
-def build_label_table(table: pd.DataFrame, anatomy: Anatomy | None) -> LabelTable:
-    """Metadata, structure and group labels of every slice (see the module docstring).
+def build_label_table(
+    table: pd.DataFrame, anatomy: Anatomy | None, images: np.ndarray | None = None
+) -> LabelTable:
+    """Metadata, structure, group, position and coverage labels (see the module docstring).
 
-    Structures never present in any slice are left out.
+    Structures never present in any slice are left out; coverage labels need ``images`` (one
+    uint8 image per row, e.g. memory-mapped ``WS/slices/images.npy``).
     """
     n = len(table)
     names: list[str] = []
@@ -88,6 +95,10 @@ def build_label_table(table: pd.DataFrame, anatomy: Anatomy | None) -> LabelTabl
                 names.append(f"group={group}")
                 values.append(present)
                 defined.append(np.asarray((sub >= 0).any(axis=1), dtype=bool))
+    extra_names, extra_values, extra_defined = extra_labels(table, images)
+    names += extra_names
+    values += extra_values
+    defined += extra_defined
     if not names:
         return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
     return LabelTable(names, np.stack(values, axis=1), np.stack(defined, axis=1))

