@@ -100,14 +100,15 @@ def test_batchtopk_threshold_export_matches_training_behaviour(tmp_path: Path) -
     l0 = float((codes > 0).sum(1).float().mean())
     assert abs(l0 - k) <= 0.1 * k, l0
     # reconstruction under the threshold vs under BatchTopK on the same held-out batch
-    pre = sae.pre_activation(sae.preprocess(xh))
     from medsae.sae.kernels import batch_topk_select
 
-    rows, cols = batch_topk_select(pre, k)
-    z = torch.zeros_like(pre)
-    z[rows, cols] = pre[rows, cols].clamp_min(0)
-    mse_jump = float((sae.decode(codes) - xh).pow(2).mean())
-    mse_btk = float((sae.decode(z) - xh).pow(2).mean())
+    with torch.no_grad():
+        pre = sae.pre_activation(sae.preprocess(xh))
+        rows, cols = batch_topk_select(pre, k)
+        z = torch.zeros_like(pre)
+        z[rows, cols] = pre[rows, cols].clamp_min(0)
+        mse_jump = float((sae.decode(codes) - xh).pow(2).mean())
+        mse_btk = float((sae.decode(z) - xh).pow(2).mean())
     var = float((xh - xh.mean(0)).pow(2).mean())
     assert abs(mse_jump - mse_btk) / var <= 0.01, (mse_jump, mse_btk, var)
 
