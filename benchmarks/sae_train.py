@@ -231,7 +231,7 @@ def main() -> None:
         type=int,
         default=48,
         help="k of the quality run's SAE (the data has 30 active features per sample; a k "
-        "above the true L0 recovers more: 90.0% vs 84.3% at k = 1.6x vs 1x on d=512)",
+        "above the true L0 recovers more: 90.0%% vs 84.3%% at k = 1.6x vs 1x on d=512)",
     )
     ap.add_argument(
         "--quality-only",
