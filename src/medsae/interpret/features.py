@@ -52,12 +52,16 @@ class LabelTable:
 
 
 def build_label_table(
-    table: pd.DataFrame, anatomy: Anatomy | None, images: np.ndarray | None = None
+    table: pd.DataFrame,
+    anatomy: Anatomy | None,
+    images: np.ndarray | None = None,
+    geometry: bool = True,
 ) -> LabelTable:
     """Metadata, structure, group, position and coverage labels (see the module docstring).
 
     Structures never present in any slice are left out; coverage labels need ``images`` (one
-    uint8 image per row, e.g. memory-mapped ``WS/slices/images.npy``).
+    uint8 image per row, e.g. memory-mapped ``WS/slices/images.npy``); ``geometry=False``
+    leaves out the position and coverage labels.
     """
     n = len(table)
     names: list[str] = []
@@ -95,10 +99,11 @@ def build_label_table(
                 names.append(f"group={group}")
                 values.append(present)
                 defined.append(np.asarray((sub >= 0).any(axis=1), dtype=bool))
-    extra_names, extra_values, extra_defined = extra_labels(table, images)
-    names += extra_names
-    values += extra_values
-    defined += extra_defined
+    if geometry:
+        extra_names, extra_values, extra_defined = extra_labels(table, images)
+        names += extra_names
+        values += extra_values
+        defined += extra_defined
     if not names:
         return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
     return LabelTable(names, np.stack(values, axis=1), np.stack(defined, axis=1))

@@ -150,16 +150,10 @@ def build_features(
         raise ArtifactError(
             f"{codes_dir}: {codes.shape[0]} code rows but {len(table)} slices; rerun `medsae codes`"
         )
-    images = None
+    label_images = None
     if config.geometry_concepts and (ws.slices / IMAGES_FILE).is_file():
-        images = open_images(ws.slices)
-    labels = build_label_table(
-        table
-        if config.geometry_concepts
-        else table.drop(columns=["rel_position"], errors="ignore"),
-        anatomy,
-        images,
-    )
+        label_images = open_images(ws.slices)
+    labels = build_label_table(table, anatomy, label_images, geometry=config.geometry_concepts)
     split = table["split"].to_numpy()
     train = np.flatnonzero(split == "train")
     heldout = np.flatnonzero(np.isin(split, config.score_splits))
@@ -201,10 +195,9 @@ def build_features(
     needs_llm = config.describer == "llm" or config.scorer == "llm"
     if needs_llm and client is None:
         client = make_client(config, ws.root / "cache" / "llm")
-    if needs_llm and config.llm.send_images and images is None:
-        images = open_images(ws.slices)
-    if not (needs_llm and config.llm.send_images):
-        images = None
+    images = None
+    if needs_llm and config.llm.send_images:
+        images = label_images if label_images is not None else open_images(ws.slices)
 
     descriptions: list[Description]
     if config.describer == "llm":
