@@ -9,13 +9,15 @@ and slices are ranked by the activations of the chosen features.
    "MRI ..." for a CT query) and, among them, state the largest number of the query's terms;
    the ``m`` candidates most similar to the whole query are chosen. ``mode="similarity"``
    (the paper's protocol, with a sentence embedder instead of an LLM): the ``m`` descriptions
-   most similar (cosine of text embeddings) to the whole query. ``mode="aspects"`` (default): metadata terms found in the query (CT / MRI,
-   axial / coronal / sagittal, male / female, elderly / young) each pick the feature whose
-   description mentions the term and is most similar to a short phrase for it ("CT scan",
-   "axial slice", ...; a term that no description mentions is dropped); the remaining words
-   (the anatomy) pick ``max(1, m - terms)`` features by similarity. In both modes a feature
+   most similar (cosine of text embeddings) to the whole query. ``mode="aspects"``
+   (default): metadata terms found in the query (CT / MRI, axial / coronal / sagittal,
+   male / female, elderly / young) each pick the feature whose description mentions the
+   term and is most similar to a short phrase for it ("CT scan", "axial slice", ...; a term
+   that no description mentions is dropped); the remaining words (the anatomy) pick
+   ``max(1, m - terms)`` features by similarity. In every mode a feature
    less similar than ``relative_similarity`` (0.75) times the best match of the same text is
-   left out, so that one clear match is not diluted by weak ones. A ``selector`` callable (e.g. :func:`llm_selector`) can replace both.
+   left out, so that one clear match is not diluted by weak ones. A ``selector`` callable
+   (e.g. :func:`llm_selector`) can replace all modes.
 2. **Weights.** ``w_i = s_i / sum_j s_j`` with ``s_i`` the (non-negative) similarity of
    feature ``i``'s description to its query text.
 3. **Rank slices.** ``score(r) = sum_i w_i min(1, a_{r,i} / scale_i)`` with ``a_{r,i}`` the
