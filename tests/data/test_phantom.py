@@ -106,3 +106,33 @@ def test_stratified_assignment_is_deterministic_and_balanced() -> None:
         assert counts.min() >= 14 and counts.max() <= 18
     studies = Counter(_draw("CT", i, TINY.seed)[1]["study_type"] for i in range(32))
     assert set(studies) == {f"ct {s}" for s in STUDY_TYPES}  # every CT study type appears
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_head_has_a_face_so_that_its_planes_differ(modality: str) -> None:
+    """Eyes, sinuses and the face lie in front of the cranium, unlabelled; the ventricles
+    are inside the brain mask; a sagittal section is not symmetric front to back."""
+    cfg = PhantomConfig(size_xy=64, n_slices=48, noise=0.0)
+    subject, _ = _subject(modality, "head")
+    from medsae.data.phantom import STRUCTURES_BY_MODALITY, _grid
+    from medsae.data.phantom_anatomy import paint_anatomy
+    from medsae.data.phantom_body import Painter
+
+    painter = Painter(*_grid("head", cfg), subject, STRUCTURES_BY_MODALITY[modality])
+    paint_anatomy(painter)  # the anatomy alone: no scanner offsets, bias field or noise
+    image, labels = painter.image, painter.labels
+    brain = painter.index["brain"]
+    vitreous, csf = (TISSUES[t][0 if modality == "CT" else 1] for t in ("vitreous", "csf"))
+    eyes = np.isclose(image, vitreous)
+    assert eyes.sum() > 20 and (labels[eyes] == 0).all()  # tissue only, never in a mask
+    assert (painter.ys[np.nonzero(eyes)[1]] > 40).all()  # in front
+    ventricles = np.isclose(image, csf)
+    assert ventricles.sum() > 20 and (labels[ventricles] == brain).all()
+    body = image > (-500 if modality == "CT" else 150)
+    if modality == "CT":
+        body &= labels != 0  # the head rest is not body
+        body |= np.isclose(image, TISSUES["soft"][0])
+    mid = body[body.shape[0] // 2]  # sagittal section: (y, z)
+    low = mid[:, painter.zs < 830].any(axis=1)  # below the eyes: face and neck
+    ys = painter.ys[low]
+    assert ys.max() > 1.15 * -ys.min()  # the face reaches further forward than the back

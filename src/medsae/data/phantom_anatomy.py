@@ -62,9 +62,27 @@ def paint_anatomy(p: Painter) -> None:
     if ct:
         p.table()
     p.body()
-    # Head
-    e("skull", "bone", (0, 0, 872), (76, 94, 86))
-    e("brain", "brain", (0, 0, 876), (66, 84, 74))
+    # Head: the face (soft tissue, nose, eyes, maxillary sinuses, mandible) before the
+    # cranium, so that axial, coronal and sagittal sections of the head differ as they do
+    # in patients; all unlabelled. Then skull, brain and its ventricles (inside the mask).
+    e(None, "soft", (0, 48, 812), (62, 62, 56))
+    e(None, "soft", (0, 104, 828), (9, 14, 20))
+    for sx in (-1, 1):
+        e(None, "vitreous", (sx * 32, 78, 842), (12, 11, 11))
+        e(None, "air", (sx * 26, 58, 808), (13, 15, 16))
+    jaw_c, jaw_s = (0.0, 40.0, 772.0), (50.0, 52.0, 13.0)
+
+    def jaw_rim(x, y, z):  # type: ignore[no-untyped-def]
+        """The mandible's horseshoe: the outer rim of an ellipse, front part only."""
+        u = (x - dx) / (jaw_s[0] * k)
+        v = (y - dy - jaw_c[1] * k) / (jaw_s[1] * k)
+        return (u**2 + v**2 > 0.6) & (y > dy + 10 * k)
+
+    e(None, "bone", jaw_c, jaw_s, jaw_rim)
+    e("skull", "bone", (0, -4, 884), (74, 88, 78))
+    e("brain", "brain", (0, -4, 887), (64, 78, 66))
+    for sx in (-1, 1):
+        e("brain", "csf", (sx * 10, 0, 900), (7, 28, 13))
     # Back muscles and glutes
     for side, sx in (("left", -1), ("right", 1)):
         cyl(f"autochthon_{side}", "muscle", (sx * 38, -108), 18, 300, 720)

@@ -46,6 +46,8 @@ TISSUES: dict[str, tuple[float, float]] = {
     "bladder": (5.0, 120.0),
     "prostate": (40.0, 320.0),
     "brain": (35.0, 500.0),
+    "csf": (8.0, 90.0),  # ventricles: water-like on CT, dark on T1
+    "vitreous": (12.0, 75.0),  # the eyes' vitreous body
     "cord": (30.0, 400.0),
     "bone": (0.0, 0.0),  # computed: cortical rim + cancellous core, see tissue_value
     "table_shell": (350.0, 0.0),  # carbon-fibre couch skin (no MRI signal)
