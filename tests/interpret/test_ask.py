@@ -363,3 +363,36 @@ def test_coverage_mode_prefers_descriptions_stating_every_term_and_skips_contrad
     assert {c.latent for c in choices}.isdisjoint({mr, axial})
     # no description names "sagittal": the best non-contradicting ones are used instead
     assert retriever.choose("sagittal slice", m=2)
+
+
+def test_coverage_mode_ranks_by_anatomy_words_and_backfills_with_the_whole_query(
+    planted,
+) -> None:
+    ws, truth = planted
+    latent = {c: truth.concepts.index(c) for c in truth.concepts}
+    ct, mr = latent["modality=CT"], latent["modality=MR"]
+    liver, spleen = latent["structure=liver"], latent["structure=spleen"]
+    texts = {
+        ct: "axial CT scan",
+        liver: "axial CT through the liver",
+        mr: "axial MRI through the liver",
+        spleen: "axial CT through the spleen",
+    }
+    index, features = load_index(ws, truth.encoder, truth.run), _features(ws, truth, texts)
+    for backfill in (0.5, 0.25):
+        cfg = AskConfig(mode="coverage", relative_similarity=0.0, backfill=backfill)
+        choices = TextRetriever(index, features, bag_of_words(), cfg).choose("axial CT liver", m=2)
+        # the anatomy word picks the liver description; the MRI one contradicts the query
+        assert choices[0].latent == liver and choices[0].matched == "liver"
+        assert mr not in {c.latent for c in choices}
+        fill = [c for c in choices if c.matched == "axial CT liver"]
+        assert fill and {c.latent for c in fill} <= {ct, spleen}
+        anatomy_weight = sum(c.weight for c in choices if c.matched == "liver")
+        assert sum(c.weight for c in fill) == pytest.approx(backfill * anatomy_weight)
+        assert sum(c.weight for c in choices) == pytest.approx(1.0)
+    cfg = AskConfig(mode="coverage", relative_similarity=0.0, backfill=0.0)
+    choices = TextRetriever(index, features, bag_of_words(), cfg).choose("axial CT liver", m=2)
+    assert all(c.matched == "liver" for c in choices)
+    # without anatomy words the whole query ranks the candidates, no backfill
+    choices = TextRetriever(index, features, bag_of_words(), cfg).choose("axial CT", m=1)
+    assert [c.matched for c in choices] == ["axial CT"]

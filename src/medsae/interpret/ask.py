@@ -3,14 +3,17 @@
 A query never touches slice metadata: it is matched with the *descriptions* of SAE features,
 and slices are ranked by the activations of the chosen features.
 
-1. **Choose features.** ``mode="coverage"``: a query is a conjunction of terms,
+1. **Choose features.** ``mode="coverage"`` (default): a query is a conjunction of terms,
    and so is a description; the candidates are the descriptions that contradict no metadata
    term of the query (name another value of the same aspect without the queried one, e.g.
-   "MRI ..." for a CT query) and, among them, state the largest number of the query's terms;
-   the ``m`` candidates most similar to the whole query are chosen. ``mode="similarity"``
+   "MRI ..." for a CT query) and state every one of the query's terms (when none does, the
+   query is composed as in ``"aspects"``, below); the ``m`` candidates most similar to the query's other words (its anatomy) are chosen,
+   plus, as a backfill of total weight ``backfill`` (0.5) times theirs, the ``m`` candidates
+   most similar to the whole query (only the latter when the query has no other words).
+   ``mode="similarity"``
    (the paper's protocol, with a sentence embedder instead of an LLM): the ``m`` descriptions
-   most similar (cosine of text embeddings) to the whole query. ``mode="aspects"``
-   (default): metadata terms found in the query (CT / MRI, axial / coronal / sagittal,
+   most similar (cosine of text embeddings) to the whole query. ``mode="aspects"``:
+   metadata terms found in the query (CT / MRI, axial / coronal / sagittal,
    male / female, elderly / young) each pick the feature whose description mentions the
    term and is most similar to a short phrase for it ("CT scan", "axial slice", ...; a term
    that no description mentions is dropped); the remaining words (the anatomy) pick
@@ -154,7 +157,9 @@ class TextRetriever:
         if mode == "similarity":
             return _normalise(self._top(query, m, exclude=set()))
         if mode == "coverage":
-            return _normalise(self._covering(query, m))
+            covering = self._covering(query, m)
+            if covering is not None:
+                return _normalise(covering)
         terms, remainder = split_query(query)
         picked: list[FeatureChoice] = []
         used: set[int] = set()
@@ -169,15 +174,20 @@ class TextRetriever:
             picked += self._top(remainder or query, max(1, m - len(picked)), exclude=used)
         return _normalise(picked)
 
-    def _covering(self, query: str, m: int) -> list[FeatureChoice]:
+    def _covering(self, query: str, m: int) -> list[FeatureChoice] | None:
         """Features whose descriptions state the most of the query's terms, none contradicted.
 
         A description *contradicts* a query term when it names another value of the same
         aspect and not the queried one (query "CT", description "MRI ..."). Among the
-        descriptions that contradict nothing, those naming the most query terms are kept,
-        then ranked by similarity to the whole query (ties: latent id).
+        descriptions that contradict nothing, those naming every query term are kept (None
+        when there are none: the caller composes one feature per term instead), then ranked
+        by similarity to the query's remaining words (the anatomy; the whole
+        query when there are none; ties: latent id). With anatomy words, the ``m`` candidates
+        closest to the whole query are added as a backfill of total weight ``backfill`` times
+        that of the anatomy matches: specific features rank their slices first, the backfill
+        fills the rest of the list with slices of the right modality and plane.
         """
-        terms, _remainder = split_query(query)
+        terms, remainder = split_query(query)
         ok = np.ones(len(self._latents), dtype=bool)
         covered = np.zeros(len(self._latents), dtype=np.int64)
         for aspect, _phrase, d_pat in terms:
@@ -188,9 +198,25 @@ class TextRetriever:
                     others |= self._descriptions_matching(d_other)
             ok &= names | ~others
             covered += names
-        if ok.any():
-            ok &= covered == covered[ok].max()
-        return self._top(query, m, exclude=set(), allowed=ok if ok.any() else None)
+        if terms and not (ok & (covered == len(terms))).any():
+            return None  # no description states every term: compose them ('aspects')
+        ok &= covered == len(terms)
+        allowed = ok
+        if not remainder:
+            return self._top(query, m, exclude=set(), allowed=allowed)
+        picked = self._top(remainder, m, exclude=set(), allowed=allowed)
+        if self.config.backfill > 0:
+            used = {c.latent for c in picked}
+            total = sum(c.weight for c in picked)
+            fill = self._top(query, m, exclude=used, allowed=allowed)
+            fill_total = sum(c.weight for c in fill)
+            if total > 0 and fill_total > 0:
+                k = self.config.backfill * total / fill_total
+                picked += [
+                    FeatureChoice(c.latent, c.weight * k, c.similarity, c.description, c.matched)
+                    for c in fill
+                ]
+        return picked
 
     def _descriptions_matching(self, pattern: str) -> np.ndarray:
         """Mask of the descriptions a term's pattern matches (cached per pattern)."""

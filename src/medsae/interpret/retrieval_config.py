@@ -49,10 +49,12 @@ class AskConfig(StageConfig):
     )
     n: int = Field(default=10, ge=1, description="Results per query (one per subject).")
     mode: Literal["coverage", "aspects", "similarity"] = Field(
-        default="aspects",
-        description="'coverage': the m descriptions that state the most of the query's "
-        "metadata terms (CT/MRI, plane, sex, age) and contradict none, closest to the whole "
-        "query (suits describers that write conjunctions, like the offline one); 'similarity': the m descriptions closest to the whole query (paper); "
+        default="coverage",
+        description="'coverage': among the descriptions that state all of the query's "
+        "metadata terms (CT/MRI, plane, sex, age; 'aspects' when none does), the m closest to the "
+        "query's anatomy words, plus the m closest to the whole query as a backfill (suits "
+        "describers that write conjunctions, like the offline one); 'similarity': the m "
+        "descriptions closest to the whole query (paper); "
         "'aspects': one feature per metadata term found in the query (CT/MRI, plane, sex, age) "
         "chosen through its description, the rest of the m features by similarity to the "
         "remaining anatomy words.",
@@ -70,6 +72,13 @@ class AskConfig(StageConfig):
     normalise: Literal["max", "p99", "none"] = Field(
         default="p99",
         description="Activation scale per feature before weighting ('p99': 99th percentile of active values).",
+    )
+    backfill: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="'coverage' mode with anatomy words: the candidates closest to the whole "
+        "query are added with this total weight relative to the anatomy matches, so that slices "
+        "of the right kind are returned after the specific matches (0: none).",
     )
     combine: Literal["sum", "product"] = Field(
         default="sum",
