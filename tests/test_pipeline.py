@@ -102,3 +102,16 @@ def test_demo_config_sizes(tmp_path):
     assert cfg.encode["encoder"] == "efficientnet-lite0"
     assert "matryoshka" in cfg.train["arch"] and "topk" in cfg.train["arch"]
     assert phantom["ct_subjects"] + phantom["mri_subjects"] > 0
+
+
+def test_demo_toml_matches_the_demo(tmp_path):
+    """examples/demo.toml is what `medsae demo` runs (same settings, stage by stage)."""
+    root = Path(__file__).resolve().parents[1] / "examples"
+    example = load_pipeline_config(root / "demo.toml")
+    demo, phantom = demo_config(tmp_path / "demo")
+    for stage in ("prepare", "split", "encode", "train", "evaluate", "interpret", "index"):
+        a, b = dict(getattr(example, stage)), dict(getattr(demo, stage))
+        a.pop("source", None), b.pop("source", None)
+        assert a == b, stage
+    text = (root / "demo.toml").read_text()
+    assert f"--ct-subjects {phantom['ct_subjects']} --mri-subjects {phantom['mri_subjects']}" in text

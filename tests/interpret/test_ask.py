@@ -396,3 +396,25 @@ def test_coverage_mode_ranks_by_anatomy_words_and_backfills_with_the_whole_query
     # without anatomy words the whole query ranks the candidates, no backfill
     choices = TextRetriever(index, features, bag_of_words(), cfg).choose("axial CT", m=1)
     assert [c.matched for c in choices] == ["axial CT"]
+
+
+def test_coverage_bonus_lets_an_anatomy_match_state_fewer_terms(planted) -> None:
+    ws, truth = planted
+    latent = {c: truth.concepts.index(c) for c in truth.concepts}
+    ct, liver, spleen = latent["modality=CT"], latent["structure=liver"], latent["structure=spleen"]
+    texts = {
+        ct: "axial CT scan",
+        liver: "CT through the liver",
+        spleen: "axial CT through the spleen",
+    }
+    index, features = load_index(ws, truth.encoder, truth.run), _features(ws, truth, texts)
+
+    def anatomy_picks(bonus: float) -> list[int]:
+        cfg = AskConfig(mode="coverage", relative_similarity=0.0, coverage_bonus=bonus)
+        retriever = TextRetriever(index, features, bag_of_words(), cfg)
+        return [c.latent for c in retriever.choose("axial CT liver", m=1) if c.matched == "liver"]
+
+    # "CT through the liver" names no plane: allowed with a bonus, outranked without one
+    assert anatomy_picks(0.4) == [liver]
+    assert anatomy_picks(0.0) != [liver]
+    assert anatomy_picks(5.0) != [liver]  # a large bonus puts stating every term first

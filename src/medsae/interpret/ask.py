@@ -4,29 +4,32 @@ A query never touches slice metadata: it is matched with the *descriptions* of S
 and slices are ranked by the activations of the chosen features.
 
 1. **Choose features.** ``mode="coverage"`` (default): a query is a conjunction of terms,
-   and so is a description; the candidates are the descriptions that contradict no metadata
-   term of the query (name another value of the same aspect without the queried one, e.g.
-   "MRI ..." for a CT query) and state every one of the query's terms (when none does, the
-   query is composed as in ``"aspects"``, below); the ``m`` candidates most similar to the query's other words (its anatomy) are chosen,
-   plus, as a backfill of total weight ``backfill`` (0.5) times theirs, the ``m`` candidates
-   most similar to the whole query (only the latter when the query has no other words).
-   ``mode="similarity"``
-   (the paper's protocol, with a sentence embedder instead of an LLM): the ``m`` descriptions
-   most similar (cosine of text embeddings) to the whole query. ``mode="aspects"``:
-   metadata terms found in the query (CT / MRI, axial / coronal / sagittal,
-   male / female, elderly / young) each pick the feature whose description mentions the
-   term and is most similar to a short phrase for it ("CT scan", "axial slice", ...; a term
-   that no description mentions is dropped); the remaining words (the anatomy) pick
-   ``max(1, m - terms)`` features by similarity. In every mode a feature
-   less similar than ``relative_similarity`` (0.75) times the best match of the same text is
-   left out, so that one clear match is not diluted by weak ones. A ``selector`` callable
-   (e.g. :func:`llm_selector`) can replace all modes.
+   and so is a description. A description *contradicts* the query when it names another
+   value of one of the query's metadata aspects and not the queried one ("MRI ..." for a CT
+   query). When no description states every metadata term of the query, the query is
+   composed as in ``"aspects"`` (below). Otherwise, with anatomy words left in the query
+   ("liver" in "axial CT liver"), the ``m`` non-contradicting descriptions with the highest
+   ``sim(anatomy words, d) + coverage_bonus * (terms stated / terms)`` are chosen (bonus
+   0.4), plus, as a backfill of total weight ``backfill`` (0.5) times theirs, the ``m``
+   descriptions stating every term that are most similar to the whole query; without
+   anatomy words, only the latter. ``mode="similarity"`` (the paper's protocol, with a
+   sentence embedder instead of an LLM): the ``m`` descriptions most similar (cosine of
+   text embeddings) to the whole query. ``mode="aspects"``: metadata terms found in the
+   query (CT / MRI, axial / coronal / sagittal, male / female, elderly / young) each pick
+   the feature whose description mentions the term and is most similar to a short phrase
+   for it ("CT scan", "axial slice", ...; a term that no description mentions is dropped);
+   the remaining words (the anatomy) pick ``max(1, m - terms)`` features by similarity. In
+   every mode a feature less similar than ``relative_similarity`` (0.75) times the best
+   match of the same text is left out, so that one clear match is not diluted by weak ones.
+   A ``selector`` callable (e.g. :func:`llm_selector`) can replace all modes.
 2. **Weights.** ``w_i = s_i / sum_j s_j`` with ``s_i`` the (non-negative) similarity of
-   feature ``i``'s description to its query text.
-3. **Rank slices.** ``score(r) = sum_i w_i min(1, a_{r,i} / scale_i)`` with ``a_{r,i}`` the
-   activation of feature ``i`` on slice ``r`` and ``scale_i`` its 99th percentile over active
-   slices (``normalise="p99"``; or its maximum, or 1). Slices with no chosen feature active
-   are not returned. One slice per subject (its best), best first.
+   feature ``i``'s description to its query text (backfill weights scaled as above).
+3. **Rank slices.** With ``a_i = min(1, a_{r,i} / scale_i)``, ``a_{r,i}`` the activation of
+   feature ``i`` on slice ``r`` and ``scale_i`` its 99th percentile over active slices
+   (``normalise="p99"``; or its maximum, or 1): ``combine="product"`` (default) scores
+   ``prod_i (0.05 + a_i)^{w_i}``, a soft AND that favours slices on which every chosen
+   feature fires; ``combine="sum"`` scores ``sum_i w_i a_i``. Slices with no chosen feature
+   active are not returned. One slice per subject (its best), best first.
 """
 
 from __future__ import annotations
@@ -179,13 +182,13 @@ class TextRetriever:
 
         A description *contradicts* a query term when it names another value of the same
         aspect and not the queried one (query "CT", description "MRI ..."). Among the
-        descriptions that contradict nothing, those naming every query term are kept (None
-        when there are none: the caller composes one feature per term instead), then ranked
-        by similarity to the query's remaining words (the anatomy; the whole
-        query when there are none; ties: latent id). With anatomy words, the ``m`` candidates
-        closest to the whole query are added as a backfill of total weight ``backfill`` times
-        that of the anatomy matches: specific features rank their slices first, the backfill
-        fills the rest of the list with slices of the right modality and plane.
+        descriptions that contradict nothing, those naming every query term are the
+        candidates (None when there are none: the caller composes one feature per term
+        instead). Without anatomy words, the ``m`` candidates closest to the whole query.
+        With them, the ``m`` non-contradicting descriptions closest to the anatomy words,
+        with ``coverage_bonus`` times the share of terms stated added to the similarity, and
+        the ``m`` candidates closest to the whole query as a backfill of total weight
+        ``backfill`` times that of the anatomy matches. Ties: latent id.
         """
         terms, remainder = split_query(query)
         ok = np.ones(len(self._latents), dtype=bool)
@@ -198,13 +201,17 @@ class TextRetriever:
                     others |= self._descriptions_matching(d_other)
             ok &= names | ~others
             covered += names
-        if terms and not (ok & (covered == len(terms))).any():
+        full = ok & (covered == len(terms))
+        if not full.any():
             return None  # no description states every term: compose them ('aspects')
-        ok &= covered == len(terms)
-        allowed = ok
+        allowed = full
         if not remainder:
             return self._top(query, m, exclude=set(), allowed=allowed)
-        picked = self._top(remainder, m, exclude=set(), allowed=allowed)
+        bonus = self.config.coverage_bonus
+        if bonus > 0 and terms:  # anatomy first: partial coverage costs a little
+            picked = self._top(remainder, m, set(), allowed=ok, bonus=bonus * covered / len(terms))
+        else:
+            picked = self._top(remainder, m, exclude=set(), allowed=allowed)
         if self.config.backfill > 0:
             used = {c.latent for c in picked}
             total = sum(c.weight for c in picked)
@@ -241,10 +248,17 @@ class TextRetriever:
             self._query_cache.update(zip(todo, self.embedder.embed(todo), strict=True))
 
     def _top(
-        self, text: str, count: int, exclude: set[int], allowed: np.ndarray | None = None
+        self,
+        text: str,
+        count: int,
+        exclude: set[int],
+        allowed: np.ndarray | None = None,
+        bonus: np.ndarray | None = None,
     ) -> list[FeatureChoice]:
         self._embed_texts([text])
         sims = self.desc_emb @ self._query_cache[text]
+        if bonus is not None:
+            sims = sims + bonus
         latents = self._latents
         ok = ~np.isin(latents, list(exclude)) & (sims >= self.config.min_similarity)
         if allowed is not None:

@@ -106,6 +106,12 @@ class InterpretConfig(StageConfig):
     n_negative_hard: int = Field(
         default=10, ge=0, description="Nearest-neighbour (code space) non-activating slices."
     )
+    hard_negatives: Literal["any", "other-series"] = Field(
+        default="other-series",
+        description="Where hard negatives come from: 'any' held-out slice, or 'other-series': "
+        "only stacks (subject and plane) that hold no positive, so that a hard negative is not "
+        "the neighbouring slice of a positive (a near-duplicate just under the threshold).",
+    )
     min_positive: int = Field(
         default=3, ge=1, description="Held-out activations needed to score a feature."
     )

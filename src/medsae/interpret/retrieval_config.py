@@ -73,6 +73,14 @@ class AskConfig(StageConfig):
         default="p99",
         description="Activation scale per feature before weighting ('p99': 99th percentile of active values).",
     )
+    coverage_bonus: float = Field(
+        default=0.4,
+        ge=0.0,
+        description="'coverage' mode with anatomy words: the anatomy matches are chosen among "
+        "all non-contradicting descriptions by similarity to the anatomy words plus this bonus "
+        "times the share of the query's metadata terms they state (0: only descriptions "
+        "stating every term).",
+    )
     backfill: float = Field(
         default=0.5,
         ge=0.0,
@@ -81,7 +89,7 @@ class AskConfig(StageConfig):
         "of the right kind are returned after the specific matches (0: none).",
     )
     combine: Literal["sum", "product"] = Field(
-        default="sum",
+        default="product",
         description="How the chosen features' normalised activations a_i (weights w_i) make a "
         "slice's score: 'sum' = sum_i w_i a_i (any feature can carry a slice); 'product' = "
         "prod_i (eps + a_i)^w_i, a soft AND that favours slices on which every feature fires.",

@@ -174,13 +174,16 @@ def detection_sample(
     n_hard: int = 10,
     n_random: int = 10,
     seed: int = 0,
+    series: np.ndarray | None = None,
 ) -> DetectionSample:
     """Activating slices across activation quantiles plus hard and random non-activating ones.
 
     ``rows``: the slices to draw from (e.g. the held-out splits). Positives: the active rows
     sorted by activation are cut into ``n_positive`` bins and one is drawn from each. Hard
-    negatives: inactive rows with the highest cosine similarity (code space) to any positive.
-    Random negatives: drawn from the remaining inactive rows.
+    negatives: inactive rows with the highest cosine similarity (code space) to any positive;
+    with ``series`` (one label per row of the code matrix, e.g. subject and plane), only rows
+    of series that hold no positive, so that a hard negative is never the neighbouring slice
+    of a positive in the same stack. Random negatives: drawn from the remaining inactive rows.
     """
     rng = np.random.default_rng([seed, latent])
     act_rows, act_vals = space.active(latent, rows)
@@ -195,8 +198,12 @@ def detection_sample(
     hard = np.zeros(0, dtype=np.int64)
     if n_hard and len(pos) and inactive_here.any():
         sims = np.asarray(unit_sub @ space.unit[pos].T.toarray()).max(axis=1)
-        sims[~inactive_here] = -np.inf
-        order = np.lexsort((rows, -sims))[: min(n_hard, int(inactive_here.sum()))]
+        eligible = inactive_here
+        if series is not None:
+            labels = np.asarray(series)
+            eligible = inactive_here & ~np.isin(labels[rows], labels[pos])
+        sims[~eligible] = -np.inf
+        order = np.lexsort((rows, -sims))[: min(n_hard, int(eligible.sum()))]
         hard = rows[order]
     taken = is_active.copy()
     taken[hard] = True

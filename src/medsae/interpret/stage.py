@@ -244,7 +244,11 @@ def build_features(
         "seed": config.seed,
     }
 
-    draw = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}
+    draw: dict[str, Any] = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}
+    if config.hard_negatives == "other-series":
+        draw["series"] = pd.factorize(
+            table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
+        )[0]
     latents = sorted(described)
     samples = {k: detection_sample(space, k, heldout, seed=config.seed, **draw) for k in latents}
     calibration: dict[int, DetectionSample] = {}
