@@ -31,9 +31,14 @@ DIM = 1280
 POOLINGS = ("mean", "multiscale")
 
 
-def stage_ends(blocks: torch.nn.ModuleList) -> list[int]:
+def block_width(block: Any) -> int:
+    """Output channels of an EfficientNet block (its last batch norm)."""
+    return int(block._bn2.num_features)
+
+
+def stage_ends(blocks: Any) -> list[int]:
     """Indices of the last block of each stage (where the next block changes width)."""
-    widths = [int(b._bn2.num_features) for b in blocks]  # type: ignore[union-attr]
+    widths = [block_width(b) for b in blocks]
     return [i for i in range(len(widths)) if i + 1 == len(widths) or widths[i + 1] != widths[i]]
 
 
@@ -124,12 +129,12 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
                 torch.manual_seed(seed)
                 self.model = build_lite0(self.input_size)
             self.weights_fingerprint = f"random-init:{ARCH}:seed={seed}"
-        blocks = self.model._blocks  # type: ignore[union-attr]
+        blocks: Any = self.model._blocks
         self._stage_ends = stage_ends(blocks) if pooling == "multiscale" else []
         self._stage_maps: list[torch.Tensor] = []
         for i in self._stage_ends:
             blocks[i].register_forward_hook(self._keep_stage)
-        self.dim = DIM + sum(int(blocks[i]._bn2.num_features) for i in self._stage_ends)
+        self.dim = DIM + sum(block_width(blocks[i]) for i in self._stage_ends)
         self._finish_model()
 
     def _keep_stage(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:

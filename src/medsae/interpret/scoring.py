@@ -248,7 +248,7 @@ def score_detection(
     them the threshold is 0.5 for scores in [0, 1]. ``sample`` / ``calibration_sample``: samples
     already drawn with :func:`detection_sample` (to share them between scorers).
     """
-    kw = {"n_positive": n_positive, "n_hard": n_hard, "n_random": n_random}
+    kw: dict[str, Any] = {"n_positive": n_positive, "n_hard": n_hard, "n_random": n_random}
     if sample is None:
         sample = detection_sample(space, latent, heldout_rows, seed=seed, **kw)
     n_pos, n_neg = int(sample.positive.sum()), int((~sample.positive).sum())
