@@ -114,4 +114,6 @@ def test_demo_toml_matches_the_demo(tmp_path):
         a.pop("source", None), b.pop("source", None)
         assert a == b, stage
     text = (root / "demo.toml").read_text()
-    assert f"--ct-subjects {phantom['ct_subjects']} --mri-subjects {phantom['mri_subjects']}" in text
+    assert (
+        f"--ct-subjects {phantom['ct_subjects']} --mri-subjects {phantom['mri_subjects']}" in text
+    )
