@@ -178,7 +178,7 @@ class TextRetriever:
         return _normalise(picked)
 
     def _covering(self, query: str, m: int) -> list[FeatureChoice] | None:
-        """Features whose descriptions state the most of the query's terms, none contradicted.
+        """Features whose descriptions state the query's terms and contradict none of them.
 
         A description *contradicts* a query term when it names another value of the same
         aspect and not the queried one (query "CT", description "MRI ..."). Among the
@@ -256,9 +256,8 @@ class TextRetriever:
         bonus: np.ndarray | None = None,
     ) -> list[FeatureChoice]:
         self._embed_texts([text])
-        sims = self.desc_emb @ self._query_cache[text]
-        if bonus is not None:
-            sims = sims + bonus
+        cosine = self.desc_emb @ self._query_cache[text]
+        sims = cosine if bonus is None else cosine + bonus  # ranks and weighs; cosine reported
         latents = self._latents
         ok = ~np.isin(latents, list(exclude)) & (sims >= self.config.min_similarity)
         if allowed is not None:
@@ -272,7 +271,7 @@ class TextRetriever:
             FeatureChoice(
                 int(latents[i]),
                 float(max(sims[i], 0.0)),
-                float(sims[i]),
+                float(cosine[i]),
                 str(self.features["description"].iloc[i]),
                 text,
             )
