@@ -117,6 +117,23 @@ def test_detection_sample_draws_positives_and_hard_negatives() -> None:
     assert np.array_equal(again.rows, sample.rows)
 
 
+def test_detection_sample_hard_negatives_from_other_series() -> None:
+    codes, active = _codes()
+    space = CodeSpace(codes)
+    rows = np.arange(200, 400)
+    series = np.arange(400) // 10  # stacks of 10 neighbouring rows
+    kw = {"n_positive": 10, "n_hard": 5, "n_random": 5, "seed": 3}
+    free = detection_sample(space, 0, rows, **kw)
+    split = detection_sample(space, 0, rows, series=series, **kw)
+    assert np.array_equal(free.rows[free.positive], split.rows[split.positive])
+    hard = split.rows[split.kind == "hard"]
+    assert len(hard) == 5 and not active[hard].any()
+    positive_series = set(series[split.rows[split.positive]])
+    assert not positive_series & set(series[hard])  # never a neighbour of a positive
+    # without series the nearest inactive rows include neighbours of positives
+    assert positive_series & set(series[free.rows[free.kind == "hard"]])
+
+
 class _Oracle:
     """Scores a slice by whether it truly activates (a perfect description)."""
 
