@@ -217,7 +217,7 @@ def main() -> None:
         "--quality-samples",
         type=int,
         default=None,
-        help="training samples of the ground-truth quality run (default 6,000,000; quick 400,000)",
+        help="training samples of the ground-truth quality run (default 7,000,000; quick 400,000)",
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
@@ -344,7 +344,7 @@ def full_quality(args: argparse.Namespace, device: torch.device) -> dict[str, An
         active=30,
         D=8192,
         k=args.quality_k,
-        samples=args.quality_samples or 6_000_000,
+        samples=args.quality_samples or 7_000_000,
         B=2048,
         device=device,
         arch=args.quality_arch,
