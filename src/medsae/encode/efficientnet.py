@@ -141,13 +141,13 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
         self._stage_maps.append(output)
 
     def _features(self, x_bchw: torch.Tensor) -> torch.Tensor:
-        self._stage_maps = []
+        self._stage_maps = []  # filled by the stage hooks during the forward pass
         fmap_bchw = self.model.extract_features(x_bchw)  # type: ignore[operator]
         head = fmap_bchw.mean(dim=(2, 3))
         if not self._stage_ends:
             return head
-        parts = [m.mean(dim=(2, 3)) for m in self._stage_maps] + [head]
-        self._stage_maps = []
+        maps, self._stage_maps = self._stage_maps, []
+        parts = [m.mean(dim=(2, 3)) for m in maps] + [head]
         scale = len(parts) ** -0.5
         return torch.cat(
             [torch.nn.functional.normalize(p.float(), dim=1) * scale for p in parts], dim=1

@@ -21,6 +21,8 @@ Two facets of labels, with fixed, documented bins (never fitted to any data):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -50,6 +52,12 @@ ALIASES = {
     "coverage=full": ("large body cross-section",),
 }
 """Phrases the label scorer recognises for each label."""
+
+
+def is_edge(rel: Any) -> Any:
+    """Whether a relative position (a float or an array of them) lies in the outer
+    :data:`EDGE_FRACTION` at either end of the slice axis."""
+    return (rel < EDGE_FRACTION) | (rel > 1.0 - EDGE_FRACTION)
 
 
 def foreground_fraction(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -86,7 +94,7 @@ def extra_labels(
     if "rel_position" in table.columns:
         rel = pd.to_numeric(table["rel_position"], errors="coerce").to_numpy(dtype=np.float64)
         known = np.isfinite(rel)
-        edge = known & ((rel < EDGE_FRACTION) | (rel > 1.0 - EDGE_FRACTION))
+        edge = known & is_edge(rel)
         for value, mask in zip(POSITION_VALUES, (edge, known & ~edge), strict=True):
             names.append(f"position={value}")
             values.append(mask)

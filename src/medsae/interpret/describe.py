@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from scipy.stats import hypergeom
 
 from medsae.data.structures import GROUPS, pretty
-from medsae.interpret.concepts_extra import EDGE_FRACTION, EXTRA_FACETS, PHRASES
+from medsae.interpret.concepts_extra import EXTRA_FACETS, PHRASES, is_edge
 from medsae.interpret.features import FeatureStats, LabelTable
 from medsae.interpret.llm import LLMClient, LLMError
 
@@ -143,8 +143,7 @@ def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int 
         parts.append(f"age {get('age_group')}")
     rel = get("rel_position")
     if rel is not None:
-        edge = rel < EDGE_FRACTION or rel > 1 - EDGE_FRACTION
-        parts.append("edge slice" if edge else "central slice")
+        parts.append("edge slice" if is_edge(rel) else "central slice")
     named = [pretty(s) for s in structures[:max_structures]]
     more = len(structures) - len(named)
     anatomy = (
