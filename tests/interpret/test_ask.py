@@ -226,19 +226,24 @@ def test_evaluate_text_retrieval_on_planted_queries(planted) -> None:
         ),
         Query("q2", "coronal MRI", {"modality": "MR", "plane": "coronal"}, ("modality", "plane")),
         Query("q3", "sagittal slice", {"plane": "sagittal"}, ("plane",)),
+        # nothing in the gallery is relevant: listed, but no precision enters the means
+        Query("q4", "oblique slice", {"plane": "oblique"}, ("plane",)),
     ]
     gallery = table["split"].isin(["val", "test"]).to_numpy()
     res = evaluate_text_retrieval(
         retriever, queries, table, anatomy.presence, anatomy.structures, gallery, n=10
     )
     by_id = {q["id"]: q for q in res["queries"]}
-    for q in by_id.values():
-        assert q["precision_at_n"] == pytest.approx(
-            q["max_achievable"]
-        )  # perfect given the gallery
+    assert res["unanswerable"] == ["q4"] and res["scored_queries"] == 3
+    assert not by_id["q4"]["answerable"] and by_id["q4"]["precision_at_n"] == 0.0
+    scored = [by_id[i] for i in ("q1", "q2", "q3")]
+    for q in scored:
+        assert q["answerable"]
+        # perfect given the gallery
+        assert q["precision_at_n"] == pytest.approx(q["max_achievable"])
     assert res["aspects"]["plane"] == pytest.approx(1.0)
     assert res["text_precision_at_10"] == pytest.approx(
-        np.mean([q["precision_at_n"] for q in by_id.values()])
+        np.mean([q["precision_at_n"] for q in scored])
     )
     assert res["gallery_subjects"] == len(table.loc[gallery, "subject_key"].unique())
 
@@ -418,3 +423,35 @@ def test_coverage_bonus_lets_an_anatomy_match_state_fewer_terms(planted) -> None
     assert anatomy_picks(0.4) == [liver]
     assert anatomy_picks(0.0) != [liver]
     assert anatomy_picks(5.0) != [liver]  # a large bonus puts stating every term first
+
+
+def test_coverage_mode_keeps_the_terms_it_can_state_when_none_states_them_all(planted) -> None:
+    ws, truth = planted
+    latent = {c: truth.concepts.index(c) for c in truth.concepts}
+    ct, mr = latent["modality=CT"], latent["modality=MR"]
+    liver, spleen = latent["structure=liver"], latent["structure=spleen"]
+    texts = {
+        ct: "axial CT through the liver",
+        spleen: "axial CT scan",
+        mr: "MRI through the pelvis; mostly elderly patients",
+        liver: "axial slices",
+    }
+    index = load_index(ws, truth.encoder, truth.run)
+
+    def only(texts: dict[int, str]) -> pd.DataFrame:
+        df = _features(ws, truth, texts)
+        return df[df["latent"].isin(list(texts))].reset_index(drop=True)
+
+    cfg = AskConfig(mode="coverage", relative_similarity=0.0)
+    retriever = TextRetriever(index, only(texts), bag_of_words(), cfg)
+    choices = retriever.choose("axial CT liver, elderly patient", m=2)
+    # no description states all three terms: the two-term ones are the candidates and the
+    # age term is left unstated; the elderly MRI description contradicts the modality
+    assert choices[0].latent == ct and choices[0].matched == "liver"
+    assert mr not in {c.latent for c in choices}
+    assert {c.latent for c in choices} <= {ct, spleen}
+    # one-term descriptions only: composed one feature per term (the 'aspects' way)
+    one_term = {ct: "CT scan", mr: "elderly patients", liver: "axial slices", spleen: "liver"}
+    retriever = TextRetriever(index, only(one_term), bag_of_words(), AskConfig(mode="coverage"))
+    picked = {c.latent for c in retriever.choose("axial CT liver, elderly patient", m=4)}
+    assert {ct, liver, spleen, mr} <= picked

@@ -103,3 +103,55 @@ def test_llm_describer_records_failures_and_goes_on(data) -> None:
         assert srv.stats.images_seen == 0
     assert bad.text is None and "HTTP 500" in (bad.error or "")
     assert ok.text and "axial" in ok.text
+
+
+def test_scanner_labels_are_named_in_descriptions_slice_text_and_by_the_label_scorer() -> None:
+    import pandas as pd
+
+    from medsae.interpret.describe import slice_text
+    from medsae.interpret.scorers import LabelScorer
+
+    table = pd.DataFrame(
+        {
+            "modality": ["CT", "CT", "MR"],
+            "plane": ["axial"] * 3,
+            "manufacturer": ["Philips", "Siemens", None],
+        }
+    )
+    labels = build_label_table(table, None, geometry=False)
+    assert {"manufacturer=Philips", "manufacturer=Siemens"} <= set(labels.names)
+    philips = labels.index("manufacturer=Philips")
+    assert labels.values[:, philips].tolist() == [True, False, False]
+    assert labels.defined[:, philips].tolist() == [True, True, False]  # unknown for the MRI
+    text = compose_phrase(["plane=axial", "modality=CT", "manufacturer=Philips", "sex=F"])
+    assert text == "axial CT; Philips scanners; mostly female patients"
+    assert compose_phrase(["manufacturer=GE"]) == "slices from GE scanners"
+    assert "Philips scanner" in slice_text(table.iloc[0], ["liver"])
+    assert "manufacturer=Philips" in LabelScorer(labels).named_labels(text)
+
+
+def test_contrast_samples_choose_the_label_that_separates_near_misses() -> None:
+    import scipy.sparse as sp
+
+    from medsae.interpret.features import LabelTable
+
+    n = 200
+    rows = np.arange(n)
+    active = rows < 40
+    a = rows < 50  # every activating slice, and ten near misses
+    c = (rows < 40) | ((rows >= 50) & (rows < 130))  # every activating slice, no near miss
+    labels = LabelTable(
+        ["structure=a", "structure=c"], np.stack([a, c], 1), np.ones((n, 2), dtype=bool)
+    )
+    codes = sp.csr_matrix(active.astype(np.float32)[:, None])
+    plain = OfflineDescriber(labels, codes, rows, max_terms=1)
+    assert plain.rule(0) == ["structure=a"]  # best on all slices: BA 0.97 vs 0.75
+
+    def near_misses(latent: int) -> tuple[np.ndarray, np.ndarray]:
+        return rows[:40], rows[40:50]
+
+    contrastive = OfflineDescriber(labels, codes, rows, max_terms=1, contrast=near_misses)
+    # mean of all-slice and near-miss balanced accuracy: a (0.97 + 0.5) / 2 < c (0.75 + 1) / 2
+    assert contrastive.rule(0) == ["structure=c"]
+    both = OfflineDescriber(labels, codes, rows, max_terms=2, contrast=near_misses)
+    assert both.rule(0) == ["structure=a", "structure=c"]  # together: exactly the feature

@@ -6,12 +6,15 @@ and slices are ranked by the activations of the chosen features.
 1. **Choose features.** ``mode="coverage"`` (default): a query is a conjunction of terms,
    and so is a description. A description *contradicts* the query when it names another
    value of one of the query's metadata aspects and not the queried one ("MRI ..." for a CT
-   query). When no description states every metadata term of the query, the query is
-   composed as in ``"aspects"`` (below). Otherwise, with anatomy words left in the query
+   query). The candidates are the non-contradicting descriptions stating every metadata term
+   of the query or, when none does, the most of them (a query term no description states,
+   such as an age group, is then left to the anatomy words and the ranking); when no
+   description states more than one term (one-concept descriptions), the query is composed
+   as in ``"aspects"`` (below). With anatomy words left in the query
    ("liver" in "axial CT liver"), the ``m`` non-contradicting descriptions with the highest
    ``sim(anatomy words, d) + coverage_bonus * (terms stated / terms)`` are chosen (bonus
    0.4), plus, as a backfill of total weight ``backfill`` (0.5) times theirs, the ``m``
-   descriptions stating every term that are most similar to the whole query; without
+   candidates that are most similar to the whole query; without
    anatomy words, only the latter. ``mode="similarity"`` (the paper's protocol, with a
    sentence embedder instead of an LLM): the ``m`` descriptions most similar (cosine of
    text embeddings) to the whole query. ``mode="aspects"``: metadata terms found in the
@@ -183,8 +186,9 @@ class TextRetriever:
         A description *contradicts* a query term when it names another value of the same
         aspect and not the queried one (query "CT", description "MRI ..."). Among the
         descriptions that contradict nothing, those naming every query term are the
-        candidates (None when there are none: the caller composes one feature per term
-        instead). Without anatomy words, the ``m`` candidates closest to the whole query.
+        candidates; when none names them all, those naming the most of them (at least two;
+        None when no description names more than one: the caller composes one feature per
+        term instead). Without anatomy words, the ``m`` candidates closest to the whole query.
         With them, the ``m`` non-contradicting descriptions closest to the anatomy words,
         with ``coverage_bonus`` times the share of terms stated added to the similarity, and
         the ``m`` candidates closest to the whole query as a backfill of total weight
@@ -201,9 +205,10 @@ class TextRetriever:
                     others |= self._descriptions_matching(d_other)
             ok &= names | ~others
             covered += names
-        full = ok & (covered == len(terms))
-        if not full.any():
-            return None  # no description states every term: compose them ('aspects')
+        stated = int(covered[ok].max()) if ok.any() else 0
+        if stated < len(terms) and stated < 2:
+            return None  # one-term descriptions: compose one feature per term ('aspects')
+        full = ok & (covered == stated)
         allowed = full
         if not remainder:
             return self._top(query, m, exclude=set(), allowed=allowed)

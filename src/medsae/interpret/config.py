@@ -106,6 +106,14 @@ class InterpretConfig(StageConfig):
     n_negative_hard: int = Field(
         default=10, ge=0, description="Nearest-neighbour (code space) non-activating slices."
     )
+    contrast_draws: int = Field(
+        default=5,
+        ge=0,
+        description="Offline describer: near-miss samples drawn from the training split per "
+        "feature (activating slices across quantiles, the most similar non-activating slices "
+        "of other stacks, random ones); the rule's labels are chosen by the mean of their "
+        "balanced accuracy on all training slices and on these samples (0: all slices only).",
+    )
     hard_negatives: Literal["any", "other-series"] = Field(
         default="other-series",
         description="Where hard negatives come from: 'any' held-out slice, or 'other-series': "

@@ -9,14 +9,19 @@ Offline describer (deterministic)
        training split. Starting from "every slice", add the label ``L`` maximising the
        balanced accuracy ``BA(active, rule ∧ L) = (TPR + TNR) / 2`` (or ``F1 = 2 TP / (2 TP +
        FP + FN)`` with ``criterion="f1"``) while it improves by at least ``min_gain`` (at most
-       ``max_terms`` labels, one value per metadata facet). Structures that tie exactly with a
-       chosen structure (same slices on this data) are named with it; a rule scoring below
+       ``max_terms`` labels, one value per metadata facet). With ``contrast`` (a function
+       giving, per feature, training rows of activating slices and of *near misses*: the most
+       similar non-activating slices of other stacks, plus random ones), labels are chosen
+       by the mean of that balanced accuracy and the one on the near-miss rows, so that the
+       phrase also says what sets the feature's slices apart from look-alikes it ignores.
+       Structures that tie exactly with a chosen structure (same slices on this data) are
+       named with it; a rule whose balanced accuracy on all training slices is below
        ``min_score`` (0.6), or whose precision could be chance (one-sided hypergeometric
        test of its true positives, p > ``alpha`` = 1e-4), is dropped ("no clear pattern").
     2. The phrase names the rule's labels plus those that dominate the active slices
-       (``P(L | active) >= dominant`` for modality, plane and sex; ``>= 0.75`` for age groups;
-       structures with ``P >= 0.9`` and lift ``>= 2``), and the body region of the named
-       structures (from ``GROUPS``).
+       (``P(L | active) >= dominant`` for modality, plane, sex and scanner manufacturer;
+       ``>= 0.75`` for age groups; structures with ``P >= 0.9`` and lift ``>= 2``), and the
+       body region of the named structures (from ``GROUPS``).
 
 LLM describer
     Sends :data:`DESCRIBE_SYSTEM` and :data:`DESCRIBE_USER` (filled in) with the feature's
@@ -26,6 +31,7 @@ LLM describer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +123,8 @@ def label_phrase(name: str) -> str:
         return _AGE_WORDS[value][1] if value in _AGE_WORDS else value
     if kind == "modality":
         return _MODALITY_WORDS.get(value, value)
+    if kind == "manufacturer":
+        return f"{value} scanner"
     if name in PHRASES:
         return PHRASES[name]
     return value
@@ -141,6 +149,8 @@ def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int 
         parts.append(_SEX_WORDS.get(get("sex"), str(get("sex"))))
     if get("age_group") is not None:
         parts.append(f"age {get('age_group')}")
+    if get("manufacturer") is not None:
+        parts.append(f"{get('manufacturer')} scanner")
     rel = get("rel_position")
     if rel is not None:
         parts.append("edge slice" if is_edge(rel) else "central slice")
@@ -177,7 +187,9 @@ class OfflineDescriber:
         max_tied: int = 2,
         criterion: str = "balanced_accuracy",
         alpha: float = 1e-4,
+        contrast: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
+        self.contrast = contrast
         self.labels = labels
         self.train_rows = np.asarray(train_rows, dtype=np.int64)
         self._codes = sp.csc_matrix(codes[self.train_rows])
@@ -202,6 +214,13 @@ class OfflineDescriber:
         mask = np.ones(len(self.train_rows), dtype=bool)
         n_total = len(self.train_rows)
         best = self._criterion(np.array([n_active]), np.array([n_total]), n_active, n_total)[0]
+        near: tuple[np.ndarray, np.ndarray] | None = None
+        if self.contrast is not None:  # label rows of near-miss contrast samples
+            pos_rows, neg_rows = self.contrast(latent)
+            if len(pos_rows) and len(neg_rows):
+                near = (self.labels.values[pos_rows], self.labels.values[neg_rows])
+                near_masks = [np.ones(len(pos_rows), bool), np.ones(len(neg_rows), bool)]
+        fit = best
         chosen: list[int] = []
         tied: list[int] = []
         kinds: set[str] = set()
@@ -210,24 +229,39 @@ class OfflineDescriber:
             tp = active[mask] @ sub
             predicted = sub.sum(axis=0)
             f1 = self._criterion(tp, predicted, n_active, n_total)
+            score = f1
+            if near is not None:  # mean with the balanced accuracy on the near-miss samples
+                p_vals = near[0][near_masks[0]].astype(np.float32)
+                n_vals = near[1][near_masks[1]].astype(np.float32)
+                tpr = p_vals.sum(axis=0) / len(near[0])
+                tnr = 1 - n_vals.sum(axis=0) / len(near[1])
+                score = (f1 + (tpr + tnr) / 2) / 2
+            f1 = np.array(f1, copy=True)
+            score = np.array(score, copy=True)
             for i in chosen:
                 f1[i] = -1
+                score[i] = -1
             for i, name in enumerate(self.labels.names):  # one value per metadata facet
                 kind = name.split("=", 1)[0]
                 if kind in kinds and kind not in ("structure", "group"):
                     f1[i] = -1
-            i = int(np.argmax(f1))
-            if f1[i] < best + self.min_gain:
+                    score[i] = -1
+            i = int(np.argmax(score))
+            if score[i] < fit + self.min_gain:
                 break
             chosen.append(i)
             kinds.add(self.labels.names[i].split("=", 1)[0])
             mask &= self._values[:, i]
+            if near is not None:
+                near_masks[0] &= near[0][:, i]
+                near_masks[1] &= near[1][:, i]
             best = float(f1[i])
+            fit = float(score[i])
             if self.labels.names[i].startswith("structure="):
                 # structures indistinguishable on this data (same F1) are named together
                 ties = [
                     t
-                    for t in np.flatnonzero(np.abs(f1 - f1[i]) < 1e-9)
+                    for t in np.flatnonzero(np.abs(score - score[i]) < 1e-9)
                     if t != i and self.labels.names[t].startswith("structure=")
                 ]
                 tied.extend(int(t) for t in ties[: self.max_tied])
@@ -271,6 +305,7 @@ class OfflineDescriber:
         dominant_value("plane", self.dominant)
         dominant_value("sex", self.dominant)
         dominant_value("age_group", 0.75)
+        dominant_value("manufacturer", self.dominant)
         if p_active is not None and lift is not None:
             n_struct = sum(n.startswith("structure=") for n in named)
             extra = [
@@ -324,6 +359,10 @@ def compose_phrase(named: list[str]) -> str:
         words.append(_AGE_WORDS.get(by_kind["age_group"][0], (by_kind["age_group"][0], ""))[0])
     if "sex" in by_kind:
         words.append(_SEX_WORDS.get(by_kind["sex"][0], by_kind["sex"][0]))
+    scanners = by_kind.get("manufacturer", [])
+    if scanners:
+        clause = f"{' and '.join(scanners)} scanners"
+        text = f"slices from {clause}" if text == "slices" else f"{text}; {clause}"
     if words:
         people = " ".join(words) + " patients"
         if "age_group" in by_kind:

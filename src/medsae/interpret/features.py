@@ -2,8 +2,9 @@
 
 Labels of a slice (:class:`LabelTable`), each with the rows where it is *defined*:
 
-* ``modality=CT``, ``plane=axial``, ``sex=F``, ``age_group=>=80``: from the slice table
-  (undefined where the metadata is null);
+* ``modality=CT``, ``plane=axial``, ``sex=F``, ``age_group=>=80`` and the acquisition
+  ``manufacturer=Siemens``: from the slice table (undefined where the metadata is null), so
+  that a feature that tracks the scanner rather than the anatomy says so;
 * ``structure=<name>``: anatomy presence (undefined where the structure is not annotated
   for the slice's modality);
 * ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present;
@@ -32,7 +33,7 @@ from medsae.data.table import Anatomy
 from medsae.errors import ArtifactError
 from medsae.interpret.concepts_extra import extra_labels
 
-META_LABELS = ("modality", "plane", "sex", "age_group")
+META_LABELS = ("modality", "plane", "sex", "age_group", "manufacturer")
 
 
 @dataclass(frozen=True)

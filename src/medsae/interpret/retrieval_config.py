@@ -78,8 +78,8 @@ class AskConfig(StageConfig):
         ge=0.0,
         description="'coverage' mode with anatomy words: the anatomy matches are chosen among "
         "all non-contradicting descriptions by similarity to the anatomy words plus this bonus "
-        "times the share of the query's metadata terms they state (0: only descriptions "
-        "stating every term).",
+        "times the share of the query's metadata terms they state (0: only the candidates, "
+        "the descriptions stating the most terms).",
     )
     backfill: float = Field(
         default=0.5,

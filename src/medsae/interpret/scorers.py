@@ -51,7 +51,7 @@ from medsae.interpret.llm import LLMClient, LLMResponseError
 
 TextEmbedFn = Callable[[list[str]], np.ndarray]
 
-FACETS = ("modality", "plane", "sex", "age_group", *EXTRA_FACETS)
+FACETS = ("modality", "plane", "sex", "age_group", "manufacturer", *EXTRA_FACETS)
 MARGIN = 0.1
 MIN_RELEVANCE = 0.35
 _PHRASES = {
@@ -233,6 +233,8 @@ def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
             words = (pretty(value), value.replace("_", " "))
         elif kind == "group":
             words = (label_phrase(name), value.replace("_", " "))
+        elif kind == "manufacturer":
+            words = (value,)
         pairs += [(name, w.lower()) for w in words]
     pairs.sort(key=lambda p: (-len(p[1]), p[1]))
     return [(n, re.compile(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])")) for n, w in pairs]

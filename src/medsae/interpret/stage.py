@@ -213,7 +213,32 @@ def build_features(
         )
         descriptions = describer.describe_many(chosen)
     else:
-        offline = OfflineDescriber(labels, codes, train)
+        contrast = None
+        if config.contrast_draws > 0:
+            cspace = CodeSpace(codes)
+            series = pd.factorize(
+                table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
+            )[0]
+
+            def contrast(latent: int) -> tuple[np.ndarray, np.ndarray]:
+                draws = [
+                    detection_sample(
+                        cspace,
+                        latent,
+                        train,
+                        n_positive=config.n_positive,
+                        n_hard=config.n_negative_hard,
+                        n_random=config.n_negative_random,
+                        seed=config.seed + 100 + d,
+                        series=series,
+                    )
+                    for d in range(config.contrast_draws)
+                ]
+                rows = np.concatenate([d.rows for d in draws])
+                pos = np.concatenate([d.positive for d in draws])
+                return rows[pos], rows[~pos]
+
+        offline = OfflineDescriber(labels, codes, train, contrast=contrast)
         descriptions = [offline.describe(s) for s in track(chosen, "describing features")]
     described = {d.latent: d.text for d in descriptions if d.text}
 

@@ -10,6 +10,10 @@ number of subjects in the gallery:
   own part of the filter (e.g. ``plane = axial``), over the queries that have that aspect.
 
 ``text_precision_at_10`` (the headline) is the mean of ``precision_at_n`` over queries.
+A query with no relevant slice in the gallery (its filter matches nothing there, e.g.
+"coronal CT kidneys" when no coronal CT slice of the gallery shows a kidney) has no
+defined precision: it is still run and listed (``answerable: false``, and by id under
+``unanswerable``) but left out of every mean.
 """
 
 from __future__ import annotations
@@ -61,15 +65,16 @@ def evaluate_text_retrieval(
         choices = retriever.choose(q.text)
         hits = retriever.rank(choices, n, gallery)
         relevant = truth_mask(q.truth, table, presence, structures)
+        n_relevant = len(np.unique(subjects[gallery & relevant]))
         entry: dict[str, Any] = {
             "id": q.id,
             "text": q.text,
             "source": q.source,
             "precision_at_n": precision_at(hits.rows, relevant, n, available),
             "results": len(hits),
-            "relevant_subjects_in_gallery": len(np.unique(subjects[gallery & relevant])),
-            "max_achievable": min(n, len(np.unique(subjects[gallery & relevant])))
-            / max(min(n, available), 1),
+            "relevant_subjects_in_gallery": n_relevant,
+            "answerable": n_relevant > 0,
+            "max_achievable": min(n, n_relevant) / max(min(n, available), 1),
             "features": [
                 {
                     "latent": c.latent,
@@ -94,14 +99,13 @@ def evaluate_text_retrieval(
     def mean(values: list[float]) -> float | None:
         return float(np.mean(values)) if values else None
 
-    aspects = {
-        a: mean([e["aspects"][a] for e in per_query if a in e["aspects"]]) for a in ASPECT_KEYS
-    }
+    scored = [e for e in per_query if e["answerable"]]
+    aspects = {a: mean([e["aspects"][a] for e in scored if a in e["aspects"]]) for a in ASPECT_KEYS}
     by_source = {
-        s: mean([e["precision_at_n"] for e in per_query if e["source"] == s])
+        s: mean([e["precision_at_n"] for e in scored if e["source"] == s])
         for s in sorted({e["source"] for e in per_query})
     }
-    headline = mean([e["precision_at_n"] for e in per_query])
+    headline = mean([e["precision_at_n"] for e in scored])
     return {
         "text_precision_at_10" if n == 10 else f"text_precision_at_{n}": headline,
         "precision_at_n": headline,
@@ -109,6 +113,8 @@ def evaluate_text_retrieval(
         "aspects": aspects,
         "by_source": by_source,
         "queries": per_query,
+        "scored_queries": len(scored),
+        "unanswerable": [e["id"] for e in per_query if not e["answerable"]],
         "gallery_slices": int(gallery.sum()),
         "gallery_subjects": available,
         "mode": retriever.config.mode if retriever.selector is None else "selector",
@@ -117,5 +123,6 @@ def evaluate_text_retrieval(
         "definitions": {
             "precision_at_n": "relevant results among the top n (one per subject) / min(n, gallery subjects)",
             "aspect": "the same fraction for the aspect's part of the ground-truth filter",
+            "unanswerable": "queries with no relevant slice in the gallery, left out of the means",
         },
     }

@@ -298,7 +298,9 @@ def text_section(ctx: Context, search: Any, k: int, n_examples: int = 4) -> str:
             rows = [
                 [
                     q.get("text", q.get("query")),
-                    q.get("precision_at_n", q.get("precision_at_10")),
+                    q.get("precision_at_n", q.get("precision_at_10"))
+                    if q.get("answerable", True)
+                    else "no relevant slice in the gallery (not scored)",
                     _feature_names(q),
                 ]
                 for q in queries
