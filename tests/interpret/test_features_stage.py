@@ -60,6 +60,9 @@ def test_offline_outputs(synthetic, offline) -> None:
         scores["detection_balanced_accuracy"] == scores["detection"]["balanced_accuracy"]["median"]
     )
     assert scores["counts"]["described"] == truth.n_latents and scores["failures"] == []
+    kinds = scores["detection"]["by_kind"]
+    assert set(kinds) == {"tpr_strong", "tpr_weak", "tnr_hard", "tnr_random"}
+    assert all(0.0 <= k["median"] <= 1.0 and k["n"] > 0 for k in kinds.values())
     records = [
         json.loads(x) for x in (outcome.path / "descriptions.jsonl").read_text().splitlines()
     ]

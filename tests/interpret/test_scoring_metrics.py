@@ -13,6 +13,7 @@ from medsae.interpret.scoring import (
     auroc,
     balanced_accuracy,
     best_threshold,
+    detection_rates,
     detection_sample,
     f1_score,
     rank_of_true,
@@ -162,6 +163,21 @@ def test_score_detection_perfect_and_inverted() -> None:
     assert bad.auroc == 0.0 and bad.balanced_accuracy <= 0.5
     few = score_detection(_Oracle(active), "x", 0, space, held[:3], min_positive=3)
     assert np.isnan(few.balanced_accuracy) and few.error
+    assert good.rates == {"tpr_strong": 1.0, "tpr_weak": 1.0, "tnr_hard": 1.0, "tnr_random": 1.0}
+
+
+def test_detection_rates_split_positives_by_activation_and_negatives_by_kind() -> None:
+    codes, _active = _codes()
+    space = CodeSpace(codes)
+    sample = detection_sample(space, 0, np.arange(200, 400), n_positive=10, n_hard=4, n_random=4)
+    values = codes[sample.rows[sample.positive], 0].toarray().ravel()
+    assert np.all(np.diff(values) >= 0)  # positives come in rising activation order
+    # say yes to the strongest positives only and to every hard negative
+    decisions = np.zeros(len(sample.rows), dtype=bool)
+    decisions[np.flatnonzero(sample.positive)[-3:]] = True
+    decisions[sample.kind == "hard"] = True
+    rates = detection_rates(sample, decisions)
+    assert rates == {"tpr_strong": 3 / 5, "tpr_weak": 0.0, "tnr_hard": 0.0, "tnr_random": 1.0}
 
 
 def test_score_ranking_finds_true_description() -> None:

@@ -49,6 +49,8 @@ def test_report_sections_and_self_contained(full_workspace, tmp_path):
     # figures come from the artifacts: Table 1 lists both runs, the feature cards the descriptions
     assert "synthetic-run-alt1" in html
     assert "slices showing modality CT" in html
+    assert "Where the detection scorer is right" in html  # scores.json detection.by_kind
+    assert "similar non-activating slices judged not to match" in html
     assert read_manifest(outcome.path)["stage"] == "report"
 
 

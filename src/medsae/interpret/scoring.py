@@ -12,6 +12,9 @@ Detection (per feature)
     * balanced accuracy ``BA = (TP / (TP + FN) + TN / (TN + FP)) / 2``
     * ``F1 = 2 TP / (2 TP + FP + FN)``
     * ``AUROC = P(score(pos) > score(neg)) + P(score(pos) = score(neg)) / 2`` (Mann-Whitney)
+    * where the decisions go right (:func:`detection_rates`): the share of strong and of weak
+      activating slices judged to match, and of hard and of random non-activating ones
+      judged not to
 
 Ranking (the paper's protocol)
     The true description and ``n_distractors`` other features' descriptions (seeded random,
@@ -224,6 +227,29 @@ class DetectionScore:
     n_negative: int
     threshold: float | None = None
     error: str | None = None
+    rates: dict[str, float] | None = None  # see detection_rates
+
+
+def detection_rates(sample: DetectionSample, decisions: np.ndarray) -> dict[str, float]:
+    """Where a scorer's decisions go right, by kind of slice in a detection sample.
+
+    ``tpr_strong`` / ``tpr_weak``: share of the activating slices of the upper / lower half of
+    the activation bins judged to match; ``tnr_hard`` / ``tnr_random``: share of the hard /
+    random non-activating slices judged not to match (NaN where a kind is absent).
+    """
+    d = np.asarray(decisions, dtype=bool)
+    pos = np.flatnonzero(sample.positive)  # drawn from the bins in rising activation order
+    half = len(pos) // 2
+
+    def share(idx: np.ndarray, value: bool) -> float:
+        return float((d[idx] == value).mean()) if len(idx) else float("nan")
+
+    return {
+        "tpr_strong": share(pos[half:], True),
+        "tpr_weak": share(pos[:half], True),
+        "tnr_hard": share(np.flatnonzero(sample.kind == "hard"), False),
+        "tnr_random": share(np.flatnonzero(sample.kind == "random"), False),
+    }
 
 
 def score_detection(
@@ -285,6 +311,7 @@ def score_detection(
         n_pos,
         n_neg,
         threshold,
+        rates=detection_rates(sample, decisions),
     )
 
 

@@ -403,6 +403,10 @@ def build_features(
             "balanced_accuracy": _summary(ba),
             "f1": _summary([x.f1 for x in detection.values()]),
             "auroc": _summary([x.auroc for x in detection.values()]),
+            "by_kind": {
+                key: _summary([x.rates[key] for x in detection.values() if x.rates])
+                for key in ("tpr_strong", "tpr_weak", "tnr_hard", "tnr_random")
+            },
         },
         "detection_by_scorer": {
             "labels": {

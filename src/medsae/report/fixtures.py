@@ -180,6 +180,14 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
                 ),
                 "n_features": len(features),
                 "failures": 0,
+                "detection": {
+                    "by_kind": {
+                        "tpr_strong": {"median": 1.0, "mean": 0.95, "n": len(features)},
+                        "tpr_weak": {"median": 0.7, "mean": 0.72, "n": len(features)},
+                        "tnr_hard": {"median": 0.5, "mean": 0.55, "n": len(features)},
+                        "tnr_random": {"median": 0.9, "mean": 0.88, "n": len(features)},
+                    }
+                },
             },
         )
         return StageResult(counts={"features": len(features)})

@@ -226,7 +226,37 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
     sorted_by = (
         f'<p class="muted">{len(cards)} features with the highest {esc(key.replace("_", " "))}.</p>'
     )
-    return note + sorted_by + f'<div class="cards">{"".join(cards)}</div>'
+    return (
+        note
+        + _detection_kinds(view.scores)
+        + sorted_by
+        + f'<div class="cards">{"".join(cards)}</div>'
+    )
+
+
+_KIND_NAMES = {
+    "tpr_strong": "strong activations judged to match",
+    "tpr_weak": "weak activations judged to match",
+    "tnr_hard": "similar non-activating slices judged not to match",
+    "tnr_random": "random non-activating slices judged not to match",
+}
+
+
+def _detection_kinds(scores: Any) -> str:
+    """Where the detection scorer's decisions go right (median over the scored features)."""
+    by_kind = ((scores or {}).get("detection") or {}).get("by_kind")
+    if not isinstance(by_kind, dict):
+        return ""
+    rows = [
+        [text, (by_kind.get(key) or {}).get("median"), (by_kind.get(key) or {}).get("mean")]
+        for key, text in _KIND_NAMES.items()
+        if isinstance(by_kind.get(key), dict)
+    ]
+    if not rows:
+        return ""
+    return "<h3>Where the detection scorer is right</h3>" + table_html(
+        rows, ["slices of the detection sample", "median", "mean"], [1, 2]
+    )
 
 
 def fingerprint_section(ctx: Context, search: Any, n_examples: int, k: int) -> str:
