@@ -169,3 +169,35 @@ def test_default_runs_prefer_the_ranking(tmp_path) -> None:
         json.dumps({"best": {"encoder": "e", "run": "r"}})
     )
     assert default_runs(ws) == [("e", "r")]
+
+
+def test_thresholds_from_pooled_training_draws_and_near_miss_draws(
+    synthetic, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    import shutil
+
+    import medsae.interpret.stage as stage
+    from medsae.workspace import Workspace
+
+    ws, truth = synthetic
+    root = tmp_path / "ws"
+    shutil.copytree(ws.root, root)
+    copy = Workspace(root)
+    split = pd.read_parquet(copy.split / "split.parquet").set_index("subject_key")["split"]
+    table = pd.read_parquet(copy.slices / "slices.parquet")
+    train = set(np.flatnonzero(table["subject_key"].map(split).to_numpy() == "train"))
+    seeds: list[int] = []
+    real = stage.detection_sample
+
+    def counting(space, latent, rows, **kw):  # type: ignore[no-untyped-def]
+        if set(np.asarray(rows).tolist()) <= train:
+            seeds.append(kw["seed"])
+        return real(space, latent, rows, **kw)
+
+    monkeypatch.setattr(stage, "detection_sample", counting)
+    cfg = InterpretConfig(calibration_draws=3, contrast_draws=2, seed=7)
+    outcome = interpret(copy, truth.encoder, truth.run, cfg, force=True)
+    n = len(pd.read_parquet(outcome.path / "features.parquet").dropna(subset=["description"]))
+    # per described feature: 2 near-miss draws for the describer, 3 pooled calibration draws
+    assert sorted(set(seeds)) == [8, 9, 10, 107, 108]
+    assert seeds.count(107) == seeds.count(108) == seeds.count(8) == n

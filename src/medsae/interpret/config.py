@@ -106,6 +106,12 @@ class InterpretConfig(StageConfig):
     n_negative_hard: int = Field(
         default=10, ge=0, description="Nearest-neighbour (code space) non-activating slices."
     )
+    calibration_draws: int = Field(
+        default=5,
+        ge=1,
+        description="Offline scorers: detection samples drawn from the training split (seeds "
+        "seed+1...) and pooled to choose the decision threshold.",
+    )
     contrast_draws: int = Field(
         default=5,
         ge=0,

@@ -7,7 +7,8 @@ Detection (per feature)
     non-activating ones. A scorer judges which slices match the description: a score per
     slice and a yes/no decision. For scorers without a decision of their own (the offline
     ones), the decision threshold is the one that maximises balanced accuracy on the same kind
-    of sample drawn from the *training* split, then applied unchanged to the held-out sample.
+    of sample drawn from the *training* split (the interpret stage pools several such draws),
+    then applied unchanged to the held-out sample.
 
     * balanced accuracy ``BA = (TP / (TP + FN) + TN / (TN + FP)) / 2``
     * ``F1 = 2 TP / (2 TP + FP + FN)``

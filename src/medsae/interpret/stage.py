@@ -281,9 +281,15 @@ def build_features(
     def detect(sc: Any, latent: int) -> DetectionScore:
         cal = None
         if sc.calibrated:
-            if latent not in calibration:
-                calibration[latent] = detection_sample(
-                    space, latent, train, seed=config.seed + 1, **draw
+            if latent not in calibration:  # pooled draws: a steadier threshold
+                draws = [
+                    detection_sample(space, latent, train, seed=config.seed + 1 + d, **draw)
+                    for d in range(config.calibration_draws)
+                ]
+                calibration[latent] = DetectionSample(
+                    np.concatenate([c.rows for c in draws]),
+                    np.concatenate([c.positive for c in draws]),
+                    np.concatenate([c.kind for c in draws]),
                 )
             cal = calibration[latent]
         return score_detection(
