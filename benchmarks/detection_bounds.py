@@ -40,7 +40,12 @@ from medsae.data.table import open_images, read_anatomy, slices_with_split
 from medsae.interpret.config import InterpretConfig
 from medsae.interpret.features import build_label_table
 from medsae.interpret.index import resolve_run
-from medsae.interpret.scoring import CodeSpace, balanced_accuracy, detection_sample
+from medsae.interpret.scoring import (
+    CodeSpace,
+    balanced_accuracy,
+    detection_sample,
+    pooled_sample,
+)
 from medsae.sae.codes_io import load_codes
 from medsae.workspace import Workspace
 
@@ -143,12 +148,9 @@ def main() -> None:
         active_train[rows] = True
         s_all, p_all = pair_scores(values[train], active_train[train])
         results["label_or_pair_train"].append(rule_ba(hv, pick(s_all, p_all), pos))
-        draws = [
-            detection_sample(space, latent, train, seed=cfg.seed + 100 + d, **draw)
-            for d in range(cfg.contrast_draws)
-        ]
-        near_rows = np.concatenate([d.rows for d in draws])
-        near_pos = np.concatenate([d.positive for d in draws])
+        seeds = range(cfg.seed + 100, cfg.seed + 100 + cfg.contrast_draws)
+        near = pooled_sample(space, latent, train, seeds, **draw)
+        near_rows, near_pos = near.rows, near.positive
         if near_pos.any() and (~near_pos).any():
             s_near, p_near = pair_scores(values[near_rows], near_pos)
             rule = pick((s_all + s_near) / 2, (p_all + p_near) / 2)

@@ -176,7 +176,7 @@ def test_thresholds_from_pooled_training_draws_and_near_miss_draws(
 ) -> None:
     import shutil
 
-    import medsae.interpret.stage as stage
+    import medsae.interpret.scoring as scoring
     from medsae.workspace import Workspace
 
     ws, truth = synthetic
@@ -187,14 +187,14 @@ def test_thresholds_from_pooled_training_draws_and_near_miss_draws(
     table = pd.read_parquet(copy.slices / "slices.parquet")
     train = set(np.flatnonzero(table["subject_key"].map(split).to_numpy() == "train"))
     seeds: list[int] = []
-    real = stage.detection_sample
+    real = scoring.detection_sample
 
     def counting(space, latent, rows, **kw):  # type: ignore[no-untyped-def]
         if set(np.asarray(rows).tolist()) <= train:
             seeds.append(kw["seed"])
         return real(space, latent, rows, **kw)
 
-    monkeypatch.setattr(stage, "detection_sample", counting)
+    monkeypatch.setattr(scoring, "detection_sample", counting)
     cfg = InterpretConfig(calibration_draws=3, contrast_draws=2, seed=7)
     outcome = interpret(copy, truth.encoder, truth.run, cfg, force=True)
     n = len(pd.read_parquet(outcome.path / "features.parquet").dropna(subset=["description"]))

@@ -218,6 +218,18 @@ def detection_sample(
     return DetectionSample(all_rows, kind == "positive", kind)
 
 
+def pooled_sample(
+    space: CodeSpace, latent: int, rows: np.ndarray, seeds: Iterable[int], **draw: Any
+) -> DetectionSample:
+    """Several :func:`detection_sample` draws (one per seed) concatenated into one sample."""
+    draws = [detection_sample(space, latent, rows, seed=s, **draw) for s in seeds]
+    return DetectionSample(
+        np.concatenate([d.rows for d in draws]),
+        np.concatenate([d.positive for d in draws]),
+        np.concatenate([d.kind for d in draws]),
+    )
+
+
 @dataclass
 class DetectionScore:
     latent: int

@@ -38,6 +38,7 @@ from medsae.interpret.scoring import (
     DetectionScore,
     auroc,
     detection_sample,
+    pooled_sample,
     ranking_summary,
     score_detection,
     score_ranking,
@@ -199,6 +200,20 @@ def build_features(
     if needs_llm and config.llm.send_images:
         images = label_images if label_images is not None else open_images(ws.slices)
 
+    space = CodeSpace(codes)
+    det_kw: dict[str, Any] = {
+        "n_positive": config.n_positive,
+        "n_hard": config.n_negative_hard,
+        "n_random": config.n_negative_random,
+        "min_positive": config.min_positive,
+        "seed": config.seed,
+    }
+    draw: dict[str, Any] = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}
+    if config.hard_negatives == "other-series":
+        draw["series"] = pd.factorize(
+            table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
+        )[0]
+
     descriptions: list[Description]
     if config.describer == "llm":
         assert client is not None
@@ -215,28 +230,11 @@ def build_features(
     else:
         contrast = None
         if config.contrast_draws > 0:
-            cspace = CodeSpace(codes)
-            series = pd.factorize(
-                table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
-            )[0]
 
             def contrast(latent: int) -> tuple[np.ndarray, np.ndarray]:
-                draws = [
-                    detection_sample(
-                        cspace,
-                        latent,
-                        train,
-                        n_positive=config.n_positive,
-                        n_hard=config.n_negative_hard,
-                        n_random=config.n_negative_random,
-                        seed=config.seed + 100 + d,
-                        series=series,
-                    )
-                    for d in range(config.contrast_draws)
-                ]
-                rows = np.concatenate([d.rows for d in draws])
-                pos = np.concatenate([d.positive for d in draws])
-                return rows[pos], rows[~pos]
+                seeds = range(config.seed + 100, config.seed + 100 + config.contrast_draws)
+                near = pooled_sample(space, latent, train, seeds, **draw)
+                return near.rows[near.positive], near.rows[~near.positive]
 
         offline = OfflineDescriber(labels, codes, train, contrast=contrast)
         descriptions = [offline.describe(s) for s in track(chosen, "describing features")]
@@ -260,20 +258,6 @@ def build_features(
     else:
         scorer = EmbeddingScorer(labels, embedder)
         scorer.prepare(list(described.values()))
-    space = CodeSpace(codes)
-    det_kw: dict[str, Any] = {
-        "n_positive": config.n_positive,
-        "n_hard": config.n_negative_hard,
-        "n_random": config.n_negative_random,
-        "min_positive": config.min_positive,
-        "seed": config.seed,
-    }
-
-    draw: dict[str, Any] = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}
-    if config.hard_negatives == "other-series":
-        draw["series"] = pd.factorize(
-            table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
-        )[0]
     latents = sorted(described)
     samples = {k: detection_sample(space, k, heldout, seed=config.seed, **draw) for k in latents}
     calibration: dict[int, DetectionSample] = {}
@@ -282,15 +266,8 @@ def build_features(
         cal = None
         if sc.calibrated:
             if latent not in calibration:  # pooled draws: a steadier threshold
-                draws = [
-                    detection_sample(space, latent, train, seed=config.seed + 1 + d, **draw)
-                    for d in range(config.calibration_draws)
-                ]
-                calibration[latent] = DetectionSample(
-                    np.concatenate([c.rows for c in draws]),
-                    np.concatenate([c.positive for c in draws]),
-                    np.concatenate([c.kind for c in draws]),
-                )
+                seeds = range(config.seed + 1, config.seed + 1 + config.calibration_draws)
+                calibration[latent] = pooled_sample(space, latent, train, seeds, **draw)
             cal = calibration[latent]
         return score_detection(
             sc,
