@@ -144,3 +144,41 @@ def test_synthetic_workspace_roundtrip(tmp_path: Path) -> None:
     anat = read_anatomy(ws.slices)
     assert anat.presence.shape[0] == len(table)
     assert json.loads((ws.slices / "structures.json").read_text())[0] == "spleen"
+
+
+def test_a_second_build_of_the_same_artifact_is_refused_while_one_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from medsae.errors import ArtifactError
+
+    out = tmp_path / "art"
+    lock = tmp_path / ".art.lock"
+    holder = subprocess.Popen(  # another process building the same artifact
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time\n"
+            f"f = open({str(lock)!r}, 'a+')\n"
+            "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+            "f.write('pid 4242'); f.flush()\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        calls: list[str] = []
+        with pytest.raises(ArtifactError, match=r"already building this artifact \(pid 4242\)"):
+            run_stage(out, "demo", {"a": 1}, {}, _writer("x", calls))
+        assert calls == [] and not out.exists()
+        assert not (tmp_path / ".art.partial").exists()  # the other build's files are untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock dies with its process: the next build runs (nothing to clean up by hand)
+    outcome = run_stage(out, "demo", {"a": 1}, {}, _writer("x", calls))
+    assert outcome.status == "built" and calls == ["x"]
+    assert run_stage(out, "demo", {"a": 1}, {}, _writer("x", calls)).status == "skipped"

@@ -35,7 +35,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,6 +251,61 @@ def run_stage(
             _log(f"[yellow]{stage}: {reason}; rebuilding {out_dir}[/yellow]")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(out_dir, stage):
+        return _build(out_dir, stage, cfg, inputs, key, old, reason, build, force, quiet)
+
+
+@contextmanager
+def build_lock(out_dir: Path, stage: str) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside ``out_dir`` exclusively while a stage builds it.
+
+    A second process building the same artifact (the same stage started twice on one
+    workspace) would share the partial folder; it gets an :class:`ArtifactError` naming the
+    folder instead. The lock is an advisory ``flock``: the system releases it when its
+    process ends, so a crashed build never blocks the resume. Where ``fcntl`` is missing
+    (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    path = out_dir.parent / f".{out_dir.name}.lock"
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ArtifactError(
+                f"{out_dir}: the {stage} stage is already building this artifact ({holder}); "
+                "wait for it to finish or stop it, then run again (an interrupted build resumes)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _build(
+    out_dir: Path,
+    stage: str,
+    cfg: dict[str, Any],
+    inputs: Mapping[str, str],
+    key: str,
+    old: dict[str, Any] | None,
+    reason: str,
+    build: Callable[[Path], StageResult | None],
+    force: bool,
+    quiet: bool,
+) -> StageOutcome:
+    done = read_manifest(out_dir)  # another process may have built it while we waited
+    if not force and done is not None and done.get("key") == key:
+        return StageOutcome(stage, out_dir, "skipped", done)
     partial = out_dir.parent / f".{out_dir.name}.partial"
     marker = partial / PARTIAL_KEY
     resumable = False
