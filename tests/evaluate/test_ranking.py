@@ -127,3 +127,28 @@ def test_evaluate_cli_runs_every_run_with_codes(tmp_path: Path) -> None:
         "parts"
     ]
     assert {"reconstruction", "probes", "recovery"} <= {p["part"] for p in parts}
+
+
+def test_saturated_top10_monosemanticity_is_tie_broken_by_the_top100_score() -> None:
+    def row(run: str, rec: float, top100: float) -> dict[str, object]:
+        # every configuration's best 10 features at the same ceiling, as on simple anatomy
+        return {
+            "encoder": "e",
+            "run": run,
+            "recovery_at_10": rec,
+            "monosemanticity": 0.9124,
+            "monosemanticity_top100": top100,
+        }
+
+    table = build_table([row("r1", 0.92, 0.69), row("r2", 0.93, 0.78), row("r3", 0.88, 0.85)])
+    ranks = table.set_index("run")["rank_monosemanticity"].to_dict()
+    assert ranks == {"r3": 1, "r2": 2, "r1": 3}  # without the tie-break all would be 1
+    assert table.set_index("run")["combined_rank"].to_dict() == {"r1": 2.5, "r2": 1.5, "r3": 2.0}
+    assert table.iloc[0]["run"] == "r2"
+    assert "monosemanticity_top100" in table.columns
+    # a real difference in the top-10 score still decides first
+    rows = [row("r1", 0.9, 0.1), {**row("r2", 0.9, 0.9), "monosemanticity": 0.5}]
+    assert build_table(rows).set_index("run")["rank_monosemanticity"].to_dict() == {
+        "r1": 1,
+        "r2": 2,
+    }
