@@ -14,24 +14,20 @@ Prints JSON and writes ``benchmarks/results/ask_modes.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from _workspace import workspace_run
 from medsae.data.table import read_anatomy, slices_with_split
 from medsae.interpret.ask import TextRetriever
 from medsae.interpret.fingerprint import FingerprintIndex
-from medsae.interpret.index import resolve_run
 from medsae.interpret.queries import load_queries
 from medsae.interpret.retrieval_config import AskConfig
 from medsae.interpret.text_eval import evaluate_text_retrieval
 from medsae.sae.codes_io import load_codes
-from medsae.workspace import Workspace
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "aspects": {"mode": "aspects", "combine": "sum"},
@@ -42,17 +38,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, required=True)
-    parser.add_argument("--encoder", default=None)
-    parser.add_argument("--run", default=None)
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "ask_modes.json"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("MEDSAE_PROGRESS", "0")
-    ws = Workspace(args.workspace)
-    encoder, run = resolve_run(ws, args.encoder, args.run)
+    args, ws, encoder, run = workspace_run(__doc__.splitlines()[0], "ask_modes.json")
     table = slices_with_split(ws.slices, ws.split)
     index = FingerprintIndex.build(load_codes(ws.codes(encoder, run)), table)
     anatomy = read_anatomy(ws.slices)

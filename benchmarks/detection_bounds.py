@@ -26,20 +26,17 @@ the stage's own figure from ``scores.json`` for comparison. Prints JSON and writ
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
+from _workspace import workspace_run
 from medsae.data.table import open_images, read_anatomy, slices_with_split
 from medsae.interpret.config import InterpretConfig
 from medsae.interpret.features import build_label_table
-from medsae.interpret.index import resolve_run
 from medsae.interpret.scoring import (
     CodeSpace,
     balanced_accuracy,
@@ -47,7 +44,6 @@ from medsae.interpret.scoring import (
     pooled_sample,
 )
 from medsae.sae.codes_io import load_codes
-from medsae.workspace import Workspace
 
 
 def pair_scores(values: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,17 +90,7 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, required=True)
-    parser.add_argument("--encoder", default=None)
-    parser.add_argument("--run", default=None)
-    parser.add_argument(
-        "--out", type=Path, default=Path(__file__).parent / "results" / "detection_bounds.json"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("MEDSAE_PROGRESS", "0")
-    ws = Workspace(args.workspace)
-    encoder, run = resolve_run(ws, args.encoder, args.run)
+    args, ws, encoder, run = workspace_run(__doc__.splitlines()[0], "detection_bounds.json")
     cfg = InterpretConfig()
     table = slices_with_split(ws.slices, ws.split)
     anatomy = read_anatomy(ws.slices)

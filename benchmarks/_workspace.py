@@ -1,0 +1,32 @@
+"""Command line shared by the benchmarks that read a finished workspace."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from medsae.interpret.index import resolve_run
+from medsae.workspace import Workspace
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def workspace_run(
+    description: str, result_name: str
+) -> tuple[argparse.Namespace, Workspace, str, str]:
+    """Parse ``--workspace``, ``--encoder``, ``--run`` and ``--out``; resolve the run.
+
+    Returns the arguments, the workspace, and the encoder and run (the ranking's best when not
+    given); ``--out`` defaults to ``benchmarks/results/<result_name>``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--encoder", default=None)
+    parser.add_argument("--run", default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS / result_name)
+    args = parser.parse_args()
+    os.environ.setdefault("MEDSAE_PROGRESS", "0")
+    ws = Workspace(args.workspace)
+    encoder, run = resolve_run(ws, args.encoder, args.run)
+    return args, ws, encoder, run
