@@ -109,6 +109,9 @@ def bench_workspace(root: Path, load: float) -> None:
         ]["median"],
         "ranking_top2": scores["ranking"]["top2"],
         "ranking_mean_rank": scores["ranking"]["mean_rank"],
+        "detection_by_kind_median": {
+            k: v["median"] for k, v in scores["detection"].get("by_kind", {}).items()
+        },
         "cpu_count": os.cpu_count(),
     }
     write(result, "interpret_workspace.json")
