@@ -50,6 +50,7 @@ def test_report_sections_and_self_contained(full_workspace, tmp_path):
     assert "synthetic-run-alt1" in html
     assert "slices showing modality CT" in html
     assert "Where the detection scorer is right" in html  # scores.json detection.by_kind
+    assert "no relevant slice in the gallery (not scored)" in html  # an unanswerable query
     assert "similar non-activating slices judged not to match" in html
     assert read_manifest(outcome.path)["stage"] == "report"
 

@@ -245,6 +245,17 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
                     ],
                 }
             )
+        queries.append(  # no relevant slice in the gallery: listed, not scored
+            {
+                "id": "q-none",
+                "text": "coronal CT kidneys",
+                "source": "fixture",
+                "precision_at_n": 0.0,
+                "answerable": False,
+                "aspects": {"anatomy": 0.0},
+                "features": [],
+            }
+        )
         write_json_atomic(
             tmp / "text_retrieval.json",
             {
