@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from medsae.interpret.index import resolve_run
 from medsae.workspace import Workspace
@@ -30,3 +32,11 @@ def workspace_run(
     ws = Workspace(args.workspace)
     encoder, run = resolve_run(ws, args.encoder, args.run)
     return args, ws, encoder, run
+
+
+def write_result(report: dict[str, Any], out: Path) -> None:
+    """Print ``report`` as JSON and write it to ``out``."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)

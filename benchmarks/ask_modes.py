@@ -14,13 +14,12 @@ Prints JSON and writes ``benchmarks/results/ask_modes.json``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from _workspace import workspace_run
+from _workspace import workspace_run, write_result
 from medsae.data.table import read_anatomy, slices_with_split
 from medsae.interpret.ask import TextRetriever
 from medsae.interpret.fingerprint import FingerprintIndex
@@ -70,10 +69,7 @@ def main() -> None:
         "gallery_subjects": out["gallery_subjects"],
         "settings": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_result(report, args.out)
 
 
 if __name__ == "__main__":

@@ -33,16 +33,12 @@ import numpy as np
 import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
-from _workspace import workspace_run
+from _workspace import workspace_run, write_result
 from medsae.data.table import open_images, read_anatomy, slices_with_split
 from medsae.interpret.config import InterpretConfig
 from medsae.interpret.features import build_label_table
-from medsae.interpret.scoring import (
-    CodeSpace,
-    balanced_accuracy,
-    detection_sample,
-    pooled_sample,
-)
+from medsae.interpret.scoring import CodeSpace, balanced_accuracy, detection_sample
+from medsae.interpret.stage import detection_draw, near_miss_sample
 from medsae.sae.codes_io import load_codes
 
 
@@ -103,13 +99,7 @@ def main() -> None:
     split = table["split"].to_numpy()
     held = np.flatnonzero(np.isin(split, list(cfg.score_splits)))
     train = np.flatnonzero(split == "train")
-    series = pd.factorize(table["subject_key"].astype(str) + "/" + table["plane"].astype(str))[0]
-    draw = {
-        "n_positive": cfg.n_positive,
-        "n_hard": cfg.n_negative_hard,
-        "n_random": cfg.n_negative_random,
-        "series": series,
-    }
+    draw = detection_draw(cfg, table)
     area = np.nan_to_num(np.asarray(anatomy.area, dtype=np.float64))
     rel = pd.to_numeric(table["rel_position"], errors="coerce").to_numpy(dtype=np.float64)
     age = pd.to_numeric(table.get("age"), errors="coerce").to_numpy(dtype=np.float64)
@@ -134,8 +124,7 @@ def main() -> None:
         active_train[rows] = True
         s_all, p_all = pair_scores(values[train], active_train[train])
         results["label_or_pair_train"].append(rule_ba(hv, pick(s_all, p_all), pos))
-        seeds = range(cfg.seed + 100, cfg.seed + 100 + cfg.contrast_draws)
-        near = pooled_sample(space, latent, train, seeds, **draw)
+        near = near_miss_sample(space, latent, train, cfg, draw)
         near_rows, near_pos = near.rows, near.positive
         if near_pos.any() and (~near_pos).any():
             s_near, p_near = pair_scores(values[near_rows], near_pos)
@@ -168,10 +157,7 @@ def main() -> None:
             "by_kind": (stage.get("detection") or {}).get("by_kind"),
         },
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_result(report, args.out)
 
 
 if __name__ == "__main__":

@@ -252,7 +252,44 @@ def run_stage(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(out_dir, stage):
-        return _build(out_dir, stage, cfg, inputs, key, old, reason, build, force, quiet)
+        partial = out_dir.parent / f".{out_dir.name}.partial"
+        marker = partial / PARTIAL_KEY
+        resumable = False
+        if partial.exists():
+            try:
+                resumable = json.loads(marker.read_text()).get("key") == key and not force
+            except (OSError, json.JSONDecodeError):
+                resumable = False
+            if not resumable:
+                shutil.rmtree(partial)
+            elif not quiet:
+                _log(f"[cyan]{stage}: resuming an interrupted build in {partial}[/cyan]")
+        partial.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(marker, {"key": key, "stage": stage})
+
+        t0 = time.perf_counter()
+        started = datetime.now(UTC).isoformat()
+        result = build(partial) or StageResult()
+        seconds = time.perf_counter() - t0
+
+        manifest = {
+            "stage": stage,
+            "key": key,
+            "config": cfg,
+            "inputs": dict(inputs),
+            "version": __version__,
+            "counts": result.counts,
+            "timings": {"seconds": round(seconds, 3), "started": started},
+            "extra": result.extra,
+            "created": datetime.now(UTC).isoformat(),
+        }
+        marker.unlink(missing_ok=True)
+        write_json_atomic(partial / MANIFEST, manifest)
+        _swap_into_place(partial, out_dir)
+        status = "rebuilt" if old is not None else "built"
+        if not quiet:
+            _log(f"[green]{stage}: {status} {out_dir} in {seconds:.1f} s[/green]")
+        return StageOutcome(stage, out_dir, status, manifest, reason)
 
 
 @contextmanager
@@ -289,61 +326,6 @@ def build_lock(out_dir: Path, stage: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _build(
-    out_dir: Path,
-    stage: str,
-    cfg: dict[str, Any],
-    inputs: Mapping[str, str],
-    key: str,
-    old: dict[str, Any] | None,
-    reason: str,
-    build: Callable[[Path], StageResult | None],
-    force: bool,
-    quiet: bool,
-) -> StageOutcome:
-    done = read_manifest(out_dir)  # another process may have built it while we waited
-    if not force and done is not None and done.get("key") == key:
-        return StageOutcome(stage, out_dir, "skipped", done)
-    partial = out_dir.parent / f".{out_dir.name}.partial"
-    marker = partial / PARTIAL_KEY
-    resumable = False
-    if partial.exists():
-        try:
-            resumable = json.loads(marker.read_text()).get("key") == key and not force
-        except (OSError, json.JSONDecodeError):
-            resumable = False
-        if not resumable:
-            shutil.rmtree(partial)
-        elif not quiet:
-            _log(f"[cyan]{stage}: resuming an interrupted build in {partial}[/cyan]")
-    partial.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, {"key": key, "stage": stage})
-
-    t0 = time.perf_counter()
-    started = datetime.now(UTC).isoformat()
-    result = build(partial) or StageResult()
-    seconds = time.perf_counter() - t0
-
-    manifest = {
-        "stage": stage,
-        "key": key,
-        "config": cfg,
-        "inputs": dict(inputs),
-        "version": __version__,
-        "counts": result.counts,
-        "timings": {"seconds": round(seconds, 3), "started": started},
-        "extra": result.extra,
-        "created": datetime.now(UTC).isoformat(),
-    }
-    marker.unlink(missing_ok=True)
-    write_json_atomic(partial / MANIFEST, manifest)
-    _swap_into_place(partial, out_dir)
-    status = "rebuilt" if old is not None else "built"
-    if not quiet:
-        _log(f"[green]{stage}: {status} {out_dir} in {seconds:.1f} s[/green]")
-    return StageOutcome(stage, out_dir, status, manifest, reason)
 
 
 def _swap_into_place(partial: Path, out_dir: Path) -> None:

@@ -208,13 +208,14 @@ class TextRetriever:
         stated = int(covered[ok].max()) if ok.any() else 0
         if stated < len(terms) and stated < 2:
             return None  # one-term descriptions: compose one feature per term ('aspects')
-        full = ok & (covered == stated)
-        allowed = full
+        allowed = ok & (covered == stated)
         if not remainder:
             return self._top(query, m, exclude=set(), allowed=allowed)
         bonus = self.config.coverage_bonus
         if bonus > 0 and terms:  # anatomy first: partial coverage costs a little
-            picked = self._top(remainder, m, set(), allowed=ok, bonus=bonus * covered / len(terms))
+            picked = self._top(
+                remainder, m, exclude=set(), allowed=ok, bonus=bonus * covered / len(terms)
+            )
         else:
             picked = self._top(remainder, m, exclude=set(), allowed=allowed)
         if self.config.backfill > 0:

@@ -243,6 +243,10 @@ class DetectionScore:
     rates: dict[str, float] | None = None  # see detection_rates
 
 
+RATE_KINDS = ("tpr_strong", "tpr_weak", "tnr_hard", "tnr_random")
+"""Keys of :func:`detection_rates`."""
+
+
 def detection_rates(sample: DetectionSample, decisions: np.ndarray) -> dict[str, float]:
     """Where a scorer's decisions go right, by kind of slice in a detection sample.
 
@@ -257,12 +261,14 @@ def detection_rates(sample: DetectionSample, decisions: np.ndarray) -> dict[str,
     def share(idx: np.ndarray, value: bool) -> float:
         return float((d[idx] == value).mean()) if len(idx) else float("nan")
 
-    return {
-        "tpr_strong": share(pos[half:], True),
-        "tpr_weak": share(pos[:half], True),
-        "tnr_hard": share(np.flatnonzero(sample.kind == "hard"), False),
-        "tnr_random": share(np.flatnonzero(sample.kind == "random"), False),
-    }
+    hard, rand = np.flatnonzero(sample.kind == "hard"), np.flatnonzero(sample.kind == "random")
+    values = (
+        share(pos[half:], True),
+        share(pos[:half], True),
+        share(hard, False),
+        share(rand, False),
+    )
+    return dict(zip(RATE_KINDS, values, strict=True))
 
 
 def score_detection(

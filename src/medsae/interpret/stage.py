@@ -33,6 +33,7 @@ from medsae.interpret.features import (
 from medsae.interpret.llm import LLMClient
 from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, LLMScorer, TextEmbedFn
 from medsae.interpret.scoring import (
+    RATE_KINDS,
     CodeSpace,
     DetectionSample,
     DetectionScore,
@@ -131,6 +132,33 @@ def _summary(values: list[float]) -> dict[str, float | None]:
     return {"median": float(np.median(v)), "mean": float(v.mean()), "n": len(v)}
 
 
+def detection_draw(config: InterpretConfig, table: pd.DataFrame) -> dict[str, Any]:
+    """Sizes of every detection sample and, for ``hard_negatives="other-series"``, the stack
+    (subject and plane) of each slice (the ``series`` of :func:`detection_sample`)."""
+    draw: dict[str, Any] = {
+        "n_positive": config.n_positive,
+        "n_hard": config.n_negative_hard,
+        "n_random": config.n_negative_random,
+    }
+    if config.hard_negatives == "other-series":
+        stacks = table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
+        draw["series"] = pd.factorize(stacks)[0]
+    return draw
+
+
+def near_miss_sample(
+    space: CodeSpace,
+    latent: int,
+    train: np.ndarray,
+    config: InterpretConfig,
+    draw: dict[str, Any],
+) -> DetectionSample:
+    """The offline describer's near-miss draws of one feature from the training split (seeds
+    ``seed + 100 ...``, apart from the calibration draws' ``seed + 1 ...``), pooled."""
+    seeds = range(config.seed + 100, config.seed + 100 + config.contrast_draws)
+    return pooled_sample(space, latent, train, seeds, **draw)
+
+
 def build_features(
     ws: Workspace,
     encoder: str,
@@ -201,18 +229,12 @@ def build_features(
         images = label_images if label_images is not None else open_images(ws.slices)
 
     space = CodeSpace(codes)
+    draw = detection_draw(config, table)
     det_kw: dict[str, Any] = {
-        "n_positive": config.n_positive,
-        "n_hard": config.n_negative_hard,
-        "n_random": config.n_negative_random,
+        **{k: draw[k] for k in ("n_positive", "n_hard", "n_random")},
         "min_positive": config.min_positive,
         "seed": config.seed,
     }
-    draw: dict[str, Any] = {k: det_kw[k] for k in ("n_positive", "n_hard", "n_random")}
-    if config.hard_negatives == "other-series":
-        draw["series"] = pd.factorize(
-            table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
-        )[0]
 
     descriptions: list[Description]
     if config.describer == "llm":
@@ -232,8 +254,7 @@ def build_features(
         if config.contrast_draws > 0:
 
             def contrast(latent: int) -> tuple[np.ndarray, np.ndarray]:
-                seeds = range(config.seed + 100, config.seed + 100 + config.contrast_draws)
-                near = pooled_sample(space, latent, train, seeds, **draw)
+                near = near_miss_sample(space, latent, train, config, draw)
                 return near.rows[near.positive], near.rows[~near.positive]
 
         offline = OfflineDescriber(labels, codes, train, contrast=contrast)
@@ -388,7 +409,7 @@ def build_features(
             "auroc": _summary([x.auroc for x in detection.values()]),
             "by_kind": {
                 key: _summary([x.rates[key] for x in detection.values() if x.rates])
-                for key in ("tpr_strong", "tpr_weak", "tnr_hard", "tnr_random")
+                for key in RATE_KINDS
             },
         },
         "detection_by_scorer": {
