@@ -21,7 +21,8 @@ Offline describer (deterministic)
     2. The phrase names the rule's labels plus those that dominate the active slices
        (``P(L | active) >= dominant`` for modality, plane, sex and scanner manufacturer;
        ``>= 0.75`` for age groups; structures with ``P >= 0.9`` and lift ``>= 2``), and the
-       body region of the named structures (from ``GROUPS``).
+       body region of the named structures (from ``GROUPS``). Study and acquisition labels
+       (:mod:`medsae.interpret.concepts_study`) are named only when the rule chose them.
 
 LLM describer
     Sends :data:`DESCRIBE_SYSTEM` and :data:`DESCRIBE_USER` (filled in) with the feature's
@@ -43,6 +44,7 @@ from scipy.stats import hypergeom
 
 from medsae.data.structures import GROUPS, pretty
 from medsae.interpret.concepts_extra import EXTRA_FACETS, PHRASES, is_edge
+from medsae.interpret.concepts_study import STUDY_FACETS, slice_words, study_phrase
 from medsae.interpret.features import FeatureStats, LabelTable
 from medsae.interpret.llm import LLMClient, LLMError
 
@@ -125,6 +127,8 @@ def label_phrase(name: str) -> str:
         return _MODALITY_WORDS.get(value, value)
     if kind == "manufacturer":
         return f"{value} scanner"
+    if kind in STUDY_FACETS:
+        return study_phrase(name)
     if name in PHRASES:
         return PHRASES[name]
     return value
@@ -136,7 +140,8 @@ def _prompt_label(name: str) -> str:
 
 
 def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int = 12) -> str:
-    """One line of metadata for a slice: plane, modality, sex, age group, position, structures."""
+    """One line of metadata for a slice: plane, modality, sex, age group, scanner, study and
+    acquisition, position, structures."""
 
     def get(name: str) -> Any:
         value = getattr(row, name, None)
@@ -151,6 +156,7 @@ def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int 
         parts.append(f"age {get('age_group')}")
     if get("manufacturer") is not None:
         parts.append(f"{get('manufacturer')} scanner")
+    parts += slice_words(row)
     rel = get("rel_position")
     if rel is not None:
         parts.append("edge slice" if is_edge(rel) else "central slice")
@@ -363,6 +369,11 @@ def compose_phrase(named: list[str]) -> str:
     if scanners:
         clause = f"{' and '.join(scanners)} scanners"
         text = f"slices from {clause}" if text == "slices" else f"{text}; {clause}"
+    for facet in STUDY_FACETS:
+        for value in by_kind.get(facet, []):
+            clause = study_phrase(f"{facet}={value}")
+            lead = "slices of" if facet == "pathology" else "slices from"
+            text = f"{lead} {clause}" if text == "slices" else f"{text}; {clause}"
     if words:
         people = " ".join(words) + " patients"
         if "age_group" in by_kind:

@@ -10,7 +10,10 @@ Labels of a slice (:class:`LabelTable`), each with the rows where it is *defined
 * ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present;
 * ``position=edge|central`` (outer 15% of the slice's axis or not) and, when the slice images
   are given, ``coverage=sliver|partial|full`` (share of the image that is body): fixed bins,
-  see :mod:`medsae.interpret.concepts_extra`.
+  see :mod:`medsae.interpret.concepts_extra`;
+* ``study=thorax-abdomen-pelvis``, ``kvp=80``, ``field_strength=3`` and
+  ``pathology=liver lesion``: the study's body coverage, the acquisition setting and the
+  patient's recorded finding, see :mod:`medsae.interpret.concepts_study`.
 
 For a feature (latent) ``j`` with activating training slices ``A`` and a label ``L``, the
 enrichment compares ``P(L | A) = |A ∩ L| / |A ∩ defined(L)|`` with the base rate
@@ -32,6 +35,7 @@ from medsae.data.structures import GROUPS
 from medsae.data.table import Anatomy
 from medsae.errors import ArtifactError
 from medsae.interpret.concepts_extra import extra_labels
+from medsae.interpret.concepts_study import study_labels
 
 META_LABELS = ("modality", "plane", "sex", "age_group", "manufacturer")
 
@@ -58,7 +62,8 @@ def build_label_table(
     images: np.ndarray | None = None,
     geometry: bool = True,
 ) -> LabelTable:
-    """Metadata, structure, group, position and coverage labels (see the module docstring).
+    """Metadata, structure, group, position, coverage, study and acquisition labels (see the
+    module docstring).
 
     Structures never present in any slice are left out; coverage labels need ``images`` (one
     uint8 image per row, e.g. memory-mapped ``WS/slices/images.npy``); ``geometry=False``
@@ -105,6 +110,10 @@ def build_label_table(
         names += extra_names
         values += extra_values
         defined += extra_defined
+    study_names, study_vals, study_defined = study_labels(table)
+    names += study_names
+    values += study_vals
+    defined += study_defined
     if not names:
         return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
     return LabelTable(names, np.stack(values, axis=1), np.stack(defined, axis=1))

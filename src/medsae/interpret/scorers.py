@@ -16,6 +16,14 @@ Embedding scorer (offline; the default for the headline numbers)
         metadata facet f:   r[value_f(s)] - mean_{L in f} r_L        (0 when the value is unknown)
         structures, groups: max(0, max_{L present in s} r_L - median_{L in f} r_L)
 
+    Study and acquisition facets (``study``, ``kvp``, ``field_strength``, ``pathology``:
+    :mod:`medsae.interpret.concepts_study`) are matched by phrase, not by embedding: sentence
+    embeddings hardly tell "80 kVp" from "120 kVp", and they tie "liver" to "patient with
+    liver lesion". A facet counts when the description states exactly one of its values in
+    the label scorer's words ("80 kVp", "3 T", "head studies", "patients with liver lesion");
+    slices with that value add ``PHRASE_WEIGHT`` (0.2, about the contrast of a named plane or
+    scanner above).
+
     It reads the slice's labels and metadata only, never the feature's activations, and is
     applied to held-out slices.
 
@@ -45,6 +53,9 @@ from pydantic import BaseModel, Field
 
 from medsae.data.structures import pretty
 from medsae.interpret.concepts_extra import ALIASES, EXTRA_FACETS, PHRASES
+from medsae.interpret.concepts_study import STUDY_FACETS
+from medsae.interpret.concepts_study import aliases as study_aliases
+from medsae.interpret.concepts_study import embedding_phrase as study_embedding_phrase
 from medsae.interpret.describe import label_phrase, present_structures, slice_text
 from medsae.interpret.features import LabelTable
 from medsae.interpret.llm import LLMClient, LLMResponseError
@@ -54,6 +65,7 @@ TextEmbedFn = Callable[[list[str]], np.ndarray]
 FACETS = ("modality", "plane", "sex", "age_group", "manufacturer", *EXTRA_FACETS)
 MARGIN = 0.1
 MIN_RELEVANCE = 0.35
+PHRASE_WEIGHT = 0.2
 _PHRASES = {
     "modality=CT": "CT scan",
     "modality=MR": "MRI scan",
@@ -84,6 +96,8 @@ def embedding_phrase(name: str) -> str:
         return _PHRASES[name]
     if name.startswith("plane="):
         return f"{name.split('=', 1)[1]} slice"
+    if name.split("=", 1)[0] in STUDY_FACETS:
+        return study_embedding_phrase(name)
     return label_phrase(name)
 
 
@@ -113,7 +127,7 @@ class _FacetIndex:
 
     def __init__(self, labels: LabelTable) -> None:
         self.labels = labels
-        self.facets: dict[str, np.ndarray] = {}
+        self.facets: dict[str, np.ndarray] = {}  # study facets: by phrase (EmbeddingScorer)
         for kind in (*FACETS, "structure", "group"):
             cols = [i for i, n in enumerate(labels.names) if n.split("=", 1)[0] == kind]
             if cols:
@@ -184,6 +198,10 @@ class EmbeddingScorer(_OfflineRanking):
     def __init__(self, labels: LabelTable, embedder: TextEmbedFn | None = None) -> None:
         self.embedder = embedder or minilm_embedder()
         self._facets = _FacetIndex(labels)
+        self._labels = labels
+        study = {n for n in labels.names if n.split("=", 1)[0] in STUDY_FACETS}
+        self._study_patterns = [(n, p) for n, p in _alias_patterns(labels) if n in study]
+        self._study_named: dict[str, list[int]] = {}
         self._label_vecs = self.embedder([embedding_phrase(n) for n in labels.names])
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -218,8 +236,38 @@ class EmbeddingScorer(_OfflineRanking):
             self.prepare([description])
         return self._cache[description]
 
+    def study_labels(self, description: str) -> list[int]:
+        """Columns of the study and acquisition labels the description states, at most one
+        per facet (a facet with two stated values says nothing)."""
+        if description not in self._study_named:
+            found = _named(self._study_patterns, description)
+            facets = [n.split("=", 1)[0] for n in found]
+            self._study_named[description] = [
+                self._labels.index(n)
+                for n, f in zip(found, facets, strict=True)
+                if facets.count(f) == 1
+            ]
+        return self._study_named[description]
+
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
-        return self._facets.score(self.relevance(description), np.asarray(rows)), None
+        rows = np.asarray(rows)
+        score = self._facets.score(self.relevance(description), rows)
+        for col in self.study_labels(description):
+            score += PHRASE_WEIGHT * self._labels.values[rows, col]
+        return score, None
+
+
+def _named(patterns: list[tuple[str, re.Pattern[str]]], description: str) -> list[str]:
+    """Label names whose phrase occurs in the text (longest phrase first; a matched phrase
+    is consumed so that "liver lesion" is not also "liver"), in order of first match."""
+    text = description.lower()
+    found: list[str] = []
+    for name, pattern in patterns:
+        if pattern.search(text):
+            if name not in found:
+                found.append(name)
+            text = pattern.sub(" ", text)
+    return found
 
 
 def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
@@ -235,6 +283,8 @@ def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
             words = (label_phrase(name), value.replace("_", " "))
         elif kind == "manufacturer":
             words = (value,)
+        elif kind in STUDY_FACETS:
+            words = study_aliases(name)
         pairs += [(name, w.lower()) for w in words]
     pairs.sort(key=lambda p: (-len(p[1]), p[1]))
     return [(n, re.compile(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])")) for n, w in pairs]
@@ -253,14 +303,7 @@ class LabelScorer(_OfflineRanking):
 
     def named_labels(self, description: str) -> list[str]:
         """Labels named in the text (longest phrase first; a matched phrase is consumed)."""
-        text = description.lower()
-        found: list[str] = []
-        for name, pattern in self._patterns:
-            if pattern.search(text):
-                if name not in found:
-                    found.append(name)
-                text = pattern.sub(" ", text)
-        return sorted(found, key=self._index.__getitem__)
+        return sorted(_named(self._patterns, description), key=self._index.__getitem__)
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
         named = [self._index[n] for n in self.named_labels(description)]

@@ -1,0 +1,158 @@
+"""Study and acquisition concepts: what was scanned, how, and the patient's recorded finding.
+
+Four facets of labels, read from the slice table's metadata (TotalSegmentator's ``meta.csv``
+columns; undefined where the value is null), so that a description can say when a feature
+follows the study protocol or the scanner setting rather than the anatomy — a confounder
+a model can learn as a shortcut:
+
+``study`` (``study_type``)
+    The body coverage of the study, with the modality word removed so that CT and MRI
+    studies of one region share a value: ``"ct thorax-abdomen-pelvis"`` ->
+    ``study=thorax-abdomen-pelvis``.
+``kvp`` (``kvp``; CT)
+    Tube voltage in kV, as a whole number: ``kvp=80``.
+``field_strength`` (``field_strength``; MRI)
+    Magnetic field strength in tesla: ``field_strength=1.5``, ``field_strength=3``.
+``pathology`` (``pathology``)
+    The recorded finding of the patient, lower case: ``pathology=liver lesion``; values
+    meaning none (``"no pathology"``, ``"none"``, ``"healthy"``...) become
+    ``pathology=none``. A subject-level label: it does not say the finding is in the slice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STUDY_FACETS = ("study", "kvp", "field_strength", "pathology")
+_NO_FINDING = {"", "no pathology", "no_pathology", "none", "no", "normal", "healthy", "nan"}
+_MODALITY_WORD = re.compile(r"^\s*(ct|mr|mri)[\s_:-]+", re.IGNORECASE)
+
+
+def _study(value: Any) -> str:
+    return _MODALITY_WORD.sub("", str(value)).strip().lower().replace("_", " ")
+
+
+def _number(value: Any) -> str:
+    return f"{float(value):g}"
+
+
+def _pathology(value: Any) -> str:
+    text = str(value).strip().lower().replace("_", " ")
+    return "none" if text in _NO_FINDING else text
+
+
+_SOURCES: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "study": ("study_type", _study),
+    "kvp": ("kvp", _number),
+    "field_strength": ("field_strength", _number),
+    "pathology": ("pathology", _pathology),
+}
+
+
+def study_values(table: pd.DataFrame, facet: str) -> pd.Series:
+    """The facet's value of every row (strings; None where the metadata is null or blank)."""
+    column, norm = _SOURCES[facet]
+    if column not in table.columns:
+        return pd.Series([None] * len(table), index=table.index, dtype=object)
+    col = table[column]
+    known = col.notna() & (col.astype(str).str.strip() != "")
+    if facet in ("kvp", "field_strength"):
+        numeric = pd.to_numeric(col, errors="coerce")
+        known &= numeric.notna() & (numeric > 0)
+    if facet == "pathology":  # a blank finding means none only where the column is filled
+        known = col.notna()
+    out = pd.Series([None] * len(table), index=table.index, dtype=object)
+    out[known] = [norm(v) for v in col[known]]
+    return out
+
+
+def study_labels(table: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Names, values and defined masks (bool ``(N,)`` each) of the four facets' labels.
+
+    A facet whose column is missing or has fewer than two values is left out (it cannot
+    set any slice apart).
+    """
+    names: list[str] = []
+    values: list[np.ndarray] = []
+    defined: list[np.ndarray] = []
+    for facet in STUDY_FACETS:
+        vals = study_values(table, facet)
+        known = vals.notna().to_numpy()
+        levels = sorted(set(vals[known]))
+        if len(levels) < 2:
+            continue
+        for level in levels:
+            names.append(f"{facet}={level}")
+            values.append(np.asarray((vals == level).to_numpy() & known, dtype=bool))
+            defined.append(known)
+    return names, values, defined
+
+
+def study_phrase(name: str) -> str:
+    """Words of a label in descriptions: ``study=abdomen`` -> ``abdomen studies``,
+    ``kvp=80`` -> ``80 kVp``, ``field_strength=3`` -> ``3 T scanners``,
+    ``pathology=liver lesion`` -> ``patients with liver lesion``."""
+    facet, _, value = name.partition("=")
+    if facet == "study":
+        return f"{value} studies"
+    if facet == "kvp":
+        return f"{value} kVp"
+    if facet == "field_strength":
+        return f"{value} T scanners"
+    if facet == "pathology":
+        return "patients without pathology" if value == "none" else f"patients with {value}"
+    raise KeyError(name)
+
+
+def embedding_phrase(name: str) -> str:
+    """The text the embedding scorer embeds for a label."""
+    facet, _, value = name.partition("=")
+    if facet == "study":
+        return f"{value} study"
+    if facet == "kvp":
+        return f"CT at {value} kVp tube voltage"
+    if facet == "field_strength":
+        return f"{value} tesla MRI scanner"
+    if facet == "pathology":
+        return "patient without pathology" if value == "none" else f"patient with {value}"
+    raise KeyError(name)
+
+
+def aliases(name: str) -> tuple[str, ...]:
+    """Phrases the label scorer recognises for a label (lower case)."""
+    facet, _, value = name.partition("=")
+    if facet == "study":
+        return (f"{value} studies", f"{value} study")
+    if facet == "kvp":
+        return (f"{value} kvp",)
+    if facet == "field_strength":
+        return (f"{value} t", f"{value} tesla")
+    if facet == "pathology":
+        if value == "none":
+            return ("without pathology", "no pathology")
+        return (f"with {value}", value)
+    raise KeyError(name)
+
+
+def slice_words(row: pd.Series | Any) -> list[str]:
+    """Words for a slice's study and acquisition in a one-line slice text (may be empty)."""
+    frame = pd.DataFrame([{c: getattr(row, c, None) for c, _ in _SOURCES.values()}])
+    words = []
+    for facet in STUDY_FACETS:
+        value = study_values(frame, facet).iloc[0]
+        if value is None:
+            continue
+        if facet == "study":
+            words.append(f"{value} study")
+        elif facet == "kvp":
+            words.append(f"{value} kVp")
+        elif facet == "field_strength":
+            words.append(f"{value} T")
+        elif value != "none":
+            words.append(f"finding: {value}")
+    return words
