@@ -22,6 +22,7 @@ COLUMNS = [
     "top_slice_ids",
     "description",
     "describer",
+    "rule",
     "detection_balanced_accuracy",
     "detection_f1",
     "detection_auroc",
@@ -67,6 +68,8 @@ def test_offline_outputs(synthetic, offline) -> None:
         json.loads(x) for x in (outcome.path / "descriptions.jsonl").read_text().splitlines()
     ]
     assert [r["latent"] for r in records] == features["latent"].tolist()
+    assert [list(x) for x in features["rule"]] == [r["rule"] for r in records]
+    assert any(len(x) for x in features["rule"])
     assert all(len(r["display_slice_ids"]) <= 5 and r["enrichment"] is not None for r in records)
     table = pd.read_parquet(ws.slices / "slices.parquet")
     split = pd.read_parquet(ws.split / "split.parquet").set_index("subject_key")["split"]

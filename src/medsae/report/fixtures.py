@@ -50,6 +50,7 @@ def _feature_table(ws: Workspace, truth: SyntheticTruth) -> pd.DataFrame:
                 break
         planted = j < len(truth.concepts)
         concept = truth.concepts[j] if planted else None
+        scanner = j == len(truth.concepts)  # one feature described by a scanner setting
         level = next((lv for lv in sorted(levels) if j < lv), levels[-1])
         rows.append(
             {
@@ -61,8 +62,11 @@ def _feature_table(ws: Workspace, truth: SyntheticTruth) -> pd.DataFrame:
                 "top_slice_ids": top,
                 "description": f"slices showing {concept.replace('=', ' ')}"
                 if concept
-                else "unclear pattern",
+                else ("axial slices; 3 T scanners" if scanner else "unclear pattern"),
                 "describer": "fixture",
+                "rule": [concept]
+                if concept
+                else (["plane=axial", "field_strength=3"] if scanner else []),
                 "detection_balanced_accuracy": 0.92 if planted else 0.51,
                 "detection_f1": 0.9 if planted else 0.1,
                 "detection_auroc": 0.95 if planted else 0.5,

@@ -229,8 +229,41 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
     return (
         note
         + _detection_kinds(view.scores)
+        + _acquisition_features(view.features_file)
         + sorted_by
         + f'<div class="cards">{"".join(cards)}</div>'
+    )
+
+
+ACQUISITION_FACETS = ("manufacturer", "study", "kvp", "field_strength", "pathology")
+"""Label facets of a rule that point at the acquisition or the patient, not the anatomy."""
+
+
+def _acquisition_features(features: pd.DataFrame | None, n_rows: int = 12) -> str:
+    """Features whose description rule names the scanner, the study protocol or the recorded
+    finding: candidates for shortcuts a model learned instead of anatomy."""
+    if features is None or "rule" not in features.columns:
+        return ""
+    rows = []
+    for f in features.itertuples(index=False):
+        rule = [] if f.rule is None else [str(x) for x in f.rule]
+        if any(x.split("=", 1)[0] in ACQUISITION_FACETS for x in rule):
+            score = pd.to_numeric(f.detection_balanced_accuracy, errors="coerce")
+            rows.append([int(f.latent), f.description, ", ".join(rule), 100 * f.frequency, score])
+    if not rows:
+        return ""
+    rows.sort(key=lambda r: (-(r[4] if pd.notna(r[4]) else -1.0), r[0]))
+    return (
+        "<h3>Features that follow the scanner, the study or a recorded finding</h3>"
+        f'<p class="muted">{len(rows)} of {len(features)} described features have a rule naming '
+        "the scanner manufacturer, the study, the tube voltage, the field strength or the "
+        "patient's recorded finding: what a model can learn as a shortcut instead of the "
+        f"anatomy. The {min(n_rows, len(rows))} with the best detection score:</p>"
+        + table_html(
+            rows[:n_rows],
+            ["feature", "description", "labels of its rule", "frequency %", "detection"],
+            [0, 3, 4],
+        )
     )
 
 
