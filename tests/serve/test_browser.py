@@ -113,6 +113,7 @@ def test_feature_page_shows_top_slices(page, base_url):
     n = _images_loaded(page, "#top-slices img")
     assert n >= 3
     assert "modality=MR" in page.inner_text("main")
+    assert "Rule: modality=MR" in page.inner_text("main")  # features.parquet `rule`
     assert page.locator(".hist div").count() == 20
     _shot(page, "feature")
     page.click("#top-slices a.tile >> nth=0")

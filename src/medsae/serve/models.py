@@ -38,6 +38,9 @@ class FeatureOut(BaseModel):
     max_activation: float
     description: str | None = None
     describer: str | None = None
+    rule: list[str] | None = Field(
+        None, description="Labels of the offline describer's rule (features.parquet `rule`)."
+    )
     detection_balanced_accuracy: float | None = None
     detection_auroc: float | None = None
     concept: str | None = None
