@@ -22,7 +22,6 @@ a model can learn as a shortcut:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,42 +32,48 @@ _NO_FINDING = {"", "no pathology", "no_pathology", "none", "no", "normal", "heal
 _MODALITY_WORD = re.compile(r"^\s*(ct|mr|mri)[\s_:-]+", re.IGNORECASE)
 
 
-def _study(value: Any) -> str:
-    return _MODALITY_WORD.sub("", str(value)).strip().lower().replace("_", " ")
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
-def _number(value: Any) -> str:
-    return f"{float(value):g}"
+def study_value(facet: str, raw: Any) -> str | None:
+    """One slice's value of a facet from the raw metadata (None where it is unknown)."""
+    if _missing(raw):
+        return None
+    if facet == "study":
+        text = _MODALITY_WORD.sub("", str(raw)).strip().lower().replace("_", " ")
+        return text or None
+    if facet in ("kvp", "field_strength"):
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            return None
+        return f"{number:g}" if np.isfinite(number) and number > 0 else None
+    if facet == "pathology":  # a blank finding is none: the column is filled for the subject
+        text = str(raw).strip().lower().replace("_", " ")
+        return "none" if text in _NO_FINDING else text
+    raise KeyError(facet)
 
 
-def _pathology(value: Any) -> str:
-    text = str(value).strip().lower().replace("_", " ")
-    return "none" if text in _NO_FINDING else text
-
-
-_SOURCES: dict[str, tuple[str, Callable[[Any], str]]] = {
-    "study": ("study_type", _study),
-    "kvp": ("kvp", _number),
-    "field_strength": ("field_strength", _number),
-    "pathology": ("pathology", _pathology),
+SOURCE_COLUMNS = {
+    "study": "study_type",
+    "kvp": "kvp",
+    "field_strength": "field_strength",
+    "pathology": "pathology",
 }
+"""The slice table column each facet is read from."""
 
 
 def study_values(table: pd.DataFrame, facet: str) -> pd.Series:
     """The facet's value of every row (strings; None where the metadata is null or blank)."""
-    column, norm = _SOURCES[facet]
+    column = SOURCE_COLUMNS[facet]
     if column not in table.columns:
         return pd.Series([None] * len(table), index=table.index, dtype=object)
-    col = table[column]
-    known = col.notna() & (col.astype(str).str.strip() != "")
-    if facet in ("kvp", "field_strength"):
-        numeric = pd.to_numeric(col, errors="coerce")
-        known &= numeric.notna() & (numeric > 0)
-    if facet == "pathology":  # a blank finding means none only where the column is filled
-        known = col.notna()
-    out = pd.Series([None] * len(table), index=table.index, dtype=object)
-    out[known] = [norm(v) for v in col[known]]
-    return out
+    return pd.Series(
+        [study_value(facet, v) for v in table[column].to_numpy(dtype=object)],
+        index=table.index,
+        dtype=object,
+    )
 
 
 def study_labels(table: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
@@ -141,10 +146,9 @@ def aliases(name: str) -> tuple[str, ...]:
 
 def slice_words(row: pd.Series | Any) -> list[str]:
     """Words for a slice's study and acquisition in a one-line slice text (may be empty)."""
-    frame = pd.DataFrame([{c: getattr(row, c, None) for c, _ in _SOURCES.values()}])
     words = []
     for facet in STUDY_FACETS:
-        value = study_values(frame, facet).iloc[0]
+        value = study_value(facet, getattr(row, SOURCE_COLUMNS[facet], None))
         if value is None:
             continue
         if facet == "study":
