@@ -54,7 +54,8 @@ def test_report_sections_and_self_contained(full_workspace, tmp_path):
     assert "similar non-activating slices judged not to match" in html
     # features whose rule names an acquisition label are listed (the fixture has one)
     assert "Features that follow the scanner, the study or a recorded finding" in html
-    assert "plane=axial, field_strength=3" in html and "1 of " in html
+    assert "plane=axial, field_strength=3" in html
+    assert "field strength): 1, what a model can learn as a shortcut" in html
     assert read_manifest(outcome.path)["stage"] == "report"
 
 

@@ -235,32 +235,46 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
     )
 
 
-ACQUISITION_FACETS = ("manufacturer", "study", "kvp", "field_strength", "pathology")
-"""Label facets of a rule that point at the acquisition or the patient, not the anatomy."""
+SCANNER_FACETS = ("manufacturer", "kvp", "field_strength")
+"""Label facets of a rule that name the scanner or its setting."""
+CONTEXT_FACETS = ("study", "pathology")
+"""Label facets of a rule that name why the scan was made: the study, the recorded finding."""
 
 
 def _acquisition_features(features: pd.DataFrame | None, n_rows: int = 12) -> str:
-    """Features whose description rule names the scanner, the study protocol or the recorded
-    finding: candidates for shortcuts a model learned instead of anatomy."""
+    """Features whose description rule names the scanner (manufacturer, tube voltage, field
+    strength), the study or the recorded finding rather than only the anatomy; those naming
+    the scanner first (the likeliest shortcuts), then by detection score."""
     if features is None or "rule" not in features.columns:
         return ""
     rows = []
+    counts = {"scanner": 0, "study": 0, "pathology": 0}
     for f in features.itertuples(index=False):
         rule = [] if f.rule is None else [str(x) for x in f.rule]
-        if any(x.split("=", 1)[0] in ACQUISITION_FACETS for x in rule):
-            score = pd.to_numeric(f.detection_balanced_accuracy, errors="coerce")
-            rows.append([int(f.latent), f.description, ", ".join(rule), 100 * f.frequency, score])
+        facets = {x.split("=", 1)[0] for x in rule}
+        scanner = bool(facets & set(SCANNER_FACETS))
+        if not scanner and not facets & set(CONTEXT_FACETS):
+            continue
+        counts["scanner"] += scanner
+        counts["study"] += "study" in facets
+        counts["pathology"] += "pathology" in facets
+        score = pd.to_numeric(f.detection_balanced_accuracy, errors="coerce")
+        rows.append(
+            [int(f.latent), f.description, ", ".join(rule), 100 * f.frequency, score, scanner]
+        )
     if not rows:
         return ""
-    rows.sort(key=lambda r: (-(r[4] if pd.notna(r[4]) else -1.0), r[0]))
+    rows.sort(key=lambda r: (not r[5], -(r[4] if pd.notna(r[4]) else -1.0), r[0]))
+    shown = [r[:5] for r in rows[:n_rows]]
     return (
         "<h3>Features that follow the scanner, the study or a recorded finding</h3>"
-        f'<p class="muted">{len(rows)} of {len(features)} described features have a rule naming '
-        "the scanner manufacturer, the study, the tube voltage, the field strength or the "
-        "patient's recorded finding: what a model can learn as a shortcut instead of the "
-        f"anatomy. The {min(n_rows, len(rows))} with the best detection score:</p>"
+        f'<p class="muted">Described features ({len(features)}) whose rule names the scanner '
+        f"(manufacturer, tube voltage, field strength): {counts['scanner']}, what a model can "
+        "learn as a shortcut instead of the anatomy; the study (its body coverage and field "
+        f"of view): {counts['study']}; the patient's recorded finding: {counts['pathology']}. "
+        f"The first {len(shown)}, those naming the scanner first, then by detection score:</p>"
         + table_html(
-            rows[:n_rows],
+            shown,
             ["feature", "description", "labels of its rule", "frequency %", "detection"],
             [0, 3, 4],
         )
