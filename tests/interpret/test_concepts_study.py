@@ -51,6 +51,11 @@ def test_study_values_normalise_the_metadata() -> None:
         "none",
     ]
     assert study_values(table.drop(columns="kvp"), "kvp").isna().all()
+    raw = pd.DataFrame(
+        {"kvp": ["120 kV", "100", "", "n/a"], "field_strength": ["3T", "1.5 T", "x", None]}
+    )
+    assert study_values(raw, "kvp").tolist() == ["120", "100", None, None]
+    assert study_values(raw, "field_strength").tolist() == ["3", "1.5", None, None]
 
 
 def test_study_labels_and_their_defined_rows() -> None:

@@ -10,9 +10,10 @@ a model can learn as a shortcut:
     studies of one region share a value: ``"ct thorax-abdomen-pelvis"`` ->
     ``study=thorax-abdomen-pelvis``.
 ``kvp`` (``kvp``; CT)
-    Tube voltage in kV, as a whole number: ``kvp=80``.
+    Tube voltage in kV: ``kvp=80`` (from ``80``, ``80.0`` or ``"80 kV"``).
 ``field_strength`` (``field_strength``; MRI)
-    Magnetic field strength in tesla: ``field_strength=1.5``, ``field_strength=3``.
+    Magnetic field strength in tesla: ``field_strength=1.5``, ``field_strength=3`` (from
+    ``3.0`` or ``"3T"``).
 ``pathology`` (``pathology``)
     The recorded finding of the patient, lower case: ``pathology=liver lesion``; values
     meaning none (``"no pathology"``, ``"none"``, ``"healthy"``...) become
@@ -30,6 +31,7 @@ import pandas as pd
 STUDY_FACETS = ("study", "kvp", "field_strength", "pathology")
 _NO_FINDING = {"", "no pathology", "no_pathology", "none", "no", "normal", "healthy", "nan"}
 _MODALITY_WORD = re.compile(r"^\s*(ct|mr|mri)[\s_:-]+", re.IGNORECASE)
+_NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:kv|kvp|t|tesla)?\s*$", re.IGNORECASE)
 
 
 def _missing(value: Any) -> bool:
@@ -43,11 +45,9 @@ def study_value(facet: str, raw: Any) -> str | None:
     if facet == "study":
         text = _MODALITY_WORD.sub("", str(raw)).strip().lower().replace("_", " ")
         return text or None
-    if facet in ("kvp", "field_strength"):
-        try:
-            number = float(raw)
-        except (TypeError, ValueError):
-            return None
+    if facet in ("kvp", "field_strength"):  # a number, with or without its unit ("3T", "120 kV")
+        match = _NUMBER.match(str(raw))
+        number = float(match.group(1)) if match else float("nan")
         return f"{number:g}" if np.isfinite(number) and number > 0 else None
     if facet == "pathology":  # a blank finding is none: the column is filled for the subject
         text = str(raw).strip().lower().replace("_", " ")
