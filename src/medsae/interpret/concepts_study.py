@@ -98,50 +98,49 @@ def study_labels(table: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list
     return names, values, defined
 
 
+_WORDS: dict[str, tuple[str, str, tuple[str, ...], str | None]] = {
+    # facet -> (description, embedding phrase, label-scorer aliases, slice text), "{v}" the value
+    "study": ("{v} studies", "{v} study", ("{v} studies", "{v} study"), "{v} study"),
+    "kvp": ("{v} kVp", "CT at {v} kVp tube voltage", ("{v} kvp",), "{v} kVp"),
+    "field_strength": ("{v} T scanners", "{v} tesla MRI scanner", ("{v} t", "{v} tesla"), "{v} T"),
+    "pathology": ("patients with {v}", "patient with {v}", ("with {v}", "{v}"), "finding: {v}"),
+}
+_NO_FINDING_WORDS = (
+    "patients without pathology",
+    "patient without pathology",
+    ("without pathology", "no pathology"),
+    None,  # the slice text leaves out "no finding"
+)
+
+
+def _words(facet: str, value: str) -> tuple[str, str, tuple[str, ...], str | None]:
+    if facet not in _WORDS:
+        raise KeyError(facet)
+    words = _NO_FINDING_WORDS if facet == "pathology" and value == "none" else _WORDS[facet]
+    describe, embed, alias, text = words
+    return (
+        describe.format(v=value),
+        embed.format(v=value),
+        tuple(a.format(v=value) for a in alias),
+        None if text is None else text.format(v=value),
+    )
+
+
 def study_phrase(name: str) -> str:
     """Words of a label in descriptions: ``study=abdomen`` -> ``abdomen studies``,
     ``kvp=80`` -> ``80 kVp``, ``field_strength=3`` -> ``3 T scanners``,
     ``pathology=liver lesion`` -> ``patients with liver lesion``."""
-    facet, _, value = name.partition("=")
-    if facet == "study":
-        return f"{value} studies"
-    if facet == "kvp":
-        return f"{value} kVp"
-    if facet == "field_strength":
-        return f"{value} T scanners"
-    if facet == "pathology":
-        return "patients without pathology" if value == "none" else f"patients with {value}"
-    raise KeyError(name)
+    return _words(*name.split("=", 1))[0]
 
 
 def embedding_phrase(name: str) -> str:
     """The text the embedding scorer embeds for a label."""
-    facet, _, value = name.partition("=")
-    if facet == "study":
-        return f"{value} study"
-    if facet == "kvp":
-        return f"CT at {value} kVp tube voltage"
-    if facet == "field_strength":
-        return f"{value} tesla MRI scanner"
-    if facet == "pathology":
-        return "patient without pathology" if value == "none" else f"patient with {value}"
-    raise KeyError(name)
+    return _words(*name.split("=", 1))[1]
 
 
 def aliases(name: str) -> tuple[str, ...]:
     """Phrases the label scorer recognises for a label (lower case)."""
-    facet, _, value = name.partition("=")
-    if facet == "study":
-        return (f"{value} studies", f"{value} study")
-    if facet == "kvp":
-        return (f"{value} kvp",)
-    if facet == "field_strength":
-        return (f"{value} t", f"{value} tesla")
-    if facet == "pathology":
-        if value == "none":
-            return ("without pathology", "no pathology")
-        return (f"with {value}", value)
-    raise KeyError(name)
+    return tuple(a.lower() for a in _words(*name.split("=", 1))[2])
 
 
 def slice_words(row: pd.Series | Any) -> list[str]:
@@ -149,14 +148,7 @@ def slice_words(row: pd.Series | Any) -> list[str]:
     words = []
     for facet in STUDY_FACETS:
         value = study_value(facet, getattr(row, SOURCE_COLUMNS[facet], None))
-        if value is None:
-            continue
-        if facet == "study":
-            words.append(f"{value} study")
-        elif facet == "kvp":
-            words.append(f"{value} kVp")
-        elif facet == "field_strength":
-            words.append(f"{value} T")
-        elif value != "none":
-            words.append(f"finding: {value}")
+        text = None if value is None else _words(facet, value)[3]
+        if text is not None:
+            words.append(text)
     return words
