@@ -16,7 +16,7 @@ from medsae.sae.checkpoint import save_sae
 from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.sae.config import SAEConfig
 from medsae.sae.registry import build_sae
-from medsae.sae.trainer import TrainingInterrupted
+from medsae.sae.trainer import TrainingInterrupted, auxk_idle
 from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
 
@@ -72,6 +72,24 @@ def test_train_writes_runs_with_metrics_and_history(
         [16, 64],
         enc,
     )
+
+
+def test_train_names_runs_whose_auxk_cannot_engage(
+    trained: tuple[Workspace, str, list[str]],
+) -> None:
+    ws, enc, runs = trained  # a few hundred samples against the default 1,000,000
+    grid = json.loads((ws.saes(enc) / "grid.json").read_text())
+    assert grid["auxk_idle"] == sorted(runs)
+    cfgs = [
+        SAEConfig(arch="topk", d_in=8, n_latents=16, k=2, run="a", dead_after_samples=500),
+        SAEConfig(arch="topk", d_in=8, n_latents=16, k=2, run="b", dead_after_samples=5000),
+        SAEConfig(arch="relu", d_in=8, n_latents=16, run="c", dead_after_samples=5000),
+        SAEConfig(
+            arch="topk", d_in=8, n_latents=16, k=2, run="d", dead_after_samples=5000,
+            aux_coefficient=0.0,
+        ),
+    ]  # fmt: skip
+    assert auxk_idle(cfgs, 1000) == ["b"]
 
 
 def test_train_skips_when_up_to_date(trained: tuple[Workspace, str, list[str]]) -> None:

@@ -29,7 +29,7 @@ from medsae.sae.codes_io import save_codes
 from medsae.sae.config import CodesConfig, TrainConfig, expand_grid
 from medsae.sae.data import TrainStream, check_finite, scan_rows, split_rows
 from medsae.sae.evaluation import evaluate_splits, val_summary
-from medsae.sae.trainer import GridTrainer
+from medsae.sae.trainer import GridTrainer, auxk_idle
 from medsae.workspace import (
     StageOutcome,
     StageResult,
@@ -129,6 +129,16 @@ def train(
             val_fn=lambda sae: val_summary(sae, store, rows["val"]),
         )
         trainer.stop_after_steps = stop_after_steps
+        budget = trainer.total_steps * cfg.batch_size
+        idle = auxk_idle(runs, budget)
+        if idle:
+            console.print(
+                f"[yellow]train: AuxK never engages for {len(idle)} of {len(runs)} runs: "
+                f"dead_after_samples ({cfg.dead_after_samples:,}) is not below the training "
+                f"budget ({budget:,} samples); set train.dead_after_samples to a few epochs "
+                f"of the train split ({len(rows['train']):,} slices) to revive dead "
+                "latents[/yellow]"
+            )
         saes = trainer.fit()
         trainer.save_checkpoint()
         for name, sae in saes.items():
@@ -140,7 +150,7 @@ def train(
             metrics["training"] = {"steps": trainer.step, "samples": trainer.step * cfg.batch_size}
             (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
             _write_history(folder / "history.csv", trainer.runs[name].history)
-        grid = {"runs": sorted(saes), "skipped": skipped}
+        grid = {"runs": sorted(saes), "skipped": skipped, "auxk_idle": sorted(idle)}
         (tmp / "grid.json").write_text(json.dumps(grid, indent=2, sort_keys=True))
         trainer.remove_checkpoint()
         return StageResult(

@@ -44,6 +44,20 @@ def run_seed(seed: int, run: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(run.encode())) % (2**31)
 
 
+def auxk_idle(cfgs: list[SAEConfig], total_samples: int) -> list[str]:
+    """Runs whose AuxK loss can never engage: a latent is only dead after
+    ``dead_after_samples`` samples without firing, and the whole training sees fewer.
+
+    The default (1,000,000 samples) suits large slice sets; on a small one (e.g. 1,300
+    training slices x 60 epochs = 78,000 samples) dead latents are never pushed back.
+    """
+    return [
+        str(c.run)
+        for c in cfgs
+        if c.arch != "relu" and c.aux_coefficient > 0 and c.dead_after_samples >= total_samples
+    ]
+
+
 def lr_lambda(
     total_steps: int,
     warmup_fraction: float,
