@@ -455,3 +455,22 @@ def test_coverage_mode_keeps_the_terms_it_can_state_when_none_states_them_all(pl
     retriever = TextRetriever(index, only(one_term), bag_of_words(), AskConfig(mode="coverage"))
     picked = {c.latent for c in retriever.choose("axial CT liver, elderly patient", m=4)}
     assert {ct, liver, spleen, mr} <= picked
+
+
+def test_anatomy_a_description_says_is_not_in_view_does_not_match_a_query(planted) -> None:
+    ws, truth = planted
+    latent = {c: truth.concepts.index(c) for c in truth.concepts}
+    liver, spleen = latent["structure=liver"], latent["structure=spleen"]
+    texts = {
+        liver: "axial CT through the abdomen: liver",
+        spleen: "axial CT through the abdomen: spleen; not in view: liver",
+    }
+    index, features = load_index(ws, truth.encoder, truth.run), _features(ws, truth, texts)
+    cfg = AskConfig(mode="similarity")
+    retriever = TextRetriever(index, features, bag_of_words(), cfg)
+    assert [c.latent for c in retriever.choose("axial CT liver", m=1)] == [liver]
+    assert [c.latent for c in retriever.choose("axial CT spleen", m=1)] == [spleen]
+    # the spleen description is embedded without its absent clause
+    row = retriever.features.index[retriever.features["latent"] == spleen][0]
+    shown = bag_of_words().embed(["axial CT through the abdomen: spleen"])[0]
+    np.testing.assert_allclose(retriever.desc_emb[int(row)], shown, rtol=1e-6)

@@ -7,10 +7,14 @@ import pytest
 
 from medsae.data.table import open_images, read_anatomy, slices_with_split
 from medsae.interpret.describe import (
+    ABSENT_LEAD,
+    NOT,
     LLMDescriber,
     OfflineDescriber,
+    absent_words,
     compose_phrase,
     label_phrase,
+    split_absent,
 )
 from medsae.interpret.fake_llm_server import FakeLLMServer, Faults
 from medsae.interpret.features import build_label_table, feature_statistics
@@ -155,3 +159,69 @@ def test_contrast_samples_choose_the_label_that_separates_near_misses() -> None:
     assert contrastive.rule(0) == ["structure=c"]
     both = OfflineDescriber(labels, codes, rows, max_terms=2, contrast=near_misses)
     assert both.rule(0) == ["structure=a", "structure=c"]  # together: exactly the feature
+
+
+def _count_world(p: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5), n: int = 400):
+    import scipy.sparse as sp
+
+    from medsae.interpret.features import LabelTable
+
+    rng = np.random.default_rng(0)
+    values = rng.random((n, 4)) < np.asarray(p)  # a, b, c, an unrelated d
+    names = ["structure=a", "structure=b", "structure=c", "structure=d"]
+    labels = LabelTable(names, values, np.ones_like(values))
+    return labels, values, np.arange(n), sp
+
+
+def test_count_rule_names_the_anatomy_a_feature_needs_absent() -> None:
+    labels, v, rows, sp = _count_world()
+    active = v[:, 0] & ~v[:, 1]  # a shown, b not in view
+    codes = sp.csr_matrix(active.astype(np.float32)[:, None])
+    rule, m = OfflineDescriber(labels, codes, rows).count_rule(0)
+    assert (rule, m) == (["structure=a", "not structure=b"], 2)
+    # without negation the rule can only name what is shown
+    plain, _ = OfflineDescriber(labels, codes, rows, negate=False).count_rule(0)
+    assert plain and not any(x.startswith(NOT) for x in plain)
+
+
+def test_count_rule_holds_on_all_but_one_of_its_literals() -> None:
+    # greedy: a alone, then a and b, then c joins with "two of the three"
+    labels, v, rows, sp = _count_world((0.8, 0.5, 0.5, 0.5))
+    active = v[:, :3].sum(axis=1) >= 2  # any two of a, b, c
+    codes = sp.csr_matrix(active.astype(np.float32)[:, None])
+    assert OfflineDescriber(labels, codes, rows).count_rule(0) == (
+        ["structure=a", "structure=b", "structure=c"],
+        2,
+    )
+    # slack 0: a plain conjunction, which cannot express "two of three"
+    rule, m = OfflineDescriber(labels, codes, rows, slack=0).count_rule(0)
+    assert m == len(rule)
+
+
+def test_absent_clause_is_split_off_and_scored_as_absence() -> None:
+    from medsae.interpret.features import LabelTable
+    from medsae.interpret.scorers import ABSENT_WEIGHT, EmbeddingScorer, LabelScorer
+
+    text = (
+        "axial CT through the abdomen: liver; "
+        + ABSENT_LEAD
+        + " "
+        + ", ".join(absent_words(["structure=heart", "group=lungs"]))
+    )
+    assert text.endswith("not in view: lungs, heart")
+    assert split_absent(text) == ("axial CT through the abdomen: liver", "lungs, heart")
+    assert split_absent("axial CT") == ("axial CT", "")
+    names = ["plane=axial", "modality=CT", "structure=liver", "structure=heart", "group=lungs"]
+    liver_only = [True, True, True, False, False]
+    with_lungs = [True, True, True, False, True]
+    values = np.array([liver_only, with_lungs, with_lungs])
+    values[2, 3] = True  # lungs and heart
+    labels = LabelTable(names, values, np.ones_like(values))
+    scorer = LabelScorer(labels)
+    assert "group=lungs" not in scorer.named_labels(text)  # named as absent, not as shown
+    assert scorer.absent_labels(text) == ["structure=heart", "group=lungs"]
+    s, _ = scorer.detect(text, np.arange(3))
+    np.testing.assert_allclose(s, [1.0, 4 / 5, 3 / 5])  # share of the five literals held
+    emb, _ = EmbeddingScorer(labels).detect(text, np.arange(3))
+    np.testing.assert_allclose(emb[0] - emb[1], ABSENT_WEIGHT, rtol=1e-6)
+    np.testing.assert_allclose(emb[1] - emb[2], ABSENT_WEIGHT, rtol=1e-6)

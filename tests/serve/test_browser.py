@@ -108,6 +108,17 @@ def test_features_page_lists_and_sorts(page, base_url):
     assert not page.errors
 
 
+def test_feature_page_shows_a_rule_that_holds_on_all_but_one_literal(
+    page, base_url, full_workspace
+):
+    _, truth = full_workspace
+    page.goto(f"{base_url}/#/feature/{len(truth.concepts)}")  # the fixture's scanner feature
+    page.wait_for_selector("#top-slices img")
+    text = page.inner_text("main")
+    assert "Rule (any 2 of 3):" in text and "not group=lungs" in text
+    assert not page.errors
+
+
 def test_feature_page_shows_top_slices(page, base_url):
     page.goto(f"{base_url}/#/feature/1")
     n = _images_loaded(page, "#top-slices img")

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import InputError
+from medsae.interpret.describe import split_absent
 from medsae.interpret.fingerprint import FingerprintIndex, Hits, top_subjects
 from medsae.interpret.retrieval_config import AskConfig
 from medsae.interpret.text import TextEmbedder, shared_embedder
@@ -137,7 +138,8 @@ class TextRetriever:
         self.embedder = embedder or shared_embedder()
         self.config = config or AskConfig()
         self.selector = selector
-        texts = self.features["description"].astype(str).tolist()
+        # what a description says is shown: "not in view: lungs" must not match a lung query
+        texts = [split_absent(t)[0] for t in self.features["description"].astype(str)]
         if description_embeddings is None or len(description_embeddings) != len(texts):
             description_embeddings = self.embedder.embed(texts)
         self.desc_emb = np.asarray(description_embeddings, dtype=np.float32)

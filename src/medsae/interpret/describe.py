@@ -5,24 +5,28 @@ and write one short clinical phrase, e.g. "axial CT through the abdomen: liver a
 mostly patients over 80".
 
 Offline describer (deterministic)
-    1. A rule: greedy conjunction of labels that best predicts the feature's activation on the
-       training split. Starting from "every slice", add the label ``L`` maximising the
-       balanced accuracy ``BA(active, rule ∧ L) = (TPR + TNR) / 2`` (or ``F1 = 2 TP / (2 TP +
-       FP + FN)`` with ``criterion="f1"``) while it improves by at least ``min_gain`` (at most
-       ``max_terms`` labels, one value per metadata facet). With ``contrast`` (a function
-       giving, per feature, training rows of activating slices and of *near misses*: the most
-       similar non-activating slices of other stacks, plus random ones), labels are chosen
-       by the mean of that balanced accuracy and the one on the near-miss rows, so that the
-       phrase also says what sets the feature's slices apart from look-alikes it ignores.
-       Structures that tie exactly with a chosen structure (same slices on this data) are
-       named with it; a rule whose balanced accuracy on all training slices is below
-       ``min_score`` (0.6), or whose precision could be chance (one-sided hypergeometric
-       test of its true positives, p > ``alpha`` = 1e-4), is dropped ("no clear pattern").
-    2. The phrase names the rule's labels plus those that dominate the active slices
+    1. A count rule, "at least ``m`` of these literals", grown greedily. A literal is a label
+       (the slice shows it) or, with ``negate``, the absence of a structure or group
+       (``"not group=lungs"``). Starting from no literal, add the literal and threshold ``m``
+       that maximise the balanced accuracy ``BA = (TPR + TNR) / 2`` of "the slice holds at
+       least ``m`` of the rule's literals" for "the feature is active", while it improves by
+       at least ``min_gain`` (at most ``max_terms`` literals, one value per metadata facet;
+       ``m`` is all of them or all but ``slack``, and at least 2 for two literals or more).
+       With ``contrast`` (a function giving, per feature, training rows of activating slices
+       and of *near misses*: the most similar non-activating slices of other stacks, plus
+       random ones), the objective is the mean of that balanced accuracy on all training
+       slices and on the near-miss rows, so that the phrase also says what sets the
+       feature's slices apart from look-alikes it ignores. A rule whose balanced accuracy on
+       all training slices is below ``min_score`` (0.6), or whose precision could be chance
+       (one-sided hypergeometric test of its true positives, p > ``alpha`` = 1e-4), is
+       dropped ("no clear pattern").
+    2. The phrase names the rule's shown labels plus those that dominate the active slices
        (``P(L | active) >= dominant`` for modality, plane, sex and scanner manufacturer;
        ``>= 0.75`` for age groups; structures with ``P >= 0.9`` and lift ``>= 2``), and the
        body region of the named structures (from ``GROUPS``). Study and acquisition labels
-       (:mod:`medsae.interpret.concepts_study`) are named only when the rule chose them.
+       (:mod:`medsae.interpret.concepts_study`) are named only when the rule chose them. The
+       anatomy the rule needs absent closes the phrase: ``"...; not in view: lungs, heart"``
+       (:data:`ABSENT_LEAD`; :func:`split_absent` separates it again).
 
 LLM describer
     Sends :data:`DESCRIBE_SYSTEM` and :data:`DESCRIBE_USER` (filled in) with the feature's
@@ -74,6 +78,13 @@ _AGE_WORDS = {
 }
 _MODALITY_WORDS = {"CT": "CT", "MR": "MRI"}
 
+NOT = "not "
+"""Prefix of a negated literal in a rule (``"not group=lungs"``: the slice shows no lungs)."""
+NEGATABLE = ("structure", "group")
+"""Label kinds a rule may require to be absent."""
+ABSENT_LEAD = "not in view:"
+"""Lead of the clause naming what the slices do not show ("...; not in view: lungs, heart")."""
+
 DESCRIBE_SYSTEM = (
     "You are a radiologist naming what one feature of an image model responds to. You are shown "
     "the medical image slices on which the feature is most active, with their metadata and the "
@@ -108,6 +119,7 @@ class Description:
     describer: str
     error: str | None = None
     rule: list[str] = field(default_factory=list)
+    rule_min: int = 0  # the rule holds on a slice showing at least this many of its literals
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -186,118 +198,114 @@ class OfflineDescriber:
         codes: sp.csr_matrix,
         train_rows: np.ndarray,
         *,
-        max_terms: int = 4,
-        min_gain: float = 0.02,
+        max_terms: int = 6,
+        min_gain: float = 0.01,
         dominant: float = 0.9,
         min_score: float = 0.6,
-        max_tied: int = 2,
-        criterion: str = "balanced_accuracy",
         alpha: float = 1e-4,
+        negate: bool = True,
+        slack: int = 1,
         contrast: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.contrast = contrast
         self.labels = labels
         self.train_rows = np.asarray(train_rows, dtype=np.int64)
         self._codes = sp.csc_matrix(codes[self.train_rows])
-        self._values = labels.values[self.train_rows]
-        self._values_f = self._values.astype(np.float32)
         self.max_terms = max_terms
         self.min_gain = min_gain
         self.dominant = dominant
         self.min_score = min_score
-        self.max_tied = max_tied
-        self.criterion = criterion
         self.alpha = alpha
+        self.slack = slack
+        names = list(labels.names)
+        kinds = [n.split("=", 1)[0] for n in names]
+        self._negatable = np.array([negate and kind in NEGATABLE for kind in kinds], dtype=bool)
+        neg = [i for i in range(len(names)) if self._negatable[i]]
+        self._literal_names = names + [NOT + names[i] for i in neg]
+        lit_label = list(range(len(names))) + neg
+        lit_kind = kinds + [kinds[i] for i in neg]
+        # literals that cannot join a rule holding literal j: j itself, its label's other
+        # literal, and other values of the same metadata facet
+        label_of = np.asarray(lit_label)
+        kind_of = np.asarray(lit_kind)
+        single = ~np.isin(kind_of, list(NEGATABLE))
+        self._excludes = (label_of[:, None] == label_of[None, :]) | (
+            single[:, None] & (kind_of[:, None] == kind_of[None, :])
+        )
+        self._literals = self._literal_rows(self.train_rows).astype(bool)
+        self._literals_f = self._literals.astype(np.float32)
 
     def rule(self, latent: int) -> list[str]:
-        """Greedy conjunction of labels best predicting the feature's training activation."""
+        """Literals of the feature's count rule (:meth:`count_rule`)."""
+        return self.count_rule(latent)[0]
+
+    def count_rule(self, latent: int) -> tuple[list[str], int]:
+        """``(literals, m)``: the rule "at least ``m`` of these literals" best predicting the
+        feature's training activation (module docstring). Literals are label names and, with
+        ``negate``, absent anatomy (``"not group=lungs"``); ``([], 0)`` when no rule holds."""
         start, stop = self._codes.indptr[latent], self._codes.indptr[latent + 1]
-        active = np.zeros(len(self.train_rows), dtype=np.float32)
-        active[self._codes.indices[start:stop]] = 1.0
-        n_active = active.sum()
-        if n_active == 0:
-            return []
-        mask = np.ones(len(self.train_rows), dtype=bool)
+        active = np.zeros(len(self.train_rows), dtype=bool)
+        active[self._codes.indices[start:stop]] = True
+        n_active = int(active.sum())
         n_total = len(self.train_rows)
-        best = self._criterion(np.array([n_active]), np.array([n_total]), n_active, n_total)[0]
-        near: tuple[np.ndarray, np.ndarray] | None = None
+        if n_active == 0 or n_active == n_total:
+            return [], 0
+        sets = [(self._literals_f[active], self._literals_f[~active])]
         if self.contrast is not None:  # label rows of near-miss contrast samples
             pos_rows, neg_rows = self.contrast(latent)
             if len(pos_rows) and len(neg_rows):
-                near = (self.labels.values[pos_rows], self.labels.values[neg_rows])
-                near_masks = [np.ones(len(pos_rows), bool), np.ones(len(neg_rows), bool)]
-        fit = best
+                sets.append((self._literal_rows(pos_rows), self._literal_rows(neg_rows)))
+        counts = [(np.zeros(len(p)), np.zeros(len(n))) for p, n in sets]
+        blocked = np.zeros(len(self._literal_names), dtype=bool)
         chosen: list[int] = []
-        tied: list[int] = []
-        kinds: set[str] = set()
+        fit, m_best = -1.0, 1
         for _ in range(self.max_terms):
-            sub = self._values_f[mask]
-            tp = active[mask] @ sub
-            predicted = sub.sum(axis=0)
-            f1 = self._criterion(tp, predicted, n_active, n_total)
-            score = f1
-            if near is not None:  # mean with the balanced accuracy on the near-miss samples
-                p_vals = near[0][near_masks[0]].astype(np.float32)
-                n_vals = near[1][near_masks[1]].astype(np.float32)
-                tpr = p_vals.sum(axis=0) / len(near[0])
-                tnr = 1 - n_vals.sum(axis=0) / len(near[1])
-                score = (f1 + (tpr + tnr) / 2) / 2
-            f1 = np.array(f1, copy=True)
-            score = np.array(score, copy=True)
-            for i in chosen:
-                f1[i] = -1
-                score[i] = -1
-            for i, name in enumerate(self.labels.names):  # one value per metadata facet
-                kind = name.split("=", 1)[0]
-                if kind in kinds and kind not in ("structure", "group"):
-                    f1[i] = -1
-                    score[i] = -1
-            i = int(np.argmax(score))
-            if score[i] < fit + self.min_gain:
+            k = len(chosen) + 1
+            best_j, best_v, best_m = -1, fit + self.min_gain, 0
+            for m in range(max(min(k, 2), k - self.slack), k + 1):
+                value = np.zeros(len(self._literal_names))
+                for (p, n), (cp, cn) in zip(sets, counts, strict=True):
+                    tpr = ((cp >= m).sum() + (cp == m - 1) @ p) / len(p)
+                    fpr = ((cn >= m).sum() + (cn == m - 1) @ n) / len(n)
+                    value += (tpr + 1 - fpr) / 2
+                value /= len(sets)
+                value[blocked] = -np.inf
+                j = int(np.argmax(value))
+                if value[j] >= best_v:
+                    best_j, best_v, best_m = j, float(value[j]), m
+            if best_j < 0:
                 break
-            chosen.append(i)
-            kinds.add(self.labels.names[i].split("=", 1)[0])
-            mask &= self._values[:, i]
-            if near is not None:
-                near_masks[0] &= near[0][:, i]
-                near_masks[1] &= near[1][:, i]
-            best = float(f1[i])
-            fit = float(score[i])
-            if self.labels.names[i].startswith("structure="):
-                # structures indistinguishable on this data (same F1) are named together
-                ties = [
-                    t
-                    for t in np.flatnonzero(np.abs(score - score[i]) < 1e-9)
-                    if t != i and self.labels.names[t].startswith("structure=")
-                ]
-                tied.extend(int(t) for t in ties[: self.max_tied])
-        if best < self.min_score or not chosen:
-            return []
-        rule_tp = float(active[mask].sum())
-        p_value = hypergeom.sf(rule_tp - 1, n_total, n_active, int(mask.sum()))
+            chosen.append(best_j)
+            fit, m_best = best_v, best_m
+            blocked |= self._excludes[best_j]
+            counts = [
+                (cp + p[:, best_j], cn + n[:, best_j])
+                for (p, n), (cp, cn) in zip(sets, counts, strict=True)
+            ]
+        if not chosen:
+            return [], 0
+        predicted = self._literals[:, chosen].sum(axis=1) >= m_best
+        tpr = (predicted & active).sum() / n_active
+        tnr = (~predicted & ~active).sum() / (n_total - n_active)
+        if (tpr + tnr) / 2 < self.min_score:
+            return [], 0
+        rule_tp = float((predicted & active).sum())
+        p_value = hypergeom.sf(rule_tp - 1, n_total, n_active, int(predicted.sum()))
         if p_value > self.alpha:  # the rule could be chance (small features overfit easily)
-            return []
-        return [
-            self.labels.names[i] for i in sorted(chosen + tied, key=lambda k: (k not in chosen, k))
-        ]
+            return [], 0
+        return [self._literal_names[i] for i in sorted(chosen)], m_best
 
-    def _criterion(
-        self, tp: np.ndarray, predicted: np.ndarray, n_active: float, n_total: int
-    ) -> np.ndarray:
-        """F1 or balanced accuracy of "rule predicts active" from counts."""
-        if self.criterion == "f1":
-            return np.asarray(2 * tp / np.maximum(predicted + n_active, 1e-12))
-        fp = predicted - tp
-        tpr = tp / max(n_active, 1e-12)
-        tnr = 1 - fp / max(n_total - n_active, 1e-12)
-        return np.asarray((tpr + tnr) / 2)
+    def _literal_rows(self, rows: np.ndarray) -> np.ndarray:
+        values = self.labels.values[np.asarray(rows, dtype=np.int64)]
+        return np.concatenate([values, ~values[:, self._negatable]], axis=1).astype(np.float32)
 
     def describe(self, stats: FeatureStats) -> Description:
         """The feature's phrase; ``rule`` lists the labels the rule is made of."""
-        rule = self.rule(stats.latent)
+        rule, rule_min = self.count_rule(stats.latent)
         p_active = stats.label_p_active
         lift = stats.label_lift
-        named = list(rule)
+        named = [n for n in rule if not n.startswith(NOT)]
+        absent = [n[len(NOT) :] for n in rule if n.startswith(NOT)]
 
         def dominant_value(kind: str, threshold: float) -> None:
             if any(n.startswith(kind + "=") for n in named) or p_active is None:
@@ -319,12 +327,40 @@ class OfflineDescriber:
                 for i, n in enumerate(self.labels.names)
                 if n.startswith("structure=")
                 and n not in named
+                and n not in absent
                 and p_active[i] >= 0.9
                 and lift[i] >= 2.0
             ]
             extra.sort(key=lambda i: (-p_active[i], self.labels.names[i]))
             named += [self.labels.names[i] for i in extra[: max(0, 3 - n_struct)]]
-        return Description(stats.latent, compose_phrase(named), self.name, rule=rule)
+        text = compose_phrase(named) if named or not absent else "slices"
+        if absent:
+            text += f"; {ABSENT_LEAD} " + ", ".join(absent_words(absent))
+        return Description(stats.latent, text, self.name, rule=rule, rule_min=rule_min)
+
+
+def absent_words(names: list[str]) -> list[str]:
+    """Words for labels a description says are not in view (groups first, then structures)."""
+    order = sorted(names, key=lambda n: (not n.startswith("group="), names.index(n)))
+    return [
+        label_phrase(n) if n.startswith("group=") else pretty(n.split("=", 1)[1]) for n in order
+    ]
+
+
+def split_absent(description: str) -> tuple[str, str]:
+    """``(what the description says is shown, what it says is not in view)``.
+
+    ``"axial CT through the abdomen: liver; not in view: lungs, heart"`` ->
+    ``("axial CT through the abdomen: liver", "lungs, heart")``.
+    """
+    shown, absent = [], []
+    for clause in description.split(";"):
+        c = clause.strip()
+        if c.lower().startswith(ABSENT_LEAD):
+            absent.append(c[len(ABSENT_LEAD) :].strip())
+        elif c:
+            shown.append(c)
+    return "; ".join(shown), ", ".join(absent)
 
 
 def compose_phrase(named: list[str]) -> str:

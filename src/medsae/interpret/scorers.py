@@ -22,7 +22,10 @@ Embedding scorer (offline; the default for the headline numbers)
     liver lesion". A facet counts when the description states exactly one of its values in
     the label scorer's words ("80 kVp", "3 T", "head studies", "patients with liver lesion");
     slices with that value add ``PHRASE_WEIGHT`` (0.2, about the contrast of a named plane or
-    scanner above).
+    scanner above). Anatomy the description says is not in view (``"...; not in view: lungs"``,
+    :func:`~medsae.interpret.describe.split_absent`) is matched by phrase as well and left out
+    of the embedded text: slices without it add ``ABSENT_WEIGHT`` (0.5, between the median
+    contrast of a named structure and of a named group on the demo's descriptions).
 
     It reads the slice's labels and metadata only, never the feature's activations, and is
     applied to held-out slices.
@@ -30,8 +33,8 @@ Embedding scorer (offline; the default for the headline numbers)
 Label scorer (offline)
     The labels the description names are found by phrase matching (``structure`` names,
     groups, "CT"/"MRI", planes, "female"/"male", age phrases, "outermost slice", "sliver"...);
-    a slice's score is the share of those labels it carries (0 when the description names
-    none).
+    a slice's score is the share of those labels it carries, a label named as not in view
+    counting when the slice lacks it (0 when the description names none).
 
 LLM scorer
     Asks the endpoint, for batches of slices shown as images (optional) and metadata text,
@@ -56,7 +59,13 @@ from medsae.interpret.concepts_extra import ALIASES, EXTRA_FACETS, PHRASES
 from medsae.interpret.concepts_study import STUDY_FACETS
 from medsae.interpret.concepts_study import aliases as study_aliases
 from medsae.interpret.concepts_study import embedding_phrase as study_embedding_phrase
-from medsae.interpret.describe import label_phrase, present_structures, slice_text
+from medsae.interpret.describe import (
+    NEGATABLE,
+    label_phrase,
+    present_structures,
+    slice_text,
+    split_absent,
+)
 from medsae.interpret.features import LabelTable
 from medsae.interpret.llm import LLMClient, LLMResponseError
 
@@ -66,6 +75,7 @@ FACETS = ("modality", "plane", "sex", "age_group", "manufacturer", *EXTRA_FACETS
 MARGIN = 0.1
 MIN_RELEVANCE = 0.35
 PHRASE_WEIGHT = 0.2
+ABSENT_WEIGHT = 0.5
 _PHRASES = {
     "modality=CT": "CT scan",
     "modality=MR": "MRI scan",
@@ -202,6 +212,9 @@ class EmbeddingScorer(_OfflineRanking):
         study = {n for n in labels.names if n.split("=", 1)[0] in STUDY_FACETS}
         self._study_patterns = [(n, p) for n, p in _alias_patterns(labels) if n in study]
         self._study_named: dict[str, list[int]] = {}
+        self._absent_patterns = [
+            (n, p) for n, p in _alias_patterns(labels) if n.split("=", 1)[0] in NEGATABLE
+        ]
         self._label_vecs = self.embedder([embedding_phrase(n) for n in labels.names])
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -216,7 +229,8 @@ class EmbeddingScorer(_OfflineRanking):
         todo = sorted({d for d in descriptions if d not in self._cache})
         if not todo:
             return
-        parts = [[d, *clauses(d)] for d in todo]
+        shown = [split_absent(d)[0] for d in todo]
+        parts = [[t, *clauses(t)] for t in shown]
         rel = self._relevance(self.embedder([p for ps in parts for p in ps]))
         bounds = np.cumsum([0] + [len(ps) for ps in parts])
         vecs = [rel[a:b].max(axis=0) for a, b in pairwise(bounds)]
@@ -240,7 +254,7 @@ class EmbeddingScorer(_OfflineRanking):
         """Columns of the study and acquisition labels the description states, at most one
         per facet (a facet with two stated values says nothing)."""
         if description not in self._study_named:
-            found = _named(self._study_patterns, description)
+            found = _named(self._study_patterns, split_absent(description)[0])
             facets = [n.split("=", 1)[0] for n in found]
             self._study_named[description] = [
                 self._labels.index(n)
@@ -254,7 +268,16 @@ class EmbeddingScorer(_OfflineRanking):
         score = self._facets.score(self.relevance(description), rows)
         for col in self.study_labels(description):
             score += PHRASE_WEIGHT * self._labels.values[rows, col]
+        for col in self.absent_labels(description):
+            score += ABSENT_WEIGHT * ~self._labels.values[rows, col]
         return score, None
+
+    def absent_labels(self, description: str) -> list[int]:
+        """Columns of the anatomy the description says is not in view (by phrase)."""
+        absent = split_absent(description)[1]
+        if not absent:
+            return []
+        return [self._labels.index(n) for n in _named(self._absent_patterns, absent)]
 
 
 def _named(patterns: list[tuple[str, re.Pattern[str]]], description: str) -> list[str]:
@@ -302,14 +325,24 @@ class LabelScorer(_OfflineRanking):
         self._index = {n: i for i, n in enumerate(labels.names)}
 
     def named_labels(self, description: str) -> list[str]:
-        """Labels named in the text (longest phrase first; a matched phrase is consumed)."""
-        return sorted(_named(self._patterns, description), key=self._index.__getitem__)
+        """Labels the text says are shown (longest phrase first; a matched phrase is consumed)."""
+        shown = split_absent(description)[0]
+        return sorted(_named(self._patterns, shown), key=self._index.__getitem__)
+
+    def absent_labels(self, description: str) -> list[str]:
+        """Anatomy labels the text says are not in view."""
+        absent = split_absent(description)[1]
+        found = [n for n in _named(self._patterns, absent) if n.split("=", 1)[0] in NEGATABLE]
+        return sorted(found, key=self._index.__getitem__)
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
-        named = [self._index[n] for n in self.named_labels(description)]
-        if not named:
+        shown = [self._index[n] for n in self.named_labels(description)]
+        absent = [self._index[n] for n in self.absent_labels(description)]
+        if not shown and not absent:
             return np.zeros(len(rows)), None
-        return self.labels.values[np.asarray(rows)][:, named].mean(axis=1).astype(np.float64), None
+        values = self.labels.values[np.asarray(rows)]
+        held = np.concatenate([values[:, shown], ~values[:, absent]], axis=1)
+        return held.mean(axis=1).astype(np.float64), None
 
 
 DETECT_SYSTEM = (

@@ -62,11 +62,16 @@ def _feature_table(ws: Workspace, truth: SyntheticTruth) -> pd.DataFrame:
                 "top_slice_ids": top,
                 "description": f"slices showing {concept.replace('=', ' ')}"
                 if concept
-                else ("axial slices; 3 T scanners" if scanner else "unclear pattern"),
+                else (
+                    "axial slices; 3 T scanners; not in view: lungs"
+                    if scanner
+                    else "unclear pattern"
+                ),
                 "describer": "fixture",
                 "rule": [concept]
                 if concept
-                else (["plane=axial", "field_strength=3"] if scanner else []),
+                else (["plane=axial", "field_strength=3", "not group=lungs"] if scanner else []),
+                "rule_min": 1 if concept else (2 if scanner else 0),
                 "detection_balanced_accuracy": 0.92 if planted else 0.51,
                 "detection_f1": 0.9 if planted else 0.1,
                 "detection_auroc": 0.95 if planted else 0.5,

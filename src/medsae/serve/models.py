@@ -39,7 +39,12 @@ class FeatureOut(BaseModel):
     description: str | None = None
     describer: str | None = None
     rule: list[str] | None = Field(
-        None, description="Labels of the offline describer's rule (features.parquet `rule`)."
+        None,
+        description="Literals of the offline describer's rule (features.parquet `rule`; "
+        "'not ' marks anatomy the rule needs absent).",
+    )
+    rule_min: int | None = Field(
+        None, description="The rule holds on slices with at least this many of its literals."
     )
     detection_balanced_accuracy: float | None = None
     detection_auroc: float | None = None

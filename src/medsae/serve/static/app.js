@@ -100,7 +100,7 @@ async function featurePage(latent) {
   app.innerHTML = `<h1>Feature #${f.latent} <span class="muted">level ${f.level ?? "–"}</span></h1>
   <div class="card"><p><b>${esc(f.description || "No description computed.")}</b>
     ${f.describer ? `<span class="muted">(${esc(f.describer)})</span>` : ""}</p>
-    ${(f.rule || []).length ? `<p class="muted">Rule: ${f.rule.map(r => `<span class="pill">${esc(r)}</span>`).join(" ")}</p>` : ""}
+    ${(f.rule || []).length ? `<p class="muted">Rule${f.rule_min && f.rule_min < f.rule.length ? ` (any ${f.rule_min} of ${f.rule.length})` : ""}: ${f.rule.map(r => `<span class="pill">${esc(r)}</span>`).join(" ")}</p>` : ""}
     <p>Detection score (balanced accuracy): <span class="score">${fmt(f.detection_balanced_accuracy, 3)}</span> ·
     AUROC ${fmt(f.detection_auroc, 3)} · concept ${f.concept ? `<span class="pill">${esc(f.concept)}</span> (AUROC ${fmt(f.concept_auroc, 3)})` : "–"} ·
     frequency ${fmt(f.frequency * 100, 2)}% · mean ${fmt(f.mean_activation, 3)} · max ${fmt(f.max_activation, 3)}</p></div>
