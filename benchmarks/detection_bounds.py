@@ -14,6 +14,12 @@ scanner, structures, groups, position, coverage):
 * ``tree_depth3``: a depth-3 decision tree on the labels plus structure areas, position
   along the axis, age and four image statistics (mean, spread, foreground share, median
   foreground intensity), fitted on five training draws (balanced class weights);
+* ``count_rule``: the offline describer's own rule ("at least m of up to six literals",
+  absent anatomy included; ``OfflineDescriber.count_rule`` with the stage's near-miss draws),
+  a slice matching when it holds ``m`` of the literals;
+* ``logistic_labels``: an L1 logistic regression on every label (and so on their absence),
+  fitted on all training slices and the near-miss draws (balanced weights): a model over the
+  label vocabulary with dozens of terms, not a description, to show what the labels hold;
 * ``label_or_pair_oracle``: the best single label or pair chosen *with the held-out
   answers* (not a method: an upper bound for any one- or two-label description).
 
@@ -31,11 +37,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from _workspace import workspace_run, write_result
 from medsae.data.table import open_images, read_anatomy, slices_with_split
 from medsae.interpret.config import InterpretConfig
+from medsae.interpret.describe import NOT, OfflineDescriber
 from medsae.interpret.features import build_label_table
 from medsae.interpret.scoring import CodeSpace, balanced_accuracy, detection_sample
 from medsae.interpret.stage import detection_draw, near_miss_sample
@@ -111,8 +119,18 @@ def main() -> None:
         "label_or_pair_train": [],
         "label_or_pair_train_near_miss": [],
         "tree_depth3": [],
+        "count_rule": [],
+        "logistic_labels": [],
         "label_or_pair_oracle": [],
     }
+    n_terms: list[int] = []
+    index = {n: i for i, n in enumerate(labels.names)}
+
+    def contrast(latent: int) -> tuple[np.ndarray, np.ndarray]:
+        near = near_miss_sample(space, latent, train, cfg, draw)
+        return near.rows[near.positive], near.rows[~near.positive]
+
+    describer = OfflineDescriber(labels, space.csc.tocsr(), train, contrast=contrast)
     for latent in described:
         held_sample = detection_sample(space, latent, held, seed=cfg.seed, **draw)
         pos = held_sample.positive
@@ -138,6 +156,31 @@ def main() -> None:
         else:
             rule = pick(s_all, p_all)
         results["label_or_pair_train_near_miss"].append(rule_ba(hv, rule, pos))
+        literals, m = describer.count_rule(latent)
+        if literals:
+            held_literals = np.stack(
+                [
+                    ~hv[:, index[x[len(NOT) :]]] if x.startswith(NOT) else hv[:, index[x]]
+                    for x in literals
+                ],
+                axis=1,
+            )
+            results["count_rule"].append(balanced_accuracy(pos, held_literals.sum(axis=1) >= m))
+        else:
+            results["count_rule"].append(0.5)
+        fit_rows = np.concatenate([train, near_rows])
+        y = np.concatenate([active_train[train], near_pos])
+        groups = (active_train[train], near_pos)
+        w = np.concatenate(
+            [np.where(g, 0.5 / max(1, g.sum()), 0.5 / max(1, (~g).sum())) for g in groups]
+        )
+        if y.any() and not y.all():
+            model = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=1.0)
+            model.fit(values[fit_rows], y, sample_weight=w * len(w))
+            n_terms.append(int((model.coef_ != 0).sum()))
+            results["logistic_labels"].append(
+                balanced_accuracy(pos, model.predict(values[held_sample.rows]).astype(bool))
+            )
         s_held, p_held = pair_scores(hv, pos)
         results["label_or_pair_oracle"].append(float(max(s_held.max(), p_held.max())))
     scores_file = ws.features(encoder, run) / "scores.json"
@@ -149,6 +192,7 @@ def main() -> None:
         "run": run,
         "labels": len(labels.names),
         "held_out_balanced_accuracy": {k: summary(v) for k, v in results.items()},
+        "logistic_labels_terms_median": float(np.median(n_terms)) if n_terms else None,
         "stage": {
             "embedding_scorer": (stage.get("detection") or {}).get("balanced_accuracy"),
             "label_scorer": ((stage.get("detection_by_scorer") or {}).get("labels") or {}).get(

@@ -73,7 +73,7 @@ def test_offline_outputs(synthetic, offline) -> None:
     assert any(len(x) for x in features["rule"])
     assert features["rule_min"].tolist() == [r["rule_min"] for r in records]
     for rule, m in zip(features["rule"], features["rule_min"], strict=True):
-        assert (m == 0) if len(rule) == 0 else (max(1, len(rule) - 1) <= m <= len(rule))
+        assert m == len(rule)  # the default rule is a conjunction
     assert all(len(r["display_slice_ids"]) <= 5 and r["enrichment"] is not None for r in records)
     table = pd.read_parquet(ws.slices / "slices.parquet")
     split = pd.read_parquet(ws.split / "split.parquet").set_index("subject_key")["split"]

@@ -10,8 +10,9 @@ Offline describer (deterministic)
        (``"not group=lungs"``). Starting from no literal, add the literal and threshold ``m``
        that maximise the balanced accuracy ``BA = (TPR + TNR) / 2`` of "the slice holds at
        least ``m`` of the rule's literals" for "the feature is active", while it improves by
-       at least ``min_gain`` (at most ``max_terms`` literals, one value per metadata facet;
-       ``m`` is all of them or all but ``slack``, and at least 2 for two literals or more).
+       at least ``min_gain`` (at most ``max_terms`` literals, one value per metadata facet).
+       ``m`` is all of them by default (a conjunction); ``slack = 1`` also tries all but one
+       (never fewer than 2 of two literals or more).
        With ``contrast`` (a function giving, per feature, training rows of activating slices
        and of *near misses*: the most similar non-activating slices of other stacks, plus
        random ones), the objective is the mean of that balanced accuracy on all training
@@ -204,7 +205,7 @@ class OfflineDescriber:
         min_score: float = 0.6,
         alpha: float = 1e-4,
         negate: bool = True,
-        slack: int = 1,
+        slack: int = 0,
         contrast: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.contrast = contrast

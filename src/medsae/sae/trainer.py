@@ -48,8 +48,9 @@ def auxk_idle(cfgs: list[SAEConfig], total_samples: int) -> list[str]:
     """Runs whose AuxK loss can never engage: a latent is only dead after
     ``dead_after_samples`` samples without firing, and the whole training sees fewer.
 
-    The default (1,000,000 samples) suits large slice sets; on a small one (e.g. 1,300
-    training slices x 60 epochs = 78,000 samples) dead latents are never pushed back.
+    The default (1,000,000 samples) suits large slice sets; on a small one (e.g. the demo's 990
+    training slices: 60 epochs of 3 batches of 256 = 46,080 samples) dead latents are never
+    pushed back.
     """
     return [
         str(c.run)
