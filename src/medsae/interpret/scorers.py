@@ -215,6 +215,7 @@ class EmbeddingScorer(_OfflineRanking):
         self._absent_patterns = [
             (n, p) for n, p in _alias_patterns(labels) if n.split("=", 1)[0] in NEGATABLE
         ]
+        self._absent_named: dict[str, list[int]] = {}
         self._label_vecs = self.embedder([embedding_phrase(n) for n in labels.names])
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -274,10 +275,11 @@ class EmbeddingScorer(_OfflineRanking):
 
     def absent_labels(self, description: str) -> list[int]:
         """Columns of the anatomy the description says is not in view (by phrase)."""
-        absent = split_absent(description)[1]
-        if not absent:
-            return []
-        return [self._labels.index(n) for n in _named(self._absent_patterns, absent)]
+        if description not in self._absent_named:
+            absent = split_absent(description)[1]
+            found = _named(self._absent_patterns, absent) if absent else []
+            self._absent_named[description] = [self._labels.index(n) for n in found]
+        return self._absent_named[description]
 
 
 def _named(patterns: list[tuple[str, re.Pattern[str]]], description: str) -> list[str]:
