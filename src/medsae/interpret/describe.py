@@ -221,20 +221,17 @@ class OfflineDescriber:
         names = list(labels.names)
         kinds = [n.split("=", 1)[0] for n in names]
         self._negatable = np.array([negate and kind in NEGATABLE for kind in kinds], dtype=bool)
-        neg = [i for i in range(len(names)) if self._negatable[i]]
+        neg = np.flatnonzero(self._negatable)
         self._literal_names = names + [NOT + names[i] for i in neg]
-        lit_label = list(range(len(names))) + neg
-        lit_kind = kinds + [kinds[i] for i in neg]
         # literals that cannot join a rule holding literal j: j itself, its label's other
         # literal, and other values of the same metadata facet
-        label_of = np.asarray(lit_label)
-        kind_of = np.asarray(lit_kind)
-        single = ~np.isin(kind_of, list(NEGATABLE))
+        label_of = np.concatenate([np.arange(len(names)), neg])
+        kind_of = np.asarray(kinds, dtype=object)[label_of]
+        single = ~np.isin(kind_of, NEGATABLE)
         self._excludes = (label_of[:, None] == label_of[None, :]) | (
             single[:, None] & (kind_of[:, None] == kind_of[None, :])
         )
-        self._literals = self._literal_rows(self.train_rows).astype(bool)
-        self._literals_f = self._literals.astype(np.float32)
+        self._literals = self._literal_rows(self.train_rows)  # float32 (train rows, literals)
 
     def rule(self, latent: int) -> list[str]:
         """Literals of the feature's count rule (:meth:`count_rule`)."""
@@ -251,7 +248,7 @@ class OfflineDescriber:
         n_total = len(self.train_rows)
         if n_active == 0 or n_active == n_total:
             return [], 0
-        sets = [(self._literals_f[active], self._literals_f[~active])]
+        sets = [(self._literals[active], self._literals[~active])]
         if self.contrast is not None:  # label rows of near-miss contrast samples
             pos_rows, neg_rows = self.contrast(latent)
             if len(pos_rows) and len(neg_rows):
@@ -342,10 +339,7 @@ class OfflineDescriber:
 
 def absent_words(names: list[str]) -> list[str]:
     """Words for labels a description says are not in view (groups first, then structures)."""
-    order = sorted(names, key=lambda n: (not n.startswith("group="), names.index(n)))
-    return [
-        label_phrase(n) if n.startswith("group=") else pretty(n.split("=", 1)[1]) for n in order
-    ]
+    return [label_phrase(n) for n in sorted(names, key=lambda n: not n.startswith("group="))]
 
 
 def split_absent(description: str) -> tuple[str, str]:

@@ -209,12 +209,11 @@ class EmbeddingScorer(_OfflineRanking):
         self.embedder = embedder or minilm_embedder()
         self._facets = _FacetIndex(labels)
         self._labels = labels
-        study = {n for n in labels.names if n.split("=", 1)[0] in STUDY_FACETS}
-        self._study_patterns = [(n, p) for n, p in _alias_patterns(labels) if n in study]
-        self._study_named: dict[str, list[int]] = {}
-        self._absent_patterns = [
-            (n, p) for n, p in _alias_patterns(labels) if n.split("=", 1)[0] in NEGATABLE
+        self._patterns = _alias_patterns(labels)
+        self._study_patterns = [
+            (n, p) for n, p in self._patterns if n.split("=", 1)[0] in STUDY_FACETS
         ]
+        self._study_named: dict[str, list[int]] = {}
         self._absent_named: dict[str, list[int]] = {}
         self._label_vecs = self.embedder([embedding_phrase(n) for n in labels.names])
         self._cache: dict[str, np.ndarray] = {}
@@ -276,8 +275,7 @@ class EmbeddingScorer(_OfflineRanking):
     def absent_labels(self, description: str) -> list[int]:
         """Columns of the anatomy the description says is not in view (by phrase)."""
         if description not in self._absent_named:
-            absent = split_absent(description)[1]
-            found = _named(self._absent_patterns, absent) if absent else []
+            found = _absent(self._patterns, description)
             self._absent_named[description] = [self._labels.index(n) for n in found]
         return self._absent_named[description]
 
@@ -293,6 +291,14 @@ def _named(patterns: list[tuple[str, re.Pattern[str]]], description: str) -> lis
                 found.append(name)
             text = pattern.sub(" ", text)
     return found
+
+
+def _absent(patterns: list[tuple[str, re.Pattern[str]]], description: str) -> list[str]:
+    """Anatomy labels named after ``not in view:`` (by phrase), in order of first match."""
+    absent = split_absent(description)[1]
+    if not absent:
+        return []
+    return [n for n in _named(patterns, absent) if n.split("=", 1)[0] in NEGATABLE]
 
 
 def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
@@ -333,9 +339,7 @@ class LabelScorer(_OfflineRanking):
 
     def absent_labels(self, description: str) -> list[str]:
         """Anatomy labels the text says are not in view."""
-        absent = split_absent(description)[1]
-        found = [n for n in _named(self._patterns, absent) if n.split("=", 1)[0] in NEGATABLE]
-        return sorted(found, key=self._index.__getitem__)
+        return sorted(_absent(self._patterns, description), key=self._index.__getitem__)
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, None]:
         shown = [self._index[n] for n in self.named_labels(description)]
