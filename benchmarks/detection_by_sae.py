@@ -48,6 +48,19 @@ def medsae(*args: str) -> None:
         raise SystemExit(f"medsae {' '.join(args)} failed with exit code {done.returncode}")
 
 
+def epoch_list(text: str) -> list[int]:
+    """``"60,120,240"`` -> ``[60, 120, 240]``; anything else is refused, naming the value."""
+    try:
+        values = [int(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--epochs {text!r}: expected positive whole numbers separated by commas"
+        )
+    return values
+
+
 def grid_rows(
     source: Workspace, encoder: str, args: argparse.Namespace, n_epochs: int
 ) -> list[dict[str, Any]]:
@@ -102,7 +115,9 @@ def main() -> None:
     parser.add_argument("--arch", default="topk,matryoshka")
     parser.add_argument("--levels", default="64,256,1024;128,512,2048")
     parser.add_argument("--k", default="8;16;32")
-    parser.add_argument("--epochs", default="60", help="One or more, comma-separated.")
+    parser.add_argument(
+        "--epochs", type=epoch_list, default=[60], help="One or more, comma-separated."
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG, help="[evaluate] settings.")
     parser.add_argument("--quick", action="store_true", help="TopK, 1,024 latents, k 8 and 16.")
@@ -113,7 +128,7 @@ def main() -> None:
     os.environ.setdefault("MEDSAE_PROGRESS", "0")
     source = Workspace(args.workspace)
     encoder = args.encoder or resolve_run(source, None, None)[0]
-    epochs = [int(e) for e in str(args.epochs).split(",") if e.strip()]
+    epochs: list[int] = args.epochs
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for n_epochs in epochs:
