@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medsae.interpret.index import resolve_run
+from medsae.retrieval.index import resolve_run
 from medsae.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"

@@ -21,11 +21,11 @@ import pandas as pd
 
 from _workspace import workspace_run, write_result
 from medsae.data.table import read_anatomy, slices_with_split
-from medsae.interpret.ask import TextRetriever
-from medsae.interpret.fingerprint import FingerprintIndex
-from medsae.interpret.queries import load_queries
-from medsae.interpret.retrieval_config import AskConfig
-from medsae.interpret.text_eval import evaluate_text_retrieval
+from medsae.retrieval.config import AskConfig
+from medsae.retrieval.fingerprint import FingerprintIndex
+from medsae.retrieval.language import TextRetriever
+from medsae.retrieval.queries import load_queries
+from medsae.retrieval.text_eval import evaluate_text_retrieval
 from medsae.sae.codes_io import load_codes
 
 SETTINGS: dict[str, dict[str, Any]] = {

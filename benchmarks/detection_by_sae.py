@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _workspace import RESULTS, write_result
-from medsae.interpret.index import resolve_run
+from medsae.retrieval.index import resolve_run
 from medsae.workspace import Workspace
 
 MEDSAE = str(Path(sys.executable).with_name("medsae"))

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from medsae.interpret.stage import interpret
-from medsae.interpret.text import shared_embedder
+from medsae.llm.embed import shared_embedder
 from medsae.testing import make_synthetic_workspace
 
 

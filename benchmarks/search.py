@@ -32,11 +32,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import brentq
 
-from medsae.interpret.fingerprint import (
+from medsae.retrieval.fingerprint import (
     FingerprintIndex,
     fingerprint_of,
 )
-from medsae.interpret.fingerprint_reference import brute_force_search, check_exact
+from medsae.retrieval.fingerprint_reference import brute_force_search, check_exact
 
 
 def latent_frequencies(n_latents: int, active: float, alpha: float, p_max: float) -> np.ndarray:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsae.metrics import ReconstructionAccumulator, firing_stats, reconstruction_metrics
+from medsae.metrics.reconstruction import (
+    ReconstructionAccumulator,
+    firing_stats,
+    reconstruction_metrics,
+)
 
 
 def test_perfect_and_mean_reconstruction() -> None:

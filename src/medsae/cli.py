@@ -29,7 +29,7 @@ COMMAND_MODULES = (
     "medsae.sae.cli",
     "medsae.evaluate.cli",
     "medsae.interpret.cli",
-    "medsae.interpret.search_cli",
+    "medsae.retrieval.cli",
     "medsae.report.cli",
     "medsae.serve.cli",
     "medsae.pipeline_cli",

@@ -231,8 +231,8 @@ class Pipeline:
     def index(self) -> None:
         section = self._section("index")
         runs = self._selected_runs(section)
-        cfg = _config("medsae.interpret.retrieval_config", "IndexConfig", section, "index")
-        fn = _function("medsae.interpret.index", "build_index", "index")
+        cfg = _config("medsae.retrieval.config", "IndexConfig", section, "index")
+        fn = _function("medsae.retrieval.index", "build_index", "index")
         for enc, run in runs:
             t0 = time.perf_counter()
             self._record("index", fn(self.ws, enc, run, cfg, force=self.force), t0)

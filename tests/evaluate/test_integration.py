@@ -9,7 +9,7 @@ import pytest
 from medsae.encode.store import EmbeddingStore
 from medsae.errors import ArtifactError
 from medsae.evaluate import evaluate, rank
-from medsae.metrics import reconstruction_metrics
+from medsae.metrics.reconstruction import reconstruction_metrics
 from medsae.sae import TrainConfig, load_sae, train, write_codes
 from medsae.testing import make_synthetic_workspace
 

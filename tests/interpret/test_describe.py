@@ -16,9 +16,9 @@ from medsae.interpret.describe import (
     label_phrase,
     split_absent,
 )
-from medsae.interpret.fake_llm_server import FakeLLMServer, Faults
 from medsae.interpret.features import build_label_table, feature_statistics
-from medsae.interpret.llm import LLMClient
+from medsae.llm.client import LLMClient
+from medsae.llm.fake_server import FakeLLMServer, Faults
 from medsae.sae.codes_io import load_codes
 from medsae.testing import make_synthetic_workspace
 

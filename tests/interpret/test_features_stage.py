@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from medsae.interpret import InterpretConfig, interpret
-from medsae.interpret.fake_llm_server import FakeLLMServer, Faults
 from medsae.interpret.stage import default_runs
+from medsae.llm.fake_server import FakeLLMServer, Faults
 from medsae.testing import make_synthetic_workspace
 
 COLUMNS = [

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from medsae.report.view import WorkspaceView
+from medsae.retrieval.service import SearchHits, WorkspaceSearch
 from medsae.serve import create_app
-from medsae.serve.search import SearchHits, WorkspaceSearch
+from medsae.view import WorkspaceView
 
 
 class FakeImageSearch(WorkspaceSearch):

@@ -31,9 +31,9 @@ def _free_port() -> int:
 def base_url(full_workspace) -> Iterator[str]:
     import uvicorn
 
-    from medsae.report.view import WorkspaceView
+    from medsae.retrieval.service import WorkspaceSearch
     from medsae.serve import create_app
-    from medsae.serve.search import WorkspaceSearch
+    from medsae.view import WorkspaceView
 
     ws, _ = full_workspace
     view = WorkspaceView(ws.root)

@@ -3,7 +3,7 @@
 Streams the embedding store in batches through any object with ``preprocess``, ``encode``,
 ``decode(codes, level=None)`` and ``cfg.levels`` (the interface of ``medsae.sae.load_sae``),
 comparing ``preprocess(x)`` with ``decode(encode(x), level)`` for every level ``L`` (the
-reconstruction from the first ``L`` latents). Formulas (:mod:`medsae.metrics`):
+reconstruction from the first ``L`` latents). Formulas (:mod:`medsae.metrics.reconstruction`):
 
 * ``r2`` = 1 - SSE / sum_j sum_i (x_ij - mean_j)^2 (per-dimension means), ``fvu`` = 1 - r2;
 * ``r2_grand_mean``: the paper's form, one scalar mean over all entries; reported for
@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from medsae.encode.store import EmbeddingStore
-from medsae.metrics import ReconstructionAccumulator, firing_stats
+from medsae.metrics.reconstruction import ReconstructionAccumulator, firing_stats
 
 
 class SAELike(Protocol):

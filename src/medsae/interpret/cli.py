@@ -92,7 +92,7 @@ def fake_llm_server_command(
     """Run the deterministic fake OpenAI-compatible server (for trying the LLM path offline)."""
     import time
 
-    from medsae.interpret.fake_llm_server import FakeLLMServer, Faults
+    from medsae.llm.fake_server import FakeLLMServer, Faults
     from medsae.progress import console
 
     faults = Faults(delay_s=delay, status=status, malformed=malformed, refusal=refusal)

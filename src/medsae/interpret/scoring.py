@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
-from medsae.interpret.llm import LLMError
+from medsae.llm.client import LLMError
 
 
 # ---------------------------------------------------------------------------- metrics

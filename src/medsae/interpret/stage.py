@@ -30,7 +30,6 @@ from medsae.interpret.features import (
     build_label_table,
     feature_statistics,
 )
-from medsae.interpret.llm import LLMClient
 from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, LLMScorer, TextEmbedFn
 from medsae.interpret.scoring import (
     RATE_KINDS,
@@ -44,6 +43,7 @@ from medsae.interpret.scoring import (
     score_detection,
     score_ranking,
 )
+from medsae.llm.client import LLMClient
 from medsae.progress import console, track
 from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.workspace import (

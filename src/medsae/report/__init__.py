@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from medsae.report.build import ReportConfig, build_report
-from medsae.report.view import WorkspaceView
+from medsae.view import WorkspaceView
 
 __all__ = ["ReportConfig", "WorkspaceView", "build_report"]

@@ -10,7 +10,7 @@ from pydantic import Field
 from medsae.config import StageConfig
 from medsae.report import sections as sec
 from medsae.report.html import page
-from medsae.report.view import WorkspaceView
+from medsae.view import WorkspaceView
 from medsae.workspace import (
     StageOutcome,
     StageResult,
@@ -77,7 +77,7 @@ def build_report(
     """Write ``WS/report/`` (``index.html`` + ``img/`` + ``fig/``) through ``run_stage``.
 
     Every section reads the artifacts that exist; a missing artifact gives a "not computed"
-    note instead of an error. ``search`` (a :class:`medsae.serve.search.SearchBackend`)
+    note instead of an error. ``search`` (a :class:`medsae.retrieval.service.SearchBackend`)
     provides the fingerprint and text examples; by default the workspace's own.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
@@ -88,7 +88,7 @@ def build_report(
         view = WorkspaceView(ws.root, encoder=cfg.encoder, run=cfg.run)
         backend = search
         if backend is None and view.codes is not None:
-            from medsae.serve.search import WorkspaceSearch
+            from medsae.retrieval.service import WorkspaceSearch
 
             backend = WorkspaceSearch(view, use_interpret=cfg.text_search == "interpret")
         ctx = sec.Context(view=view, out=tmp, thumb_size=cfg.thumb_size)

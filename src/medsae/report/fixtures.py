@@ -214,7 +214,7 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
 
     def build_index(tmp: Path) -> StageResult:
         try:
-            from medsae.interpret.fingerprint import FingerprintIndex
+            from medsae.retrieval.fingerprint import FingerprintIndex
         except ImportError:  # the index arrays are optional for the report and the browser
             pass
         else:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from medsae.report import figures
 from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
-from medsae.report.view import WorkspaceView, read_json, read_parquet
+from medsae.view import WorkspaceView, read_json, read_parquet
 from medsae.workspace import read_manifest
 
 DEFAULT_QUERIES = (

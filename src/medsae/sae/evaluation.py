@@ -1,6 +1,6 @@
 """Split-level metrics of a trained SAE in its inference form, per Matryoshka level.
 
-For each split and level ``m`` (streamed, exact sums; formulas in :mod:`medsae.metrics`):
+For each split and level ``m`` (streamed, exact sums; formulas in :mod:`medsae.metrics.reconstruction`):
 
 * ``r2`` = 1 - FVU with per-dimension means (the honest form); ``fvu``;
 * ``r2_grand_mean``: the paper's form (one scalar mean), for comparison only;
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medsae.encode.store import EmbeddingStore
-from medsae.metrics import ReconstructionAccumulator, firing_stats
+from medsae.metrics.reconstruction import ReconstructionAccumulator, firing_stats
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.data import iter_split
 

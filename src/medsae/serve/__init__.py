@@ -29,7 +29,7 @@ def serve(
     import uvicorn
 
     from medsae.progress import console
-    from medsae.report.view import WorkspaceView
+    from medsae.view import WorkspaceView
 
     view = WorkspaceView(workspace, encoder=encoder, run=run)
     app = create_app(view)

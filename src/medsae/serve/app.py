@@ -26,11 +26,11 @@ from fastapi import FastAPI, File, HTTPException, Path, Query, Request, UploadFi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from medsae import __version__
-from medsae.report.view import WorkspaceView
+from medsae.retrieval.service import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve import models as m
 from medsae.serve.limits import BodySizeLimit
-from medsae.serve.search import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve.uploads import UploadError, decode_upload
+from medsae.view import WorkspaceView
 
 UPLOAD_LIMIT = 20 * 1024 * 1024
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}

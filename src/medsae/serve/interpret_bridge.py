@@ -1,13 +1,13 @@
 """The browser's link to ``medsae.interpret``: text search and fingerprint search.
 
-* Fingerprints: ``medsae.interpret.index.load_index`` (the index stage's artifact, else an
+* Fingerprints: ``medsae.retrieval.index.load_index`` (the index stage's artifact, else an
   index built in memory from the codes).
-* Text: ``medsae.interpret.index.text_retriever``, the reusable form of
-  ``medsae.interpret.ask`` (the sentence embedder and the description embeddings are loaded
+* Text: ``medsae.retrieval.index.text_retriever``, the reusable form of
+  ``medsae.retrieval.language`` (the sentence embedder and the description embeddings are loaded
   once, when the retriever is first built).
 
 Each function returns ``None`` when ``medsae.interpret`` or what it needs (descriptions) is
-not available, so that :mod:`medsae.serve.search` can fall back and say so.
+not available, so that :mod:`medsae.retrieval.service` can fall back and say so.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import MedsaeError
-from medsae.report.view import WorkspaceView
-from medsae.serve.batching import BatchingEmbedder
-from medsae.serve.search import SearchHits
+from medsae.retrieval.batching import BatchingEmbedder
+from medsae.retrieval.service import SearchHits
+from medsae.view import WorkspaceView
 
 FINGERPRINT_K = 5  # the index stage's default fingerprint size (SearchConfig.k)
 _lock = threading.RLock()
@@ -34,7 +34,7 @@ def _slot(view: WorkspaceView) -> dict[str, Any]:
 
 
 def fingerprint_index(view: WorkspaceView) -> Any:
-    """The run's fingerprint index (``medsae.interpret.index.load_index``: the index stage's
+    """The run's fingerprint index (``medsae.retrieval.index.load_index``: the index stage's
     artifact, or built from the codes), or None when it is not available."""
     slot = _slot(view)
     with _lock:
@@ -43,13 +43,13 @@ def fingerprint_index(view: WorkspaceView) -> Any:
             if view.encoder is None or view.run is None or view.codes is None:
                 return None
             try:
-                from medsae.interpret.index import load_index
+                from medsae.retrieval.index import load_index
             except ImportError:
                 return None
             try:
                 index = load_index(view.ws, view.encoder, view.run)
             except MedsaeError:  # an unreadable index artifact: index the codes in memory
-                from medsae.interpret.fingerprint import FingerprintIndex
+                from medsae.retrieval.fingerprint import FingerprintIndex
 
                 index = FingerprintIndex.build(view.codes, view.table)
             slot["index"] = index if index.n_rows == len(view.table) else None
@@ -57,7 +57,7 @@ def fingerprint_index(view: WorkspaceView) -> Any:
 
 
 def _retriever(view: WorkspaceView) -> Any:
-    """``medsae.interpret.index.text_retriever`` for the run (built once), or None."""
+    """``medsae.retrieval.index.text_retriever`` for the run (built once), or None."""
     slot = _slot(view)
     with _lock:
         if "retriever" not in slot:
@@ -71,7 +71,7 @@ def _retriever(view: WorkspaceView) -> Any:
             ):
                 return None
             try:
-                from medsae.interpret.index import text_retriever
+                from medsae.retrieval.index import text_retriever
             except ImportError:
                 return None
             try:

@@ -20,7 +20,7 @@ class InfoOut(BaseModel):
     levels: list[int]
     has_features: bool = Field(description="A features artifact (descriptions, scores) exists.")
     text_search: str = Field(
-        description="'interpret' (medsae.interpret.ask) or 'keyword' (fallback)."
+        description="'interpret' (medsae.retrieval.language) or 'keyword' (fallback)."
     )
     image_search: bool
     counts: dict[str, dict[str, int]] = Field(description="Slices per modality, plane and split.")

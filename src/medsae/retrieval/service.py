@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from medsae.report.view import WorkspaceView
+from medsae.view import WorkspaceView
 
 
 class SearchUnavailable(Exception):

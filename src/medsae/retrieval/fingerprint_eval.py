@@ -5,7 +5,7 @@ slices of ``gallery_splits``), one result per subject, the query's own subject e
 by three methods:
 
 * ``sparse``: the SAE fingerprint (the query's top-K active latents, cosine restricted to
-  them; :mod:`medsae.interpret.fingerprint`);
+  them; :mod:`medsae.retrieval.fingerprint`);
 * ``dense_topk``: the query's K largest-magnitude embedding dimensions ``D``, cosine
   restricted to them: ``x_q[D]·x_c[D] / (||x_q[D]|| ||x_c[D]||)``;
 * ``dense_full``: cosine of the full embeddings.
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import InputError
-from medsae.interpret.fingerprint import FingerprintIndex, Hits, fingerprint_of, top_subjects
-from medsae.interpret.retrieval_config import SearchConfig
+from medsae.retrieval.config import SearchConfig
+from medsae.retrieval.fingerprint import FingerprintIndex, Hits, fingerprint_of, top_subjects
 
 AGREEMENT_FIELDS = ("modality", "plane", "sex", "age_group")
 METHODS = ("sparse", "dense_topk", "dense_full")

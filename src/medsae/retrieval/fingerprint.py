@@ -21,7 +21,7 @@ where it is active, ``rows[indptr[j]:indptr[j+1]]`` (int32), with their activati
 ``values[...]`` (float32). A query gathers the ``K`` posting lists, accumulates the dot
 product and the candidates' squared norm on ``F`` with two ``np.bincount`` calls, and keeps
 the best slice of each subject among the top candidates (see :meth:`FingerprintIndex.search`).
-The answer equals :func:`medsae.interpret.fingerprint_reference.brute_force_search` (a
+The answer equals :func:`medsae.retrieval.fingerprint_reference.brute_force_search` (a
 full scan of the CSR matrix) up to floating-point ties; ``check_exact`` there tests that.
 """
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsae.interpret.ask import TextRetriever
-from medsae.interpret.queries import ASPECT_KEYS, Query, truth_mask
+from medsae.retrieval.language import TextRetriever
+from medsae.retrieval.queries import ASPECT_KEYS, Query, truth_mask
 
 
 def precision_at(

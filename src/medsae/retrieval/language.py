@@ -47,9 +47,9 @@ import pandas as pd
 
 from medsae.errors import InputError
 from medsae.interpret.describe import split_absent
-from medsae.interpret.fingerprint import FingerprintIndex, Hits, top_subjects
-from medsae.interpret.retrieval_config import AskConfig
-from medsae.interpret.text import TextEmbedder, shared_embedder
+from medsae.llm.embed import TextEmbedder, shared_embedder
+from medsae.retrieval.config import AskConfig
+from medsae.retrieval.fingerprint import FingerprintIndex, Hits, top_subjects
 
 # (aspect, phrase used for matching, pattern in the query, pattern in descriptions)
 _TERMS: tuple[tuple[str, str, str, str], ...] = (
@@ -356,7 +356,7 @@ def llm_selector(
 ) -> Selector:
     """A selector that lets an LLM pick features from their descriptions (structured output).
 
-    ``client`` is a :class:`medsae.interpret.llm.LLMClient`. The model sees numbered
+    ``client`` is a :class:`medsae.llm.client.LLMClient`. The model sees numbered
     candidate descriptions (the ``shortlist`` most similar to the query by text embedding,
     when there are more) and answers ``{"features": [candidate numbers, best first]}``;
     the first ``m`` valid numbers are used with equal weights.

@@ -61,9 +61,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, help="Rebuild even when up to date."),
     ) -> None:
         """Build the fingerprint index and evaluate fingerprint and text retrieval."""
-        from medsae.interpret.index import build_index
-        from medsae.interpret.retrieval_config import IndexConfig, SearchConfig
         from medsae.progress import console
+        from medsae.retrieval.config import IndexConfig, SearchConfig
+        from medsae.retrieval.index import build_index
 
         cfg = IndexConfig(search=SearchConfig(k=k, eval_queries=queries))
         out = build_index(workspace, encoder, run, cfg, force=force)
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Slices similar to a slice or an image (sparse fingerprints, one per subject)."""
-        from medsae.interpret.index import search_similar
+        from medsae.retrieval.index import search_similar
 
         results = search_similar(
             workspace,
@@ -130,8 +130,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Slices matching a text query, through the descriptions of SAE features."""
-        from medsae.interpret.index import ask
         from medsae.progress import console
+        from medsae.retrieval.index import ask
 
         result = ask(
             workspace,

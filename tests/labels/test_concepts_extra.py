@@ -11,15 +11,15 @@ import scipy.sparse as sp
 
 from medsae.errors import ArtifactError
 from medsae.interpret import InterpretConfig, interpret
-from medsae.interpret.concepts_extra import (
+from medsae.interpret.describe import OfflineDescriber, compose_phrase, slice_text
+from medsae.interpret.features import build_label_table, feature_statistics
+from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, clauses
+from medsae.labels.concepts_extra import (
     FOREGROUND_LEVEL,
     PHRASES,
     extra_labels,
     foreground_fraction,
 )
-from medsae.interpret.describe import OfflineDescriber, compose_phrase, slice_text
-from medsae.interpret.features import build_label_table, feature_statistics
-from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, clauses
 from medsae.testing import make_synthetic_workspace
 
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from medsae.errors import InputError
-from medsae.interpret import query_image as qi
-from medsae.interpret.index import search_similar
+from medsae.retrieval import query_image as qi
+from medsae.retrieval.index import search_similar
 from medsae.sae.codes_io import load_codes
 from medsae.testing import make_synthetic_workspace
 

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from medsae.errors import ArtifactError, InputError
-from medsae.interpret.fingerprint import FingerprintIndex
-from medsae.interpret.index import (
+from medsae.retrieval.config import IndexConfig, SearchConfig
+from medsae.retrieval.fingerprint import FingerprintIndex
+from medsae.retrieval.index import (
     FINGERPRINT_EVAL,
     TEXT_RETRIEVAL,
     build_index,
     resolve_run,
     search_similar,
 )
-from medsae.interpret.retrieval_config import IndexConfig, SearchConfig
 from medsae.testing import make_synthetic_workspace
 
 

@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medsae.errors import ArtifactError, InputError
-from medsae.interpret.fingerprint import (
+from medsae.retrieval.fingerprint import (
     FingerprintIndex,
     Hits,
     fingerprint_of,
     top_subjects,
 )
-from medsae.interpret.fingerprint_reference import brute_force_search, check_exact
+from medsae.retrieval.fingerprint_reference import brute_force_search, check_exact
 
 
 def _random_codes(seed: int, n_rows: int, n_latents: int, density: float) -> sp.csr_matrix:

@@ -1,7 +1,7 @@
 """Reference answers for the fingerprint index: a brute-force scan and an exactness check.
 
 Used by the tests and ``benchmarks/search.py`` to show that
-:meth:`medsae.interpret.fingerprint.FingerprintIndex.search_fingerprint` is exact.
+:meth:`medsae.retrieval.fingerprint.FingerprintIndex.search_fingerprint` is exact.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from medsae.interpret.fingerprint import Hits, best_per_subject
+from medsae.retrieval.fingerprint import Hits, best_per_subject
 
 
 def brute_force_search(

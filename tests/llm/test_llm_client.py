@@ -10,8 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from medsae.errors import InputError
-from medsae.interpret.fake_llm_server import FakeLLMServer, Faults
-from medsae.interpret.llm import (
+from medsae.llm.client import (
     LLMClient,
     LLMHTTPError,
     LLMResponseError,
@@ -20,6 +19,7 @@ from medsae.interpret.llm import (
     png_data_url,
     strict_schema,
 )
+from medsae.llm.fake_server import FakeLLMServer, Faults
 
 
 class Answer(BaseModel):

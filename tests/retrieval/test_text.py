@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsae.interpret.text import TextEmbedder, l2_rows, shared_embedder
+from medsae.llm.embed import TextEmbedder, l2_rows, shared_embedder
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,10 @@ def test_minilm_embeddings_are_unit_norm_and_semantic(minilm: TextEmbedder) -> N
 def test_minilm_picks_the_planted_feature_a_description_names(
     minilm: TextEmbedder, tmp_path
 ) -> None:
-    from medsae.interpret.ask import TextRetriever
-    from medsae.interpret.index import load_index
+    from medsae.retrieval.index import load_index
+    from medsae.retrieval.language import TextRetriever
     from medsae.testing import make_synthetic_workspace
-    from tests.interpret.test_ask import _features, write_features
+    from tests.retrieval.test_ask import _features, write_features
 
     ws, truth = make_synthetic_workspace(tmp_path, n_subjects=9, slices_per_plane=4)
     write_features(ws, truth)
@@ -51,8 +51,8 @@ def test_minilm_picks_the_planted_feature_a_description_names(
 
 
 def test_custom_and_endpoint_embedders() -> None:
-    from medsae.interpret.fake_llm_server import serve
-    from medsae.interpret.llm import LLMClient
+    from medsae.llm.client import LLMClient
+    from medsae.llm.fake_server import serve
 
     custom = TextEmbedder(lambda texts: np.ones((len(texts), 3)) * 2, name="twos")
     np.testing.assert_allclose(custom.embed(["a", "b"]), np.full((2, 3), 1 / np.sqrt(3)), rtol=1e-6)

@@ -122,7 +122,7 @@ def _parse(entry: Mapping[str, Any], where: str) -> Query:
 def load_queries(path: str | Path | None = None) -> list[Query]:
     """The query suite: the packaged ``queries.yaml`` or a file of the same format."""
     if path is None:
-        text = resources.files("medsae.interpret").joinpath("queries.yaml").read_text()
+        text = resources.files("medsae.retrieval").joinpath("queries.yaml").read_text()
         where = "queries.yaml"
     else:
         p = Path(path)

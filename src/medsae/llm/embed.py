@@ -87,7 +87,7 @@ class TextEmbedder:
     @classmethod
     def from_client(cls, client: Any) -> TextEmbedder:
         """Embeddings from an OpenAI-compatible endpoint (an object with ``embed(texts)``,
-        such as :class:`medsae.interpret.llm.LLMClient`)."""
+        such as :class:`medsae.llm.client.LLMClient`)."""
         model = getattr(client, "embedding_model", None) or getattr(client, "model", "endpoint")
         return cls(client.embed, name=f"endpoint:{model}")
 

@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from medsae.errors import InputError, MedsaeError
-from medsae.interpret.llm_messages import (
+from medsae.llm.messages import (
     check_json_schema,
     parse_answer,
     png_data_url,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from medsae.interpret.fake_llm_server import (
+from medsae.llm.client import check_json_schema
+from medsae.llm.fake_server import (
     FakeLLMServer,
     fill_schema,
     hashed_embedding,
     serve,
     terms,
 )
-from medsae.interpret.llm import check_json_schema
 
 
 def test_terms_prefer_longest_match() -> None:
@@ -96,7 +96,7 @@ def test_http_endpoints() -> None:
 
 @pytest.mark.parametrize("status", [500, 429])
 def test_status_faults_and_first_n(status: int) -> None:
-    from medsae.interpret.fake_llm_server import Faults
+    from medsae.llm.fake_server import Faults
 
     with FakeLLMServer(Faults(status=status, first_n=1)) as srv:
         first = httpx.post(f"{srv.base_url}/embeddings", json={"input": ["a"]})
@@ -107,7 +107,7 @@ def test_status_faults_and_first_n(status: int) -> None:
 
 
 def test_when_contains_limits_faults() -> None:
-    from medsae.interpret.fake_llm_server import Faults
+    from medsae.llm.fake_server import Faults
 
     with FakeLLMServer(Faults(status=500, when_contains="BROKEN")) as srv:
         ok = httpx.post(f"{srv.base_url}/embeddings", json={"input": ["fine"]})

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import ArtifactError, InputError
-from medsae.interpret.ask import FeatureChoice, Selector, TextRetriever, load_descriptions
-from medsae.interpret.fingerprint import FingerprintIndex
-from medsae.interpret.retrieval_config import AskConfig, IndexConfig
-from medsae.interpret.text import TextEmbedder, shared_embedder
+from medsae.llm.embed import TextEmbedder, shared_embedder
+from medsae.retrieval.config import AskConfig, IndexConfig
+from medsae.retrieval.fingerprint import FingerprintIndex
+from medsae.retrieval.language import FeatureChoice, Selector, TextRetriever, load_descriptions
 from medsae.workspace import (
     StageOutcome,
     StageResult,
@@ -95,10 +95,10 @@ def build_index(
     """
     from medsae.data.table import read_anatomy, slices_with_split
     from medsae.encode.store import EmbeddingStore
-    from medsae.interpret.fingerprint_eval import evaluate_fingerprints
-    from medsae.interpret.queries import load_queries
-    from medsae.interpret.text_eval import evaluate_text_retrieval
     from medsae.progress import console, make_progress
+    from medsae.retrieval.fingerprint_eval import evaluate_fingerprints
+    from medsae.retrieval.queries import load_queries
+    from medsae.retrieval.text_eval import evaluate_text_retrieval
     from medsae.sae.codes_io import load_codes
 
     ws = _ws(workspace)
@@ -258,7 +258,7 @@ def search_similar(
     idx = load_index(ws, encoder, run)
     if slice_id is not None:
         return idx.search(str(slice_id), k=k, n=n, filters=filters)
-    from medsae.interpret import query_image as qi
+    from medsae.retrieval import query_image as qi
 
     if embedding is None:
         from medsae.data.table import open_images
@@ -324,7 +324,7 @@ def ask(
 ) -> AskResult:
     """Slices matching a text query, found through feature descriptions (one per subject).
 
-    See :mod:`medsae.interpret.ask` for how features are chosen, weighted and combined.
+    See :mod:`medsae.retrieval.language` for how features are chosen, weighted and combined.
     ``filters`` optionally restricts the results by metadata (never used to answer the query).
     """
     if not query or not query.strip():

@@ -5,7 +5,7 @@ Many simultaneous searches each embed one or two short texts. Embedding them one
 :class:`BatchingEmbedder` hands every text to one worker thread, which waits a few
 milliseconds for more texts, embeds them in one batch and answers every waiting request.
 Embeddings of texts seen before come from a bounded LRU cache (the fixed aspect phrases of
-``medsae.interpret.ask`` such as "CT scan" are embedded once).
+``medsae.retrieval.language`` such as "CT scan" are embedded once).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 
 class BatchingEmbedder:
-    """Same interface as :class:`medsae.interpret.text.TextEmbedder` (``embed``, ``name``).
+    """Same interface as :class:`medsae.llm.embed.TextEmbedder` (``embed``, ``name``).
 
     Parameters
     ----------

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from medsae.errors import ArtifactError, InputError
-from medsae.interpret.ask import FeatureChoice, TextRetriever, llm_selector, split_query
-from medsae.interpret.fake_llm_server import hashed_embedding
-from medsae.interpret.index import TEXT_RETRIEVAL, ask, build_index, load_index
-from medsae.interpret.queries import Query, load_queries, truth_mask, validate_truth
-from medsae.interpret.retrieval_config import AskConfig, IndexConfig, SearchConfig
-from medsae.interpret.text import TextEmbedder
-from medsae.interpret.text_eval import evaluate_text_retrieval, precision_at
+from medsae.llm.embed import TextEmbedder
+from medsae.llm.fake_server import hashed_embedding
+from medsae.retrieval.config import AskConfig, IndexConfig, SearchConfig
+from medsae.retrieval.index import TEXT_RETRIEVAL, ask, build_index, load_index
+from medsae.retrieval.language import FeatureChoice, TextRetriever, llm_selector, split_query
+from medsae.retrieval.queries import Query, load_queries, truth_mask, validate_truth
+from medsae.retrieval.text_eval import evaluate_text_retrieval, precision_at
 
 PHRASES = {
     "modality=CT": "CT scan",
@@ -277,8 +277,8 @@ def test_ask_errors(planted, tmp_path: Path) -> None:
 
 def test_llm_selector_with_the_fake_server(planted) -> None:
     ws, truth = planted
-    from medsae.interpret.fake_llm_server import serve
-    from medsae.interpret.llm import LLMClient
+    from medsae.llm.client import LLMClient
+    from medsae.llm.fake_server import serve
 
     with serve() as url, LLMClient(url, "fake") as client:
         selector = llm_selector(client, m=2)
@@ -296,7 +296,7 @@ def test_llm_selector_with_the_fake_server(planted) -> None:
 def test_ask_command_lists_features_and_results(planted, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    import medsae.interpret.index as index_module
+    import medsae.retrieval.index as index_module
     from medsae.cli import app
 
     ws, _truth = planted

@@ -1,0 +1,49 @@
+"""medsae.retrieval: fingerprint search, text-to-image retrieval (ask), the index stage,
+their evaluations, and the search service the report and the browser share.
+
+Names are imported lazily (on first use) so that importing the package, and ``medsae
+--help``, stay fast. Add a name by adding it to ``_EXPORTS`` (name -> defining module).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "FingerprintIndex": "medsae.retrieval.fingerprint",
+    "brute_force_search": "medsae.retrieval.fingerprint_reference",
+    "search_similar": "medsae.retrieval.index",
+    "build_index": "medsae.retrieval.index",
+    "ask": "medsae.retrieval.index",
+    "AskResult": "medsae.retrieval.index",
+    "text_retriever": "medsae.retrieval.index",
+    "TextRetriever": "medsae.retrieval.language",
+    "FeatureChoice": "medsae.retrieval.language",
+    "llm_selector": "medsae.retrieval.language",
+    "evaluate_fingerprints": "medsae.retrieval.fingerprint_eval",
+    "evaluate_text_retrieval": "medsae.retrieval.text_eval",
+    "load_queries": "medsae.retrieval.queries",
+    "Query": "medsae.retrieval.queries",
+    "SearchConfig": "medsae.retrieval.config",
+    "AskConfig": "medsae.retrieval.config",
+    "IndexConfig": "medsae.retrieval.config",
+    "WorkspaceSearch": "medsae.retrieval.service",
+    "SearchHits": "medsae.retrieval.service",
+    "SearchUnavailable": "medsae.retrieval.service",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
