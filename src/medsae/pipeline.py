@@ -24,25 +24,72 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from medsae.config import PipelineConfig, build_config
 from medsae.errors import InputError, MedsaeError
 from medsae.progress import console
 from medsae.workspace import StageOutcome, Workspace, read_manifest, write_json_atomic
 
-STAGES: tuple[str, ...] = (
-    "prepare",
-    "split",
-    "encode",
-    "train",
-    "codes",
-    "evaluate",
-    "rank",
-    "interpret",
-    "index",
-    "report",
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the pipeline: where a stage's config and function live, and what it runs on.
+
+    ``scope`` says how the function is called:
+
+    * ``workspace``: ``fn(ws, cfg, force=)`` once;
+    * ``encoders``: once per configured encoder (``[encode] encoders = [...]``), same call;
+    * ``encoder``: ``fn(ws, encoder, cfg, force=)`` for every encoder with embeddings;
+    * ``encoder_runs``: ``fn(ws, encoder, None, cfg, force=)``, every run of each encoder;
+    * ``run``: ``fn(ws, encoder, run, cfg, force=)`` for every trained run;
+    * ``chosen_runs``: the same for the section's ``runs`` (``"best"``, the default, is
+      :meth:`Workspace.best_run`; ``"all"`` every trained run).
+    """
+
+    name: str
+    config: tuple[str, str]
+    function: tuple[str, str]
+    scope: Literal["workspace", "encoders", "encoder", "encoder_runs", "run", "chosen_runs"]
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage("prepare", ("medsae.data", "PrepareConfig"), ("medsae.data", "prepare"), "workspace"),
+    Stage("split", ("medsae.data", "SplitConfig"), ("medsae.data", "split"), "workspace"),
+    Stage(
+        "encode", ("medsae.encode.config", "EncodeConfig"), ("medsae.encode", "encode"), "encoders"
+    ),
+    Stage("train", ("medsae.sae.config", "TrainConfig"), ("medsae.sae", "train"), "encoder"),
+    Stage(
+        "codes", ("medsae.sae.config", "CodesConfig"), ("medsae.sae", "write_codes"), "encoder_runs"
+    ),
+    Stage(
+        "evaluate",
+        ("medsae.evaluate.config", "EvaluateConfig"),
+        ("medsae.evaluate.stage", "evaluate"),
+        "run",
+    ),
+    Stage(
+        "rank", ("medsae.evaluate.config", "RankConfig"), ("medsae.evaluate", "rank"), "workspace"
+    ),
+    Stage(
+        "interpret",
+        ("medsae.interpret.config", "InterpretConfig"),
+        ("medsae.interpret", "interpret"),
+        "chosen_runs",
+    ),
+    Stage(
+        "index",
+        ("medsae.retrieval.config", "IndexConfig"),
+        ("medsae.retrieval.index", "build_index"),
+        "chosen_runs",
+    ),
+    Stage(
+        "report", ("medsae.report", "ReportConfig"), ("medsae.report", "build_report"), "workspace"
+    ),
 )
+STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
+
 SUMMARY_FILE = "summary.json"
 SUMMARY_KEYS = (
     "best_config",
@@ -140,109 +187,53 @@ class Pipeline:
             return self.encoders
         return self.ws.encoders()
 
-    def _selected_runs(self, section: dict[str, Any]) -> list[tuple[str, str]]:
+    def _chosen_runs(self, section: dict[str, Any]) -> list[tuple[str, str]]:
         which = section.pop("runs", "best")
         if which not in ("best", "all"):
             raise InputError("runs", f"expected 'best' or 'all', got {which!r}")
         all_runs = [(e, r) for e in self._encoder_names() for r in self.ws.runs(e)]
         if which == "all":
             return all_runs
-        best = best_run(self.ws)
-        if best is not None:
-            return [best]
-        return all_runs[:1]
+        best = self.ws.best_run()
+        return [best] if best is not None else all_runs[:1]
 
-    # ------------------------------------------------------------------ stages
-    def prepare(self) -> None:
-        cfg = _config("medsae.data", "PrepareConfig", self._section("prepare"), "prepare")
-        t0 = time.perf_counter()
-        self._record(
-            "prepare",
-            _function("medsae.data", "prepare", "prepare")(self.ws, cfg, force=self.force),
-            t0,
-        )
-
-    def split(self) -> None:
-        cfg = _config("medsae.data", "SplitConfig", self._section("split"), "split")
-        t0 = time.perf_counter()
-        self._record(
-            "split", _function("medsae.data", "split", "split")(self.ws, cfg, force=self.force), t0
-        )
-
-    def encode(self) -> None:
-        section = self._section("encode")
-        names = section.pop("encoders", None)
-        configs = (
-            [
-                _config(
-                    "medsae.encode.config", "EncodeConfig", {**section, "encoder": n}, f"encode.{n}"
-                )
+    def _configs(self, stage: Stage, section: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """``(config, target)`` pairs of one stage; the target is what the call runs on."""
+        module, cls = stage.config
+        if stage.scope == "encoders":
+            names = section.pop("encoders", None) or [None]
+            return [
+                (_config(module, cls, {**section, "encoder": n}, f"{stage.name}.{n}"), None)
+                if n
+                else (_config(module, cls, section, stage.name), None)
                 for n in names
             ]
-            if names
-            else [_config("medsae.encode.config", "EncodeConfig", section, "encode")]
-        )
-        fn = _function("medsae.encode", "encode", "encode")
-        for cfg in configs:
+        targets: list[Any] = [None]
+        if stage.scope in ("encoder", "encoder_runs"):
+            targets = self._encoder_names()
+        elif stage.scope == "run":
+            targets = [(e, r) for e in self._encoder_names() for r in self.ws.runs(e)]
+        elif stage.scope == "chosen_runs":
+            targets = self._chosen_runs(section)
+        cfg = _config(module, cls, section, stage.name)
+        return [(cfg, target) for target in targets]
+
+    def run_stage(self, stage: Stage) -> None:
+        """Run one row of :data:`PIPELINE` on every target its scope names."""
+        fn = _function(*stage.function, stage.name)
+        for cfg, target in self._configs(stage, self._section(stage.name)):
             t0 = time.perf_counter()
-            outcome = fn(self.ws, cfg, force=self.force)
-            self._record("encode", outcome, t0)
-            self.encoders.append(outcome.path.name)
-
-    def train(self) -> None:
-        cfg = _config("medsae.sae.config", "TrainConfig", self._section("train"), "train")
-        fn = _function("medsae.sae", "train", "train")
-        for enc in self._encoder_names():
-            t0 = time.perf_counter()
-            self._record("train", fn(self.ws, enc, cfg, force=self.force), t0)
-
-    def codes(self) -> None:
-        cfg = _config("medsae.sae.config", "CodesConfig", self._section("codes"), "codes")
-        fn = _function("medsae.sae", "write_codes", "codes")
-        for enc in self._encoder_names():
-            t0 = time.perf_counter()
-            self._record("codes", fn(self.ws, enc, None, cfg, force=self.force), t0)
-
-    def evaluate(self) -> None:
-        cfg = _config(
-            "medsae.evaluate.config", "EvaluateConfig", self._section("evaluate"), "evaluate"
-        )
-        fn = _function("medsae.evaluate.stage", "evaluate", "evaluate")
-        for enc in self._encoder_names():
-            for run in self.ws.runs(enc):
-                t0 = time.perf_counter()
-                self._record("evaluate", fn(self.ws, enc, run, cfg, force=self.force), t0)
-
-    def rank(self) -> None:
-        cfg = _config("medsae.evaluate.config", "RankConfig", self._section("rank"), "rank")
-        fn = _function("medsae.evaluate", "rank", "rank")
-        t0 = time.perf_counter()
-        self._record("rank", fn(self.ws, cfg, force=self.force), t0)
-
-    def interpret(self) -> None:
-        section = self._section("interpret")
-        runs = self._selected_runs(section)
-        cfg = _config("medsae.interpret.config", "InterpretConfig", section, "interpret")
-        fn = _function("medsae.interpret", "interpret", "interpret")
-        for enc, run in runs:
-            t0 = time.perf_counter()
-            self._record("interpret", fn(self.ws, enc, run, cfg, force=self.force), t0)
-
-    def index(self) -> None:
-        section = self._section("index")
-        runs = self._selected_runs(section)
-        cfg = _config("medsae.retrieval.config", "IndexConfig", section, "index")
-        fn = _function("medsae.retrieval.index", "build_index", "index")
-        for enc, run in runs:
-            t0 = time.perf_counter()
-            self._record("index", fn(self.ws, enc, run, cfg, force=self.force), t0)
-
-    def report(self) -> None:
-        from medsae.report import ReportConfig, build_report
-
-        cfg = build_config(ReportConfig, self._section("report"), "report")
-        t0 = time.perf_counter()
-        self._record("report", build_report(self.ws, cfg, force=self.force), t0)
+            if stage.scope in ("workspace", "encoders"):
+                outcome = fn(self.ws, cfg, force=self.force)
+            elif stage.scope == "encoder":
+                outcome = fn(self.ws, target, cfg, force=self.force)
+            elif stage.scope == "encoder_runs":
+                outcome = fn(self.ws, target, None, cfg, force=self.force)
+            else:
+                outcome = fn(self.ws, *target, cfg, force=self.force)
+            self._record(stage.name, outcome, t0)
+            if stage.scope == "encoders":
+                self.encoders.append(outcome.path.name)
 
     # ------------------------------------------------------------------ all
     def run(self, stages: Sequence[str] | None = None) -> PipelineRun:
@@ -260,7 +251,7 @@ class Pipeline:
                 self.result.summary = write_summary(self.ws)
             console.rule(f"[bold]{stage}")
             self._cpu0 = time.process_time()
-            getattr(self, stage)()
+            self.run_stage(PIPELINE[STAGES.index(stage)])
         if "report" not in chosen and {"evaluate", "rank"} & set(chosen):
             self.result.summary = write_summary(self.ws)
         return self.result
@@ -274,21 +265,6 @@ def run_pipeline(
 ) -> PipelineRun:
     """Run the configured stages in order (see :class:`Pipeline`)."""
     return Pipeline(config, workspace, force).run(stages)
-
-
-def best_run(ws: Workspace) -> tuple[str, str] | None:
-    """The best (encoder, run) of ``WS/ranking/ranking.json``, if it names a run that exists."""
-    p = ws.ranking / "ranking.json"
-    try:
-        best = (json.loads(p.read_text()) or {}).get("best") or {}
-    except (OSError, json.JSONDecodeError):
-        return None
-    enc, run = best.get("encoder"), best.get("run")
-    if enc and run and (ws.sae(enc, run) / "cfg.json").is_file():
-        return str(enc), str(run)
-    if enc and run and (ws.codes(enc, run) / "codes.json").is_file():
-        return str(enc), str(run)
-    return None
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -311,7 +287,7 @@ def collect_summary(
     * ``fingerprint_agreement``: ``WS/index/<enc>/<run>/fingerprint_eval.json``
     """
     if encoder is None or run is None:
-        found = best_run(ws)
+        found = ws.best_run()
         if found is None:
             runs = [(e, r) for e in ws.encoders() for r in ws.runs(e)]
             found = runs[0] if runs else None
