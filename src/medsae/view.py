@@ -19,10 +19,23 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from medsae.data.table import open_images, read_anatomy, read_slices, read_split
+from medsae.data.query_image import QueryFormat, QueryIntensity
+from medsae.data.table import (
+    IMAGES_FILE,
+    SPLIT_FILE,
+    open_images,
+    read_anatomy,
+    read_slices,
+    read_split,
+)
 from medsae.errors import ArtifactError
-from medsae.sae.codes_io import CODES_FILE, load_codes, load_codes_meta
+from medsae.evaluate.io import SUMMARY, read_ranking
+from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
+from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.workspace import Workspace, read_manifest
+
+FEATURES_FILE = "features.parquet"  # the interpret stage's feature table
+SCORES_FILE = "scores.json"  # the interpret stage's scores of the descriptions
 
 METADATA_LABELS = (
     "modality",
@@ -68,19 +81,6 @@ def image_to_png(img: np.ndarray, size: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def find_codes(ws: Workspace) -> list[tuple[str, str]]:
-    """(encoder, run) pairs with finished codes in the workspace."""
-    base = ws.root / "codes"
-    out: list[tuple[str, str]] = []
-    if not base.is_dir():
-        return out
-    for enc in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for run in sorted(p for p in enc.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if (run / CODES_FILE).is_file():
-                out.append((enc.name, run.name))
-    return out
-
-
 class WorkspaceView:
     """Lazy, read-only access to a workspace for one (encoder, SAE run).
 
@@ -89,8 +89,9 @@ class WorkspaceView:
     root:
         The workspace folder.
     encoder, run:
-        The SAE to show; by default the best run of ``WS/ranking/ranking.json`` when it has
-        codes, else the first run with codes.
+        The SAE to show; by default :meth:`medsae.workspace.Workspace.resolve_run` (the
+        ranking's best run, else the only run with codes). A workspace without codes opens
+        with ``encoder`` and ``run`` None.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class WorkspaceView:
         if not self.ws.root.is_dir():
             raise ArtifactError(f"{self.ws.root}: workspace folder not found")
         self.table = read_slices(self.ws.slices).reset_index(drop=True)
-        split = read_split(self.ws.split) if (self.ws.split / "split.parquet").is_file() else None
+        split = read_split(self.ws.split) if (self.ws.split / SPLIT_FILE).is_file() else None
         if split is not None:
             mapping = dict(zip(split["subject_key"], split["split"], strict=False))
             self.table["split"] = self.table["subject_key"].map(mapping)
@@ -112,24 +113,23 @@ class WorkspaceView:
     # ------------------------------------------------------------------ selection
     @cached_property
     def ranking(self) -> dict[str, Any] | None:
-        data = read_json(self.ws.ranking / "ranking.json")
-        return data if isinstance(data, dict) else None
+        return read_ranking(self.ws.ranking) or None
 
     def _choose_run(self, encoder: str | None, run: str | None) -> tuple[str | None, str | None]:
-        available = find_codes(self.ws)
-        if encoder and run:
-            if (encoder, run) not in available:
-                raise ArtifactError(
-                    f"{self.ws.codes(encoder, run)}: no codes for encoder {encoder!r}, run {run!r}"
-                )
-            return encoder, run
-        best = (self.ranking or {}).get("best") or {}
-        if isinstance(best, dict) and (best.get("encoder"), best.get("run")) in available:
-            return str(best["encoder"]), str(best["run"])
-        for enc, r in available:
-            if encoder is None or enc == encoder:
-                return enc, r
-        return None, None
+        available = self.ws.runs_with_codes(encoder)
+        if encoder and run and (encoder, run) not in available:
+            raise ArtifactError(
+                f"{self.ws.codes(encoder, run)}: no codes for encoder {encoder!r}, run {run!r}"
+            )
+        if not available:
+            return None, None
+        chosen = self.ws.resolve_run(encoder, run)
+        if chosen not in available:
+            raise ArtifactError(
+                f"{self.ws.codes(*chosen)}: the ranking's best run has no codes; "
+                "run `medsae codes` or pass --encoder and --run"
+            )
+        return chosen
 
     # ------------------------------------------------------------------ artifacts
     @cached_property
@@ -138,6 +138,14 @@ class WorkspaceView:
             return open_images(self.ws.slices)
         except ArtifactError:
             return None
+
+    @cached_property
+    def query_format(self) -> QueryFormat:
+        """How a query image is prepared to look like this workspace's slices."""
+        if self.images is not None:
+            return QueryFormat.of_slices(self.ws.slices, self.images)
+        manifest = read_manifest(self.ws.slices) or {}
+        return QueryFormat(224, 1, QueryIntensity.from_prepare_config(manifest.get("config")))
 
     @cached_property
     def anatomy(self) -> Any:
@@ -176,25 +184,25 @@ class WorkspaceView:
     def features_file(self) -> pd.DataFrame | None:
         if self.encoder is None or self.run is None:
             return None
-        return read_parquet(self.ws.features(self.encoder, self.run) / "features.parquet")
+        return read_parquet(self.ws.features(self.encoder, self.run) / FEATURES_FILE)
 
     @cached_property
     def scores(self) -> dict[str, Any] | None:
         if self.encoder is None or self.run is None:
             return None
-        return read_json(self.ws.features(self.encoder, self.run) / "scores.json")
+        return read_json(self.ws.features(self.encoder, self.run) / SCORES_FILE)
 
     @cached_property
     def fingerprint_eval(self) -> dict[str, Any] | None:
         if self.encoder is None or self.run is None:
             return None
-        return read_json(self.ws.index(self.encoder, self.run) / "fingerprint_eval.json")
+        return read_json(self.ws.index(self.encoder, self.run) / FINGERPRINT_EVAL)
 
     @cached_property
     def text_retrieval(self) -> dict[str, Any] | None:
         if self.encoder is None or self.run is None:
             return None
-        return read_json(self.ws.index(self.encoder, self.run) / "text_retrieval.json")
+        return read_json(self.ws.index(self.encoder, self.run) / TEXT_RETRIEVAL)
 
     def eval_runs(self) -> list[tuple[str, str]]:
         """(encoder, run) pairs with a finished evaluation."""
@@ -210,7 +218,7 @@ class WorkspaceView:
         ]
 
     def eval_summary(self, encoder: str, run: str) -> dict[str, Any] | None:
-        data = read_json(self.ws.eval(encoder, run) / "summary.json")
+        data = read_json(self.ws.eval(encoder, run) / SUMMARY)
         return data if isinstance(data, dict) else None
 
     # ------------------------------------------------------------------ features
@@ -400,7 +408,7 @@ class WorkspaceView:
 @lru_cache(maxsize=4096)
 def _png_cached(view: WorkspaceView, row: int, size: int | None) -> bytes:
     if view.images is None:
-        raise ArtifactError(f"{view.ws.slices}: images.npy not found")
+        raise ArtifactError(f"{view.ws.slices / IMAGES_FILE}: not found")
     return image_to_png(np.asarray(view.images[row]), size)
 
 

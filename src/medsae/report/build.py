@@ -10,6 +10,7 @@ from pydantic import Field
 from medsae.config import StageConfig
 from medsae.report import sections as sec
 from medsae.report.html import page
+from medsae.report.io import REPORT_PAGE, WORKSPACE_SUMMARY
 from medsae.view import WorkspaceView
 from medsae.workspace import (
     StageOutcome,
@@ -43,8 +44,8 @@ class ReportConfig(StageConfig):
     k: int = Field(default=8, ge=1, le=50, description="Results shown per retrieval example.")
     text_search: Literal["interpret", "keyword"] = Field(
         default="interpret",
-        description="Text examples through medsae.interpret (sentence embedder over the descriptions) "
-        "or the keyword fallback (no model).",
+        description="Text examples through the feature descriptions and the sentence embedder "
+        "(medsae.retrieval.service) or the keyword match (no model).",
     )
     title: str = Field(default="medsae report", description="Title of the page.")
 
@@ -60,11 +61,11 @@ def _input_keys(ws: Workspace) -> dict[str, str]:
             continue
         if read_manifest(p.parent) is not None:
             keys[str(rel)] = artifact_key(p.parent)
-    summary = ws.root / "summary.json"
+    summary = ws.root / WORKSPACE_SUMMARY
     if summary.is_file():
         from medsae.workspace import fingerprint_file_content
 
-        keys["summary.json"] = fingerprint_file_content(summary)
+        keys[WORKSPACE_SUMMARY] = fingerprint_file_content(summary)
     return keys
 
 
@@ -90,6 +91,7 @@ def build_report(
         if backend is None and view.codes is not None:
             from medsae.retrieval.service import WorkspaceSearch
 
+            # one service for this view: the index and the text model are loaded once
             backend = WorkspaceSearch(view, use_interpret=cfg.text_search == "interpret")
         ctx = sec.Context(view=view, out=tmp, thumb_size=cfg.thumb_size)
         parts = [
@@ -110,7 +112,7 @@ def build_report(
         subtitle = (
             f"workspace {ws.root.name} · {len(view.table)} slices · SAE {view.encoder} / {view.run}"
         )
-        (tmp / "index.html").write_text(page(cfg.title, subtitle, parts), encoding="utf-8")
+        (tmp / REPORT_PAGE).write_text(page(cfg.title, subtitle, parts), encoding="utf-8")
         return StageResult(
             counts={"images": len(ctx.written), "sections": len(parts)},
             extra={"encoder": view.encoder, "run": view.run},

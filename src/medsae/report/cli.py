@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
         """Write the self-contained HTML report to WS/report/index.html."""
         from medsae.progress import console
         from medsae.report import ReportConfig, build_report
+        from medsae.report.io import REPORT_PAGE
 
         outcome = build_report(
             workspace, ReportConfig(encoder=encoder, run=run, n_features=n_features), force=force
         )
-        console.print(f"report: {outcome.path / 'index.html'}")
+        console.print(f"report: {outcome.path / REPORT_PAGE}")

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from medsae.data.table import read_slices
+from medsae.evaluate import io as ev
+from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
 from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.testing import SyntheticTruth
 from medsae.workspace import StageResult, Workspace, artifact_key, run_stage, write_json_atomic
@@ -110,7 +112,7 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
                 }
                 for split in ("val", "test")
             }
-            write_json_atomic(tmp / "reconstruction.json", recon)
+            write_json_atomic(tmp / ev.RECONSTRUCTION, recon)
             summary = {
                 "r2": r2,
                 "l0": l0,
@@ -119,7 +121,7 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
                 "monosemanticity": 0.7,
                 "dense_auroc": 0.9,
             }
-            write_json_atomic(tmp / "summary.json", summary)
+            write_json_atomic(tmp / ev.SUMMARY, summary)
             ks = [1, 2, 5, 10, 20]
             pd.DataFrame(
                 {
@@ -127,23 +129,21 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
                     "recovery": [min(1.0, (0.3 + 0.05 * k) * (1 - 0.1 * i)) for k in ks],
                     "split": "test",
                 }
-            ).to_parquet(tmp / "recovery.parquet", index=False)
+            ).to_parquet(tmp / ev.RECOVERY, index=False)
             pd.DataFrame(
                 {"group": ["modality", "plane", "structure"], "monosemanticity": [0.9, 0.8, 0.6]}
-            ).to_parquet(tmp / "monosemanticity.parquet", index=False)
+            ).to_parquet(tmp / ev.MONOSEMANTICITY, index=False)
             features[["latent", "concept", "concept_auroc", "frequency"]].rename(
                 columns={"concept_auroc": "auroc"}
-            ).assign(concept_kind="metadata", f1=0.8).to_parquet(
-                tmp / "concepts.parquet", index=False
-            )
+            ).assign(concept_kind="metadata", f1=0.8).to_parquet(tmp / ev.CONCEPTS, index=False)
             pd.DataFrame(
                 {
                     "task": ["modality", "plane"],
                     "auroc_dense": [0.99, 0.97],
                     "auroc_sparse": [0.98, 0.9],
                 }
-            ).to_parquet(tmp / "probes.parquet", index=False)
-            write_json_atomic(tmp / "skipped_tasks.json", [])
+            ).to_parquet(tmp / ev.PROBES, index=False)
+            write_json_atomic(tmp / ev.SKIPPED_TASKS, [])
             return StageResult(counts={"runs": 1})
 
         run_stage(
@@ -158,14 +158,14 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
     def build_rank(tmp: Path) -> StageResult:
         rows = []
         for i, name in enumerate(run_names):
-            s = json.loads((ws.eval(enc, name) / "summary.json").read_text())
+            s = json.loads((ws.eval(enc, name) / ev.SUMMARY).read_text())
             rows.append({"encoder": enc, "run": name, **s, "rank": i + 1})
         df = pd.DataFrame(rows)
-        df.to_csv(tmp / "table1.csv", index=False)
-        (tmp / "table1.md").write_text(df.to_string(index=False))
-        (tmp / "figures").mkdir()
+        df.to_csv(tmp / ev.TABLE1_CSV, index=False)
+        (tmp / ev.TABLE1_MD).write_text(df.to_string(index=False))
+        (tmp / ev.FIGURES).mkdir()
         write_json_atomic(
-            tmp / "ranking.json", {"best": {"encoder": enc, "run": run}, "order": run_names}
+            tmp / ev.RANKING, {"best": {"encoder": enc, "run": run}, "order": run_names}
         )
         return StageResult(counts={"runs": len(rows)})
 
@@ -226,7 +226,7 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
             "structure_jaccard": 0.55,
         }
         write_json_atomic(
-            tmp / "fingerprint_eval.json",
+            tmp / FINGERPRINT_EVAL,
             {
                 "fingerprint_agreement": 0.95,
                 "modality_agreement": 0.97,
@@ -266,7 +266,7 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
             }
         )
         write_json_atomic(
-            tmp / "text_retrieval.json",
+            tmp / TEXT_RETRIEVAL,
             {
                 "text_precision_at_10": 0.7,
                 "precision_at_n": 0.7,

@@ -11,8 +11,10 @@ from typing import Any
 
 import pandas as pd
 
+from medsae.evaluate.io import MONOSEMANTICITY, RECOVERY, TABLE1_CSV
 from medsae.report import figures
 from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
+from medsae.report.io import WORKSPACE_SUMMARY
 from medsae.view import WorkspaceView, read_json, read_parquet
 from medsae.workspace import read_manifest
 
@@ -52,7 +54,7 @@ class Context:
 
 
 def headline(ctx: Context) -> str:
-    summary = read_json(ctx.view.ws.root / "summary.json")
+    summary = read_json(ctx.view.ws.root / WORKSPACE_SUMMARY)
     if not isinstance(summary, dict):
         if ctx.view.encoder and ctx.view.run:
             summary = ctx.view.eval_summary(ctx.view.encoder, ctx.view.run) or {}
@@ -113,7 +115,7 @@ def dataset(ctx: Context) -> str:
 
 
 def table1(ctx: Context) -> str:
-    p = ctx.view.ws.ranking / "table1.csv"
+    p = ctx.view.ws.ranking / TABLE1_CSV
     if not p.is_file():
         return missing("Table 1", "run `medsae rank`")
     df = pd.read_csv(p)
@@ -154,11 +156,11 @@ def recovery_and_mono(ctx: Context) -> str:
     curves: dict[str, pd.DataFrame] = {}
     mono_parts = []
     for enc, run in ctx.view.eval_runs():
-        df = read_parquet(ctx.view.ws.eval(enc, run) / "recovery.parquet")
+        df = read_parquet(ctx.view.ws.eval(enc, run) / RECOVERY)
         if df is not None:
             curves[run] = df
         if (enc, run) == (ctx.view.encoder, ctx.view.run):
-            mono = read_parquet(ctx.view.ws.eval(enc, run) / "monosemanticity.parquet")
+            mono = read_parquet(ctx.view.ws.eval(enc, run) / MONOSEMANTICITY)
             if mono is not None:
                 mono_parts.append(f"<h3>Monosemanticity ({esc(run)})</h3>" + frame_html(mono, 30))
     parts = []

@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "SearchConfig": "medsae.retrieval.config",
     "AskConfig": "medsae.retrieval.config",
     "IndexConfig": "medsae.retrieval.config",
+    "ASK_MODES": "medsae.retrieval.config",
+    "index_config": "medsae.retrieval.index",
     "WorkspaceSearch": "medsae.retrieval.service",
     "SearchHits": "medsae.retrieval.service",
     "SearchUnavailable": "medsae.retrieval.service",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from medsae.config import StageConfig
 
 Split = Literal["train", "val", "test"]
+AskMode = Literal["coverage", "aspects", "similarity"]
+ASK_MODES: tuple[str, ...] = get_args(AskMode)
+"""Every way of choosing features for a text query (``AskConfig.mode``)."""
 
 
 def _splits(*names: Split) -> list[Split]:
@@ -48,7 +51,7 @@ class AskConfig(StageConfig):
         default=3, ge=1, description="Features composed per query (m; the paper uses 3)."
     )
     n: int = Field(default=10, ge=1, description="Results per query (one per subject).")
-    mode: Literal["coverage", "aspects", "similarity"] = Field(
+    mode: AskMode = Field(
         default="coverage",
         description="'coverage': among the descriptions that state all of the query's "
         "metadata terms (CT/MRI, plane, sex, age; 'aspects' when none does), the m closest to the "

@@ -24,6 +24,7 @@ from medsae.errors import ArtifactError, InputError
 from medsae.llm.embed import TextEmbedder, shared_embedder
 from medsae.retrieval.config import AskConfig, IndexConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
+from medsae.retrieval.io import DESCRIPTIONS, FINGERPRINT_EVAL, TEXT_RETRIEVAL
 from medsae.retrieval.language import FeatureChoice, Selector, TextRetriever, load_descriptions
 from medsae.workspace import (
     StageOutcome,
@@ -34,10 +35,8 @@ from medsae.workspace import (
     run_stage,
 )
 
-FEATURES_FILE = "features.parquet"
-DESCRIPTIONS_FILE = "descriptions.npz"
-FINGERPRINT_EVAL = "fingerprint_eval.json"
-TEXT_RETRIEVAL = "text_retrieval.json"
+FEATURES_FILE = "features.parquet"  # the interpret stage's table of feature descriptions
+DESCRIPTIONS_FILE = DESCRIPTIONS
 
 
 def _ws(workspace: str | Path | Workspace) -> Workspace:
@@ -47,37 +46,133 @@ def _ws(workspace: str | Path | Workspace) -> Workspace:
 def resolve_run(
     workspace: str | Path | Workspace, encoder: str | None = None, run: str | None = None
 ) -> tuple[str, str]:
-    """The (encoder, run) to use: as given, else the best of ``WS/ranking/ranking.json``, else
-    the only one with codes."""
-    ws = _ws(workspace)
-    if encoder and run:
-        return encoder, run
-    ranking = ws.ranking / "ranking.json"
-    if ranking.is_file():
-        best = (json.loads(ranking.read_text()) or {}).get("best") or {}
-        if best.get("encoder") and best.get("run") and (encoder in (None, best["encoder"])):
-            return str(best["encoder"]), str(best["run"])
-    base = ws.root / "codes"
-    found = sorted(
-        (e.name, r.name)
-        for e in (base.iterdir() if base.is_dir() else [])
-        if e.is_dir() and (encoder is None or e.name == encoder)
-        for r in e.iterdir()
-        if read_manifest(r) is not None and (run is None or r.name == run)
-    )
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ArtifactError(f"{base}: no sparse codes found; run `medsae codes` first")
-    raise InputError(
-        "--encoder/--run",
-        "several runs have codes (" + ", ".join(f"{e}/{r}" for e, r in found[:6]) + "); choose one",
-    )
+    """The (encoder, run) to use: :meth:`medsae.workspace.Workspace.resolve_run`."""
+    return _ws(workspace).resolve_run(encoder, run)
+
+
+def index_config(workspace: str | Path | Workspace, encoder: str, run: str) -> IndexConfig:
+    """The config the run's index was built with (its manifest), else the defaults.
+
+    The front ends search with it, so that the browser and the report use the fingerprint
+    size and the text mode that the index stage evaluated.
+    """
+    manifest = read_manifest(_ws(workspace).index(encoder, run)) or {}
+    try:
+        return IndexConfig.model_validate(manifest.get("config") or {})
+    except ValueError:  # a manifest of an older layout: the defaults
+        return IndexConfig()
 
 
 def _load_features(ws: Workspace, encoder: str, run: str) -> pd.DataFrame | None:
     p = ws.features(encoder, run) / FEATURES_FILE
     return pd.read_parquet(p) if p.is_file() else None
+
+
+def _index_inputs(
+    ws: Workspace, encoder: str, run: str, cfg: IndexConfig, embedder: TextEmbedder | None
+) -> tuple[dict[str, str], TextEmbedder | None]:
+    """Input keys of the index stage, and the text embedder when the features are evaluated."""
+    inputs = {
+        "slices": artifact_key(ws.slices),
+        "split": artifact_key(ws.split),
+        "codes": artifact_key(ws.codes(encoder, run)),
+        "embeddings": artifact_key(ws.embeddings(encoder)),
+    }
+    features_dir = ws.features(encoder, run)
+    if not (cfg.text_eval and (features_dir / FEATURES_FILE).is_file()):
+        return inputs, None
+    inputs["features"] = (
+        artifact_key(features_dir)
+        if read_manifest(features_dir)
+        else _file_stamp(features_dir / FEATURES_FILE)
+    )
+    embedder = embedder or shared_embedder()
+    inputs["text_embedder"] = embedder.name
+    return inputs, embedder
+
+
+def _evaluate_fingerprints(
+    ws: Workspace, encoder: str, index: FingerprintIndex, table: pd.DataFrame, cfg: IndexConfig
+) -> dict[str, Any]:
+    """The fingerprint evaluation of the index (:mod:`medsae.retrieval.fingerprint_eval`)."""
+    from medsae.data.table import read_anatomy
+    from medsae.encode.store import EmbeddingStore
+    from medsae.progress import make_progress
+    from medsae.retrieval.fingerprint_eval import evaluate_fingerprints
+
+    anatomy = read_anatomy(ws.slices)
+    emb = EmbeddingStore(ws.embeddings(encoder)).read()
+    with make_progress() as progress:
+        task = progress.add_task("fingerprint evaluation", total=None)
+        return evaluate_fingerprints(
+            index,
+            table,
+            np.asarray(anatomy.presence),
+            emb,
+            cfg.search,
+            progress=lambda i: progress.update(task, completed=i),
+        )
+
+
+def _evaluate_text(
+    ws: Workspace,
+    tmp: Path,
+    retriever: TextRetriever,
+    table: pd.DataFrame,
+    cfg: IndexConfig,
+) -> dict[str, Any]:
+    """Write the description embeddings and the query-suite evaluation; the evaluation."""
+    from medsae.data.table import read_anatomy
+    from medsae.retrieval.queries import load_queries
+    from medsae.retrieval.text_eval import evaluate_text_retrieval
+
+    np.savez(
+        tmp / DESCRIPTIONS,
+        latents=retriever.features["latent"].to_numpy(dtype=np.int64),
+        embeddings=retriever.desc_emb,
+        embedder=np.array(retriever.embedder.name),
+    )
+    anatomy = read_anatomy(ws.slices)
+    gallery = table["split"].isin(cfg.ask.gallery_splits).to_numpy()
+    result = evaluate_text_retrieval(
+        retriever,
+        load_queries(),
+        table,
+        np.asarray(anatomy.presence),
+        anatomy.structures,
+        gallery,
+        cfg.ask.n,
+    )
+    (tmp / TEXT_RETRIEVAL).write_text(json.dumps(result, indent=2, sort_keys=True))
+    return result
+
+
+def _text_stage_part(
+    ws: Workspace,
+    encoder: str,
+    run: str,
+    tmp: Path,
+    index: FingerprintIndex,
+    table: pd.DataFrame,
+    cfg: IndexConfig,
+    embedder: TextEmbedder | None,
+) -> dict[str, Any]:
+    """The text part of the index stage: its entries of the manifest's ``extra``."""
+    from medsae.progress import console
+
+    where = ws.features(encoder, run) / FEATURES_FILE
+    features = _load_features(ws, encoder, run) if embedder is not None else None
+    if features is None:
+        console.print(f"[dim]index: no {where}; query suite not evaluated[/dim]")
+        return {}
+    if not _has_descriptions(features):
+        console.print(
+            f"[yellow]index: {where} has no descriptions; query suite not evaluated[/yellow]"
+        )
+        return {"text_retrieval": "skipped: no feature descriptions"}
+    retriever = TextRetriever(index, features, embedder, cfg.ask)
+    result = _evaluate_text(ws, tmp, retriever, table, cfg)
+    return {"text_precision_at_10": result.get("text_precision_at_10")}
 
 
 def build_index(
@@ -93,97 +188,32 @@ def build_index(
     Inputs: the slices, split, codes and embeddings artifacts, and the features artifact
     when it exists (then the query suite is evaluated with ``embedder``, MiniLM by default).
     """
-    from medsae.data.table import read_anatomy, slices_with_split
-    from medsae.encode.store import EmbeddingStore
-    from medsae.progress import console, make_progress
-    from medsae.retrieval.fingerprint_eval import evaluate_fingerprints
-    from medsae.retrieval.queries import load_queries
-    from medsae.retrieval.text_eval import evaluate_text_retrieval
+    from medsae.data.table import slices_with_split
     from medsae.sae.codes_io import load_codes
 
     ws = _ws(workspace)
-    encoder, run = resolve_run(ws, encoder, run)
+    encoder, run = ws.resolve_run(encoder, run)
     cfg = config or IndexConfig()
-    inputs = {
-        "slices": artifact_key(ws.slices),
-        "split": artifact_key(ws.split),
-        "codes": artifact_key(ws.codes(encoder, run)),
-        "embeddings": artifact_key(ws.embeddings(encoder)),
-    }
-    features_dir = ws.features(encoder, run)
-    has_features = cfg.text_eval and (features_dir / FEATURES_FILE).is_file()
-    if has_features:
-        inputs["features"] = (
-            artifact_key(features_dir)
-            if read_manifest(features_dir)
-            else _file_stamp(features_dir / FEATURES_FILE)
-        )
-        embedder = embedder or shared_embedder()
-        inputs["text_embedder"] = embedder.name
+    inputs, text_embedder = _index_inputs(ws, encoder, run, cfg, embedder)
 
     def build(tmp: Path) -> StageResult:
         table = slices_with_split(ws.slices, ws.split)
         codes = load_codes(ws.codes(encoder, run))
         if codes.shape[0] != len(table):
             raise ArtifactError(
-                f"{ws.codes(encoder, run)}: {codes.shape[0]} code rows but the slice table has {len(table)}; "
-                "rerun `medsae codes`"
+                f"{ws.codes(encoder, run)}: {codes.shape[0]} code rows but the slice table has "
+                f"{len(table)}; rerun `medsae codes`"
             )
         index = FingerprintIndex.build(codes, table)
         index.save(tmp)
-        anatomy = read_anatomy(ws.slices)
-        store = EmbeddingStore(ws.embeddings(encoder))
-        emb = store.read()
-        with make_progress() as progress:
-            task = progress.add_task("fingerprint evaluation", total=None)
-            fp = evaluate_fingerprints(
-                index,
-                table,
-                np.asarray(anatomy.presence),
-                emb,
-                cfg.search,
-                progress=lambda i: progress.update(task, completed=i),
-            )
+        fp = _evaluate_fingerprints(ws, encoder, index, table, cfg)
         (tmp / FINGERPRINT_EVAL).write_text(json.dumps(fp, indent=2, sort_keys=True))
         extra: dict[str, Any] = {
             "encoder": encoder,
             "run": run,
             "fingerprint_agreement": fp["fingerprint_agreement"],
         }
-        features = _load_features(ws, encoder, run) if has_features else None
-        described = features is not None and _has_descriptions(features)
-        if features is not None and not described:
-            console.print(
-                f"[yellow]index: {features_dir / FEATURES_FILE} has no descriptions; "
-                "query suite not evaluated[/yellow]"
-            )
-            extra["text_retrieval"] = "skipped: no feature descriptions"
-        if features is not None and described:
-            assert embedder is not None
-            retriever = TextRetriever(index, features, embedder, cfg.ask)
-            np.savez(
-                tmp / DESCRIPTIONS_FILE,
-                latents=retriever.features["latent"].to_numpy(dtype=np.int64),
-                embeddings=retriever.desc_emb,
-                embedder=np.array(embedder.name),
-            )
-            gallery = table["split"].isin(cfg.ask.gallery_splits).to_numpy()
-            queries = load_queries()
-            tr = evaluate_text_retrieval(
-                retriever,
-                queries,
-                table,
-                np.asarray(anatomy.presence),
-                anatomy.structures,
-                gallery,
-                cfg.ask.n,
-            )
-            (tmp / TEXT_RETRIEVAL).write_text(json.dumps(tr, indent=2, sort_keys=True))
-            extra["text_precision_at_10"] = tr.get("text_precision_at_10")
-        elif features is None:
-            console.print(
-                f"[dim]index: no {features_dir / FEATURES_FILE}; query suite not evaluated[/dim]"
-            )
+        extra.update(_text_stage_part(ws, encoder, run, tmp, index, table, cfg, text_embedder))
         counts = {
             "rows": index.n_rows,
             "latents": index.n_latents,
@@ -211,20 +241,15 @@ def _file_stamp(path: Path) -> str:
 
 def load_index(workspace: str | Path | Workspace, encoder: str, run: str) -> FingerprintIndex:
     """The built index of a run, or one built in memory from the codes when there is none."""
-    from medsae.data.table import slices_with_split
+    from medsae.data.table import SPLIT_FILE, read_slices, slices_with_split
     from medsae.sae.codes_io import load_codes
 
     ws = _ws(workspace)
     folder = ws.index(encoder, run)
     if read_manifest(folder) is not None:
         return FingerprintIndex.load(folder)
-    table = (
-        slices_with_split(ws.slices, ws.split) if (ws.split / "split.parquet").is_file() else None
-    )
-    if table is None:
-        from medsae.data.table import read_slices
-
-        table = read_slices(ws.slices)
+    has_split = (ws.split / SPLIT_FILE).is_file()
+    table = slices_with_split(ws.slices, ws.split) if has_split else read_slices(ws.slices)
     return FingerprintIndex.build(load_codes(ws.codes(encoder, run)), table)
 
 
@@ -233,42 +258,41 @@ def search_similar(
     encoder: str | None = None,
     run: str | None = None,
     slice_id: str | None = None,
-    image: str | Path | np.ndarray | None = None,
+    image: str | Path | bytes | np.ndarray | None = None,
     *,
     plane: str | None = None,
     index: int | None = None,
     embedding: np.ndarray | None = None,
-    k: int = 5,
+    k: int | None = None,
     n: int = 10,
     filters: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Slices similar to a slice of the workspace or to a new image, one per subject.
 
-    Give exactly one of ``slice_id`` (its own subject is excluded), ``image`` (array, PNG,
-    DICOM, or NIfTI volume with ``plane`` and ``index``; encoded and coded like the
-    workspace) or ``embedding`` (a dense embedding of the workspace's encoder). ``filters``
-    restricts results by metadata, e.g. ``{"modality": "CT", "split": ["train", "val"]}``.
-    Returns rank, row, score, subject_key and metadata columns.
+    Give exactly one of ``slice_id`` (its own subject is excluded), ``image`` (array, or a
+    PNG, JPEG, DICOM or NIfTI file or its bytes; a volume needs ``plane``, ``index`` defaults
+    to its middle slice; prepared by :mod:`medsae.data.query_image`, then encoded and coded
+    like the workspace) or ``embedding`` (a dense embedding of the workspace's encoder).
+    ``k`` is the fingerprint size (default: the index stage's ``SearchConfig.k``).
+    ``filters`` restricts results by metadata, e.g. ``{"modality": "CT", "split": ["train",
+    "val"]}``. Returns rank, row, score, subject_key and metadata columns.
     """
     ws = _ws(workspace)
     given = [x is not None for x in (slice_id, image, embedding)]
     if sum(given) != 1:
         raise InputError("query", "give exactly one of a slice id, an image or an embedding")
-    encoder, run = resolve_run(ws, encoder, run)
+    encoder, run = ws.resolve_run(encoder, run)
+    k = k or index_config(ws, encoder, run).search.k
     idx = load_index(ws, encoder, run)
     if slice_id is not None:
         return idx.search(str(slice_id), k=k, n=n, filters=filters)
+    from medsae.data.query_image import QueryFormat
     from medsae.retrieval import query_image as qi
 
     if embedding is None:
-        from medsae.data.table import open_images
-
-        stored = open_images(ws.slices)
-        img = qi.load_query_image(image, plane, index)  # type: ignore[arg-type]
-        prepared = qi.fit_to_workspace(
-            img, stored.shape[1], stored.shape[3] if stored.ndim == 4 else None
-        )
-        embedding = qi.encode_image(prepared, ws.embeddings(encoder))
+        assert image is not None
+        prepared = QueryFormat.of_slices(ws.slices).prepare(image, plane=plane, index=index)
+        embedding = qi.encode_image(prepared.image, ws.embeddings(encoder))
     codes_n = qi.code_embedding(embedding, ws.sae(encoder, run))
     return idx.search(codes_n, k=k, n=n, filters=filters, exclude_own_subject=False)
 
@@ -282,6 +306,23 @@ class AskResult:
     results: pd.DataFrame
 
 
+def cached_description_embeddings(
+    folder: Path, features: pd.DataFrame, embedder: TextEmbedder
+) -> np.ndarray | None:
+    """The description embeddings the index stage stored in ``folder``, when they were made
+    by ``embedder`` for the same described latents; else None."""
+    cache = Path(folder) / DESCRIPTIONS
+    if not cache.is_file():
+        return None
+    with np.load(cache) as z:
+        if str(z["embedder"]) != embedder.name:
+            return None
+        kept = load_descriptions(features)
+        if not np.array_equal(z["latents"], kept["latent"].to_numpy(dtype=np.int64)):
+            return None
+        return np.asarray(z["embeddings"])
+
+
 def text_retriever(
     workspace: str | Path | Workspace,
     encoder: str | None = None,
@@ -289,25 +330,30 @@ def text_retriever(
     config: AskConfig | None = None,
     embedder: TextEmbedder | None = None,
     selector: Selector | None = None,
+    *,
+    index: FingerprintIndex | None = None,
+    features: pd.DataFrame | None = None,
 ) -> TextRetriever:
-    """A :class:`TextRetriever` over a run's index and feature descriptions (reusable)."""
+    """A :class:`TextRetriever` over a run's index and feature descriptions (reusable).
+
+    ``config`` defaults to the index stage's (:func:`index_config`); ``index`` and
+    ``features`` that are already open are used instead of reading them again.
+    """
     ws = _ws(workspace)
-    encoder, run = resolve_run(ws, encoder, run)
-    features = _load_features(ws, encoder, run)
+    encoder, run = ws.resolve_run(encoder, run)
+    if features is None:
+        features = _load_features(ws, encoder, run)
     if features is None:
         raise ArtifactError(
-            f"{ws.features(encoder, run) / FEATURES_FILE}: no feature descriptions; run `medsae interpret` first"
+            f"{ws.features(encoder, run) / FEATURES_FILE}: no feature descriptions; "
+            "run `medsae interpret` first"
         )
+    config = config or index_config(ws, encoder, run).ask
     embedder = embedder or shared_embedder()
-    cached = None
-    cache = ws.index(encoder, run) / DESCRIPTIONS_FILE
-    if cache.is_file():
-        with np.load(cache) as z:
-            if str(z["embedder"]) == embedder.name:
-                kept = load_descriptions(features)
-                if np.array_equal(z["latents"], kept["latent"].to_numpy(dtype=np.int64)):
-                    cached = z["embeddings"]
-    return TextRetriever(load_index(ws, encoder, run), features, embedder, config, cached, selector)
+    cached = cached_description_embeddings(ws.index(encoder, run), features, embedder)
+    if index is None:
+        index = load_index(ws, encoder, run)
+    return TextRetriever(index, features, embedder, config, cached, selector)
 
 
 def ask(
@@ -315,8 +361,8 @@ def ask(
     encoder: str | None = None,
     run: str | None = None,
     query: str = "",
-    n: int = 10,
-    features: int = 3,
+    n: int | None = None,
+    features: int | None = None,
     mode: str | None = None,
     filters: Mapping[str, Any] | None = None,
     embedder: TextEmbedder | None = None,
@@ -325,13 +371,22 @@ def ask(
     """Slices matching a text query, found through feature descriptions (one per subject).
 
     See :mod:`medsae.retrieval.language` for how features are chosen, weighted and combined.
-    ``filters`` optionally restricts the results by metadata (never used to answer the query).
+    ``n``, ``features`` and ``mode`` default to the index stage's :class:`AskConfig` (the
+    settings its query-suite evaluation used; ``AskConfig``'s defaults, mode ``coverage``,
+    unless the stage was configured otherwise). ``filters`` optionally restricts the
+    results by metadata (never used to answer the query).
     """
     if not query or not query.strip():
         raise InputError("query", "empty query; describe the images you are looking for")
-    cfg = AskConfig(features=features, n=n)
+    ws = _ws(workspace)
+    encoder, run = ws.resolve_run(encoder, run)
+    cfg = index_config(ws, encoder, run).ask.model_copy()
+    if features is not None:
+        cfg.features = features
+    if n is not None:
+        cfg.n = n
     if mode:
         cfg.mode = mode  # type: ignore[assignment]  # validated on assignment
-    retriever = text_retriever(workspace, encoder, run, cfg, embedder, selector)
-    choices, results = retriever.search(query, n, retriever.index.filter_mask(filters))
+    retriever = text_retriever(ws, encoder, run, cfg, embedder, selector)
+    choices, results = retriever.search(query, cfg.n, retriever.index.filter_mask(filters))
     return AskResult(query, choices, results)

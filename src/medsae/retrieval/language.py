@@ -46,20 +46,36 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import InputError
-from medsae.interpret.describe import split_absent
+from medsae.labels.words import embedding_phrase, split_absent
 from medsae.llm.embed import TextEmbedder, shared_embedder
 from medsae.retrieval.config import AskConfig
 from medsae.retrieval.fingerprint import FingerprintIndex, Hits, top_subjects
 
-# (aspect, phrase used for matching, pattern in the query, pattern in descriptions)
+# (aspect, phrase used for matching (a label's words where one label is meant), pattern in the
+# query, pattern in descriptions)
 _TERMS: tuple[tuple[str, str, str, str], ...] = (
-    ("modality", "CT scan", r"\bct\b|computed tomography", r"\bct\b|computed tomography"),
-    ("modality", "MRI scan", r"\bmri?\b|magnetic resonance", r"\bmri?\b|magnetic resonance"),
-    ("plane", "axial slice", r"\baxial\b|\btransverse\b", r"\baxial\b|\btransverse\b"),
-    ("plane", "coronal slice", r"\bcoronal\b", r"\bcoronal\b"),
-    ("plane", "sagittal slice", r"\bsagittal\b", r"\bsagittal\b"),
-    ("sex", "female patient", r"\bfemale\b|\bwom[ae]n\b", r"\bfemale\b|\bwom[ae]n\b"),
-    ("sex", "male patient", r"\bmale\b|\bm[ae]n\b", r"\bmale\b|\bm[ae]n\b"),
+    (
+        "modality",
+        embedding_phrase("modality=CT"),
+        r"\bct\b|computed tomography",
+        r"\bct\b|computed tomography",
+    ),
+    (
+        "modality",
+        embedding_phrase("modality=MR"),
+        r"\bmri?\b|magnetic resonance",
+        r"\bmri?\b|magnetic resonance",
+    ),
+    (
+        "plane",
+        embedding_phrase("plane=axial"),
+        r"\baxial\b|\btransverse\b",
+        r"\baxial\b|\btransverse\b",
+    ),
+    ("plane", embedding_phrase("plane=coronal"), r"\bcoronal\b", r"\bcoronal\b"),
+    ("plane", embedding_phrase("plane=sagittal"), r"\bsagittal\b", r"\bsagittal\b"),
+    ("sex", embedding_phrase("sex=F"), r"\bfemale\b|\bwom[ae]n\b", r"\bfemale\b|\bwom[ae]n\b"),
+    ("sex", embedding_phrase("sex=M"), r"\bmale\b|\bm[ae]n\b", r"\bmale\b|\bm[ae]n\b"),
     (
         "age",
         "elderly patient",

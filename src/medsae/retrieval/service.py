@@ -1,12 +1,22 @@
-"""Search behind the browser: text queries, similar slices, uploaded images.
+"""The search service of the front ends (report and browser): text, similar slices, images.
 
-:class:`SearchBackend` is the interface the web app calls. :class:`WorkspaceSearch` is the
-default: it delegates to ``medsae.interpret`` (``ask`` for text, ``FingerprintIndex`` /
-``search_similar`` for fingerprints) and to the workspace's encoder and SAE for uploaded
-images. Where a part is not available in the workspace (no index artifact, an encoder that
-cannot be rebuilt), it falls back to a plain computation over the sparse codes and says so
-in ``method`` (``"keyword"`` text matching over feature descriptions; cosine similarity of
-fingerprints), or raises :class:`SearchUnavailable` (the app answers 503).
+:class:`WorkspaceSearch` answers every search over one open
+:class:`medsae.view.WorkspaceView`, with the same functions as the library API:
+
+* similar slices and new images: the run's :class:`FingerprintIndex` (the index stage's
+  artifact, else built in memory from the view's codes and table) with the fingerprint
+  size ``k`` of the index stage's :class:`SearchConfig`;
+* text: a :class:`TextRetriever` over the view's feature table with the index stage's
+  :class:`AskConfig` (the mode its query-suite evaluation used), its sentence embedder
+  wrapped in a :class:`BatchingEmbedder` so that concurrent requests share batches; where
+  the workspace has no descriptions (or ``text_model=False``), a keyword match over
+  feature descriptions and concepts (``method="keyword"``);
+* images: prepared by :mod:`medsae.data.query_image` by the caller, then encoded and coded
+  with the workspace's encoder and SAE (:mod:`medsae.retrieval.query_image`).
+
+What one service loads (index, retriever, models) belongs to it and goes with it: a front
+end builds one service per open view. A part that cannot run on the workspace raises
+:class:`SearchUnavailable` (the browser answers 503).
 """
 
 from __future__ import annotations
@@ -18,8 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
+from medsae.errors import MedsaeError
+from medsae.retrieval.config import AskConfig, IndexConfig
+from medsae.retrieval.fingerprint import FingerprintIndex
+from medsae.retrieval.language import TextRetriever
 from medsae.view import WorkspaceView
 
 
@@ -38,7 +51,7 @@ class SearchHits:
 
 
 class SearchBackend(Protocol):
-    """What the web app needs from a search implementation."""
+    """What the front ends need from a search implementation."""
 
     def text(self, query: str, k: int) -> SearchHits: ...
 
@@ -47,70 +60,123 @@ class SearchBackend(Protocol):
     def image(self, image: np.ndarray, k: int) -> SearchHits: ...
 
 
-def fingerprint_vector(codes_n: np.ndarray, k: int) -> np.ndarray:
-    """Keep the ``k`` largest activations of a dense code vector (the slice's fingerprint)."""
-    out = np.zeros_like(codes_n, dtype=np.float32)
-    if k <= 0 or not np.any(codes_n > 0):
-        return out
-    top = np.argpartition(-codes_n, min(k, len(codes_n) - 1))[:k]
-    top = top[codes_n[top] > 0]
-    out[top] = codes_n[top]
-    return out
+_UNSET: Any = object()
 
 
 class WorkspaceSearch:
-    """Default search over a :class:`WorkspaceView` (see the module docstring).
+    """Search over one open :class:`WorkspaceView` (see the module docstring).
 
     Parameters
     ----------
     view:
-        The workspace to search.
-    fingerprint_k:
-        Features kept in a fingerprint for the cosine fallback.
+        The open workspace; its tables and codes are used, never read again.
+    config:
+        Fingerprint size and text settings; by default those the index stage recorded
+        (:func:`medsae.retrieval.index.index_config`).
     load_text_model:
-        Load the text model at construction (the server does, so that the first query is
-        fast); otherwise on first use.
+        Build the text retriever (loads the sentence embedder) at construction, so that the
+        first query is fast (the browser does); otherwise on first use.
     use_interpret:
-        Answer text queries with ``medsae.interpret`` (sentence embedder over descriptions)
-        where available; False uses the keyword fallback (no model to load).
+        Answer text through the feature descriptions and the sentence embedder where
+        available; False always uses the keyword match (no model to load).
     """
 
     def __init__(
         self,
         view: WorkspaceView,
-        fingerprint_k: int = 16,
+        config: IndexConfig | None = None,
         load_text_model: bool = False,
         use_interpret: bool = True,
     ) -> None:
         self.view = view
         self.use_interpret = use_interpret
-        self.fingerprint_k = fingerprint_k
-        self._lock = threading.Lock()
-        self._image_model: tuple[Any, Any] | None = None
-        self._fp_matrix: sp.csr_matrix | None = None
+        self.config = config or _recorded_config(view)
+        self._lock = threading.RLock()
+        self._index: FingerprintIndex | None = _UNSET
+        self._retriever: TextRetriever | None = _UNSET
+        self._models: tuple[Any, Any] | None = None
         self._words: list[set[str]] | None = None
         if load_text_model and use_interpret:
-            self._interpret_text_ready()
+            self.text_ready()
+
+    @property
+    def k(self) -> int:
+        """Fingerprint size: the query's top-K active latents (``SearchConfig.k``)."""
+        return self.config.search.k
+
+    @property
+    def ask_config(self) -> AskConfig:
+        """The text settings (``AskConfig``; its ``mode`` chooses the features)."""
+        return self.config.ask
+
+    # ----------------------------------------------------------------- shared parts
+    def index(self) -> FingerprintIndex | None:
+        """The run's fingerprint index (built once), or None without codes."""
+        with self._lock:
+            if self._index is _UNSET:
+                self._index = _open_index(self.view)
+            return self._index
+
+    def retriever(self) -> TextRetriever | None:
+        """The text retriever over the view's descriptions (built once), or None."""
+        with self._lock:
+            if self._retriever is _UNSET:
+                self._retriever = self._open_retriever() if self.use_interpret else None
+            return self._retriever
+
+    def text_ready(self) -> bool:
+        """Build the text retriever now (loads the sentence embedder); whether it is usable."""
+        return self.retriever() is not None
+
+    def _open_retriever(self) -> TextRetriever | None:
+        view = self.view
+        features = view.features_file
+        index = self.index()
+        if index is None or features is None or "description" not in features.columns:
+            return None
+        assert view.encoder is not None and view.run is not None
+        from medsae.llm.embed import shared_embedder
+        from medsae.retrieval.batching import BatchingEmbedder
+        from medsae.retrieval.index import cached_description_embeddings
+
+        embedder = shared_embedder()
+        try:
+            cached = cached_description_embeddings(
+                view.ws.index(view.encoder, view.run), features, embedder
+            )
+            # concurrent requests share embedding batches and a cache of embedded texts
+            batching: Any = BatchingEmbedder(embedder)
+            return TextRetriever(index, features, batching, self.ask_config, cached)
+        except MedsaeError:  # no usable descriptions: the keyword match answers
+            return None
 
     # ----------------------------------------------------------------- text
-    def _interpret_text_ready(self) -> bool:
-        if not self.use_interpret:
-            return False
-        from medsae.serve import interpret_bridge
-
-        return interpret_bridge.text_ready(self.view)
-
     def text(self, query: str, k: int) -> SearchHits:
-        from medsae.serve import interpret_bridge
-
-        hits = interpret_bridge.ask(self.view, query, k) if self.use_interpret else None
-        if hits is not None:
-            return hits
-        return self._keyword_text(query, k)
+        """Slices matching a text query, ``k`` subjects at most."""
+        retriever = self.retriever()
+        if retriever is None:
+            return self._keyword_text(query, k)
+        choices = retriever.choose(query)
+        hits = retriever.rank(choices, k)
+        feats = [
+            {
+                "latent": c.latent,
+                "weight": c.weight,
+                "similarity": c.similarity,
+                "description": c.description,
+            }
+            for c in choices
+        ]
+        return SearchHits(
+            rows=[int(r) for r in hits.rows],
+            scores=[float(x) for x in hits.scores],
+            method="interpret.ask",
+            features=feats,
+        )
 
     def _keyword_text(self, query: str, k: int) -> SearchHits:
-        """Fallback: features whose description or concept shares words with the query,
-        slices ranked by the sum of those features' activations."""
+        """Features whose description or concept shares words with the query, slices ranked
+        by the sum of those features' activations."""
         table = self.view.feature_table
         if self.view.codes is None or table.empty:
             raise SearchUnavailable("no sparse codes in this workspace")
@@ -126,12 +192,11 @@ class WorkspaceSearch:
         score_n = np.asarray(self.view.codes[:, latents] @ weights).ravel()
         order = np.argsort(-score_n, kind="stable")[:k]
         order = order[score_n[order] > 0]
+        has_desc = "description" in table
         feats = [
             {
                 "latent": int(j),
-                "description": _str_or_none(table.at[int(j), "description"])
-                if "description" in table
-                else None,
+                "description": _str_or_none(table.at[int(j), "description"]) if has_desc else None,
             }
             for j in latents
         ]
@@ -141,111 +206,103 @@ class WorkspaceSearch:
         with self._lock:
             if self._words is None:
                 table = self.view.feature_table
+                cols = [c for c in ("description", "concept") if c in table.columns]
                 words = []
                 for j in range(len(table)):
-                    parts = [
-                        _str_or_none(table.at[j, c]) if c in table.columns else None
-                        for c in ("description", "concept")
-                    ]
-                    text = (
-                        " ".join(p for p in parts if p).lower().replace("=", " ").replace("_", " ")
+                    parts = [_str_or_none(table.at[j, c]) for c in cols]
+                    text = " ".join(p for p in parts if p).lower()
+                    words.append(
+                        set(re.findall(r"[a-z0-9]+", text.replace("=", " ").replace("_", " ")))
                     )
-                    words.append(set(re.findall(r"[a-z0-9]+", text)))
                 self._words = words
             return self._words
 
-    # ----------------------------------------------------------------- similar
-    def _fingerprints(self) -> sp.csr_matrix:
-        with self._lock:
-            if self._fp_matrix is None:
-                codes = self.view.codes
-                if codes is None:
-                    raise SearchUnavailable("no sparse codes in this workspace")
-                rows = []
-                for r in range(codes.shape[0]):
-                    lo, hi = codes.indptr[r], codes.indptr[r + 1]
-                    idx, vals = codes.indices[lo:hi], codes.data[lo:hi]
-                    keep = np.argsort(-vals, kind="stable")[: self.fingerprint_k]
-                    row = np.zeros(codes.shape[1], dtype=np.float32)
-                    row[idx[keep]] = vals[keep]
-                    rows.append(sp.csr_matrix(row))
-                fp = (
-                    sp.vstack(rows).tocsr()
-                    if rows
-                    else sp.csr_matrix(codes.shape, dtype=np.float32)
-                )
-                norms = np.sqrt(np.asarray(fp.multiply(fp).sum(axis=1)).ravel())
-                self._fp_matrix = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ fp
-            return self._fp_matrix
+    # ----------------------------------------------------------------- fingerprints
+    def _hits(self, df: pd.DataFrame) -> SearchHits:
+        return SearchHits(
+            rows=[int(r) for r in df["row"]],
+            scores=[float(s) for s in df["score"]],
+            method="fingerprint",
+        )
 
-    def _cosine(self, fp_n: np.ndarray, k: int, exclude: int | None) -> SearchHits:
-        norm = float(np.linalg.norm(fp_n))
-        if norm == 0:
-            return SearchHits([], [], "fingerprint-cosine")
-        sims = np.asarray(self._fingerprints() @ (fp_n / norm)).ravel()
-        if exclude is not None:
-            sims[exclude] = -np.inf
-        order = np.argsort(-sims, kind="stable")[:k]
-        order = order[np.isfinite(sims[order]) & (sims[order] > 0)]
-        return SearchHits(order.tolist(), sims[order].astype(float).tolist(), "fingerprint-cosine")
+    def _require_index(self) -> FingerprintIndex:
+        index = self.index()
+        if index is None:
+            raise SearchUnavailable("no sparse codes in this workspace")
+        return index
 
     def similar(self, row: int, k: int) -> SearchHits:
-        from medsae.serve import interpret_bridge
+        """Slices similar to table row ``row``: one per subject, its own subject excluded."""
+        return self._hits(self._require_index().search(int(row), k=self.k, n=k))
 
-        hits = interpret_bridge.similar(self.view, row, k)
-        if hits is not None:
-            return hits
-        codes = self.view.codes
-        if codes is None:
-            raise SearchUnavailable("no sparse codes in this workspace")
-        dense = np.asarray(codes[row].toarray()).ravel()
-        return self._cosine(fingerprint_vector(dense, self.fingerprint_k), k, exclude=row)
+    def similar_to_codes(self, codes_n: np.ndarray, k: int) -> SearchHits:
+        """Slices whose fingerprints match a dense code vector (a new image)."""
+        query = np.asarray(codes_n, dtype=np.float64)
+        return self._hits(
+            self._require_index().search(query, k=self.k, n=k, exclude_own_subject=False)
+        )
 
-    # ----------------------------------------------------------------- image
-    def _models(self) -> tuple[Any, Any]:
+    # ----------------------------------------------------------------- images
+    def _image_models(self) -> tuple[Any, Any]:
         with self._lock:
-            if self._image_model is None:
-                self._image_model = _load_image_models(self.view)
-            return self._image_model
+            if self._models is None:
+                self._models = _load_image_models(self.view)
+            return self._models
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
-        """Dense SAE codes ``(n_latents,)`` of one uint8 image, as the pipeline would encode it."""
-        import torch
+        """Dense SAE codes ``(n_latents,)`` of one prepared uint8 image."""
+        from medsae.retrieval import query_image as qi
 
-        encoder, sae = self._models()
-        emb_1d = encoder.encode(image[None])
-        with torch.no_grad():
-            codes = sae.encode(torch.as_tensor(np.asarray(emb_1d, dtype=np.float32)))
-        return codes.detach().cpu().numpy().ravel()
+        encoder, sae = self._image_models()
+        return qi.code_with(sae, qi.embed_with(encoder, image))
 
     def image(self, image: np.ndarray, k: int) -> SearchHits:
+        """Slices similar to a prepared image (:mod:`medsae.data.query_image`)."""
         dense = self.encode_image(image)
-        from medsae.serve import interpret_bridge
-
-        hits = interpret_bridge.similar_to_codes(self.view, dense, k)
-        if hits is None:
-            hits = self._cosine(fingerprint_vector(dense, self.fingerprint_k), k, exclude=None)
-        order = np.argsort(-dense, kind="stable")[: min(10, self.fingerprint_k)]
+        hits = self.similar_to_codes(dense, k)
+        order = np.argsort(-dense, kind="stable")[: min(10, self.k)]
         hits.features = [
             {"latent": int(j), "activation": float(dense[j])} for j in order if dense[j] > 0
         ]
         return hits
 
 
+def _recorded_config(view: WorkspaceView) -> IndexConfig:
+    """The index stage's config of the view's run (defaults without a run)."""
+    if view.encoder is None or view.run is None:
+        return IndexConfig()
+    from medsae.retrieval.index import index_config
+
+    return index_config(view.ws, view.encoder, view.run)
+
+
+def _open_index(view: WorkspaceView) -> FingerprintIndex | None:
+    """The index stage's artifact of the view's run, else an index of the view's codes."""
+    if view.encoder is None or view.run is None or view.codes is None:
+        return None
+    from medsae.workspace import read_manifest
+
+    folder = view.ws.index(view.encoder, view.run)
+    index = None
+    if read_manifest(folder) is not None:
+        try:
+            index = FingerprintIndex.load(folder)
+        except MedsaeError:  # an unreadable index artifact: index the open codes
+            index = None
+    if index is None or index.n_rows != len(view.table):
+        index = FingerprintIndex.build(view.codes, view.table)
+    return index
+
+
 def _load_image_models(view: WorkspaceView) -> tuple[Any, Any]:
     """The workspace's encoder (rebuilt from its store) and SAE, or SearchUnavailable."""
     if view.encoder is None or view.run is None:
         raise SearchUnavailable("no SAE run with codes in this workspace")
+    from medsae.retrieval import query_image as qi
+
     try:
-        from medsae.encode import encoder_from_store  # type: ignore[attr-defined]
-        from medsae.encode.store import EmbeddingStore
-        from medsae.sae import load_sae  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise SearchUnavailable(f"image search needs the encode and sae stages: {e}") from e
-    try:
-        store = EmbeddingStore(view.ws.embeddings(view.encoder))
-        encoder = encoder_from_store(store)
-        sae = load_sae(view.ws.sae(view.encoder, view.run))
+        encoder = qi.load_image_encoder(view.ws.embeddings(view.encoder))
+        sae = qi.load_image_sae(view.ws.sae(view.encoder, view.run))
     except Exception as e:  # any failure to rebuild the models means no image search
         raise SearchUnavailable(
             f"cannot rebuild encoder {view.encoder!r} and SAE {view.run!r}: {e}"

@@ -39,6 +39,51 @@ def precision_at(
     return float(relevant[rows].sum()) / denom
 
 
+def _query_entry(
+    retriever: TextRetriever,
+    q: Query,
+    table: pd.DataFrame,
+    presence: np.ndarray,
+    structures: Sequence[str],
+    gallery: np.ndarray,
+    available: int,
+    n: int,
+) -> dict[str, Any]:
+    """One query's answer and its precision, overall and per aspect."""
+    subjects = retriever.index.subject_ids
+    choices = retriever.choose(q.text)
+    hits = retriever.rank(choices, n, gallery)
+    relevant = truth_mask(q.truth, table, presence, structures)
+    n_relevant = len(np.unique(subjects[gallery & relevant]))
+    entry: dict[str, Any] = {
+        "id": q.id,
+        "text": q.text,
+        "source": q.source,
+        "precision_at_n": precision_at(hits.rows, relevant, n, available),
+        "results": len(hits),
+        "relevant_subjects_in_gallery": n_relevant,
+        "answerable": n_relevant > 0,
+        "max_achievable": min(n, n_relevant) / max(min(n, available), 1),
+        "features": [
+            {
+                "latent": c.latent,
+                "weight": round(c.weight, 4),
+                "similarity": round(c.similarity, 4),
+                "description": c.description,
+                "matched": c.matched,
+            }
+            for c in choices
+        ],
+        "aspects": {},
+    }
+    for aspect in q.aspects:
+        sub = q.aspect_truth(aspect)
+        entry["aspects"][aspect] = precision_at(
+            hits.rows, truth_mask(sub, table, presence, structures), n, available
+        )
+    return entry
+
+
 def evaluate_text_retrieval(
     retriever: TextRetriever,
     queries: Sequence[Query],
@@ -62,37 +107,9 @@ def evaluate_text_retrieval(
     if retriever.selector is None:
         retriever.prefetch([q.text for q in queries])
     for i, q in enumerate(queries):
-        choices = retriever.choose(q.text)
-        hits = retriever.rank(choices, n, gallery)
-        relevant = truth_mask(q.truth, table, presence, structures)
-        n_relevant = len(np.unique(subjects[gallery & relevant]))
-        entry: dict[str, Any] = {
-            "id": q.id,
-            "text": q.text,
-            "source": q.source,
-            "precision_at_n": precision_at(hits.rows, relevant, n, available),
-            "results": len(hits),
-            "relevant_subjects_in_gallery": n_relevant,
-            "answerable": n_relevant > 0,
-            "max_achievable": min(n, n_relevant) / max(min(n, available), 1),
-            "features": [
-                {
-                    "latent": c.latent,
-                    "weight": round(c.weight, 4),
-                    "similarity": round(c.similarity, 4),
-                    "description": c.description,
-                    "matched": c.matched,
-                }
-                for c in choices
-            ],
-            "aspects": {},
-        }
-        for aspect in q.aspects:
-            sub = q.aspect_truth(aspect)
-            entry["aspects"][aspect] = precision_at(
-                hits.rows, truth_mask(sub, table, presence, structures), n, available
-            )
-        per_query.append(entry)
+        per_query.append(
+            _query_entry(retriever, q, table, presence, structures, gallery, available, n)
+        )
         if progress is not None:
             progress(i + 1)
 

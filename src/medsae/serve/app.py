@@ -26,13 +26,15 @@ from fastapi import FastAPI, File, HTTPException, Path, Query, Request, UploadFi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from medsae import __version__
+from medsae.data.query_image import QueryImageError
 from medsae.retrieval.service import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve import models as m
 from medsae.serve.limits import BodySizeLimit
-from medsae.serve.uploads import UploadError, decode_upload
 from medsae.view import WorkspaceView
 
 UPLOAD_LIMIT = 20 * 1024 * 1024
+UPLOAD_PLANE = "axial"  # the plane of an uploaded volume shown and searched (its middle slice)
+UPLOAD_STATUS = {"unreadable": 400, "unsupported": 415, "too_large": 413}
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 SortKey = Literal[
     "latent",
@@ -57,10 +59,13 @@ def create_app(
 ) -> FastAPI:
     """The browser app for a workspace (or an already opened :class:`WorkspaceView`).
 
-    ``backend`` replaces the default :class:`WorkspaceSearch` (tests plug in fakes).
+    ``backend`` replaces the default :class:`WorkspaceSearch` over the view (tests plug in
+    fakes). Uploaded images are prepared by :mod:`medsae.data.query_image`, as
+    ``medsae search --image`` prepares them (a volume: the middle slice of ``UPLOAD_PLANE``).
     """
     view = workspace if isinstance(workspace, WorkspaceView) else WorkspaceView(workspace)
     search: SearchBackend = backend or WorkspaceSearch(view, load_text_model=load_text_model)
+    query_format = view.query_format
     table = view.table
     features = view.feature_table
     # open everything once at startup: requests then only read shared, finished objects
@@ -131,7 +136,7 @@ def create_app(
         concepts = sorted({str(c) for c in features.get("concept", []) if isinstance(c, str)})
         text_mode = (
             "interpret"
-            if isinstance(search, WorkspaceSearch) and search._interpret_text_ready()
+            if isinstance(search, WorkspaceSearch) and search.text_ready()
             else "keyword"
         )
         return m.InfoOut(
@@ -271,15 +276,12 @@ def create_app(
         data = file.file.read(upload_limit + 1)
         if len(data) > upload_limit:
             raise HTTPException(413, f"upload larger than {upload_limit} bytes")
-        images = view.images
-        size = int(images.shape[1]) if images is not None else 224
-        channels = 3 if images is not None and images.ndim == 4 else 1
         try:
-            img, kind = decode_upload(data, size, channels)
-        except UploadError as e:
-            raise HTTPException(e.status, f"{file.filename or 'upload'}: {e.message}") from e
+            query = query_format.prepare(data, plane=UPLOAD_PLANE, name=file.filename or "upload")
+        except QueryImageError as e:
+            raise HTTPException(UPLOAD_STATUS[e.reason], str(e)) from e
         try:
-            return hits_out(search.image(img, k), query=file.filename, kind=kind)
+            return hits_out(search.image(query.image, k), query=file.filename, kind=query.kind)
         except SearchUnavailable as e:
             raise HTTPException(503, str(e)) from e
 
