@@ -44,9 +44,10 @@ from _workspace import workspace_run, write_result
 from medsae.data.table import open_images, read_anatomy, slices_with_split
 from medsae.interpret.config import InterpretConfig
 from medsae.interpret.describe import NOT, OfflineDescriber
-from medsae.interpret.features import build_label_table
-from medsae.interpret.scoring import CodeSpace, balanced_accuracy, detection_sample
-from medsae.interpret.stage import detection_draw, near_miss_sample
+from medsae.interpret.io import SCORES, read_features
+from medsae.interpret.scoring import CodeSpace, detection_draw, detection_sample, near_miss_sample
+from medsae.labels.table import build_label_table
+from medsae.metrics.classification import binary_balanced_accuracy as balanced_accuracy
 from medsae.sae.codes_io import load_codes
 
 
@@ -102,7 +103,7 @@ def main() -> None:
     labels = build_label_table(table, anatomy, images)
     values = labels.values
     space = CodeSpace(load_codes(ws.codes(encoder, run)))
-    features = pd.read_parquet(ws.features(encoder, run) / "features.parquet")
+    features = read_features(ws.features(encoder, run))
     described = features.loc[features["description"].notna(), "latent"].astype(int).tolist()
     split = table["split"].to_numpy()
     held = np.flatnonzero(np.isin(split, list(cfg.score_splits)))
@@ -183,7 +184,7 @@ def main() -> None:
             )
         s_held, p_held = pair_scores(hv, pos)
         results["label_or_pair_oracle"].append(float(max(s_held.max(), p_held.max())))
-    scores_file = ws.features(encoder, run) / "scores.json"
+    scores_file = ws.features(encoder, run) / SCORES
     stage = json.loads(scores_file.read_text()) if scores_file.is_file() else {}
     report = {
         "benchmark": "detection_bounds",

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _workspace import RESULTS, write_result
+from medsae.interpret.io import read_scores
 from medsae.retrieval.index import resolve_run
 from medsae.workspace import Workspace
 
@@ -86,7 +87,7 @@ def grid_rows(
         for run in runs:
             medsae("interpret", "-w", ws, "--encoder", encoder, "--run", run)
             ev = json.loads((root / "eval" / encoder / run / "summary.json").read_text())
-            sc = json.loads((root / "features" / encoder / run / "scores.json").read_text())
+            sc = read_scores(root / "features" / encoder / run)
             det = sc["detection"]["balanced_accuracy"]
             kinds = sc["detection"]["by_kind"]
             rows.append(

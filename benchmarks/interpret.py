@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
+from medsae.interpret.io import read_features, read_scores
 from medsae.interpret.stage import interpret
 from medsae.llm.embed import shared_embedder
 from medsae.testing import make_synthetic_workspace
@@ -59,8 +58,8 @@ def main() -> None:
         t0 = time.perf_counter()
         outcome = interpret(ws, truth.encoder, truth.run)
         seconds = time.perf_counter() - t0
-        features = pd.read_parquet(outcome.path / "features.parquet")
-        scores = json.loads((outcome.path / "scores.json").read_text())
+        features = read_features(outcome.path)
+        scores = read_scores(outcome.path)
     planted = features["latent"] < len(truth.concepts)
     result = {
         "benchmark": "interpret",
@@ -85,15 +84,14 @@ def main() -> None:
 
 def bench_workspace(root: Path, load: float) -> None:
     """Rerun ``interpret`` (forced) on the default run of a finished workspace."""
-    from medsae.interpret.stage import default_runs
     from medsae.workspace import Workspace
 
     ws = Workspace(root)
-    encoder, run = default_runs(ws)[0]
+    encoder, run = ws.resolve_run()
     t0 = time.perf_counter()
     outcome = interpret(ws, encoder, run, force=True)
     seconds = time.perf_counter() - t0
-    scores = json.loads((outcome.path / "scores.json").read_text())
+    scores = read_scores(outcome.path)
     result = {
         "benchmark": "interpret_workspace",
         "workspace": str(root),

@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 
 from medsae.data.table import open_images, read_anatomy, slices_with_split
-from medsae.interpret.describe import (
-    ABSENT_LEAD,
-    NOT,
-    LLMDescriber,
-    OfflineDescriber,
-    absent_words,
-    compose_phrase,
-    label_phrase,
-    split_absent,
-)
-from medsae.interpret.features import build_label_table, feature_statistics
+from medsae.interpret.describe import NOT, LLMDescriber, OfflineDescriber, compose_phrase
+from medsae.interpret.features import feature_statistics
+from medsae.labels.table import LabelTable, build_label_table
+from medsae.labels.words import ABSENT_LEAD, absent_words, label_phrase, slice_text, split_absent
 from medsae.llm.client import LLMClient
 from medsae.llm.fake_server import FakeLLMServer, Faults
 from medsae.sae.codes_io import load_codes
@@ -112,7 +105,6 @@ def test_llm_describer_records_failures_and_goes_on(data) -> None:
 def test_scanner_labels_are_named_in_descriptions_slice_text_and_by_the_label_scorer() -> None:
     import pandas as pd
 
-    from medsae.interpret.describe import slice_text
     from medsae.interpret.scorers import LabelScorer
 
     table = pd.DataFrame(
@@ -136,8 +128,6 @@ def test_scanner_labels_are_named_in_descriptions_slice_text_and_by_the_label_sc
 
 def test_contrast_samples_choose_the_label_that_separates_near_misses() -> None:
     import scipy.sparse as sp
-
-    from medsae.interpret.features import LabelTable
 
     n = 200
     rows = np.arange(n)
@@ -163,8 +153,6 @@ def test_contrast_samples_choose_the_label_that_separates_near_misses() -> None:
 
 def _count_world(p: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5), n: int = 400):
     import scipy.sparse as sp
-
-    from medsae.interpret.features import LabelTable
 
     rng = np.random.default_rng(0)
     values = rng.random((n, 4)) < np.asarray(p)  # a, b, c, an unrelated d
@@ -199,7 +187,6 @@ def test_count_rule_holds_on_all_but_one_of_its_literals() -> None:
 
 
 def test_absent_clause_is_split_off_and_scored_as_absence() -> None:
-    from medsae.interpret.features import LabelTable
     from medsae.interpret.scorers import ABSENT_WEIGHT, EmbeddingScorer, LabelScorer
 
     text = (

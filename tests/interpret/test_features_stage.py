@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from medsae.interpret import InterpretConfig, interpret
-from medsae.interpret.stage import default_runs
+from medsae.interpret.io import DESCRIPTIONS, FEATURE_COLUMNS, FEATURES, SCORES
 from medsae.llm.fake_server import FakeLLMServer, Faults
 from medsae.testing import make_synthetic_workspace
 
@@ -44,8 +44,8 @@ def offline(synthetic):
     outcome = interpret(ws, truth.encoder, truth.run)
     return (
         outcome,
-        pd.read_parquet(outcome.path / "features.parquet"),
-        json.loads((outcome.path / "scores.json").read_text()),
+        pd.read_parquet(outcome.path / FEATURES),
+        json.loads((outcome.path / SCORES).read_text()),
     )
 
 
@@ -53,11 +53,11 @@ def test_offline_outputs(synthetic, offline) -> None:
     ws, truth = synthetic
     outcome, features, scores = offline
     assert outcome.path == ws.features(truth.encoder, truth.run)
-    assert list(features.columns) == COLUMNS
+    assert list(features.columns) == COLUMNS == FEATURE_COLUMNS
     assert len(features) == truth.n_latents  # every latent of the synthetic codes is alive
     assert features["describer"].eq("offline").all()
     assert scores["describer"] == "offline" and scores["scorer"] == "embedding"
-    assert scores["splits"] == {"statistics": "train", "scores": ["val", "test"]}
+    assert scores["splits"] == {"statistics": "train", "selection": None, "scores": ["val", "test"]}
     assert (
         scores["detection_balanced_accuracy"] == scores["detection"]["balanced_accuracy"]["median"]
     )
@@ -65,9 +65,7 @@ def test_offline_outputs(synthetic, offline) -> None:
     kinds = scores["detection"]["by_kind"]
     assert set(kinds) == {"tpr_strong", "tpr_weak", "tnr_hard", "tnr_random"}
     assert all(0.0 <= k["median"] <= 1.0 and k["n"] > 0 for k in kinds.values())
-    records = [
-        json.loads(x) for x in (outcome.path / "descriptions.jsonl").read_text().splitlines()
-    ]
+    records = [json.loads(x) for x in (outcome.path / DESCRIPTIONS).read_text().splitlines()]
     assert [r["latent"] for r in records] == features["latent"].tolist()
     assert [list(x) for x in features["rule"]] == [r["rule"] for r in records]
     assert any(len(x) for x in features["rule"])
@@ -101,12 +99,17 @@ def test_rerun_is_skipped_and_top_n_selection(synthetic, offline) -> None:
     cfg = InterpretConfig(select="top_n", top_n=10, rank_by="frequency", scorer="labels")
     outcome = interpret(ws, truth.encoder, truth.run, cfg)
     assert outcome.status == "rebuilt"
-    features = pd.read_parquet(outcome.path / "features.parquet")
+    features = pd.read_parquet(outcome.path / FEATURES)
     freq = offline[1].set_index("latent")["frequency"]
     expected = sorted(freq.sort_values(ascending=False, kind="stable").index[:10])
     assert len(features) == 10 and np.isclose(features["frequency"].min(), freq.loc[expected].min())
-    assert json.loads((outcome.path / "scores.json").read_text())["scorer"] == "labels"
-    assert default_runs(ws) == [(truth.encoder, truth.run)]
+    scores = json.loads((outcome.path / SCORES).read_text())
+    assert scores["scorer"] == "labels"
+    assert scores["splits"] == {
+        "statistics": "train",
+        "selection": "train",
+        "scores": ["val", "test"],
+    }
 
 
 def test_llm_path_end_to_end_with_cache_and_failures(synthetic) -> None:
@@ -134,12 +137,12 @@ def test_llm_path_end_to_end_with_cache_and_failures(synthetic) -> None:
         outcome = interpret(ws, truth.encoder, truth.run, cfg)
         sent = srv.stats.requests
         assert sent > 0 and srv.stats.images_seen == 0 and srv.stats.max_in_flight <= 3
-        features = pd.read_parquet(outcome.path / "features.parquet")
-        scores = json.loads((outcome.path / "scores.json").read_text())
+        features = pd.read_parquet(outcome.path / FEATURES)
+        scores = json.loads((outcome.path / SCORES).read_text())
         # a rerun answers every request from the workspace cache; only the failure is retried
         again = interpret(ws, truth.encoder, truth.run, cfg, force=True)
         assert srv.stats.requests == sent + 2
-        again_scores = json.loads((again.path / "scores.json").read_text())
+        again_scores = json.loads((again.path / SCORES).read_text())
     assert (ws.root / "cache" / "llm").is_dir()
     assert features["describer"].eq("llm:fake-vlm").all() and len(features) == 12
     failed = features[features["description"].isna()]
@@ -164,18 +167,6 @@ def test_api_key_never_reaches_the_manifest() -> None:
     assert cfg.llm.api_key is not None and cfg.llm.api_key.get_secret_value() == "very-secret"
     with pytest.raises(ValueError):
         InterpretConfig(describer="magic")  # type: ignore[arg-type]
-
-
-def test_default_runs_prefer_the_ranking(tmp_path) -> None:
-    from medsae.workspace import Workspace
-
-    ws = Workspace(tmp_path)
-    assert default_runs(ws) == []
-    (tmp_path / "ranking").mkdir()
-    (tmp_path / "ranking" / "ranking.json").write_text(
-        json.dumps({"best": {"encoder": "e", "run": "r"}})
-    )
-    assert default_runs(ws) == [("e", "r")]
 
 
 def test_thresholds_from_pooled_training_draws_and_near_miss_draws(
@@ -204,7 +195,81 @@ def test_thresholds_from_pooled_training_draws_and_near_miss_draws(
     monkeypatch.setattr(scoring, "detection_sample", counting)
     cfg = InterpretConfig(calibration_draws=3, contrast_draws=2, seed=7)
     outcome = interpret(copy, truth.encoder, truth.run, cfg, force=True)
-    n = len(pd.read_parquet(outcome.path / "features.parquet").dropna(subset=["description"]))
+    n = len(pd.read_parquet(outcome.path / FEATURES).dropna(subset=["description"]))
     # per described feature: 2 near-miss draws for the describer, 3 pooled calibration draws
     assert sorted(set(seeds)) == [8, 9, 10, 107, 108]
     assert seeds.count(107) == seeds.count(108) == seeds.count(8) == n
+
+
+def test_top_n_chooses_on_the_training_split_only(
+    synthetic, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """--top-n reads only training rows to choose, so held-out activations cannot change
+    which features are described (they only change the scores)."""
+    import shutil
+
+    import medsae.interpret.inputs as inputs_module
+    import medsae.interpret.selection as selection
+    from medsae.workspace import Workspace
+
+    ws, truth = synthetic
+    copy = Workspace(shutil.copytree(ws.root, tmp_path / "ws"))
+    table = pd.read_parquet(copy.slices / "slices.parquet")
+    split = pd.read_parquet(copy.split / "split.parquet").set_index("subject_key")["split"]
+    is_train = table["subject_key"].map(split).to_numpy() == "train"
+    seen: list[np.ndarray] = []
+    real_values = selection.selection_values
+
+    def spy(codes, labels, rows, latents, config):  # type: ignore[no-untyped-def]
+        seen.append(np.asarray(rows).copy())
+        return real_values(codes, labels, rows, latents, config)
+
+    monkeypatch.setattr(selection, "selection_values", spy)
+    cfg = InterpretConfig(select="top_n", top_n=10, rank_by="concept", scorer="labels")
+    first = interpret(copy, truth.encoder, truth.run, cfg, force=True)
+    chosen = pd.read_parquet(first.path / FEATURES)["latent"].tolist()
+    assert len(seen) == 1 and len(chosen) == 10
+    assert sorted(seen[0].tolist()) == np.flatnonzero(is_train).tolist()
+
+    real_load = inputs_module.load_codes
+    held = np.flatnonzero(~is_train)
+
+    def scrambled(path):  # type: ignore[no-untyped-def]
+        order = np.arange(len(is_train))
+        order[held] = np.random.default_rng(0).permutation(held)
+        return real_load(path)[order]
+
+    monkeypatch.setattr(inputs_module, "load_codes", scrambled)
+    again = interpret(copy, truth.encoder, truth.run, cfg, force=True)
+    assert pd.read_parquet(again.path / FEATURES)["latent"].tolist() == chosen
+    scores = json.loads((again.path / SCORES).read_text())
+    assert scores["splits"]["selection"] == "train"
+
+
+def test_selection_split_must_not_be_scored() -> None:
+    with pytest.raises(ValueError, match="selection_split 'val' is one of score_splits"):
+        InterpretConfig(select="top_n", selection_split="val")
+    cfg = InterpretConfig(select="top_n", selection_split="val", score_splits=["test"])
+    assert cfg.selection_split == "val"
+    assert InterpretConfig(selection_split="val").select == "all"  # nothing chosen: allowed
+
+
+def test_registries_name_the_known_components() -> None:
+    from typing import cast
+
+    from medsae.interpret.registry import (
+        DESCRIBERS,
+        SCORERS,
+        Components,
+        build_describer,
+        build_scorer,
+    )
+
+    assert set(DESCRIBERS) == {"offline", "llm"} and set(SCORERS) == {"embedding", "labels", "llm"}
+    parts = cast(Components, None)
+    with pytest.raises(ValueError, match=r"unknown describer 'magic'; known: \['llm', 'offline'\]"):
+        build_describer("magic", parts)
+    with pytest.raises(
+        ValueError, match=r"unknown scorer 'x'; known: \['embedding', 'labels', 'llm'\]"
+    ):
+        build_scorer("x", parts)

@@ -10,18 +10,18 @@ from sklearn.metrics import f1_score as sk_f1
 
 from medsae.interpret.scoring import (
     CodeSpace,
-    auroc,
-    balanced_accuracy,
     best_threshold,
     detection_rates,
     detection_sample,
-    f1_score,
     rank_of_true,
     ranking_slices,
     ranking_summary,
     score_detection,
     score_ranking,
 )
+from medsae.metrics.classification import binary_balanced_accuracy as balanced_accuracy
+from medsae.metrics.classification import binary_f1 as f1_score
+from medsae.metrics.classification import roc_auc as auroc
 
 
 def test_balanced_accuracy_by_hand() -> None:

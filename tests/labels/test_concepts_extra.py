@@ -11,15 +11,16 @@ import scipy.sparse as sp
 
 from medsae.errors import ArtifactError
 from medsae.interpret import InterpretConfig, interpret
-from medsae.interpret.describe import OfflineDescriber, compose_phrase, slice_text
+from medsae.interpret.describe import OfflineDescriber, compose_phrase
 from medsae.interpret.features import build_label_table, feature_statistics
 from medsae.interpret.scorers import EmbeddingScorer, LabelScorer, clauses
 from medsae.labels.concepts_extra import (
     FOREGROUND_LEVEL,
-    PHRASES,
     extra_labels,
     foreground_fraction,
 )
+from medsae.labels.words import GEOMETRY_PHRASES as PHRASES
+from medsae.labels.words import slice_text
 from medsae.testing import make_synthetic_workspace
 
 

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from medsae.interpret.describe import OfflineDescriber, compose_phrase, label_phrase, slice_text
+from medsae.interpret.describe import OfflineDescriber, compose_phrase
 from medsae.interpret.features import build_label_table, feature_statistics
 from medsae.interpret.scorers import PHRASE_WEIGHT, EmbeddingScorer, LabelScorer
 from medsae.labels.concepts_study import study_labels, study_values
+from medsae.labels.words import label_phrase, slice_text
 
 
 def _table() -> pd.DataFrame:

@@ -18,27 +18,21 @@ get none. ``best_f1_concept`` is the label of highest F1, for comparison.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from medsae.evaluate.tasks import Task
+from medsae.labels.table import LabelTable
+
+LabelSet = LabelTable.from_masks
+"""The label table from ``(positive, valid, names, kinds)`` masks (the former name)."""
 
 
-@dataclass(frozen=True)
-class LabelSet:
-    """Binary labels ``(n, C)`` with a validity mask, their names and kinds."""
-
-    positive: np.ndarray  # bool (n, C)
-    valid: np.ndarray  # bool (n, C)
-    names: list[str]
-    kinds: list[str]
-
-
-def labels_from_tasks(tasks: Sequence[Task], rows: np.ndarray | None = None) -> LabelSet:
-    """One binary label per class of each task (``present`` only for presence tasks)."""
+def labels_from_tasks(tasks: Sequence[Task], rows: np.ndarray | None = None) -> LabelTable:
+    """One binary label per class of each task (``present`` only for presence tasks), in the
+    one label table of :mod:`medsae.labels.table` (``defined`` where the task's label is known)."""
     pos, val, names, kinds = [], [], [], []
     for task in tasks:
         if task.name == "age_group_extremes":
@@ -54,15 +48,15 @@ def labels_from_tasks(tasks: Sequence[Task], rows: np.ndarray | None = None) -> 
             kinds.append(kind)
     n = len(tasks[0].labels) if rows is None and tasks else (len(rows) if rows is not None else 0)
     if not pos:
-        return LabelSet(np.zeros((n, 0), bool), np.zeros((n, 0), bool), [], [])
-    return LabelSet(np.stack(pos, 1), np.stack(val, 1), names, kinds)
+        return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
+    return LabelTable(names, np.stack(pos, 1), np.stack(val, 1), kinds)
 
 
-def auroc_matrix(codes: sp.spmatrix, labels: LabelSet) -> np.ndarray:
+def auroc_matrix(codes: sp.spmatrix, labels: LabelTable) -> np.ndarray:
     """Exact AUROC of every latent (column of non-negative ``codes``) against every label, ``(L, C)``."""
     csc = sp.csc_matrix(codes, dtype=np.float32)
-    pos = (labels.positive & labels.valid).astype(np.float64)
-    neg = (~labels.positive & labels.valid).astype(np.float64)
+    pos = (labels.values & labels.defined).astype(np.float64)
+    neg = (~labels.values & labels.defined).astype(np.float64)
     n_pos, n_neg = pos.sum(0), neg.sum(0)
     denom = n_pos * n_neg
     out = np.full((csc.shape[1], pos.shape[1]), np.nan)
@@ -91,12 +85,12 @@ def auroc_matrix(codes: sp.spmatrix, labels: LabelSet) -> np.ndarray:
     return out
 
 
-def f1_matrix(codes: sp.spmatrix, labels: LabelSet) -> np.ndarray:
+def f1_matrix(codes: sp.spmatrix, labels: LabelTable) -> np.ndarray:
     """F1 of "latent fires" as a detector of each label, ``(L, C)``."""
     fires = sp.csc_matrix(codes, dtype=np.float32)
     fires = sp.csc_matrix((fires > 0).astype(np.float32))
-    pos = (labels.positive & labels.valid).astype(np.float32)
-    neg = (~labels.positive & labels.valid).astype(np.float32)
+    pos = (labels.values & labels.defined).astype(np.float32)
+    neg = (~labels.values & labels.defined).astype(np.float32)
     tp = np.asarray(fires.T @ pos, dtype=np.float64)
     fp = np.asarray(fires.T @ neg, dtype=np.float64)
     fn = pos.sum(0)[None, :] - tp
@@ -105,7 +99,7 @@ def f1_matrix(codes: sp.spmatrix, labels: LabelSet) -> np.ndarray:
 
 
 def concept_map(
-    codes: sp.spmatrix, labels: LabelSet, min_fires: int = 5, min_positives: int = 5
+    codes: sp.spmatrix, labels: LabelTable, min_fires: int = 5, min_positives: int = 5
 ) -> pd.DataFrame:
     """Per latent: ``latent``, ``concept``, ``concept_kind``, ``auroc``, ``f1``, ``frequency``,
     ``n_fires``, ``best_f1_concept``, ``best_f1`` (see module docstring)."""
@@ -120,18 +114,13 @@ def concept_map(
     frame["auroc"] = np.nan
     frame["f1"] = np.nan
     frame["best_f1"] = np.nan
-    usable = (labels.positive & labels.valid).sum(0) >= min_positives
-    usable &= (~labels.positive & labels.valid).sum(0) >= 1
+    usable = (labels.values & labels.defined).sum(0) >= min_positives
+    usable &= (~labels.values & labels.defined).sum(0) >= 1
     active = np.flatnonzero(n_fires >= min_fires)
     if len(active) == 0 or not usable.any():
         return frame
     cols = np.flatnonzero(usable)
-    sub = LabelSet(
-        labels.positive[:, cols],
-        labels.valid[:, cols],
-        [labels.names[c] for c in cols],
-        [labels.kinds[c] for c in cols],
-    )
+    sub = labels.columns(cols)
     auc = auroc_matrix(csc[:, active], sub)
     f1 = f1_matrix(csc[:, active], sub)
     auc_f = np.where(np.isnan(auc), -np.inf, auc)

@@ -16,9 +16,9 @@ def register(app: typer.Typer) -> None:
 def interpret_command(
     workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
     encoder: str | None = typer.Option(
-        None, help="Encoder (default: best from WS/ranking, else every run)."
+        None, help="Encoder (default: the ranking's best run, else the only run with codes)."
     ),
-    run: str | None = typer.Option(None, help="SAE run (with --encoder)."),
+    run: str | None = typer.Option(None, help="SAE run (default as for --encoder)."),
     describer: str | None = typer.Option(
         None, help="offline (no model) or llm (OpenAI-compatible endpoint)."
     ),
@@ -33,6 +33,9 @@ def interpret_command(
         None, help="Describe only the top N features (see --rank-by)."
     ),
     rank_by: str | None = typer.Option(None, help="concept or frequency: order used with --top-n."),
+    selection_split: str | None = typer.Option(
+        None, help="train (default) or val: split on which --top-n chooses (never a scored split)."
+    ),
     text_only: bool = typer.Option(False, "--text-only", help="Send no images to the LLM."),
     config: Path | None = typer.Option(
         None, help="Config file (TOML/YAML/JSON) with an 'interpret' table."
@@ -41,16 +44,20 @@ def interpret_command(
 ) -> None:
     """Describe an SAE's features and score the descriptions on held-out slices."""
     from medsae.config import build_config, merge_overrides, read_config_file
-    from medsae.errors import InputError
     from medsae.interpret.config import InterpretConfig
-    from medsae.interpret.stage import default_runs, interpret
+    from medsae.interpret.stage import interpret
     from medsae.progress import console
     from medsae.workspace import Workspace
 
     data: dict = {}
     if config is not None:
         data = dict(read_config_file(config).get("interpret", {}))
-    overrides: dict = {"describer": describer, "scorer": scorer, "rank_by": rank_by}
+    overrides: dict = {
+        "describer": describer,
+        "scorer": scorer,
+        "rank_by": rank_by,
+        "selection_split": selection_split,
+    }
     if top_n is not None:
         overrides.update(select="top_n", top_n=top_n)
     llm = {"base_url": base_url, "model": model, "send_images": False if text_only else None}
@@ -59,22 +66,14 @@ def interpret_command(
     )
     cfg = build_config(InterpretConfig, data, config or "command line")
     ws = Workspace(workspace)
-    if encoder and run:
-        runs = [(encoder, run)]
-    elif encoder or run:
-        raise InputError("--encoder/--run", "give both, or neither to use the default runs")
-    else:
-        runs = default_runs(ws)
-        if not runs:
-            raise InputError(workspace, "no SAE codes found; run `medsae codes` first")
-    for enc, r in runs:
-        outcome = interpret(ws, enc, r, cfg, force=force)
-        extra = outcome.manifest.get("extra", {})
-        console.print(
-            f"{enc}/{r}: describer {extra.get('describer')}, median detection balanced accuracy "
-            f"{_fmt(extra.get('detection_balanced_accuracy'))}, ranking top-2 {_fmt(extra.get('ranking_top2'))} "
-            f"-> {outcome.path}"
-        )
+    enc, r = ws.resolve_run(encoder, run)
+    outcome = interpret(ws, enc, r, cfg, force=force)
+    extra = outcome.manifest.get("extra", {})
+    console.print(
+        f"{enc}/{r}: describer {extra.get('describer')}, median detection balanced accuracy "
+        f"{_fmt(extra.get('detection_balanced_accuracy'))}, ranking top-2 {_fmt(extra.get('ranking_top2'))} "
+        f"-> {outcome.path}"
+    )
 
 
 def _fmt(value: object) -> str:

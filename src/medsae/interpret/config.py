@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from medsae.config import StageConfig
 
@@ -54,7 +54,8 @@ class InterpretConfig(StageConfig):
     """Which features are described, how, and how the descriptions are scored.
 
     Feature statistics use the training split; detection and ranking scores use the held-out
-    splits (``score_splits``), so a description is never scored on the slices it came from.
+    splits (``score_splits``), so a description is never scored on the slices it came from;
+    with ``select = "top_n"`` features are chosen on ``selection_split``, never a scoring split.
     """
 
     describer: Literal["offline", "llm"] = Field(
@@ -74,8 +75,13 @@ class InterpretConfig(StageConfig):
     )
     rank_by: Literal["concept", "frequency"] = Field(
         default="concept",
-        description="Order for top_n: concept = concept AUROC x sqrt(frequency) (falls back to "
-        "frequency without a concept map); frequency = training activation frequency.",
+        description="Order for top_n: concept = best label AUROC x sqrt(frequency); frequency = "
+        "activation frequency; both measured on selection_split only.",
+    )
+    selection_split: Literal["train", "val"] = Field(
+        default="train",
+        description="Split on which top_n features are chosen; never one of score_splits "
+        "(val: score on test only).",
     )
     min_active: int = Field(
         default=3, ge=1, description="Training activations a feature needs to be alive."
@@ -145,3 +151,13 @@ class InterpretConfig(StageConfig):
     llm: LLMConfig = Field(
         default_factory=LLMConfig, description="The endpoint for describer/scorer llm."
     )
+
+    @model_validator(mode="after")
+    def _selection_apart_from_scores(self) -> InterpretConfig:
+        if self.select == "top_n" and self.selection_split in self.score_splits:
+            raise ValueError(
+                f"selection_split {self.selection_split!r} is one of score_splits "
+                f"{self.score_splits}: features would be chosen on the slices that score them; "
+                "select on train, or on val with score_splits = ['test']"
+            )
+        return self

@@ -27,7 +27,8 @@ Offline describer (deterministic)
        body region of the named structures (from ``GROUPS``). Study and acquisition labels
        (:mod:`medsae.labels.concepts_study`) are named only when the rule chose them. The
        anatomy the rule needs absent closes the phrase: ``"...; not in view: lungs, heart"``
-       (:data:`ABSENT_LEAD`; :func:`split_absent` separates it again).
+       (:data:`medsae.labels.words.ABSENT_LEAD`; :func:`medsae.labels.words.split_absent`
+       separates it again). Every label's words come from :mod:`medsae.labels.words`.
 
 LLM describer
     Sends :data:`DESCRIBE_SYSTEM` and :data:`DESCRIBE_USER` (filled in) with the feature's
@@ -37,7 +38,7 @@ LLM describer
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +49,24 @@ from pydantic import BaseModel, Field
 from scipy.stats import hypergeom
 
 from medsae.data.structures import GROUPS, pretty
-from medsae.interpret.features import FeatureStats, LabelTable
-from medsae.labels.concepts_extra import EXTRA_FACETS, PHRASES, is_edge
-from medsae.labels.concepts_study import STUDY_FACETS, slice_words, study_phrase
+from medsae.interpret.features import FeatureStats
+from medsae.labels.concepts_extra import EXTRA_FACETS
+from medsae.labels.concepts_study import STUDY_FACETS
+from medsae.labels.table import LabelTable
+from medsae.labels.words import (
+    ABSENT_LEAD,
+    AGE_WORDS,
+    GEOMETRY_PHRASES,
+    MODALITY_WORDS,
+    SEX_WORDS,
+    absent_words,
+    label_phrase,
+    prompt_label,
+    slice_text,
+    study_phrase,
+)
 from medsae.llm.client import LLMClient, LLMError
+from medsae.progress import track
 
 REGIONS = (
     "head",
@@ -63,28 +78,10 @@ REGIONS = (
     "upper_limb_girdle",
     "spine",
 )
-_GROUP_WORDS = {
-    "heart_and_great_vessels": "heart and great vessels",
-    "upper_limb_girdle": "shoulder girdle",
-    "lower_limb": "hips and thighs",
-    "digestive": "digestive tract",
-    "urogenital": "urinary tract",
-}
-_SEX_WORDS = {"F": "female", "M": "male"}
-_AGE_WORDS = {
-    "<40": ("young", "under 40"),
-    "40-60": ("middle-aged", "40-60"),
-    "60-80": ("older", "60-80"),
-    ">=80": ("elderly", "over 80"),
-}
-_MODALITY_WORDS = {"CT": "CT", "MR": "MRI"}
-
 NOT = "not "
 """Prefix of a negated literal in a rule (``"not group=lungs"``: the slice shows no lungs)."""
 NEGATABLE = ("structure", "group")
 """Label kinds a rule may require to be absent."""
-ABSENT_LEAD = "not in view:"
-"""Lead of the clause naming what the slices do not show ("...; not in view: lungs, heart")."""
 
 DESCRIBE_SYSTEM = (
     "You are a radiologist naming what one feature of an image model responds to. You are shown "
@@ -122,65 +119,6 @@ class Description:
     rule: list[str] = field(default_factory=list)
     rule_min: int = 0  # the rule holds on a slice showing at least this many of its literals
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def label_phrase(name: str) -> str:
-    """Words for a label name: ``structure=kidney_left`` -> ``left kidney``, ``sex=F`` -> ``female``,
-    ``age_group=>=80`` -> ``over 80``."""
-    kind, _, value = name.partition("=")
-    if kind == "structure":
-        return pretty(value)
-    if kind == "group":
-        return _GROUP_WORDS.get(value, value.replace("_", " "))
-    if kind == "sex":
-        return _SEX_WORDS.get(value, value)
-    if kind == "age_group":
-        return _AGE_WORDS[value][1] if value in _AGE_WORDS else value
-    if kind == "modality":
-        return _MODALITY_WORDS.get(value, value)
-    if kind == "manufacturer":
-        return f"{value} scanner"
-    if kind in STUDY_FACETS:
-        return study_phrase(name)
-    if name in PHRASES:
-        return PHRASES[name]
-    return value
-
-
-def _prompt_label(name: str) -> str:
-    phrase = label_phrase(name)
-    return f"age {phrase}" if name.startswith("age_group=") else phrase
-
-
-def slice_text(row: pd.Series | Any, structures: list[str], max_structures: int = 12) -> str:
-    """One line of metadata for a slice: plane, modality, sex, age group, scanner, study and
-    acquisition, position, structures."""
-
-    def get(name: str) -> Any:
-        value = getattr(row, name, None)
-        return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
-
-    parts = [
-        f"{get('plane') or 'unknown plane'} {_MODALITY_WORDS.get(get('modality'), get('modality') or '')}".strip()
-    ]
-    if get("sex") is not None:
-        parts.append(_SEX_WORDS.get(get("sex"), str(get("sex"))))
-    if get("age_group") is not None:
-        parts.append(f"age {get('age_group')}")
-    if get("manufacturer") is not None:
-        parts.append(f"{get('manufacturer')} scanner")
-    parts += slice_words(row)
-    rel = get("rel_position")
-    if rel is not None:
-        parts.append("edge slice" if is_edge(rel) else "central slice")
-    named = [pretty(s) for s in structures[:max_structures]]
-    more = len(structures) - len(named)
-    anatomy = (
-        ", ".join(named) + (f" and {more} more" if more > 0 else "")
-        if named
-        else "no labelled structure"
-    )
-    return ", ".join(parts) + f"; structures: {anatomy}"
 
 
 def present_structures(labels: LabelTable, row: int) -> list[str]:
@@ -336,26 +274,9 @@ class OfflineDescriber:
             text += f"; {ABSENT_LEAD} " + ", ".join(absent_words(absent))
         return Description(stats.latent, text, self.name, rule=rule, rule_min=rule_min)
 
-
-def absent_words(names: list[str]) -> list[str]:
-    """Words for labels a description says are not in view (groups first, then structures)."""
-    return [label_phrase(n) for n in sorted(names, key=lambda n: not n.startswith("group="))]
-
-
-def split_absent(description: str) -> tuple[str, str]:
-    """``(what the description says is shown, what it says is not in view)``.
-
-    ``"axial CT through the abdomen: liver; not in view: lungs, heart"`` ->
-    ``("axial CT through the abdomen: liver", "lungs, heart")``.
-    """
-    shown, absent = [], []
-    for clause in description.split(";"):
-        c = clause.strip()
-        if c.lower().startswith(ABSENT_LEAD):
-            absent.append(c[len(ABSENT_LEAD) :].strip())
-        elif c:
-            shown.append(c)
-    return "; ".join(shown), ", ".join(absent)
+    def describe_many(self, stats: Sequence[FeatureStats]) -> list[Description]:
+        """Describe features one after the other, with progress."""
+        return [self.describe(s) for s in track(list(stats), "describing features")]
 
 
 def compose_phrase(named: list[str]) -> str:
@@ -368,7 +289,7 @@ def compose_phrase(named: list[str]) -> str:
         kind, _, value = name.partition("=")
         by_kind.setdefault(kind, []).append(value)
     plane = " ".join(by_kind.get("plane", []))
-    modality = " ".join(_MODALITY_WORDS.get(m, m) for m in by_kind.get("modality", []))
+    modality = " ".join(MODALITY_WORDS.get(m, m) for m in by_kind.get("modality", []))
     head = " ".join(x for x in (plane, modality) if x) or "slices"
     if head in ("axial", "coronal", "sagittal"):
         head += " slices"
@@ -382,20 +303,22 @@ def compose_phrase(named: list[str]) -> str:
             if any(s in GROUPS[g] for s in structures):
                 region = label_phrase(f"group={g}")
                 break
-    if head in _MODALITY_WORDS.values() and not region and not structures:
+    if head in MODALITY_WORDS.values() and not region and not structures:
         head += " slices"
     text = head + (f" through the {region}" if region else "")
     if structures:
         words = [pretty(s) for s in structures]
         text += ": " + (", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0])
-    geometry = [PHRASES.get(f"{k}={v}", v) for k in EXTRA_FACETS for v in by_kind.get(k, [])]
+    geometry = [
+        GEOMETRY_PHRASES.get(f"{k}={v}", v) for k in EXTRA_FACETS for v in by_kind.get(k, [])
+    ]
     if geometry:
         text = ", ".join(geometry) if text == "slices" else f"{text}; {', '.join(geometry)}"
     words = []
     if "age_group" in by_kind:
-        words.append(_AGE_WORDS.get(by_kind["age_group"][0], (by_kind["age_group"][0], ""))[0])
+        words.append(AGE_WORDS.get(by_kind["age_group"][0], (by_kind["age_group"][0], ""))[0])
     if "sex" in by_kind:
-        words.append(_SEX_WORDS.get(by_kind["sex"][0], by_kind["sex"][0]))
+        words.append(SEX_WORDS.get(by_kind["sex"][0], by_kind["sex"][0]))
     scanners = by_kind.get("manufacturer", [])
     if scanners:
         clause = f"{' and '.join(scanners)} scanners"
@@ -409,7 +332,7 @@ def compose_phrase(named: list[str]) -> str:
         people = " ".join(words) + " patients"
         if "age_group" in by_kind:
             people += (
-                f" ({_AGE_WORDS.get(by_kind['age_group'][0], ('', by_kind['age_group'][0]))[1]})"
+                f" ({AGE_WORDS.get(by_kind['age_group'][0], ('', by_kind['age_group'][0]))[1]})"
             )
         text = f"slices of mostly {people}" if text == "slices" else f"{text}; mostly {people}"
     if not named:
@@ -447,7 +370,7 @@ class LLMDescriber:
             r = self.table.iloc[row]
             lines.append(f"Slice {k}: {slice_text(r, present_structures(self.labels, row))}")
         enrich = [
-            f"- {_prompt_label(e['label'])}: {e['p_active']:.0%} vs {e['p_base']:.0%} "
+            f"- {prompt_label(e['label'])}: {e['p_active']:.0%} vs {e['p_base']:.0%} "
             f"(n={e['n_active_with_label']})"
             for e in stats.enrichment
         ] or ["- none"]
@@ -479,6 +402,6 @@ class LLMDescriber:
             return Description(stats.latent, None, self.name, error=str(e))
         return Description(stats.latent, " ".join(answer["description"].split()), self.name)
 
-    def describe_many(self, stats: list[FeatureStats]) -> list[Description]:
+    def describe_many(self, stats: Sequence[FeatureStats]) -> list[Description]:
         """Describe features concurrently (the client's concurrency limit applies)."""
-        return self.client.map(self.describe, stats)
+        return self.client.map(self.describe, list(stats))

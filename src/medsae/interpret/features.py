@@ -1,19 +1,8 @@
 """Per-feature statistics on the training split: frequency, activations, top slices, enrichment.
 
-Labels of a slice (:class:`LabelTable`), each with the rows where it is *defined*:
-
-* ``modality=CT``, ``plane=axial``, ``sex=F``, ``age_group=>=80`` and the acquisition
-  ``manufacturer=Siemens``: from the slice table (undefined where the metadata is null), so
-  that a feature that tracks the scanner rather than the anatomy says so;
-* ``structure=<name>``: anatomy presence (undefined where the structure is not annotated
-  for the slice's modality);
-* ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present;
-* ``position=edge|central`` (outer 15% of the slice's axis or not) and, when the slice images
-  are given, ``coverage=sliver|partial|full`` (share of the image that is body): fixed bins,
-  see :mod:`medsae.labels.concepts_extra`;
-* ``study=thorax-abdomen-pelvis``, ``kvp=80``, ``field_strength=3`` and
-  ``pathology=liver lesion``: the study's body coverage, the acquisition setting and the
-  patient's recorded finding, see :mod:`medsae.labels.concepts_study`.
+Labels of a slice: the one label table, :class:`medsae.labels.table.LabelTable` (metadata,
+scanner, structures, groups, slice position and coverage, study and acquisition), each label
+with the rows where it is *defined*.
 
 For a feature (latent) ``j`` with activating training slices ``A`` and a label ``L``, the
 enrichment compares ``P(L | A) = |A ∩ L| / |A ∩ defined(L)|`` with the base rate
@@ -31,92 +20,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from medsae.data.structures import GROUPS
-from medsae.data.table import Anatomy
 from medsae.errors import ArtifactError
-from medsae.labels.concepts_extra import extra_labels
-from medsae.labels.concepts_study import study_labels
+from medsae.labels.table import LabelTable, build_label_table
 
-META_LABELS = ("modality", "plane", "sex", "age_group", "manufacturer")
-
-
-@dataclass(frozen=True)
-class LabelTable:
-    """Binary labels of every slice: ``values`` and ``defined`` are bool ``(N, L)``."""
-
-    names: list[str]
-    values: np.ndarray
-    defined: np.ndarray
-
-    def index(self, name: str) -> int:
-        return self.names.index(name)
-
-    def present(self, row: int) -> list[str]:
-        """Names of the labels slice ``row`` carries."""
-        return [self.names[i] for i in np.flatnonzero(self.values[row])]
-
-
-def build_label_table(
-    table: pd.DataFrame,
-    anatomy: Anatomy | None,
-    images: np.ndarray | None = None,
-    geometry: bool = True,
-) -> LabelTable:
-    """Metadata, structure, group, position, coverage, study and acquisition labels (see the
-    module docstring).
-
-    Structures never present in any slice are left out; coverage labels need ``images`` (one
-    uint8 image per row, e.g. memory-mapped ``WS/slices/images.npy``); ``geometry=False``
-    leaves out the position and coverage labels.
-    """
-    n = len(table)
-    names: list[str] = []
-    values: list[np.ndarray] = []
-    defined: list[np.ndarray] = []
-    for column in META_LABELS:
-        if column not in table.columns:
-            continue
-        col = table[column]
-        known = col.notna().to_numpy()
-        for value in sorted(col.dropna().astype(str).unique()):
-            names.append(f"{column}={value}")
-            values.append(np.asarray((col.astype(str) == value).to_numpy() & known, dtype=bool))
-            defined.append(known)
-    if anatomy is not None:
-        presence = np.asarray(anatomy.presence)
-        if presence.shape[0] != n:
-            raise ArtifactError(
-                f"anatomy labels have {presence.shape[0]} rows but the slice table has {n}"
-            )
-        column_of = {s: i for i, s in enumerate(anatomy.structures)}
-        for i, s in enumerate(anatomy.structures):
-            present: np.ndarray = np.asarray(presence[:, i] == 1)
-            if present.any():
-                names.append(f"structure={s}")
-                values.append(present)
-                defined.append(presence[:, i] >= 0)
-        for group, members in GROUPS.items():
-            cols = [column_of[s] for s in members if s in column_of]
-            if not cols:
-                continue
-            sub = presence[:, cols]
-            present = np.asarray((sub == 1).any(axis=1), dtype=bool)
-            if present.any():
-                names.append(f"group={group}")
-                values.append(present)
-                defined.append(np.asarray((sub >= 0).any(axis=1), dtype=bool))
-    if geometry:
-        extra_names, extra_values, extra_defined = extra_labels(table, images)
-        names += extra_names
-        values += extra_values
-        defined += extra_defined
-    study_names, study_vals, study_defined = study_labels(table)
-    names += study_names
-    values += study_vals
-    defined += study_defined
-    if not names:
-        return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
-    return LabelTable(names, np.stack(values, axis=1), np.stack(defined, axis=1))
+__all__ = ["FeatureStats", "LabelTable", "build_label_table", "feature_statistics", "latent_levels"]
 
 
 @dataclass
@@ -168,6 +75,34 @@ def _diverse(rows: np.ndarray, codes: sp.csr_matrix, k: int) -> list[int]:
         chosen.append(nxt)
         dist = np.minimum(dist, 1.0 - x @ x[nxt])
     return [int(rows[i]) for i in chosen]
+
+
+def _enrichment(
+    names: list[str],
+    gain: np.ndarray,
+    p_active: np.ndarray,
+    base: np.ndarray,
+    lift: np.ndarray,
+    hits: np.ndarray,
+    hits_defined: np.ndarray,
+    n: int,
+) -> list[dict[str, Any]]:
+    """The ``n`` labels of largest positive gain, with their shares and counts."""
+    out = []
+    for li in np.argsort(-gain, kind="stable")[:n]:
+        if not gain[li] > 0:
+            break
+        out.append(
+            {
+                "label": names[li],
+                "p_active": round(float(p_active[li]), 4),
+                "p_base": round(float(base[li]), 4),
+                "lift": round(float(lift[li]), 3),
+                "n_active_with_label": int(hits[li]),
+                "n_active_defined": int(hits_defined[li]),
+            }
+        )
+    return out
 
 
 def feature_statistics(
@@ -234,20 +169,9 @@ def feature_statistics(
         lift = p_active / np.maximum(base, 1e-12)
         f1 = 2 * hits[f] / np.maximum(len(local) + label_count, 1e-12)
         best = int(np.argmax(f1)) if len(f1) else -1
-        enrich = []
-        for li in np.argsort(-gain, kind="stable")[:n_enrichment]:
-            if not gain[li] > 0:
-                break
-            enrich.append(
-                {
-                    "label": labels.names[li],
-                    "p_active": round(float(p_active[li]), 4),
-                    "p_base": round(float(base[li]), 4),
-                    "lift": round(float(lift[li]), 3),
-                    "n_active_with_label": int(hits[f, li]),
-                    "n_active_defined": int(hits_defined[f, li]),
-                }
-            )
+        enrich = _enrichment(
+            labels.names, gain, p_active, base, lift, hits[f], hits_defined[f], n_enrichment
+        )
         out.append(
             FeatureStats(
                 latent=int(j),

@@ -23,7 +23,7 @@ Embedding scorer (offline; the default for the headline numbers)
     the label scorer's words ("80 kVp", "3 T", "head studies", "patients with liver lesion");
     slices with that value add ``PHRASE_WEIGHT`` (0.2, about the contrast of a named plane or
     scanner above). Anatomy the description says is not in view (``"...; not in view: lungs"``,
-    :func:`~medsae.interpret.describe.split_absent`) is matched by phrase as well and left out
+    :func:`~medsae.labels.words.split_absent`) is matched by phrase as well and left out
     of the embedded text: slices without it add ``ABSENT_WEIGHT`` (0.5, between the median
     contrast of a named structure and of a named group on the demo's descriptions).
 
@@ -54,19 +54,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from medsae.data.structures import pretty
-from medsae.interpret.describe import (
-    NEGATABLE,
-    label_phrase,
-    present_structures,
-    slice_text,
-    split_absent,
-)
-from medsae.interpret.features import LabelTable
-from medsae.labels.concepts_extra import ALIASES, EXTRA_FACETS, PHRASES
+from medsae.interpret.describe import NEGATABLE, present_structures
+from medsae.labels.concepts_extra import EXTRA_FACETS
 from medsae.labels.concepts_study import STUDY_FACETS
-from medsae.labels.concepts_study import aliases as study_aliases
-from medsae.labels.concepts_study import embedding_phrase as study_embedding_phrase
+from medsae.labels.table import LabelTable
+from medsae.labels.words import aliases, embedding_phrase, slice_text, split_absent
 from medsae.llm.client import LLMClient, LLMResponseError
 
 TextEmbedFn = Callable[[list[str]], np.ndarray]
@@ -76,41 +68,6 @@ MARGIN = 0.1
 MIN_RELEVANCE = 0.35
 PHRASE_WEIGHT = 0.2
 ABSENT_WEIGHT = 0.5
-_PHRASES = {
-    "modality=CT": "CT scan",
-    "modality=MR": "MRI scan",
-    "sex=F": "female patient",
-    "sex=M": "male patient",
-    "age_group=<40": "young patient under 40",
-    "age_group=40-60": "middle-aged patient 40 to 60",
-    "age_group=60-80": "older patient 60 to 80",
-    "age_group=>=80": "elderly patient over 80",
-    **PHRASES,
-}
-_ALIASES = {
-    "modality=CT": ("ct", "computed tomography"),
-    "modality=MR": ("mri", "mr", "magnetic resonance"),
-    "sex=F": ("female", "females", "women", "woman"),
-    "sex=M": ("male", "males", "men", "man"),
-    "age_group=<40": ("under 40", "<40", "younger than 40", "below 40", "young"),
-    "age_group=40-60": ("40-60", "40 to 60", "middle-aged"),
-    "age_group=60-80": ("60-80", "60 to 80"),
-    "age_group=>=80": ("over 80", ">=80", "80+", "80 or older", "older than 80", "elderly"),
-    **ALIASES,
-}
-
-
-def embedding_phrase(name: str) -> str:
-    """The text embedded for a label by the embedding scorer."""
-    if name in _PHRASES:
-        return _PHRASES[name]
-    if name.startswith("plane="):
-        return f"{name.split('=', 1)[1]} slice"
-    if name.split("=", 1)[0] in STUDY_FACETS:
-        return study_embedding_phrase(name)
-    return label_phrase(name)
-
-
 _CLAUSE_SPLIT = re.compile(r"[;:,]|\band\b")
 
 
@@ -175,8 +132,13 @@ class _OfflineRanking:
     _background_means: dict[str, float]
 
     def set_background(self, rows: np.ndarray) -> None:
+        """The rows whose mean match is subtracted in :meth:`rank`."""
         self.background = np.asarray(rows)
         self._background_means = {}
+
+    def prepare(self, descriptions: Sequence[str], background: np.ndarray) -> None:
+        """Take ``background`` for ranking (:meth:`set_background`)."""
+        self.set_background(background)
 
     def _background_mean(self, description: str) -> float:
         assert self.background is not None
@@ -219,13 +181,16 @@ class EmbeddingScorer(_OfflineRanking):
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def prepare(self, descriptions: Sequence[str]) -> None:
-        """Embed many descriptions in one batch (optional; faster than one by one).
+    def prepare(self, descriptions: Sequence[str], background: np.ndarray | None = None) -> None:
+        """Embed many descriptions in one batch (faster than one by one) and, when given, take
+        ``background`` for ranking.
 
         ``r_L`` is the best cosine over the whole description and each of its clauses
         (:func:`clauses`), so that every concept of a multi-part description is matched on
         its own words rather than diluted by the others.
         """
+        if background is not None:
+            self.set_background(background)
         todo = sorted({d for d in descriptions if d not in self._cache})
         if not todo:
             return
@@ -302,21 +267,9 @@ def _absent(patterns: list[tuple[str, re.Pattern[str]]], description: str) -> li
 
 
 def _alias_patterns(labels: LabelTable) -> list[tuple[str, re.Pattern[str]]]:
-    pairs: list[tuple[str, str]] = []
-    for name in labels.names:
-        kind, _, value = name.partition("=")
-        words: tuple[str, ...] = _ALIASES.get(name, ())
-        if kind == "plane":
-            words = (value,)
-        elif kind == "structure":
-            words = (pretty(value), value.replace("_", " "))
-        elif kind == "group":
-            words = (label_phrase(name), value.replace("_", " "))
-        elif kind == "manufacturer":
-            words = (value,)
-        elif kind in STUDY_FACETS:
-            words = study_aliases(name)
-        pairs += [(name, w.lower()) for w in words]
+    """Per label its phrases (:func:`medsae.labels.words.aliases`) as whole-word patterns,
+    longest phrase first."""
+    pairs = [(name, w) for name in labels.names for w in aliases(name)]
     pairs.sort(key=lambda p: (-len(p[1]), p[1]))
     return [(n, re.compile(r"(?<![a-z0-9])" + re.escape(w) + r"(?![a-z0-9])")) for n, w in pairs]
 
@@ -422,6 +375,9 @@ class LLMScorer:
         self.send_images = send_images and images is not None
         self.image_size = image_size
         self.seed = seed
+
+    def prepare(self, descriptions: Sequence[str], background: np.ndarray) -> None:
+        """Nothing to prepare: the endpoint judges every request on its own."""
 
     def _text(self, row: int) -> str:
         return slice_text(self.table.iloc[int(row)], present_structures(self.labels, int(row)))

@@ -13,6 +13,8 @@ Detection (per feature)
     * balanced accuracy ``BA = (TP / (TP + FN) + TN / (TN + FP)) / 2``
     * ``F1 = 2 TP / (2 TP + FP + FN)``
     * ``AUROC = P(score(pos) > score(neg)) + P(score(pos) = score(neg)) / 2`` (Mann-Whitney)
+
+    (formulas implemented once, in :mod:`medsae.metrics.classification`)
     * where the decisions go right (:func:`detection_rates`): the share of strong and of weak
       activating slices judged to match, and of hard and of random non-activating ones
       judged not to
@@ -32,51 +34,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+from medsae.interpret.config import InterpretConfig
 from medsae.llm.client import LLMError
+from medsae.metrics.classification import binary_balanced_accuracy, binary_f1, roc_auc
 
 
 # ---------------------------------------------------------------------------- metrics
-def balanced_accuracy(
-    y_true: Sequence[bool] | np.ndarray, y_pred: Sequence[bool] | np.ndarray
-) -> float:
-    """``(TPR + TNR) / 2`` with ``TPR = TP / (TP + FN)``, ``TNR = TN / (TN + FP)``.
-
-    NaN when either class is absent from ``y_true``.
-    """
-    t = np.asarray(y_true, dtype=bool)
-    p = np.asarray(y_pred, dtype=bool)
-    if t.all() or not t.any():
-        return float("nan")
-    return float(((p & t).sum() / t.sum() + (~p & ~t).sum() / (~t).sum()) / 2)
-
-
-def f1_score(y_true: Sequence[bool] | np.ndarray, y_pred: Sequence[bool] | np.ndarray) -> float:
-    """``2 TP / (2 TP + FP + FN)``; 0 when there are no positives, predicted or true."""
-    t = np.asarray(y_true, dtype=bool)
-    p = np.asarray(y_pred, dtype=bool)
-    tp = (p & t).sum()
-    denom = 2 * tp + (p & ~t).sum() + (~p & t).sum()
-    return float(2 * tp / denom) if denom else 0.0
-
-
-def auroc(y_true: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """Area under the ROC curve by the Mann-Whitney statistic (ties count one half).
-
-    ``AUROC = (sum of the positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)`` with
-    average ranks of the scores; NaN when either class is absent.
-    """
-    t = np.asarray(y_true, dtype=bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(t.sum()), int((~t).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def best_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     """The threshold ``th`` maximising the balanced accuracy of ``scores >= th``.
 
@@ -87,7 +54,7 @@ def best_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     if len(s) == 0:
         return 0.0
     candidates = np.concatenate([[s[0] - 1.0], (s[1:] + s[:-1]) / 2, [s[-1] + 1.0]])
-    ba = np.array([balanced_accuracy(y_true, scores >= c) for c in candidates])
+    ba = np.array([binary_balanced_accuracy(y_true, scores >= c) for c in candidates])
     if np.all(np.isnan(ba)):
         return float(candidates[len(candidates) // 2])
     best = np.flatnonzero(ba >= np.nanmax(ba) - 1e-12)
@@ -118,6 +85,11 @@ class Scorer(Protocol):
 
     name: str
     calibrated: bool  # True: its decisions need a threshold chosen on training data
+
+    def prepare(self, descriptions: Sequence[str], background: np.ndarray) -> None:
+        """Get ready to score ``descriptions``; ``background``: random held-out rows that
+        ranking may compare a description's match with (offline scorers)."""
+        ...
 
     def detect(self, description: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores (higher = better match) and decisions (None: threshold the scores)."""
@@ -160,6 +132,33 @@ class CodeSpace:
         idx, val = self.csc.indices[start:stop], self.csc.data[start:stop]
         keep = mask[idx] & (val != 0)
         return idx[keep], val[keep]
+
+
+def detection_draw(config: InterpretConfig, table: pd.DataFrame) -> dict[str, Any]:
+    """Sizes of every detection sample and, for ``hard_negatives="other-series"``, the stack
+    (subject and plane) of each slice (the ``series`` of :func:`detection_sample`)."""
+    draw: dict[str, Any] = {
+        "n_positive": config.n_positive,
+        "n_hard": config.n_negative_hard,
+        "n_random": config.n_negative_random,
+    }
+    if config.hard_negatives == "other-series":
+        stacks = table["subject_key"].astype(str) + "/" + table["plane"].astype(str)
+        draw["series"] = pd.factorize(stacks)[0]
+    return draw
+
+
+def near_miss_sample(
+    space: CodeSpace,
+    latent: int,
+    train: np.ndarray,
+    config: InterpretConfig,
+    draw: dict[str, Any],
+) -> DetectionSample:
+    """The offline describer's near-miss draws of one feature from the training split (seeds
+    ``seed + 100 ...``, apart from the calibration draws' ``seed + 1 ...``), pooled."""
+    seeds = range(config.seed + 100, config.seed + 100 + config.contrast_draws)
+    return pooled_sample(space, latent, train, seeds, **draw)
 
 
 @dataclass
@@ -324,9 +323,9 @@ def score_detection(
         decisions = scores >= threshold
     return DetectionScore(
         latent,
-        balanced_accuracy(sample.positive, decisions),
-        f1_score(sample.positive, decisions),
-        auroc(sample.positive, scores),
+        binary_balanced_accuracy(sample.positive, decisions),
+        binary_f1(sample.positive, decisions),
+        roc_auc(sample.positive, scores),
         n_pos,
         n_neg,
         threshold,

@@ -17,6 +17,8 @@ Two facets of labels, with fixed, documented bins (never fitted to any data):
     * ``coverage=sliver``: ``c < 0.15`` (a sliver through the body's edge);
     * ``coverage=partial``: ``0.15 <= c < 0.30``;
     * ``coverage=full``: ``c >= 0.30`` (a full cross-section).
+
+The words of these labels are in :mod:`medsae.labels.words`.
 """
 
 from __future__ import annotations
@@ -34,24 +36,6 @@ COVERAGE_EDGES = (0.15, 0.30)
 COVERAGE_VALUES = ("sliver", "partial", "full")
 POSITION_VALUES = ("edge", "central")
 EXTRA_FACETS = ("position", "coverage")
-
-PHRASES = {
-    "position=edge": "outermost slice at the boundary of the scan",
-    "position=central": "slice deep inside the volume",
-    "coverage=sliver": "thin sliver of tissue in a mostly empty image",
-    "coverage=partial": "medium-sized body cross-section",
-    "coverage=full": "large body cross-section filling the frame",
-}
-"""Words of each label in descriptions and for the embedding scorer."""
-
-ALIASES = {
-    "position=edge": ("outermost slice", "boundary of the scan", "edge slice"),
-    "position=central": ("deep inside the volume", "central slice"),
-    "coverage=sliver": ("thin sliver of tissue", "sliver"),
-    "coverage=partial": ("medium-sized body cross-section",),
-    "coverage=full": ("large body cross-section",),
-}
-"""Phrases the label scorer recognises for each label."""
 
 
 def is_edge(rel: Any) -> Any:

@@ -18,6 +18,8 @@ a model can learn as a shortcut:
     The recorded finding of the patient, lower case: ``pathology=liver lesion``; values
     meaning none (``"no pathology"``, ``"none"``, ``"healthy"``...) become
     ``pathology=none``. A subject-level label: it does not say the finding is in the slice.
+
+The words of these labels are in :mod:`medsae.labels.words`.
 """
 
 from __future__ import annotations
@@ -96,59 +98,3 @@ def study_labels(table: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list
             values.append(np.asarray((vals == level).to_numpy() & known, dtype=bool))
             defined.append(known)
     return names, values, defined
-
-
-_WORDS: dict[str, tuple[str, str, tuple[str, ...], str | None]] = {
-    # facet -> (description, embedding phrase, label-scorer aliases, slice text), "{v}" the value
-    "study": ("{v} studies", "{v} study", ("{v} studies", "{v} study"), "{v} study"),
-    "kvp": ("{v} kVp", "CT at {v} kVp tube voltage", ("{v} kvp",), "{v} kVp"),
-    "field_strength": ("{v} T scanners", "{v} tesla MRI scanner", ("{v} t", "{v} tesla"), "{v} T"),
-    "pathology": ("patients with {v}", "patient with {v}", ("with {v}", "{v}"), "finding: {v}"),
-}
-_NO_FINDING_WORDS = (
-    "patients without pathology",
-    "patient without pathology",
-    ("without pathology", "no pathology"),
-    None,  # the slice text leaves out "no finding"
-)
-
-
-def _words(facet: str, value: str) -> tuple[str, str, tuple[str, ...], str | None]:
-    if facet not in _WORDS:
-        raise KeyError(facet)
-    words = _NO_FINDING_WORDS if facet == "pathology" and value == "none" else _WORDS[facet]
-    describe, embed, alias, text = words
-    return (
-        describe.format(v=value),
-        embed.format(v=value),
-        tuple(a.format(v=value) for a in alias),
-        None if text is None else text.format(v=value),
-    )
-
-
-def study_phrase(name: str) -> str:
-    """Words of a label in descriptions: ``study=abdomen`` -> ``abdomen studies``,
-    ``kvp=80`` -> ``80 kVp``, ``field_strength=3`` -> ``3 T scanners``,
-    ``pathology=liver lesion`` -> ``patients with liver lesion``."""
-    return _words(*name.split("=", 1))[0]
-
-
-def embedding_phrase(name: str) -> str:
-    """The text the embedding scorer embeds for a label."""
-    return _words(*name.split("=", 1))[1]
-
-
-def aliases(name: str) -> tuple[str, ...]:
-    """Phrases the label scorer recognises for a label (lower case)."""
-    return tuple(a.lower() for a in _words(*name.split("=", 1))[2])
-
-
-def slice_words(row: pd.Series | Any) -> list[str]:
-    """Words for a slice's study and acquisition in a one-line slice text (may be empty)."""
-    words = []
-    for facet in STUDY_FACETS:
-        value = study_value(facet, getattr(row, SOURCE_COLUMNS[facet], None))
-        text = None if value is None else _words(facet, value)[3]
-        if text is not None:
-            words.append(text)
-    return words

@@ -1,0 +1,181 @@
+"""The one label table: binary ``<kind>=<value>`` labels of slices, each with the rows where it
+is *defined*.
+
+Label kinds (the part before ``=``):
+
+* ``modality=CT``, ``plane=axial``, ``sex=F``, ``age_group=>=80`` and the acquisition
+  ``manufacturer=Siemens``: from the slice table (undefined where the metadata is null);
+* ``structure=<name>``: anatomy presence (undefined where the structure is not annotated
+  for the slice's modality);
+* ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present;
+* ``position=edge|central`` and, when the slice images are given,
+  ``coverage=sliver|partial|full``: fixed bins, see :mod:`medsae.labels.concepts_extra`;
+* ``study=...``, ``kvp=...``, ``field_strength=...``, ``pathology=...``: the study's body
+  coverage, the acquisition setting and the patient's recorded finding, see
+  :mod:`medsae.labels.concepts_study`.
+
+The interpret stage builds the table from the slice table (:func:`build_label_table`); the
+evaluate stage's concept map builds it from its tasks
+(:func:`medsae.evaluate.concepts.labels_from_tasks`). Their words are in
+:mod:`medsae.labels.words`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from medsae.data.structures import GROUPS
+from medsae.data.table import Anatomy
+from medsae.errors import ArtifactError
+from medsae.labels.concepts_extra import extra_labels
+from medsae.labels.concepts_study import study_labels
+
+
+def label_kind(name: str) -> str:
+    """The kind of a label name: ``structure=liver`` -> ``structure``."""
+    return name.split("=", 1)[0]
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Binary labels of slices: ``values`` and ``defined`` are bool ``(N, L)``; ``names`` the
+    ``L`` label names and ``kinds`` their kinds (by default the part of a name before ``=``).
+
+    A label's positives are ``values & defined``; rows where it is not ``defined`` count as
+    neither positive nor negative.
+    """
+
+    names: list[str]
+    values: np.ndarray
+    defined: np.ndarray
+    kinds: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if self.values.shape != self.defined.shape or self.values.shape[-1:] != (n,):
+            raise ValueError(
+                f"label table: values {self.values.shape} and defined {self.defined.shape} "
+                f"must both be (rows, {n}) for {n} label names"
+            )
+        if not self.kinds:
+            object.__setattr__(self, "kinds", [label_kind(x) for x in self.names])
+        elif len(self.kinds) != n:
+            raise ValueError(f"label table: {len(self.kinds)} kinds for {n} label names")
+
+    @classmethod
+    def from_masks(
+        cls,
+        positive: np.ndarray,
+        valid: np.ndarray,
+        names: Sequence[str],
+        kinds: Sequence[str] | None = None,
+    ) -> LabelTable:
+        """A table from positive and validity masks ``(N, L)`` (the argument order of the
+        evaluate stage's former ``LabelSet``)."""
+        return cls(
+            list(names),
+            np.asarray(positive, dtype=bool),
+            np.asarray(valid, dtype=bool),
+            list(kinds) if kinds is not None else [],
+        )
+
+    @property
+    def n_rows(self) -> int:
+        """Number of slices (rows)."""
+        return int(self.values.shape[0])
+
+    def index(self, name: str) -> int:
+        """The column of a label name (ValueError naming it when absent)."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ValueError(f"no label {name!r} in the label table") from None
+
+    def present(self, row: int) -> list[str]:
+        """Names of the labels slice ``row`` carries."""
+        return [self.names[i] for i in np.flatnonzero(self.values[row])]
+
+    def columns(self, cols: Sequence[int] | np.ndarray) -> LabelTable:
+        """The table restricted to the label columns ``cols``."""
+        idx = np.asarray(cols, dtype=np.int64)
+        return LabelTable(
+            [self.names[c] for c in idx],
+            self.values[:, idx],
+            self.defined[:, idx],
+            [self.kinds[c] for c in idx],
+        )
+
+    def rows(self, rows: Sequence[int] | np.ndarray) -> LabelTable:
+        """The table restricted to the slices ``rows``."""
+        idx = np.asarray(rows, dtype=np.int64)
+        return LabelTable(list(self.names), self.values[idx], self.defined[idx], list(self.kinds))
+
+
+META_LABELS = ("modality", "plane", "sex", "age_group", "manufacturer")
+
+
+def build_label_table(
+    table: pd.DataFrame,
+    anatomy: Anatomy | None,
+    images: np.ndarray | None = None,
+    geometry: bool = True,
+) -> LabelTable:
+    """Metadata, structure, group, position, coverage, study and acquisition labels (see the
+    module docstring).
+
+    Structures never present in any slice are left out; coverage labels need ``images`` (one
+    uint8 image per row, e.g. memory-mapped ``WS/slices/images.npy``); ``geometry=False``
+    leaves out the position and coverage labels.
+    """
+    n = len(table)
+    names: list[str] = []
+    values: list[np.ndarray] = []
+    defined: list[np.ndarray] = []
+    for column in META_LABELS:
+        if column not in table.columns:
+            continue
+        col = table[column]
+        known = col.notna().to_numpy()
+        for value in sorted(col.dropna().astype(str).unique()):
+            names.append(f"{column}={value}")
+            values.append(np.asarray((col.astype(str) == value).to_numpy() & known, dtype=bool))
+            defined.append(known)
+    if anatomy is not None:
+        presence = np.asarray(anatomy.presence)
+        if presence.shape[0] != n:
+            raise ArtifactError(
+                f"anatomy labels have {presence.shape[0]} rows but the slice table has {n}"
+            )
+        column_of = {s: i for i, s in enumerate(anatomy.structures)}
+        for i, s in enumerate(anatomy.structures):
+            present: np.ndarray = np.asarray(presence[:, i] == 1)
+            if present.any():
+                names.append(f"structure={s}")
+                values.append(present)
+                defined.append(presence[:, i] >= 0)
+        for group, members in GROUPS.items():
+            cols = [column_of[s] for s in members if s in column_of]
+            if not cols:
+                continue
+            sub = presence[:, cols]
+            present = np.asarray((sub == 1).any(axis=1), dtype=bool)
+            if present.any():
+                names.append(f"group={group}")
+                values.append(present)
+                defined.append(np.asarray((sub >= 0).any(axis=1), dtype=bool))
+    if geometry:
+        extra_names, extra_values, extra_defined = extra_labels(table, images)
+        names += extra_names
+        values += extra_values
+        defined += extra_defined
+    study_names, study_vals, study_defined = study_labels(table)
+    names += study_names
+    values += study_vals
+    defined += study_defined
+    if not names:
+        return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
+    return LabelTable(names, np.stack(values, axis=1), np.stack(defined, axis=1))
