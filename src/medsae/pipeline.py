@@ -28,8 +28,17 @@ from typing import Any, Literal
 
 from medsae.config import PipelineConfig, build_config
 from medsae.errors import InputError, MedsaeError
+from medsae.interpret.io import SCORES
 from medsae.progress import console
-from medsae.workspace import StageOutcome, Workspace, read_manifest, write_json_atomic
+from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
+from medsae.workspace import (
+    MANIFEST,
+    SUMMARY,
+    StageOutcome,
+    Workspace,
+    read_manifest,
+    write_json_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ PIPELINE: tuple[Stage, ...] = (
 )
 STAGES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
 
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = SUMMARY
 SUMMARY_KEYS = (
     "best_config",
     "r2",
@@ -298,16 +307,16 @@ def collect_summary(
         return summary
     summary["best_config"] = f"{encoder}/{run}"
     summary["encoder"], summary["run"] = encoder, run
-    ev = _read(ws.eval(encoder, run) / "summary.json")
+    ev = _read(ws.eval(encoder, run) / SUMMARY)
     for key in ("r2", "l0", "alive_fraction", "recovery_at_10"):
         summary[key] = ev.get(key)
-    scores = _read(ws.features(encoder, run) / "scores.json")
+    scores = _read(ws.features(encoder, run) / SCORES)
     dba = scores.get("detection_balanced_accuracy")
     summary["detection_balanced_accuracy"] = dba.get("median") if isinstance(dba, dict) else dba
-    summary["text_precision_at_10"] = _read(ws.index(encoder, run) / "text_retrieval.json").get(
+    summary["text_precision_at_10"] = _read(ws.index(encoder, run) / TEXT_RETRIEVAL).get(
         "text_precision_at_10"
     )
-    summary["fingerprint_agreement"] = _read(ws.index(encoder, run) / "fingerprint_eval.json").get(
+    summary["fingerprint_agreement"] = _read(ws.index(encoder, run) / FINGERPRINT_EVAL).get(
         "fingerprint_agreement"
     )
     return summary
@@ -317,7 +326,7 @@ def write_summary(ws: Workspace) -> dict[str, Any]:
     """Write ``WS/summary.json`` (see :func:`collect_summary`) with per-stage build times."""
     summary = collect_summary(ws)
     timings: dict[str, float] = {}
-    for p in sorted(ws.root.rglob("manifest.json")):
+    for p in sorted(ws.root.rglob(MANIFEST)):
         rel = p.parent.relative_to(ws.root)
         if any(part.startswith(".") for part in rel.parts):
             continue

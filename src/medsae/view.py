@@ -30,12 +30,10 @@ from medsae.data.table import (
 )
 from medsae.errors import ArtifactError
 from medsae.evaluate.io import SUMMARY, read_ranking
+from medsae.interpret.io import FEATURES, SCORES
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
 from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.workspace import Workspace, read_manifest
-
-FEATURES_FILE = "features.parquet"  # the interpret stage's feature table
-SCORES_FILE = "scores.json"  # the interpret stage's scores of the descriptions
 
 METADATA_LABELS = (
     "modality",
@@ -184,13 +182,13 @@ class WorkspaceView:
     def features_file(self) -> pd.DataFrame | None:
         if self.encoder is None or self.run is None:
             return None
-        return read_parquet(self.ws.features(self.encoder, self.run) / FEATURES_FILE)
+        return read_parquet(self.ws.features(self.encoder, self.run) / FEATURES)
 
     @cached_property
     def scores(self) -> dict[str, Any] | None:
         if self.encoder is None or self.run is None:
             return None
-        return read_json(self.ws.features(self.encoder, self.run) / SCORES_FILE)
+        return read_json(self.ws.features(self.encoder, self.run) / SCORES)
 
     @cached_property
     def fingerprint_eval(self) -> dict[str, Any] | None:

@@ -48,7 +48,12 @@ from medsae import __version__
 from medsae.errors import ArtifactError
 
 MANIFEST = "manifest.json"
+"""Every artifact folder's manifest (see the module docstring)."""
 PARTIAL_KEY = "partial.json"
+"""The key of a build in progress, inside its ``.<name>.partial`` folder."""
+SUMMARY = "summary.json"
+"""A folder's headline figures: ``WS/summary.json`` (the pipeline's), and the summary of an
+artifact folder (``WS/eval/<enc>/<run>/summary.json``, ``WS/ranking/summary.json``, ...)."""
 
 
 def _log(message: str) -> None:

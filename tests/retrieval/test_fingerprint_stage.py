@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medsae.errors import ArtifactError, InputError
+from medsae.evaluate.io import RANKING
 from medsae.retrieval.config import IndexConfig, SearchConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
 from medsae.retrieval.index import (
@@ -98,14 +100,23 @@ def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     ws, truth = workspace
     assert resolve_run(ws) == (truth.encoder, truth.run)
     ws.ranking.mkdir(parents=True, exist_ok=True)
-    (ws.ranking / "ranking.json").write_text(
-        json.dumps({"best": {"encoder": "enc-b", "run": "r7"}})
-    )
+    ranking = ws.ranking / RANKING
+    # a second run with codes: the ranking decides between the two
+    other = ws.codes(truth.encoder, "r7")
+    shutil.copytree(ws.codes(truth.encoder, truth.run), other)
     try:
-        assert resolve_run(ws) == ("enc-b", "r7")
+        with pytest.raises(ArtifactError, match="several SAE runs"):
+            resolve_run(ws)
+        ranking.write_text(json.dumps({"best": {"encoder": truth.encoder, "run": "r7"}}))
+        assert resolve_run(ws) == (truth.encoder, "r7")
         assert resolve_run(ws, "x", "y") == ("x", "y")
+        # a ranking that names a run no longer in the workspace is not followed
+        ranking.write_text(json.dumps({"best": {"encoder": "enc-b", "run": "gone"}}))
+        shutil.rmtree(other)
+        assert resolve_run(ws) == (truth.encoder, truth.run)
     finally:
-        (ws.ranking / "ranking.json").unlink()
+        ranking.unlink()
+        shutil.rmtree(other, ignore_errors=True)
     with pytest.raises(ArtifactError, match="no sparse codes"):
         resolve_run(tmp_path)
 

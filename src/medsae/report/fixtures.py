@@ -18,6 +18,7 @@ import pandas as pd
 
 from medsae.data.table import read_slices
 from medsae.evaluate import io as ev
+from medsae.interpret.io import FEATURES, SCORES
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
 from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.testing import SyntheticTruth
@@ -173,9 +174,9 @@ def write_fixture_artifacts(ws: Workspace, truth: SyntheticTruth, runs: int = 2)
     run_stage(ws.ranking, "rank", {}, eval_keys, build_rank, quiet=True)
 
     def build_features(tmp: Path) -> StageResult:
-        features.to_parquet(tmp / "features.parquet", index=False)
+        features.to_parquet(tmp / FEATURES, index=False)
         write_json_atomic(
-            tmp / "scores.json",
+            tmp / SCORES,
             {
                 "describer": "fixture",
                 "detection_balanced_accuracy": float(

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import ArtifactError, InputError
+from medsae.interpret.io import FEATURES
 from medsae.llm.embed import TextEmbedder, shared_embedder
 from medsae.retrieval.config import AskConfig, IndexConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
@@ -34,9 +35,6 @@ from medsae.workspace import (
     read_manifest,
     run_stage,
 )
-
-FEATURES_FILE = "features.parquet"  # the interpret stage's table of feature descriptions
-DESCRIPTIONS_FILE = DESCRIPTIONS
 
 
 def _ws(workspace: str | Path | Workspace) -> Workspace:
@@ -64,7 +62,7 @@ def index_config(workspace: str | Path | Workspace, encoder: str, run: str) -> I
 
 
 def _load_features(ws: Workspace, encoder: str, run: str) -> pd.DataFrame | None:
-    p = ws.features(encoder, run) / FEATURES_FILE
+    p = ws.features(encoder, run) / FEATURES
     return pd.read_parquet(p) if p.is_file() else None
 
 
@@ -79,12 +77,12 @@ def _index_inputs(
         "embeddings": artifact_key(ws.embeddings(encoder)),
     }
     features_dir = ws.features(encoder, run)
-    if not (cfg.text_eval and (features_dir / FEATURES_FILE).is_file()):
+    if not (cfg.text_eval and (features_dir / FEATURES).is_file()):
         return inputs, None
     inputs["features"] = (
         artifact_key(features_dir)
         if read_manifest(features_dir)
-        else _file_stamp(features_dir / FEATURES_FILE)
+        else _file_stamp(features_dir / FEATURES)
     )
     embedder = embedder or shared_embedder()
     inputs["text_embedder"] = embedder.name
@@ -160,7 +158,7 @@ def _text_stage_part(
     """The text part of the index stage: its entries of the manifest's ``extra``."""
     from medsae.progress import console
 
-    where = ws.features(encoder, run) / FEATURES_FILE
+    where = ws.features(encoder, run) / FEATURES
     features = _load_features(ws, encoder, run) if embedder is not None else None
     if features is None:
         console.print(f"[dim]index: no {where}; query suite not evaluated[/dim]")
@@ -345,7 +343,7 @@ def text_retriever(
         features = _load_features(ws, encoder, run)
     if features is None:
         raise ArtifactError(
-            f"{ws.features(encoder, run) / FEATURES_FILE}: no feature descriptions; "
+            f"{ws.features(encoder, run) / FEATURES}: no feature descriptions; "
             "run `medsae interpret` first"
         )
     config = config or index_config(ws, encoder, run).ask

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import InputError
+from medsae.interpret.io import FEATURES
 from medsae.labels.words import embedding_phrase, split_absent
 from medsae.llm.embed import TextEmbedder, shared_embedder
 from medsae.retrieval.config import AskConfig
@@ -107,14 +108,12 @@ def load_descriptions(features: pd.DataFrame) -> pd.DataFrame:
     """Features with a usable description: columns ``latent``, ``description`` (and the rest)."""
     for col in ("latent", "description"):
         if col not in features.columns:
-            raise InputError("features.parquet", f"missing column '{col}'")
+            raise InputError(FEATURES, f"missing column '{col}'")
     desc = features["description"]
     ok = desc.notna() & (desc.astype(str).str.strip() != "")
     out = features.loc[ok].reset_index(drop=True)
     if out.empty:
-        raise InputError(
-            "features.parquet", "no feature has a description; run `medsae interpret` first"
-        )
+        raise InputError(FEATURES, "no feature has a description; run `medsae interpret` first")
     return out
 
 
@@ -165,7 +164,7 @@ class TextRetriever:
         self._allowed_cache: dict[str, np.ndarray] = {}
         bad = self.features["latent"].astype(int)
         if (bad < 0).any() or (bad >= index.n_latents).any():
-            raise InputError("features.parquet", f"latent ids outside 0..{index.n_latents - 1}")
+            raise InputError(FEATURES, f"latent ids outside 0..{index.n_latents - 1}")
 
     # ------------------------------------------------------------------ feature choice
     def choose(
