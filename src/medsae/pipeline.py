@@ -356,7 +356,12 @@ DEMO_PHANTOM: dict[str, Any] = {
     "seed": 0,
 }
 DEMO_CONFIG: dict[str, Any] = {
-    "prepare": {"planes": ["axial", "coronal", "sagittal"], "step": 18, "size": 128},
+    "prepare": {
+        "planes": ["axial", "coronal", "sagittal"],
+        "step": 18,
+        "size": 128,
+        "label_maps": True,
+    },
     "split": {},
     "encode": {
         "encoder": "efficientnet-lite0",
