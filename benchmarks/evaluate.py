@@ -115,12 +115,14 @@ def main() -> None:
     dense_res, _ = run_probes(dense_s, rows, tasks, cfg.l2_grid, cfg.max_iter, "dense")
     timings["probes_dense"] = time.perf_counter() - t
     t = time.perf_counter()
-    sparse_res, _ = run_probes(sparse_s, rows, tasks, cfg.l2_grid, cfg.max_iter, "sparse")
+    sparse_res, chosen = run_probes(sparse_s, rows, tasks, cfg.l2_grid, cfg.max_iter, "sparse")
     timings["probes_sparse"] = time.perf_counter() - t
 
     dense_auc = {(r["task"], r["split"]): r["roc_auc"] for r in dense_res}
     t = time.perf_counter()
-    rec = recovery_with_config(sparse_s, raw["train"][:, kept], rows, tasks, dense_auc, cfg)
+    rec = recovery_with_config(
+        sparse_s, raw["train"][:, kept], rows, tasks, dense_auc, cfg, chosen["coef"]
+    )
     timings["recovery"] = time.perf_counter() - t
     cpu_probes_recovery = time.process_time() - cpu0
 
@@ -147,6 +149,11 @@ def main() -> None:
         for r in rec
         if r["split"] == "test" and r["n_features"] == 10 and r["method"] == "l1"
     ]
+    shared_rec = [
+        r["recovery"]
+        for r in rec
+        if r["split"] == "test" and r["n_features"] == 10 and r["mode"] == "shared"
+    ]
     result = {
         "benchmark": "evaluate",
         "command": "python benchmarks/evaluate.py" + (" --quick" if args.quick else ""),
@@ -170,6 +177,10 @@ def main() -> None:
                 np.mean([r["roc_auc"] for r in sparse_res if r["split"] == "test"])
             ),
             "recovery_at_10_l1_test": float(np.mean(test_rec)),
+            "recovery_at_10_shared_test": float(np.mean(shared_rec)),
+            "recovery_ns": cfg.recovery_ns,
+            "recovery_methods": cfg.recovery_methods,
+            "recovery_modes": cfg.recovery_modes,
         },
         "machine": {
             "cpus": os.cpu_count(),

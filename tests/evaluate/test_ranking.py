@@ -27,8 +27,7 @@ def _summaries() -> list[dict[str, object]]:
             "r2": r2,
             "l0": l0,
             "alive_fraction": alive,
-            "recovery_at_10": rec,
-            "monosemanticity": mono,
+            "selection": {"split": "val", "recovery_at_10": rec, "monosemanticity": mono},
         }
 
     return [
@@ -40,7 +39,9 @@ def _summaries() -> list[dict[str, object]]:
 
 
 def test_combined_rank_is_mean_of_monosemanticity_and_recovery_ranks() -> None:
-    table = build_table(_summaries()).set_index(["encoder", "run"])
+    table = build_table(_summaries(), performance_term="recovery_at_10").set_index(
+        ["encoder", "run"]
+    )
     a = table.loc["a"]
     assert a["rank_recovery"].to_dict() == {"r1": 3, "r2": 1, "r3": 2}
     assert a["rank_monosemanticity"].to_dict() == {"r1": 2, "r2": 3, "r3": 1}
@@ -52,7 +53,7 @@ def test_combined_rank_is_mean_of_monosemanticity_and_recovery_ranks() -> None:
     # overall: the missing monosemanticity of b/r1 ranks last
     assert table.loc[("b", "r1"), "overall_rank"] == 4.0
     assert table.loc[("a", "r3"), "overall_rank"] == 1.5
-    ordered = build_table(_summaries())
+    ordered = build_table(_summaries(), performance_term="recovery_at_10")
     assert tuple(ordered.iloc[0][["encoder", "run"]]) == ("a", "r3")
     md = to_markdown(ordered)
     assert md.count("\n") == len(ordered) + 2 and "| - |" in md
@@ -132,22 +133,22 @@ def test_evaluate_cli_runs_every_run_with_codes(tmp_path: Path) -> None:
 def test_saturated_top10_monosemanticity_is_tie_broken_by_the_top100_score() -> None:
     def row(run: str, rec: float, top100: float) -> dict[str, object]:
         # every configuration's best 10 features at the same ceiling, as on simple anatomy
-        return {
-            "encoder": "e",
-            "run": run,
-            "recovery_at_10": rec,
-            "monosemanticity": 0.9124,
-            "monosemanticity_top100": top100,
-        }
+        sel = {"recovery_at_10": rec, "monosemanticity": 0.9124, "monosemanticity_top100": top100}
+        return {"encoder": "e", "run": run, "selection": {"split": "val", **sel}}
 
-    table = build_table([row("r1", 0.92, 0.69), row("r2", 0.93, 0.78), row("r3", 0.88, 0.85)])
+    table = build_table(
+        [row("r1", 0.92, 0.69), row("r2", 0.93, 0.78), row("r3", 0.88, 0.85)],
+        performance_term="recovery_at_10",
+    )
     ranks = table.set_index("run")["rank_monosemanticity"].to_dict()
     assert ranks == {"r3": 1, "r2": 2, "r1": 3}  # without the tie-break all would be 1
     assert table.set_index("run")["combined_rank"].to_dict() == {"r1": 2.5, "r2": 1.5, "r3": 2.0}
     assert table.iloc[0]["run"] == "r2"
     assert "monosemanticity_top100" in table.columns
     # a real difference in the top-10 score still decides first
-    rows = [row("r1", 0.9, 0.1), {**row("r2", 0.9, 0.9), "monosemanticity": 0.5}]
+    r2 = row("r2", 0.9, 0.9)
+    r2["selection"] = {**r2["selection"], "monosemanticity": 0.5}  # type: ignore[dict-item]
+    rows = [row("r1", 0.9, 0.1), r2]
     assert build_table(rows).set_index("run")["rank_monosemanticity"].to_dict() == {
         "r1": 1,
         "r2": 2,

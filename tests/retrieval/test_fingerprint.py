@@ -33,6 +33,8 @@ def _dense_cosine_reference(
     codes: sp.csr_matrix, latents: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
     sub = codes[:, latents].toarray().astype(np.float64)
+    if len(latents) == 1:  # one latent: closeness of activation, 1 / (1 + |q - c|)
+        return np.where(sub[:, 0] > 0, 1 / (1 + np.abs(sub[:, 0] - weights[0])), np.nan)
     norms = np.linalg.norm(sub, axis=1) * np.linalg.norm(weights)
     out = np.full(codes.shape[0], np.nan)
     ok = norms > 0
@@ -62,7 +64,7 @@ def test_index_equals_brute_force(
     fast = index.search_fingerprint(latents, weights, n, exclude_subject=own)
     ref = brute_force_search(codes, index.subject_ids, latents, weights, n + 1, exclude_subject=own)
     assert check_exact(fast, ref, n)
-    # the scores are the documented cosine restricted to the query's K latents
+    # the scores are the documented cosine restricted to the query's K latents (or closeness)
     expected = _dense_cosine_reference(codes, latents, weights)
     np.testing.assert_allclose(fast.scores, expected[fast.rows], rtol=1e-9)
     # one result per subject, never the query's own subject, best first
@@ -175,3 +177,47 @@ def test_check_exact_rejects_a_wrong_answer() -> None:
     assert not check_exact(swapped, ref, 2)
     short = Hits(ref.rows[:1], ref.scores[:1], ref.subjects[:1])
     assert not check_exact(short, ref, 2)
+
+
+def test_one_latent_fingerprint_ranks_by_activation_closeness() -> None:
+    from medsae.retrieval.fingerprint_reference import brute_force_search
+
+    # latent 0 fires on every candidate with different strengths; the query has 2.0
+    values = np.array([[2.0, 0.0], [0.5, 0.0], [1.9, 0.0], [3.0, 0.0], [2.4, 0.0], [0.0, 1.0]])
+    codes = sp.csr_matrix(values.astype(np.float32))  # codes are stored as float32
+    index = FingerprintIndex.build(codes, always_active_fraction=1.0)
+    hits = index.search_fingerprint(np.array([0]), np.array([2.0]), n=5, exclude_subject=0)
+    # 1 / (1 + |2 - c|): 1.9 -> 0.909, 2.4 -> 0.714, 3.0 -> 0.5, 0.5 -> 0.4; row 5 never fires
+    assert hits.rows.tolist() == [2, 4, 3, 1]
+    np.testing.assert_allclose(
+        hits.scores, 1 / (1 + np.abs(2.0 - values[[2, 4, 3, 1], 0])), rtol=1e-6
+    )
+    assert len(set(np.round(hits.scores, 9))) == 4  # not all 1.0
+    ref = brute_force_search(codes, index.subject_ids, np.array([0]), np.array([2.0]), 5, None, 0)
+    assert check_exact(hits, ref, 4)
+
+
+def test_latents_firing_on_nearly_every_slice_are_left_out() -> None:
+    rng = np.random.default_rng(0)
+    values = np.zeros((200, 4))
+    values[:, 0] = 5.0 + rng.random(200)  # fires everywhere, always the largest
+    values[:199, 1] = 1.0  # fires on 99.5% of rows
+    values[::2, 2] = 2.0
+    values[1::2, 3] = 2.0
+    index = FingerprintIndex.build(sp.csr_matrix(values))
+    assert index.excluded.tolist() == [0, 1]
+    latents, _ = fingerprint_of(values[0], 1, index.excluded)
+    assert latents.tolist() == [2]
+    out = index.search(0, k=1, n=3)
+    assert (out["row"] % 2 == 0).all()  # same latent 2 as the query, never latent 0
+
+
+def test_dense_top1_uses_closeness_not_sign() -> None:
+    from medsae.retrieval.fingerprint_eval import restricted_cosine
+
+    gallery = np.array([[1.0, 0.0], [3.0, 9.0], [0.9, 5.0]])
+    q = np.array([1.0, 0.1])
+    got = restricted_cosine(gallery, q, np.array([0]))
+    np.testing.assert_allclose(got, [1.0, 1 / 3, 1 / 1.1])
+    both = restricted_cosine(gallery, q, np.array([0, 1]))
+    assert both[0] == pytest.approx(1 / np.linalg.norm(q))

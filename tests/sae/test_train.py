@@ -206,3 +206,31 @@ def test_matryoshka_prefix_decoding() -> None:
         truncated = codes.clone()
         truncated[:, m:] = 0
         torch.testing.assert_close(sae.decode(codes, level=m), sae.decode(truncated))
+
+
+def test_perlevel_firings_of_every_level_reset_the_dead_counter() -> None:
+    cfg = SAEConfig(
+        arch="matryoshka-perlevel", d_in=6, n_latents=8, levels=[2, 8], k=2, k_levels=[1, 2]
+    )
+    sae = build_sae(cfg, seed=0)
+    x = torch.randn(4, 6)
+    with torch.no_grad():
+        out = sae.train_loss(sae.preprocess(x))
+        enc, _ = sae._encode_train(sae.preprocess(x))
+    small = {int(c) for v, _, c in zip(*enc[0], strict=True) if v > 0}
+    full = {int(c) for v, _, c in zip(*enc[1], strict=True) if v > 0}
+    assert set(out.fired_cols.tolist()) == small | full
+    sae.samples_since_fire.fill_(100)
+    sae.after_step(out, 4)
+    assert all(int(sae.samples_since_fire[j]) == 0 for j in small | full)
+
+
+def test_perlevel_metrics_record_nominal_k_beside_l0() -> None:
+    from medsae.sae.evaluation import nominal_k
+
+    per = SAEConfig(
+        arch="matryoshka-perlevel", d_in=6, n_latents=8, levels=[2, 8], k=2, k_levels=[1, 2]
+    )
+    assert nominal_k(per) == {2: 1, 8: 2}
+    flat = SAEConfig(arch="matryoshka", d_in=6, n_latents=8, levels=[2, 8], k=3)
+    assert nominal_k(flat) == {2: None, 8: 3}

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from medsae.evaluate.io import TABLE1_MD
+
 
 def _section(config: Path | None, name: str) -> dict[str, Any]:
     """The ``[name]`` table of a config file (or the whole file when it is flat)."""
@@ -106,5 +108,5 @@ def register(app: typer.Typer) -> None:
 
         cfg = build_config(RankConfig, _section(config, "rank"), config or "command line")
         outcome = rank(workspace, cfg, force=force)
-        console.print((outcome.path / "table1.md").read_text())
+        console.print((outcome.path / TABLE1_MD).read_text())
         console.print(f"best: {outcome.manifest.get('extra', {}).get('best')}")

@@ -12,10 +12,15 @@ Part = Literal["reconstruction", "probes", "recovery", "monosemanticity", "conce
 PARTS: tuple[Part, ...] = ("reconstruction", "probes", "recovery", "monosemanticity", "concepts")
 Split = Literal["train", "val", "test"]
 Method = Literal["l1", "mean_diff"]
+Mode = Literal["per_class", "shared"]
 
 
 def _methods() -> list[Method]:
-    return ["l1", "mean_diff"]
+    return ["l1"]
+
+
+def _modes() -> list[Mode]:
+    return ["per_class", "shared"]
 
 
 def _val_test() -> list[Split]:
@@ -38,7 +43,14 @@ class EvaluateConfig(StageConfig):
     )
     headline_split: Split = Field(
         default="test",
-        description="Split whose figures go into summary.json (r2, l0, alive, recovery, AUROC).",
+        description="Split whose figures go into summary.json (r2, l0, alive, recovery, AUROC): "
+        "reported, never used to choose a configuration.",
+    )
+    selection_split: Literal["val"] = Field(
+        default="val",
+        description="Split of every figure `medsae rank` chooses by (summary.json 'selection': "
+        "recovery, the Table 1 term, monosemanticity on this split only); test figures are "
+        "reported, never used to choose.",
     )
     # Probes
     max_train: int = Field(
@@ -77,13 +89,43 @@ class EvaluateConfig(StageConfig):
     )
     # Recovery
     recovery_ns: list[int] = Field(
-        default_factory=lambda: [1, 2, 3, 5, 10, 20, 50, 100],
-        description="Numbers of sparse features kept per one-vs-rest classifier.",
+        default_factory=lambda: [1, 2, 3, 5, 10, 20, 30, 50, 75, 100],
+        description="Numbers of sparse features kept per one-vs-rest classifier (the paper's grid).",
     )
     recovery_methods: list[Method] = Field(
         default_factory=_methods,
-        description="Feature selection rules: 'l1' = order of entry on an L1-regularised logistic path; "
-        "'mean_diff' = top |mean(pos) - mean(neg)| of the raw codes (SAEBench sparse probing).",
+        description="Per-class feature selection rules: 'l1' = order of entry on an L1-regularised "
+        "logistic path; 'mean_diff' = top |mean(pos) - mean(neg)| of the raw codes (SAEBench "
+        "sparse probing).",
+    )
+    recovery_modes: list[Mode] = Field(
+        default_factory=_modes,
+        description="'per_class': each one-vs-rest classifier keeps its own N latents (rules of "
+        "recovery_methods); 'shared': one ranking per task by the mean |coefficient| of the full "
+        "sparse probe across classes, every class keeps the same N (the paper's rule).",
+    )
+    recovery_dense_floor: float = Field(
+        default=0.55,
+        ge=0.0,
+        le=1.0,
+        description="Tasks whose dense validation ROC-AUC is below this are left out of every "
+        "recovery mean (the paper: 0.55), so a near-chance task cannot score a ratio near 1.",
+    )
+    table1_mode: Mode = Field(
+        default="shared",
+        description="Recovery curves behind the Table 1 term mean_n_features ('shared' = the "
+        "paper's ranking; 'per_class' = headline_method per class).",
+    )
+    table1_dense_min: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="mean_n_features averages over tasks whose dense ROC-AUC exceeds this (paper: 0.6).",
+    )
+    table1_unmet: Literal["paper", "grid"] = Field(
+        default="paper",
+        description="A threshold a task never reaches counts: 'paper' = the largest N any task "
+        "needed for it + 1 (max(recovery_ns) if none reached it); 'grid' = max(recovery_ns) + 1.",
     )
     headline_method: Method = Field(
         default="l1", description="Selection rule whose recovery at 10 is the headline figure."
@@ -149,6 +191,13 @@ class EvaluateConfig(StageConfig):
 
 class RankConfig(StageConfig):
     """How configurations are ranked (``WS/ranking/``), the paper's Table 1."""
+
+    performance_term: Literal["mean_n_features", "recovery_at_10"] = Field(
+        default="mean_n_features",
+        description="Performance term of the combined rank, read on the selection split: "
+        "'mean_n_features' = the paper's mean number of features to reach 50..100% of dense "
+        "(lower is better); 'recovery_at_10' = mean ROC-AUC(10) / dense ROC-AUC.",
+    )
 
     rank_within_encoder: bool = Field(
         default=True,

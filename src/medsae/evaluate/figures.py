@@ -7,6 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medsae.evaluate.io import (
+    FIGURE_MONOSEMANTICITY,
+    FIGURE_R2_L0,
+    FIGURE_RECOVERY,
+    MONOSEMANTICITY,
+    RECOVERY,
+    SUMMARY,
+)
+
 
 def _plt():  # type: ignore[no-untyped-def]
     import matplotlib
@@ -59,15 +68,19 @@ def recovery_figure(folders: list[Path], path: Path, dpi: int) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     drawn = False
     for folder in folders:
-        rec_path = folder / "recovery.parquet"
+        rec_path = folder / RECOVERY
         if not rec_path.is_file():
             continue
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = json.loads((folder / SUMMARY).read_text())
         rec = pd.read_parquet(rec_path)
-        rec = rec[
-            (rec["split"] == summary.get("headline_split", "test"))
-            & (rec["method"] == summary.get("headline_method", "l1"))
-        ]
+        keep = (rec["split"] == summary.get("headline_split", "test")) & (
+            rec["method"] == summary.get("headline_method", "l1")
+        )
+        if "mode" in rec.columns:
+            keep &= rec["mode"] == "per_class"
+        if "above_floor" in rec.columns:
+            keep &= rec["above_floor"].astype(bool)
+        rec = rec[keep]
         if rec.empty:
             continue
         curve = rec.groupby("n_features")["recovery"].mean()
@@ -98,7 +111,7 @@ def monosemanticity_figure(folders: list[Path], path: Path, dpi: int) -> bool:
     """Distribution of the scored features' monosemanticity per configuration."""
     data, labels = [], []
     for folder in folders:
-        p = folder / "monosemanticity.parquet"
+        p = folder / MONOSEMANTICITY
         if not p.is_file():
             continue
         scores = pd.read_parquet(p, columns=["score"])["score"].dropna().to_numpy()
@@ -124,10 +137,10 @@ def write_figures(folders: list[Path], table: pd.DataFrame, out: Path, dpi: int 
     """Write every figure that has data; returns their file names."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    if frontier_figure(table, out / "r2_vs_l0.png", dpi):
-        written.append("r2_vs_l0.png")
-    if recovery_figure(folders, out / "recovery_curves.png", dpi):
-        written.append("recovery_curves.png")
-    if monosemanticity_figure(folders, out / "monosemanticity.png", dpi):
-        written.append("monosemanticity.png")
+    if frontier_figure(table, out / FIGURE_R2_L0, dpi):
+        written.append(FIGURE_R2_L0)
+    if recovery_figure(folders, out / FIGURE_RECOVERY, dpi):
+        written.append(FIGURE_RECOVERY)
+    if monosemanticity_figure(folders, out / FIGURE_MONOSEMANTICITY, dpi):
+        written.append(FIGURE_MONOSEMANTICITY)
     return written

@@ -14,6 +14,7 @@ from medsae.data.table import PRESENCE_FILE, SLICES_FILE, read_anatomy, slices_w
 from medsae.encode.store import EmbeddingStore
 from medsae.errors import ArtifactError
 from medsae.sae.codes_io import CODES_FILE, CODES_META, load_codes, load_codes_meta
+from medsae.sae.io import CFG
 from medsae.workspace import MANIFEST, Workspace, artifact_key, read_manifest, require_artifact
 
 
@@ -41,7 +42,7 @@ class EvalInputs:
 def sae_checkpoint(ws: Workspace, encoder: str, run: str) -> Path | None:
     """The run's checkpoint folder when the ``saes`` artifact holds it, else None."""
     folder = ws.sae(encoder, run)
-    if read_manifest(ws.saes(encoder)) is None or not (folder / "cfg.json").is_file():
+    if read_manifest(ws.saes(encoder)) is None or not (folder / CFG).is_file():
         return None
     return folder
 
@@ -112,7 +113,7 @@ def load_inputs(ws: Workspace, encoder: str, run: str) -> EvalInputs:
     if sae_folder is not None:
         import json
 
-        cfg = json.loads((sae_folder / "cfg.json").read_text())
+        cfg = json.loads((sae_folder / CFG).read_text())
         check_encoder(store, f"SAE {sae_folder}", cfg.get("encoder"))
         if int(cfg.get("n_latents", codes.shape[1])) != codes.shape[1]:
             raise ArtifactError(

@@ -161,7 +161,8 @@ def run_probes(
     Returns
     -------
     The result rows (task, kind, features, split, roc_auc, balanced_accuracy, f1, n_train,
-    n_eval, l2) and the chosen head scores per evaluation split.
+    n_eval, l2) and the chosen head scores per evaluation split, plus under ``'coef'`` the
+    chosen weights ``(d, H)`` of every one-vs-rest head (the shared recovery ranking's input).
     """
     if not tasks:
         return [], {}
@@ -185,7 +186,7 @@ def run_probes(
     best_g = select_by_validation(heads.head_auc(rows["val"], val_scores).reshape(n_g, n_h).T)
     chosen_cols = best_g * n_h + np.arange(n_h)
     results: list[dict[str, Any]] = []
-    chosen: dict[str, np.ndarray] = {}
+    chosen: dict[str, np.ndarray] = {"coef": fit.w_dh[:, chosen_cols]}
     n_train = [int(valid[:, sl.start].sum()) for sl in heads.slices]
     for split in [s for s in features if s != "train"]:
         scores = val_scores if split == "val" else fit.decision(features[split])

@@ -1,24 +1,33 @@
 """The ``rank`` stage: one row per SAE configuration, the paper's Table 1, and figures.
 
-Rows come from every ``WS/eval/<encoder>/<run>/summary.json``. Ranks (1 = best; ties share
-the smallest rank; a missing figure ranks last):
+Rows come from every ``WS/eval/<encoder>/<run>/summary.json``. Configurations are *chosen* by
+figures of the selection split only (``summary.json`` ``selection``, validation by default);
+test figures are reported beside them, never used to choose. Ranks (1 = best; ties share the
+smallest rank; a missing figure ranks last):
 
-* ``rank_r2`` (higher R² is better), ``rank_l0`` (lower L0 is better), ``rank_alive`` (higher
-  alive fraction is better), ``rank_recovery`` (higher recovery at 10 is better),
-  ``rank_monosemanticity`` (higher is better; configurations tied on the paper's top-10 score,
-  e.g. when the best 10 features of every configuration reach the ceiling ``1 - baseline``
-  as on simple anatomy, are ordered by the same score over the top 100 features);
-* ``combined_rank`` = mean of ``rank_monosemanticity`` and ``rank_recovery`` (the paper's
+* ``rank_mean_n_features``: the paper's Table 1 performance term on the selection split (mean
+  number of features needed to reach 50..100% of the dense ROC-AUC; lower is better);
+* ``rank_recovery``: recovery at 10 on the selection split (higher is better), the
+  alternative term;
+* ``rank_performance``: the one of the two named by ``RankConfig.performance_term``;
+* ``rank_monosemanticity``: the paper's top-10 monosemanticity on the selection split (higher
+  is better; ties, e.g. when the best 10 features of every configuration reach the ceiling
+  ``1 - baseline`` as on simple anatomy, are ordered by the same score over the top 100);
+* ``combined_rank`` = mean of ``rank_monosemanticity`` and ``rank_performance`` (the paper's
   selection rule), within each encoder by default (the paper ranks each model's grid);
-* ``overall_rank`` = the same combination with ranks taken over every row.
+  ``combined_rank_recovery_at_10`` = the same with ``rank_recovery``;
+* ``overall_rank`` = ``combined_rank`` with ranks taken over every row;
+* ``rank_r2``, ``rank_l0``, ``rank_alive``: reported figures, not part of the choice.
 
-``ranking.json`` names the ``best`` configuration (lowest ``overall_rank``; ties: higher
-recovery, then higher monosemanticity) and the best per encoder (lowest ``combined_rank``).
+``ranking.json`` names the ``best`` configuration (lowest ``overall_rank``; ties: the better
+performance term, then higher monosemanticity), the best per encoder (lowest
+``combined_rank``), the selection split and the rule used.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ import pandas as pd
 
 from medsae.errors import ArtifactError
 from medsae.evaluate.config import RankConfig
+from medsae.evaluate.io import FIGURES, RANKING, SUMMARY, TABLE1_CSV, TABLE1_MD
 from medsae.workspace import (
     MANIFEST,
     StageOutcome,
@@ -37,25 +47,46 @@ from medsae.workspace import (
     write_json_atomic,
 )
 
-TABLE_COLUMNS = (
-    "encoder",
-    "run",
+REPORTED_COLUMNS = (
     "r2",
+    "r2_uniform",
     "r2_grand_mean",
     "l0",
     "alive_fraction",
+    "mean_n_features",
     "recovery_at_10",
+    "recovery_at_10_shared",
+    "recovery_at_10_shared_paper_tasks",
     "monosemanticity",
     "monosemanticity_top100",
     "dense_auroc",
 )
-RANKED = {
+"""Figures of the headline split (test) and reporting splits: shown, never used to choose."""
+SELECTION_FIGURES = (
+    "mean_n_features",
+    "recovery_at_10",
+    "monosemanticity",
+    "monosemanticity_top100",
+)
+"""Figures of ``summary.json``'s ``selection`` that the ranks are taken from."""
+SELECTION_PREFIX = "selection_"
+TABLE_COLUMNS = (
+    "encoder",
+    "run",
+    "selection_split",
+    *(SELECTION_PREFIX + c for c in SELECTION_FIGURES),
+    *REPORTED_COLUMNS,
+)
+REPORTED_RANKS = {
     "r2": ("rank_r2", False),
     "l0": ("rank_l0", True),
     "alive_fraction": ("rank_alive", False),
-    "recovery_at_10": ("rank_recovery", False),
-    "monosemanticity": ("rank_monosemanticity", False),
 }
+PERFORMANCE_TERMS = {
+    "mean_n_features": ("rank_mean_n_features", True),
+    "recovery_at_10": ("rank_recovery", False),
+}
+"""Performance term -> (rank column, lower is better)."""
 
 
 def eval_folders(ws: Workspace) -> list[Path]:
@@ -64,7 +95,7 @@ def eval_folders(ws: Workspace) -> list[Path]:
     if not base.is_dir():
         return []
     return sorted(
-        p for p in base.glob("*/*") if (p / MANIFEST).is_file() and (p / "summary.json").is_file()
+        p for p in base.glob("*/*") if (p / MANIFEST).is_file() and (p / SUMMARY).is_file()
     )
 
 
@@ -82,37 +113,75 @@ def rank_tiebroken(primary: pd.Series, secondary: pd.Series, ascending: bool) ->
     return rank_values(first * (len(primary) + 1) + second, True)
 
 
+def _sel(name: str) -> str:
+    return SELECTION_PREFIX + name
+
+
 def _mono_rank(frame: pd.DataFrame) -> pd.Series:
-    return rank_tiebroken(frame["monosemanticity"], frame["monosemanticity_top100"], False)
-
-
-def build_table(summaries: list[dict[str, Any]], within_encoder: bool = True) -> pd.DataFrame:
-    """Table 1 from evaluation summaries (see module docstring for the ranks)."""
-    frame = pd.DataFrame(
-        [{c: s.get(c) for c in TABLE_COLUMNS} for s in summaries], columns=list(TABLE_COLUMNS)
+    return rank_tiebroken(
+        frame[_sel("monosemanticity")], frame[_sel("monosemanticity_top100")], False
     )
-    for col in TABLE_COLUMNS[2:]:
+
+
+def _per_group(frame: pd.DataFrame, within: bool, fn: Any) -> pd.Series:
+    if not within:
+        return fn(frame)  # type: ignore[no-any-return]
+    return pd.concat([fn(sub) for _, sub in frame.groupby("encoder", sort=False)])
+
+
+def table_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """One Table 1 row from an evaluation summary: selection figures and reported figures."""
+    sel = summary.get("selection") or {}
+    row: dict[str, Any] = {
+        "encoder": summary.get("encoder"),
+        "run": summary.get("run"),
+        "selection_split": sel.get("split"),
+    }
+    for c in SELECTION_FIGURES:
+        row[_sel(c)] = sel.get(c)
+    for c in REPORTED_COLUMNS:
+        row[c] = summary.get(c)
+    return row
+
+
+def build_table(
+    summaries: Sequence[dict[str, Any]],
+    within_encoder: bool = True,
+    performance_term: str = "mean_n_features",
+) -> pd.DataFrame:
+    """Table 1 from evaluation summaries (see the module docstring for the ranks).
+
+    Every rank that decides the order is taken from the summaries' ``selection`` figures; a
+    summary without them ranks last on every such rank.
+    """
+    if performance_term not in PERFORMANCE_TERMS:
+        raise ValueError(
+            f"performance_term: expected one of {sorted(PERFORMANCE_TERMS)}, got {performance_term!r}"
+        )
+    frame = pd.DataFrame([table_row(s) for s in summaries], columns=list(TABLE_COLUMNS))
+    for col in TABLE_COLUMNS[3:]:
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
     if frame.empty:
         return frame
-    groups = frame.groupby("encoder", sort=False) if within_encoder else None
-    for col, (name, ascending) in RANKED.items():
-        if col == "monosemanticity":
-            frame[name] = (
-                pd.concat([_mono_rank(sub) for _, sub in groups])
-                if groups is not None
-                else _mono_rank(frame)
-            )
-        elif groups is not None:
-            frame[name] = groups[col].transform(lambda v, a=ascending: rank_values(v, a))
-        else:
-            frame[name] = rank_values(frame[col], ascending)
-    frame["combined_rank"] = (frame["rank_monosemanticity"] + frame["rank_recovery"]) / 2
-    overall = (_mono_rank(frame) + rank_values(frame["recovery_at_10"], False)) / 2
-    frame["overall_rank"] = overall
+    for col, (name, ascending) in REPORTED_RANKS.items():
+        frame[name] = _per_group(
+            frame, within_encoder, lambda f, c=col, a=ascending: rank_values(f[c], a)
+        )
+    for term, (name, ascending) in PERFORMANCE_TERMS.items():
+        frame[name] = _per_group(
+            frame, within_encoder, lambda f, c=_sel(term), a=ascending: rank_values(f[c], a)
+        )
+    frame["rank_performance"] = frame[PERFORMANCE_TERMS[performance_term][0]]
+    frame["rank_monosemanticity"] = _per_group(frame, within_encoder, _mono_rank)
+    frame["combined_rank"] = (frame["rank_monosemanticity"] + frame["rank_performance"]) / 2
+    frame["combined_rank_recovery_at_10"] = (
+        frame["rank_monosemanticity"] + frame["rank_recovery"]
+    ) / 2
+    term_col, term_ascending = _sel(performance_term), PERFORMANCE_TERMS[performance_term][1]
+    frame["overall_rank"] = (_mono_rank(frame) + rank_values(frame[term_col], term_ascending)) / 2
     order = frame.sort_values(
-        ["overall_rank", "recovery_at_10", "monosemanticity", "monosemanticity_top100"],
-        ascending=[True, False, False, False],
+        ["overall_rank", term_col, _sel("monosemanticity"), _sel("monosemanticity_top100")],
+        ascending=[True, term_ascending, False, False],
         na_position="last",
     )
     return order.reset_index(drop=True)
@@ -135,18 +204,47 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _best(frame: pd.DataFrame) -> dict[str, Any]:
+def _best(frame: pd.DataFrame, performance_term: str) -> dict[str, Any]:
     best: dict[str, Any] = {"best": None, "best_per_encoder": {}}
     if frame.empty:
         return best
     top = frame.iloc[0]
     best["best"] = {"encoder": top["encoder"], "run": top["run"]}
+    term_col, ascending = _sel(performance_term), PERFORMANCE_TERMS[performance_term][1]
     for enc, sub in frame.groupby("encoder"):
         s = sub.sort_values(
-            ["combined_rank", "recovery_at_10"], ascending=[True, False], na_position="last"
+            ["combined_rank", term_col], ascending=[True, ascending], na_position="last"
         )
         best["best_per_encoder"][str(enc)] = str(s.iloc[0]["run"])
     return best
+
+
+def selection_split_of(summaries: Sequence[dict[str, Any]], folders: Sequence[Path]) -> str:
+    """The one selection split of every summary; refuses summaries without one or mixed splits."""
+    splits: dict[str, list[str]] = {}
+    for summary, folder in zip(summaries, folders, strict=True):
+        sel = summary.get("selection")
+        if not isinstance(sel, dict) or not sel.get("split"):
+            raise ArtifactError(
+                f"{folder / SUMMARY}: no selection figures (evaluated by an older version); "
+                "rerun `medsae evaluate --force`"
+            )
+        splits.setdefault(str(sel["split"]), []).append(f"{folder.parent.name}/{folder.name}")
+    if len(splits) > 1:
+        raise ArtifactError(
+            f"evaluations chose on different splits: {splits}; rerun `medsae evaluate` with one "
+            "selection_split"
+        )
+    return next(iter(splits))
+
+
+RULES = {
+    "mean_n_features": "combined rank = mean of the monosemanticity rank and the rank of the "
+    "mean number of features needed to reach 50/60/70/80/90/100% of the dense ROC-AUC (tasks "
+    "with dense ROC-AUC > 0.6; the paper's Table 1 rule), both on the selection split",
+    "recovery_at_10": "combined rank = mean of the monosemanticity rank and the recovery-at-10 "
+    "rank, both on the selection split",
+}
 
 
 def rank(
@@ -154,8 +252,9 @@ def rank(
 ) -> StageOutcome:
     """Rank every evaluated configuration (the ``rank`` stage): ``WS/ranking/``.
 
-    Writes ``table1.csv``, ``table1.md``, ``ranking.json`` (``best``: ``{encoder, run}``) and
-    ``figures/*.png`` (R² vs L0 per encoder, recovery curves, monosemanticity distributions).
+    Writes ``table1.csv``, ``table1.md``, ``ranking.json`` (``best``: ``{encoder, run}``,
+    ``selection_split``, ``performance_term``, ``rule``) and ``figures/*.png`` (R² vs L0 per
+    encoder, recovery curves, monosemanticity distributions).
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     cfg = config or RankConfig()
@@ -169,18 +268,28 @@ def rank(
     def build(tmp: Path) -> StageResult:
         from medsae.evaluate.figures import write_figures
 
-        summaries = [json.loads((p / "summary.json").read_text()) for p in folders]
-        table = build_table(summaries, cfg.rank_within_encoder)
-        table.to_csv(tmp / "table1.csv", index=False)
-        (tmp / "table1.md").write_text(to_markdown(table))
-        info = _best(table)
-        figures = write_figures(folders, table, tmp / "figures", cfg.figure_dpi)
+        summaries = [json.loads((p / SUMMARY).read_text()) for p in folders]
+        split = selection_split_of(summaries, folders)
+        table = build_table(summaries, cfg.rank_within_encoder, cfg.performance_term)
+        table.to_csv(tmp / TABLE1_CSV, index=False)
+        (tmp / TABLE1_MD).write_text(to_markdown(table))
+        info = _best(table, cfg.performance_term)
+        figures = write_figures(folders, table, tmp / FIGURES, cfg.figure_dpi)
         info.update(
             n_configs=len(table),
             figures=figures,
-            rule="combined rank = mean of the monosemanticity rank and the recovery-at-10 rank",
+            selection_split=split,
+            performance_term=cfg.performance_term,
+            rule=RULES[cfg.performance_term],
+            alternative={
+                "performance_term": "recovery_at_10",
+                "column": "combined_rank_recovery_at_10",
+            },
         )
-        write_json_atomic(tmp / "ranking.json", info)
-        return StageResult(counts={"configs": len(table)}, extra={"best": info["best"]})
+        write_json_atomic(tmp / RANKING, info)
+        return StageResult(
+            counts={"configs": len(table)},
+            extra={"best": info["best"], "selection_split": split},
+        )
 
     return run_stage(ws.ranking, "rank", cfg, keys, build, force=force)

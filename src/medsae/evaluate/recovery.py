@@ -1,22 +1,34 @@
 """Performance recovery: how much of the dense probe's ROC-AUC N sparse latents keep.
 
-For every one-vs-rest classifier of a kept task (one for a binary task; for a K-class task,
-one per class, each with its *own* N latents, so the task uses at most K*N latents in all),
-latents are ranked by a selection rule on the training sample:
+Every kept task has one one-vs-rest classifier per class (one for a binary task). Latents are
+ranked on the training sample in one of two modes:
 
-* ``l1``: order of entry on an L1-regularised logistic path (class-balanced log-loss, the
-  scaled codes of :func:`medsae.evaluate.probes.scale_sparse`); lambda decreases
-  geometrically from ``lambda_max = max_j |X_j^T s (1/2 - y)|`` (no latent active) over
-  ``path_length`` values down to ``ratio * lambda_max``; a latent's rank is the first lambda at
-  which its weight is non-zero, ties broken by the weight's magnitude there, then latents that
-  never entered by ``|X_j^T s (1/2 - y)|``;
-* ``mean_diff``: ``|mean(pos) - mean(neg)|`` of the raw codes (SAEBench-style sparse probing).
+* ``per_class``: each classifier ranks the latents for itself, so a K-class task uses up to
+  K*N latents in all. Rules (``method``):
 
-For each N, an L2 logistic classifier is refitted on the top-N latents only (L2 strength chosen
-on validation as for the full probes) and scored. Reported per task, method, N and split:
+  * ``l1``: order of entry on an L1-regularised logistic path (class-balanced log-loss, the
+    scaled codes of :func:`medsae.evaluate.probes.scale_sparse`); lambda decreases
+    geometrically from ``lambda_max = max_j |X_j^T s (1/2 - y)|`` (no latent active) over
+    ``path_length`` values down to ``ratio * lambda_max``; a latent's rank is the first lambda
+    at which its weight is non-zero, ties broken by the weight's magnitude there, then
+    latents that never entered by ``|X_j^T s (1/2 - y)|``;
+  * ``mean_diff``: ``|mean(pos) - mean(neg)|`` of the raw codes (SAEBench-style probing).
+
+* ``shared`` (the paper's rule, method ``coef``): one ranking per task, by the mean over the
+  task's classifiers of ``|w_jc|``, the coefficients of the full sparse probe (scaled codes);
+  every class uses the same N latents.
+
+For each N, an L2 logistic classifier is refitted per class on its top-N latents only (L2
+strength chosen on validation as for the full probes) and scored. Reported per task, method,
+mode, N and evaluation split::
 
     ROC-AUC(N),   recovery(N) = ROC-AUC(N) / dense ROC-AUC   (the paper's ratio),
-    recovery_above_chance(N) = (ROC-AUC(N) - 1/2) / (dense ROC-AUC - 1/2).
+    recovery_above_chance(N) = (ROC-AUC(N) - 1/2) / (dense ROC-AUC - 1/2),
+
+and ``above_floor``: whether the task's dense validation ROC-AUC reaches ``dense_floor``
+(the paper skips targets below 0.55; summaries average over ``above_floor`` rows only).
+
+:func:`mean_features_to_threshold` turns the curves into the paper's Table 1 term.
 """
 
 from __future__ import annotations
@@ -41,6 +53,95 @@ from medsae.evaluate.scores import classification_report, roc_auc
 from medsae.evaluate.tasks import Task
 
 BLOCK_ELEMENTS = 48_000_000  # floats per gathered (heads, rows, N) block (~190 MB)
+RECOVERY_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""Fractions of the dense ROC-AUC of the paper's Table 1 term."""
+PAPER_TASKS = (
+    "modality",
+    "plane",
+    "sex",
+    "age_group_extremes",
+    "kvp",
+    "institute",
+    "manufacturer",
+    "scanner_model",
+    "pathology",
+    "structure:gallbladder",
+    "structure:kidney_left",
+    "structure:liver",
+    "structure:spleen",
+    "structure:prostate",
+    "structure:brain",
+    "structure:heart",
+    "structure:sternum",
+    "structure:clavicula_left",
+    "structure:clavicula_right",
+)
+"""The tasks of the paper's probes and recovery figures, under this package's task names."""
+
+
+def shared_ranking(coef_dh: np.ndarray, heads: HeadTable, n_top: int) -> np.ndarray:
+    """Top-``n_top`` columns per head, shared by every head of a task, ``(H, n_top)``.
+
+    A task's latents are ordered by ``mean over its heads h of |coef_dh[j, h]|`` (ties: lower
+    column), the paper's ranking of a multi-class probe; every head of the task gets it.
+    """
+    coef = np.abs(np.asarray(coef_dh, dtype=np.float64))
+    if coef.ndim != 2 or coef.shape[1] != heads.n_heads:
+        raise ValueError(
+            f"coef: expected (latents, {heads.n_heads}) probe weights, got shape {coef.shape}"
+        )
+    out = np.empty((heads.n_heads, min(n_top, coef.shape[0])), dtype=np.int64)
+    for sl in heads.slices:
+        score = coef[:, sl].mean(1)
+        order = np.lexsort((np.arange(len(score)), -score))[: out.shape[1]]
+        out[sl] = order
+    return out
+
+
+def mean_features_to_threshold(
+    curves: Sequence[tuple[str, int, float, float]],
+    ns: Sequence[int],
+    thresholds: Sequence[float] = RECOVERY_THRESHOLDS,
+    dense_min: float = 0.6,
+    unmet: str = "paper",
+) -> float | None:
+    """The paper's Table 1 performance term: mean N needed to reach each fraction of dense.
+
+    ``curves`` holds ``(target, N, roc_auc(N), dense roc_auc)`` rows. For every target with
+    dense ROC-AUC ``> dense_min`` and every threshold ``t``, ``N_t`` = the smallest N with
+    ``roc_auc(N) / dense >= t``. A threshold a target never reaches counts
+    (``unmet = "paper"``, the paper's ``evaluate_sae_configs.py``) the largest ``N_t`` that
+    any target needed for that threshold, plus one, or ``max(ns)`` when no target reached it;
+    (``unmet = "grid"``) ``max(ns) + 1``. The result is the mean over targets and thresholds;
+    lower is better. ``None`` when no target passes the filter.
+    """
+    if unmet not in ("paper", "grid"):
+        raise ValueError(f"unmet: expected 'paper' or 'grid', got {unmet!r}")
+    by_target: dict[str, list[tuple[int, float, float]]] = {}
+    for target, n, auc, dense in curves:
+        by_target.setdefault(str(target), []).append((int(n), float(auc), float(dense)))
+    table: list[list[float]] = []
+    for rows in by_target.values():
+        dense = rows[0][2]
+        if not np.isfinite(dense) or dense <= dense_min:
+            continue
+        met = []
+        for t in thresholds:
+            hits = [n for n, auc, _ in rows if np.isfinite(auc) and auc / dense >= t]
+            met.append(float(min(hits)) if hits else np.nan)
+        table.append(met)
+    if not table:
+        return None
+    arr = np.asarray(table, dtype=np.float64)
+    n_max = float(max(ns))
+    for c in range(arr.shape[1]):
+        col = arr[:, c]
+        if unmet == "grid":
+            fill = n_max + 1
+        else:
+            fill = float(np.nanmax(col)) + 1 if np.isfinite(col).any() else n_max
+        col[~np.isfinite(col)] = fill
+    return float(arr.mean())
 
 
 def mean_diff_ranking(
@@ -160,15 +261,26 @@ def performance_recovery(
     path_ratio: float = 1e-3,
     path_iter: int = 20,
     seed: int = 0,
+    modes: Sequence[str] = ("per_class",),
+    coef: np.ndarray | None = None,
+    dense_floor: float = 0.55,
 ) -> list[dict[str, Any]]:
-    """ROC-AUC(N) and recovery(N) per task, selection method, N and evaluation split.
+    """ROC-AUC(N) and recovery(N) per task, selection method and mode, N and evaluation split.
 
     ``features`` are the scaled codes per split (``'train'``, ``'val'``, ...), ``raw_train`` the
     unscaled training codes with the same columns (for ``mean_diff``), ``dense_auc`` maps
-    ``(task, split)`` to the dense probe's ROC-AUC.
+    ``(task, split)`` to the dense probe's ROC-AUC. ``modes``: ``per_class`` runs every rule
+    of ``methods``; ``shared`` runs the ``coef`` rule, which needs ``coef`` ``(latents, heads)``,
+    the full sparse probe's weights on the same scaled columns. ``dense_floor``: a task whose
+    dense validation ROC-AUC is below it gets ``above_floor = False``.
     """
     if not tasks:
         return []
+    for mode in modes:
+        if mode not in ("per_class", "shared"):
+            raise ValueError(f"unknown recovery mode {mode!r}; expected 'per_class' or 'shared'")
+    if "shared" in modes and coef is None:
+        raise ValueError("coef: the shared mode needs the full sparse probe's weights")
     heads = HeadTable.build(tasks)
     y, valid = heads.targets(rows["train"])
     weights = balanced_weights(y, valid)
@@ -181,13 +293,18 @@ def performance_recovery(
     yv, vv = heads.targets(rows["val"])
     vv = vv.astype(bool)
     results: list[dict[str, Any]] = []
-    for method in methods:
+    plans: list[tuple[str, str]] = [(m, "per_class") for m in methods if "per_class" in modes]
+    if "shared" in modes:
+        plans.append(("coef", "shared"))
+    for method, mode in plans:
         if method == "l1":
             ranking = l1_path_ranking(
                 features["train"], y, weights, n_max, path_length, path_ratio, path_iter, seed
             )
         elif method == "mean_diff":
             ranking = mean_diff_ranking(raw_train, y, valid, n_max)
+        elif method == "coef" and coef is not None:
+            ranking = shared_ranking(coef, heads, n_max)
         else:
             raise ValueError(f"unknown recovery method {method!r}; expected 'l1' or 'mean_diff'")
         n_rows = sum(v.shape[0] for v in features.values())
@@ -226,11 +343,13 @@ def performance_recovery(
                         lab[m], scores[(n, sp_)][m][:, heads.slices[t]], task.n_classes
                     )
                     dense = float(dense_auc.get((task.name, sp_), np.nan))
+                    dense_val = float(dense_auc.get((task.name, "val"), np.nan))
                     results.append(
                         {
                             "task": task.name,
                             "kind": task.kind,
                             "method": method,
+                            "mode": mode,
                             "n_features": n,
                             "split": sp_,
                             "roc_auc": rep["roc_auc"],
@@ -241,6 +360,7 @@ def performance_recovery(
                             "recovery_above_chance": (rep["roc_auc"] - 0.5) / (dense - 0.5)
                             if dense > 0.5
                             else float("nan"),
+                            "above_floor": bool(dense_val >= dense_floor),
                         }
                     )
     return results
@@ -253,6 +373,7 @@ def recovery_with_config(
     tasks: Sequence[Task],
     dense_auc: Mapping[tuple[str, str], float],
     cfg: EvaluateConfig,
+    coef: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`performance_recovery` with every setting taken from an ``EvaluateConfig``."""
     return performance_recovery(
@@ -269,4 +390,7 @@ def recovery_with_config(
         path_ratio=cfg.l1_path_ratio,
         path_iter=cfg.l1_iter,
         seed=cfg.seed,
+        modes=cfg.recovery_modes,
+        coef=coef,
+        dense_floor=cfg.recovery_dense_floor,
     )

@@ -3,7 +3,9 @@
 Files: ``reconstruction.json``, ``probes.parquet``, ``recovery.parquet``,
 ``monosemanticity.parquet``, ``concepts.parquet``, ``skipped_tasks.json`` and ``summary.json``
 (``r2``, ``l0``, ``alive_fraction``, ``recovery_at_10``, ``monosemanticity``, ``dense_auroc`` and
-more; unknown figures are null, never invented). See docs/evaluate.md for every formula.
+more on the headline split; under ``selection`` the figures ``medsae rank`` chooses by, on the
+selection split only; unknown figures are null, never invented). See docs/evaluate.md for every
+formula.
 """
 
 from __future__ import annotations
@@ -18,11 +20,21 @@ import pandas as pd
 
 from medsae.evaluate.config import EvaluateConfig
 from medsae.evaluate.inputs import EvalInputs, input_keys, load_inputs, sample_rows
+from medsae.evaluate.io import (
+    CONCEPTS,
+    MONOSEMANTICITY,
+    PROBES,
+    RECONSTRUCTION,
+    RECOVERY,
+    SKIPPED_TASKS,
+    SUMMARY,
+)
 from medsae.progress import console
 from medsae.workspace import StageOutcome, StageResult, Workspace, run_stage, write_json_atomic
 
 RECON_NOTE = (
-    "r2 = 1 - SSE / sum of per-dimension variance (fvu = 1 - r2); r2_grand_mean is the paper's "
+    "r2 = 1 - SSE / sum of per-dimension variance = 1 - fvu (variance-weighted per-dimension R2); "
+    "r2_uniform = mean over dimensions of 1 - SSE_j / SST_j; r2_grand_mean is the paper's "
     "form (one grand scalar mean), reported for comparison only"
 )
 
@@ -51,6 +63,8 @@ class _Run:
         self.skipped_parts: list[dict[str, str]] = []
         self.summary: dict[str, Any] = {"encoder": inputs.encoder, "run": inputs.run}
         self.dense_auc: dict[tuple[str, str], float] = {}
+        self.sparse_coef: np.ndarray | None = None
+        self.selection: dict[str, Any] = {"split": config.selection_split}
         self._probe_data: dict[str, Any] | None = None
         self._probes_done = False
 
@@ -78,10 +92,11 @@ class _Run:
                     "r2, fvu and cosine not computed; sparsity taken from the stored codes",
                 }
             )
-        write_json_atomic(out / "reconstruction.json", clean(report))
+        write_json_atomic(out / RECONSTRUCTION, clean(report))
         head = report["splits"].get(self.cfg.headline_split, {}).get(str(max(self.inp.levels)), {})
         for key in (
             "r2",
+            "r2_uniform",
             "r2_grand_mean",
             "fvu",
             "cosine",
@@ -141,13 +156,15 @@ class _Run:
         results: list[dict[str, Any]] = []
         for kind in ("dense", "sparse"):
             t0 = time.perf_counter()
-            res, _ = run_probes(
+            res, chosen = run_probes(
                 d[kind], d["rows"], d["tasks"], self.cfg.l2_grid, self.cfg.max_iter, kind
             )
             self.timings[f"probes_{kind}"] = round(time.perf_counter() - t0, 3)
             results += res
+            if kind == "sparse":
+                self.sparse_coef = chosen.get("coef")
         frame = pd.DataFrame.from_records(results, columns=PROBE_COLUMNS)
-        frame.to_parquet(out / "probes.parquet", index=False)
+        frame.to_parquet(out / PROBES, index=False)
         dense = frame[frame["features"] == "dense"]
         self.dense_auc = {(r.task, r.split): float(r.roc_auc) for r in dense.itertuples()}
         head = frame[frame["split"] == self.cfg.headline_split]
@@ -169,23 +186,13 @@ class _Run:
             d["tasks"],
             self.dense_auc,
             cfg,
+            self.sparse_coef,
         )
         frame = pd.DataFrame.from_records(res, columns=RECOVERY_COLUMNS)
-        frame.to_parquet(out / "recovery.parquet", index=False)
-        on_split = frame[frame["split"] == cfg.headline_split]
-        self.summary["recovery_curve"] = {
-            str(method): {int(n): _mean(sub["recovery"]) for n, sub in per.groupby("n_features")}
-            for method, per in on_split.groupby("method")
-        }
-        head = on_split[on_split["n_features"] == 10]
-        for method in cfg.recovery_methods:
-            sub = head[head["method"] == method]
-            suffix = "" if method == cfg.headline_method else f"_{method}"
-            self.summary[f"recovery_at_10{suffix}"] = _mean(sub["recovery"])
-            self.summary[f"roc_auc_at_10{suffix}"] = _mean(sub["roc_auc"])
-            self.summary[f"recovery_above_chance_at_10{suffix}"] = _mean(
-                sub["recovery_above_chance"]
-            )
+        frame.to_parquet(out / RECOVERY, index=False)
+        head = recovery_figures(frame, cfg, cfg.headline_split)
+        self.summary.update(head)
+        self.selection.update(recovery_figures(frame, cfg, cfg.selection_split))
 
     # -- monosemanticity and concepts -----------------------------------------------------
     def monosemanticity(self, out: Path) -> None:
@@ -204,7 +211,7 @@ class _Run:
             cfg.seed,
             inp.levels,
         )
-        frame.drop(columns=["top_rows"]).to_parquet(out / "monosemanticity.parquet", index=False)
+        frame.drop(columns=["top_rows"]).to_parquet(out / MONOSEMANTICITY, index=False)
         n_scored = int(frame["scored"].sum())
         if n_scored == 0:
             self.skipped_parts.append(
@@ -219,6 +226,23 @@ class _Run:
         self.summary["monosemanticity_mean"] = _mean(frame["score"])
         self.summary["monosemanticity_baseline"] = base["baseline"]
         self.summary["monosemanticity_scored"] = n_scored
+        # the figures rank chooses by: the same score on the selection split's slices only
+        sel_rows = inp.rows_of(cfg.selection_split)
+        sel, sel_base = monosemanticity(
+            inp.codes[sel_rows],
+            inp.presence[sel_rows],
+            inp.table["subject_key"].to_numpy()[sel_rows],
+            inp.table["slice_id"].to_numpy()[sel_rows],
+            cfg.mono_top_n,
+            None,
+            cfg.mono_baseline_draws,
+            cfg.seed,
+            inp.levels,
+        )
+        self.selection["monosemanticity"] = config_score(sel["score"], cfg.mono_top_features)
+        self.selection["monosemanticity_top100"] = config_score(sel["score"], 100)
+        self.selection["monosemanticity_baseline"] = sel_base["baseline"]
+        self.selection["monosemanticity_scored"] = int(sel["scored"].sum())
 
     def concepts(self, out: Path) -> None:
         from medsae.evaluate.concepts import concept_map, labels_from_tasks
@@ -233,7 +257,7 @@ class _Run:
             cfg.concept_min_fires,
             cfg.concept_min_fires,
         )
-        frame.to_parquet(out / "concepts.parquet", index=False)
+        frame.to_parquet(out / CONCEPTS, index=False)
         self.summary["concept_latents"] = int(frame["concept"].notna().sum())
         self.summary["concept_auroc_median"] = (
             float(frame["auroc"].median()) if frame["auroc"].notna().any() else None
@@ -257,6 +281,7 @@ RECOVERY_COLUMNS = [
     "task",
     "kind",
     "method",
+    "mode",
     "n_features",
     "split",
     "roc_auc",
@@ -265,6 +290,7 @@ RECOVERY_COLUMNS = [
     "dense_roc_auc",
     "recovery",
     "recovery_above_chance",
+    "above_floor",
 ]
 SUMMARY_KEYS = ("r2", "l0", "alive_fraction", "recovery_at_10", "monosemanticity", "dense_auroc")
 
@@ -275,11 +301,85 @@ def _mean(values: Any) -> float | None:
     return float(arr.mean()) if len(arr) else None
 
 
+def recovery_figures(frame: pd.DataFrame, cfg: EvaluateConfig, split: str) -> dict[str, Any]:
+    """Summary figures of the recovery curves on one split (tasks above the dense floor only).
+
+    * ``recovery_at_10`` / ``roc_auc_at_10`` / ``recovery_above_chance_at_10``: mean over tasks
+      at N = 10, per-class mode, ``headline_method`` (other methods: ``_<method>`` suffix);
+    * ``recovery_at_10_shared``: the same in the shared mode (the paper's ranking);
+    * ``..._paper_tasks``: the same means over the paper's tasks (``PAPER_TASKS``) only;
+    * ``mean_n_features``: the paper's Table 1 term on the curves of ``table1_mode``
+      (:func:`medsae.evaluate.recovery.mean_features_to_threshold`), and
+      ``mean_n_features_<mode>`` for each mode run;
+    * ``recovery_curve``: ``{method: {N: mean recovery}}`` (per-class) and ``{"shared": ...}``.
+    """
+    from medsae.evaluate.recovery import PAPER_TASKS, mean_features_to_threshold
+
+    out: dict[str, Any] = {}
+    on_split = frame[(frame["split"] == split) & frame["above_floor"].astype(bool)]
+    per_class = on_split[on_split["mode"] == "per_class"]
+    shared = on_split[on_split["mode"] == "shared"]
+    curves: dict[str, dict[int, float | None]] = {
+        str(method): {int(n): _mean(sub["recovery"]) for n, sub in per.groupby("n_features")}
+        for method, per in per_class.groupby("method")
+    }
+    if not shared.empty:
+        curves["shared"] = {
+            int(n): _mean(sub["recovery"]) for n, sub in shared.groupby("n_features")
+        }
+    out["recovery_curve"] = curves
+    paper = set(PAPER_TASKS)
+    at10 = on_split[on_split["n_features"] == 10]
+    groups: list[tuple[str, pd.DataFrame]] = [
+        (
+            "" if m == cfg.headline_method else f"_{m}",
+            at10[(at10["mode"] == "per_class") & (at10["method"] == m)],
+        )
+        for m in cfg.recovery_methods
+    ]
+    if "shared" in cfg.recovery_modes:
+        groups.append(("_shared", at10[at10["mode"] == "shared"]))
+    for suffix, sub in groups:
+        out[f"recovery_at_10{suffix}"] = _mean(sub["recovery"])
+        out[f"roc_auc_at_10{suffix}"] = _mean(sub["roc_auc"])
+        out[f"recovery_above_chance_at_10{suffix}"] = _mean(sub["recovery_above_chance"])
+        out[f"recovery_at_10{suffix}_paper_tasks"] = _mean(
+            sub.loc[sub["task"].isin(paper), "recovery"]
+        )
+    out["n_recovery_tasks"] = int(on_split["task"].nunique())
+    out["n_paper_tasks"] = int(on_split.loc[on_split["task"].isin(paper), "task"].nunique())
+    for mode in cfg.recovery_modes:
+        sub = shared if mode == "shared" else per_class[per_class["method"] == cfg.headline_method]
+        value = mean_features_to_threshold(
+            list(
+                zip(
+                    sub["task"],
+                    sub["n_features"],
+                    sub["roc_auc"],
+                    sub["dense_roc_auc"],
+                    strict=True,
+                )
+            ),
+            cfg.recovery_ns,
+            dense_min=cfg.table1_dense_min,
+            unmet=cfg.table1_unmet,
+        )
+        out[f"mean_n_features_{mode}"] = value
+        if mode == cfg.table1_mode:
+            out["mean_n_features"] = value
+    out.setdefault("mean_n_features", None)
+    return out
+
+
 def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> dict[str, Any]:
     """Run the configured parts into ``out``; returns the summary (also written as summary.json)."""
     run = _Run(inputs, config)
     run.summary.update({k: None for k in SUMMARY_KEYS})
-    run.summary.update(headline_split=config.headline_split, headline_method=config.headline_method)
+    run.summary.update(
+        headline_split=config.headline_split,
+        headline_method=config.headline_method,
+        selection_split=config.selection_split,
+    )
     parts = list(config.parts)
     for part in ("reconstruction", "probes", "recovery", "monosemanticity", "concepts"):
         if part not in parts:
@@ -290,12 +390,13 @@ def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> d
         getattr(run, part)(out)
         run.timings[part] = round(time.perf_counter() - t0, 3)
     run.summary["n_skipped_tasks"] = len(run.skipped_tasks)
+    run.summary["selection"] = run.selection
     run.summary["timings"] = run.timings
     write_json_atomic(
-        out / "skipped_tasks.json", clean({"tasks": run.skipped_tasks, "parts": run.skipped_parts})
+        out / SKIPPED_TASKS, clean({"tasks": run.skipped_tasks, "parts": run.skipped_parts})
     )
     summary = clean(run.summary)
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / SUMMARY, summary)
     return summary
 
 

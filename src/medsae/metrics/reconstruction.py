@@ -1,10 +1,16 @@
 """Reconstruction and sparsity metrics: the one place for their formulas.
 
-Notation: ``x`` is an ``(n, d)`` batch of inputs, ``x_hat`` its reconstruction.
+Notation: ``x`` is an ``(n, d)`` batch of inputs, ``x_hat`` its reconstruction,
+``SSE_j = sum_i (x_ij - x_hat_ij)^2`` and ``SST_j = sum_i (x_ij - mean_j)^2`` with ``mean_j`` the
+per-dimension mean over the split.
 
-* ``fvu`` (fraction of variance unexplained) = sum_ij (x_ij - x_hat_ij)^2 / sum_ij (x_ij - mean_j)^2,
-  where ``mean_j`` is the per-dimension mean over the split.
-* ``r2`` (per-dimension R², the honest form) = 1 - fvu.
+* ``fvu`` (fraction of variance unexplained) = sum_j SSE_j / sum_j SST_j.
+* ``r2`` = 1 - fvu: the *variance-weighted* per-dimension R² (each dimension's R² weighted by
+  its share of the total variance; scikit-learn's ``multioutput="variance_weighted"``).
+* ``r2_uniform`` = mean_j (1 - SSE_j / SST_j): the *uniform* mean of the per-dimension R²
+  (scikit-learn's ``"uniform_average"``; constant dimensions, ``SST_j = 0``, are left out). It
+  gives low-variance dimensions the same say as high-variance ones, so it differs from
+  ``r2`` whenever the dimensions' variances and errors differ.
 * ``r2_grand_mean`` (the paper's form, reported for comparison only) uses one scalar mean over
   all entries instead of per-dimension means: 1 - SSE / sum_ij (x_ij - mean)^2. It is inflated
   whenever dimensions have different means (a random-init encoder reaches 0.91 with it).
@@ -30,14 +36,21 @@ class ReconstructionAccumulator:
     n: int = 0
     sum_x: np.ndarray = field(init=False)
     sum_x2: np.ndarray = field(init=False)
-    sse: float = 0.0
+    sse_j: np.ndarray = field(init=False)
     cos_sum: float = 0.0
 
     def __post_init__(self) -> None:
         self.sum_x = np.zeros(self.d, dtype=np.float64)
         self.sum_x2 = np.zeros(self.d, dtype=np.float64)
+        self.sse_j = np.zeros(self.d, dtype=np.float64)
+
+    @property
+    def sse(self) -> float:
+        """Sum of squared errors over every entry."""
+        return float(self.sse_j.sum())
 
     def update(self, x: np.ndarray, x_hat: np.ndarray) -> None:
+        """Add a batch of inputs ``x`` and reconstructions ``x_hat`` (both ``(n, d)``)."""
         x = np.asarray(x, dtype=np.float64)
         x_hat = np.asarray(x_hat, dtype=np.float64)
         if x.shape != x_hat.shape or x.shape[1] != self.d:
@@ -45,22 +58,32 @@ class ReconstructionAccumulator:
         self.n += len(x)
         self.sum_x += x.sum(0)
         self.sum_x2 += (x * x).sum(0)
-        self.sse += float(((x - x_hat) ** 2).sum())
+        self.sse_j += ((x - x_hat) ** 2).sum(0)
         num = (x * x_hat).sum(1)
         den = np.linalg.norm(x, axis=1) * np.linalg.norm(x_hat, axis=1)
         self.cos_sum += float(np.where(den > 0, num / np.maximum(den, 1e-300), 0.0).sum())
 
     def result(self) -> dict[str, float]:
+        """``fvu``, ``r2``, ``r2_uniform``, ``r2_grand_mean``, ``cosine``, ``mse``, ``n``."""
         if self.n == 0:
             raise ValueError("no rows accumulated")
         mean_j = self.sum_x / self.n
-        ss_per_dim = float((self.sum_x2 - self.n * mean_j**2).sum())
+        sst_j = np.maximum(self.sum_x2 - self.n * mean_j**2, 0.0)
+        ss_per_dim = float(sst_j.sum())
         grand = self.sum_x.sum() / (self.n * self.d)
         ss_grand = float(self.sum_x2.sum() - self.n * self.d * grand**2)
         fvu = self.sse / ss_per_dim if ss_per_dim > 0 else float("nan")
+        # a dimension whose variance is lost in rounding of the raw moments counts as constant
+        varying = sst_j > 1e-10 * np.maximum(self.sum_x2, np.finfo(np.float64).tiny)
+        r2_uniform = (
+            float(np.mean(1.0 - self.sse_j[varying] / sst_j[varying]))
+            if varying.any()
+            else float("nan")
+        )
         return {
             "fvu": fvu,
             "r2": 1.0 - fvu,
+            "r2_uniform": r2_uniform,
             "r2_grand_mean": 1.0 - self.sse / ss_grand if ss_grand > 0 else float("nan"),
             "cosine": self.cos_sum / self.n,
             "mse": self.sse / (self.n * self.d),

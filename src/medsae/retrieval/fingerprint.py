@@ -3,13 +3,21 @@
 Definitions
 -----------
 A slice's **fingerprint** is the set ``F`` of its ``K`` largest active SAE latents (fewer when
-fewer than ``K`` are active; ties broken by the lower latent id). For a query ``q`` with
-fingerprint ``F`` and a candidate slice ``c`` (its codes row), the **fingerprint similarity**
-is the cosine restricted to the query's ``K`` dimensions::
+fewer than ``K`` are active; ties broken by the lower latent id), leaving out the latents that
+fire on (nearly) every indexed slice: active on at least ``ALWAYS_ACTIVE_FRACTION`` (99%) of
+the rows (the paper leaves out latents active on every slice; such a latent says nothing
+about which slices are alike). For a query ``q`` with fingerprint ``F`` and a candidate slice
+``c`` (its codes row), the **fingerprint similarity** is the cosine restricted to the query's
+``K`` dimensions::
 
     sim(q, c) = sum_{j in F} q_j c_j / ( sqrt(sum_{j in F} q_j^2) * sqrt(sum_{j in F} c_j^2) )
 
-(the paper's "cosine over those K dims"). Candidates with no activity on ``F`` have
+(the paper's "cosine over those K dims"). With one latent (``|F| = 1``) that cosine is 1 for
+every candidate, so the paper's closeness of activation is used instead::
+
+    sim(q, c) = 1 / (1 + |q_j - c_j|)
+
+Candidates with no activity on ``F`` have
 similarity 0 and are never returned. Results are one per subject (the subject's best slice;
 ties go to the lower row), the query's own subject excluded, ordered by decreasing
 similarity (ties: lower row first).
@@ -42,6 +50,8 @@ from medsae.errors import ArtifactError, InputError
 INDEX_ARRAYS = "fingerprint_index.npz"
 INDEX_ROWS = "fingerprint_rows.parquet"
 INDEX_META = "fingerprint_index.json"
+ALWAYS_ACTIVE_FRACTION = 0.99
+"""Latents active on at least this fraction of the indexed rows are left out of fingerprints."""
 
 # Metadata columns of the slice table kept in the index for filters and display.
 FILTER_COLUMNS = (
@@ -74,22 +84,43 @@ class Hits:
         return len(self.rows)
 
 
-def fingerprint_of(values_n: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def fingerprint_of(
+    values_n: np.ndarray, k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The query's fingerprint: its ``k`` largest active latents and their values.
 
     ``values_n`` is one dense codes row ``(n_latents,)``. Only positive (active) entries
-    count; ties are broken by the lower latent id. Returns ``(latents, values)`` ordered by
-    decreasing value.
+    count, latents in ``exclude`` (e.g. :attr:`FingerprintIndex.excluded`) never; ties are
+    broken by the lower latent id. Returns ``(latents, values)`` ordered by decreasing value.
     """
     if k < 1:
         raise InputError("k", f"fingerprint size must be >= 1, got {k}")
     v = np.asarray(values_n, dtype=np.float64).ravel()
     active = np.flatnonzero(v > 0)
+    if exclude is not None and len(exclude):
+        active = active[~np.isin(active, exclude)]
     if active.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     order = np.lexsort((active, -v[active]))[:k]
     latents = active[order].astype(np.int64)
     return latents, v[latents]
+
+
+def always_active_latents(
+    indptr: np.ndarray, n_rows: int, fraction: float = ALWAYS_ACTIVE_FRACTION
+) -> np.ndarray:
+    """Latents whose posting list covers at least ``fraction`` of ``n_rows`` rows (sorted ids)."""
+    if not 0 < fraction <= 1:
+        raise InputError("fraction", f"must be in (0, 1], got {fraction}")
+    counts = np.diff(np.asarray(indptr, dtype=np.float64))
+    if n_rows == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(counts >= fraction * n_rows).astype(np.int64)
+
+
+def closeness(q: float, c: np.ndarray) -> np.ndarray:
+    """The one-latent similarity ``1 / (1 + |q - c|)`` (the paper's rule at K = 1)."""
+    return np.asarray(1.0 / (1.0 + np.abs(np.asarray(c, dtype=np.float64) - q)), dtype=np.float64)
 
 
 def _as_dense_row(query: np.ndarray | sp.spmatrix, n_latents: int) -> np.ndarray:
@@ -136,6 +167,7 @@ class FingerprintIndex:
         subject_ids: np.ndarray,
         subject_keys: Sequence[str],
         table: pd.DataFrame | None = None,
+        always_active_fraction: float = ALWAYS_ACTIVE_FRACTION,
     ) -> None:
         self.indptr = np.asarray(indptr, dtype=np.int64)
         self.rows = np.asarray(rows, dtype=np.int32)
@@ -148,6 +180,8 @@ class FingerprintIndex:
         if self.table is not None and len(self.table) != self.n_rows:
             raise ArtifactError(f"index table has {len(self.table)} rows, codes have {self.n_rows}")
         self._mask_cache: dict[str, np.ndarray] = {}
+        self.excluded = always_active_latents(self.indptr, self.n_rows, always_active_fraction)
+        """Latents left out of every fingerprint (active on nearly every row)."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -156,11 +190,13 @@ class FingerprintIndex:
         codes: sp.spmatrix,
         table: pd.DataFrame | None = None,
         subjects: Sequence[Any] | np.ndarray | None = None,
+        always_active_fraction: float = ALWAYS_ACTIVE_FRACTION,
     ) -> FingerprintIndex:
         """Index a codes matrix ``(n_rows, n_latents)``.
 
         Subjects come from ``subjects`` or from the table's ``subject_key`` column (rows
-        without a subject are each their own subject).
+        without a subject are each their own subject). Latents active on at least
+        ``always_active_fraction`` of the rows are left out of fingerprints (``excluded``).
         """
         n_rows = codes.shape[0]
         if subjects is None and table is not None and "subject_key" in table.columns:
@@ -192,7 +228,9 @@ class FingerprintIndex:
         kept = None
         if table is not None:
             kept = table[[c for c in FILTER_COLUMNS if c in table.columns]].copy()
-        return cls(csc.indptr, csc.indices, csc.data, subject_ids, keys, kept)
+        return cls(
+            csc.indptr, csc.indices, csc.data, subject_ids, keys, kept, always_active_fraction
+        )
 
     def save(self, folder: Path) -> None:
         """Write ``fingerprint_index.npz`` (postings), ``fingerprint_rows.parquet`` and JSON meta."""
@@ -214,6 +252,8 @@ class FingerprintIndex:
             "nnz": len(self.rows),
             "n_subjects": len(self.subject_keys),
             "memory_mb": round(self.memory_bytes() / 2**20, 3),
+            "excluded_latents": self.excluded.tolist(),
+            "always_active_fraction": ALWAYS_ACTIVE_FRACTION,
             "layout": "CSC posting lists: indptr int64 (n_latents+1), rows int32, values float32",
         }
         (folder / INDEX_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -289,9 +329,10 @@ class FingerprintIndex:
         return mask
 
     def scores(self, latents: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(candidate rows, fingerprint cosine) for fingerprint ``latents`` with query values ``weights``.
+        """(candidate rows, similarity) for fingerprint ``latents`` with query values ``weights``.
 
-        Candidates are the rows active on at least one fingerprint latent.
+        Candidates are the rows active on at least one fingerprint latent. The similarity is
+        the restricted cosine, or ``1 / (1 + |q_j - c_j|)`` for a one-latent fingerprint.
         """
         latents = np.asarray(latents, dtype=np.int64)
         weights = np.asarray(weights, dtype=np.float64)
@@ -299,6 +340,11 @@ class FingerprintIndex:
         if latents.size == 0 or q_norm == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
         starts, stops = self.indptr[latents], self.indptr[latents + 1]
+        if latents.size == 1:
+            a, b = int(starts[0]), int(stops[0])
+            rows1 = self.rows[a:b].astype(np.int64)
+            keep = self.values[a:b] > 0
+            return rows1[keep], closeness(float(weights[0]), self.values[a:b][keep])
         rows = np.concatenate([self.rows[a:b] for a, b in zip(starts, stops, strict=True)])
         vals = np.concatenate(
             [self.values[a:b] for a, b in zip(starts, stops, strict=True)]
@@ -354,7 +400,7 @@ class FingerprintIndex:
                 exclude = int(self.subject_ids[row])
         else:
             vec = _as_dense_row(query, self.n_latents)
-        latents, weights = fingerprint_of(vec, k)
+        latents, weights = fingerprint_of(vec, k, self.excluded)
         hits = self.search_fingerprint(latents, weights, n, self.filter_mask(filters), exclude)
         return self.describe_hits(hits)
 

@@ -4,10 +4,12 @@ A seeded sample of query slices (from ``query_splits``) is searched within a gal
 slices of ``gallery_splits``), one result per subject, the query's own subject excluded,
 by three methods:
 
-* ``sparse``: the SAE fingerprint (the query's top-K active latents, cosine restricted to
-  them; :mod:`medsae.retrieval.fingerprint`);
+* ``sparse``: the SAE fingerprint (the query's top-K active latents, leaving out latents active
+  on nearly every slice, cosine restricted to them; ``1 / (1 + |q_j - c_j|)`` at K = 1;
+  :mod:`medsae.retrieval.fingerprint`);
 * ``dense_topk``: the query's K largest-magnitude embedding dimensions ``D``, cosine
-  restricted to them: ``x_q[D]·x_c[D] / (||x_q[D]|| ||x_c[D]||)``;
+  restricted to them: ``x_q[D]·x_c[D] / (||x_q[D]|| ||x_c[D]||)``; at K = 1 (where that cosine
+  is ±1) the closeness ``1 / (1 + |x_q[d] - x_c[d]|)``;
 * ``dense_full``: cosine of the full embeddings.
 
 For every (query, result) pair the evaluation counts
@@ -33,7 +35,13 @@ import pandas as pd
 
 from medsae.errors import InputError
 from medsae.retrieval.config import SearchConfig
-from medsae.retrieval.fingerprint import FingerprintIndex, Hits, fingerprint_of, top_subjects
+from medsae.retrieval.fingerprint import (
+    FingerprintIndex,
+    Hits,
+    closeness,
+    fingerprint_of,
+    top_subjects,
+)
 
 AGREEMENT_FIELDS = ("modality", "plane", "sex", "age_group")
 METHODS = ("sparse", "dense_topk", "dense_full")
@@ -46,9 +54,15 @@ def dense_topk_dims(x_d: np.ndarray, k: int) -> np.ndarray:
 
 
 def restricted_cosine(gallery_gd: np.ndarray, x_d: np.ndarray, dims: np.ndarray) -> np.ndarray:
-    """Cosine of each gallery row with ``x`` restricted to ``dims`` (0 where a norm is 0)."""
+    """Cosine of each gallery row with ``x`` restricted to ``dims`` (0 where a norm is 0).
+
+    With one dimension ``d`` the cosine is only the sign agreement, so the closeness
+    ``1 / (1 + |x_d - g_d|)`` is returned instead (the fingerprint rule at K = 1).
+    """
     g = gallery_gd[:, dims].astype(np.float64)
     q = x_d[dims].astype(np.float64)
+    if len(dims) == 1:
+        return closeness(float(q[0]), g[:, 0])
     denom = np.linalg.norm(g, axis=1) * np.linalg.norm(q)
     out = np.zeros(len(g), dtype=np.float64)
     ok = denom > 0
@@ -143,7 +157,7 @@ def evaluate_fingerprints(
         codes_row = index.codes_row(int(row))
         keep = gal_subjects != own
         for k in ks:
-            lat, w = fingerprint_of(codes_row, k)
+            lat, w = fingerprint_of(codes_row, k, index.excluded)
             hits = index.search_fingerprint(lat, w, cfg.n, gallery_mask, own)
             pairs.setdefault(("sparse", k), []).extend((int(row), int(h)) for h in hits.rows)
             dims = dense_topk_dims(emb[row], k)
@@ -183,9 +197,12 @@ def evaluate_fingerprints(
         "gallery_splits": list(cfg.gallery_splits),
         "gallery_slices": len(gallery),
         "seed": cfg.seed,
+        "excluded_latents": index.excluded.tolist(),
         "definitions": {
-            "sparse": "cosine restricted to the query's top-K active SAE latents",
-            "dense_topk": "cosine restricted to the query's K largest-magnitude embedding dims",
+            "sparse": "cosine restricted to the query's top-K active SAE latents (latents "
+            "active on nearly every slice left out); 1 / (1 + |q - c|) at K = 1",
+            "dense_topk": "cosine restricted to the query's K largest-magnitude embedding dims; "
+            "1 / (1 + |q - c|) at K = 1",
             "dense_full": "cosine of the full embeddings",
             "agreement": "fraction of (query, result) pairs with equal values, both known",
             "structure_jaccard": "|S_q & S_r| / |S_q | S_r| of present structures (1 if both empty)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from medsae.retrieval.fingerprint import Hits, best_per_subject
+from medsae.retrieval.fingerprint import Hits, best_per_subject, closeness
 
 
 def brute_force_search(
@@ -25,7 +25,8 @@ def brute_force_search(
     """Reference implementation: a full scan of the CSR codes with the same similarity.
 
     ``dot = C q_F`` and ``sq = (C ∘ C) 1_F`` over all rows (sparse matrix-vector products),
-    cosine on rows with ``sq > 0``, then a full sort for the per-subject best. ``squared``
+    cosine on rows with ``sq > 0`` (``1 / (1 + |q_j - c_j|)`` for a one-latent fingerprint),
+    then a full sort for the per-subject best. ``squared``
     may hold ``C ∘ C`` precomputed (float64) when many queries are checked.
     """
     n_latents = codes.shape[1]
@@ -47,7 +48,12 @@ def brute_force_search(
     cand = np.flatnonzero(ok)
     if q_norm == 0:
         cand = cand[:0]
-    score = dot[cand] / (q_norm * np.sqrt(sq[cand]))
+    if len(np.atleast_1d(latents)) == 1:
+        j = int(np.atleast_1d(latents)[0])
+        col = np.asarray(csr[:, j].toarray(), dtype=np.float64).ravel()
+        score = closeness(float(q[j]), col[cand])
+    else:
+        score = dot[cand] / (q_norm * np.sqrt(sq[cand]))
     return best_per_subject(cand, score, subjects[cand], n)
 
 

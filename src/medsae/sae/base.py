@@ -203,15 +203,18 @@ class SparseAutoencoder(nn.Module):
             aux = torch.nan_to_num(aux, nan=0.0)
             loss = loss + self.cfg.aux_coefficient * aux
             aux_value = float(aux.detach())
-        f_vals, _, f_cols = main[-1]
+        f_vals = main[-1][0]
         kept = f_vals.detach()
         kept = kept[kept > 0]
+        # A latent fired if any level's selection kept it: a per-level BatchTopK may keep a
+        # latent in a small prefix that the full level's selection dropped.
+        fired = torch.cat([c[v.detach() > 0] for v, _, c in main])
         return TrainOutput(
             loss=loss,
             fvu=float(fvus[-1].detach()),
             l0=float((f_vals.detach() > 0).sum()) / B,
             aux_loss=aux_value,
-            fired_cols=f_cols[f_vals.detach() > 0],
+            fired_cols=torch.unique(fired) if len(main) > 1 else fired,
             min_kept=float(kept.min()) if kept.numel() else None,
         )
 

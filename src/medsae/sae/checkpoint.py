@@ -26,10 +26,11 @@ from safetensors.torch import load_file, save_file
 from medsae.errors import ArtifactError
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.config import SAEConfig
+from medsae.sae.io import CFG, WEIGHTS
 from medsae.sae.registry import build_sae
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae.safetensors"
+CFG_FILE = CFG
+WEIGHTS_FILE = WEIGHTS
 
 
 def save_sae(folder: Path, sae: SparseAutoencoder) -> None:

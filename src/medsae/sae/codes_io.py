@@ -16,9 +16,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from medsae.errors import ArtifactError
+from medsae.sae.io import CODES, CODES_META
 
-CODES_FILE = "codes.npz"
-CODES_META = "codes.json"
+CODES_FILE = CODES
 
 
 def save_codes(folder: Path, codes: sp.csr_matrix, meta: dict[str, Any]) -> None:

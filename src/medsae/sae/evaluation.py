@@ -2,10 +2,14 @@
 
 For each split and level ``m`` (streamed, exact sums; formulas in :mod:`medsae.metrics.reconstruction`):
 
-* ``r2`` = 1 - FVU with per-dimension means (the honest form); ``fvu``;
+* ``r2`` = 1 - FVU with per-dimension means: the variance-weighted per-dimension R² (the
+  honest form); ``r2_uniform``: the uniform mean over dimensions of 1 - SSE_j / SST_j; ``fvu``;
 * ``r2_grand_mean``: the paper's form (one scalar mean), for comparison only;
 * ``cosine``, ``mse``;
-* ``l0``: mean number of non-zero latents among the first ``m``;
+* ``l0``: mean number of non-zero latents among the first ``m`` (inference form);
+  ``k_nominal``: the training k of the level (``k_levels[l]`` for ``matryoshka-perlevel``,
+  whose prefixes are read from the full level's JumpReLU codes, so their L0 can differ from
+  it; ``k`` at the full level of the other BatchTopK families);
 * ``dead_fraction`` / ``alive_fraction`` / ``dense_fraction`` of the first ``m`` latents over
   the whole split (dense: firing on more than 10% of rows).
 """
@@ -20,10 +24,14 @@ import torch
 from medsae.encode.store import EmbeddingStore
 from medsae.metrics.reconstruction import ReconstructionAccumulator, firing_stats
 from medsae.sae.base import SparseAutoencoder
+from medsae.sae.config import SAEConfig
 from medsae.sae.data import iter_split
 
 METRIC_NOTES = {
-    "r2": "per-dimension R^2 = 1 - SSE / sum_j sum_i (x_ij - mean_j)^2 (honest form)",
+    "r2": "1 - FVU = 1 - sum_j SSE_j / sum_j SST_j: variance-weighted per-dimension R^2 "
+    "(honest form)",
+    "r2_uniform": "uniform mean over dimensions of 1 - SSE_j / SST_j",
+    "k_nominal": "training k of the level (per-level k of matryoshka-perlevel); compare with l0",
     "r2_grand_mean": "paper's grand-mean form (one scalar mean over all entries), for comparison only",
     "fvu": "fraction of variance unexplained = 1 - r2",
     "l0": "mean non-zero latents per row among the level's prefix",
@@ -32,10 +40,18 @@ METRIC_NOTES = {
 }
 
 
+def nominal_k(cfg: SAEConfig) -> dict[int, int | None]:
+    """The training k of each level: ``k_levels`` (per-level BatchTopK), else ``k`` at the full level."""
+    levels = list(cfg.levels)
+    if cfg.arch == "matryoshka-perlevel" and cfg.k_levels:
+        return {int(m): int(k) for m, k in zip(levels, cfg.k_levels, strict=True)}
+    return {int(m): (int(cfg.k) if cfg.k is not None and m == levels[-1] else None) for m in levels}
+
+
 @torch.no_grad()
 def evaluate_rows(
     sae: SparseAutoencoder, store: EmbeddingStore, rows: np.ndarray, chunk_rows: int = 4096
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """Metrics of ``rows`` for every level, keyed by the level size as a string."""
     levels = list(sae.cfg.levels)
     accs = {m: ReconstructionAccumulator(d=sae.cfg.d_in) for m in levels}
@@ -50,14 +66,16 @@ def evaluate_rows(
         x_np = x_pre.cpu().numpy()
         for m in levels:
             accs[m].update(x_np, sae.decode(codes, level=m).cpu().numpy())
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
+    ks = nominal_k(sae.cfg)
     l0_per_latent = fires / max(n, 1)
     for m in levels:
         if n == 0:
             out[str(m)] = {"n": 0.0}
             continue
-        res: dict[str, float] = dict(accs[m].result())
+        res: dict[str, float | None] = dict(accs[m].result())
         res["l0"] = float(l0_per_latent[:m].sum())
+        res["k_nominal"] = ks[m]
         res.update(firing_stats(fires[:m], n))
         out[str(m)] = res
     return out
@@ -86,4 +104,4 @@ def val_summary(
     if len(rows) == 0:
         return {}
     res = evaluate_rows(sae, store, rows, chunk_rows)[str(sae.cfg.n_latents)]
-    return {"fvu": res["fvu"], "r2": res["r2"], "l0": res["l0"]}
+    return {k: float(res[k] or 0.0) for k in ("fvu", "r2", "l0")}

@@ -29,6 +29,7 @@ from medsae.sae.codes_io import save_codes
 from medsae.sae.config import CodesConfig, TrainConfig, expand_grid
 from medsae.sae.data import TrainStream, check_finite, scan_rows, split_rows
 from medsae.sae.evaluation import evaluate_splits, val_summary
+from medsae.sae.io import GRID, HISTORY, METRICS
 from medsae.sae.trainer import GridTrainer, auxk_idle
 from medsae.workspace import (
     StageOutcome,
@@ -148,10 +149,10 @@ def train(
             save_sae(folder, sae)
             metrics = evaluate_splits(sae, store, rows)
             metrics["training"] = {"steps": trainer.step, "samples": trainer.step * cfg.batch_size}
-            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-            _write_history(folder / "history.csv", trainer.runs[name].history)
+            (folder / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            _write_history(folder / HISTORY, trainer.runs[name].history)
         grid = {"runs": sorted(saes), "skipped": skipped, "auxk_idle": sorted(idle)}
-        (tmp / "grid.json").write_text(json.dumps(grid, indent=2, sort_keys=True))
+        (tmp / GRID).write_text(json.dumps(grid, indent=2, sort_keys=True))
         trainer.remove_checkpoint()
         return StageResult(
             counts={

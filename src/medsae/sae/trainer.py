@@ -30,9 +30,10 @@ from medsae.progress import make_progress
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.data import TrainStream
+from medsae.sae.io import TRAIN_STATE
 from medsae.sae.registry import build_sae
 
-STATE_FILE = "train_state.pt"
+STATE_FILE = TRAIN_STATE
 
 
 class TrainingInterrupted(RuntimeError):

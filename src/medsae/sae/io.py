@@ -1,0 +1,25 @@
+"""File names of the train and codes stages' artifacts (the one place for them).
+
+``WS/saes/<encoder>/<run>/`` holds a checkpoint (``cfg.json`` + ``sae.safetensors``), its
+``metrics.json`` and ``history.csv``; ``WS/saes/<encoder>/grid.json`` describes the grid;
+``WS/codes/<encoder>/<run>/`` holds ``codes.npz`` and ``codes.json``.
+"""
+
+from __future__ import annotations
+
+CFG = "cfg.json"
+"""The SAE's configuration (architecture, sizes, encoder, input transform)."""
+WEIGHTS = "sae.safetensors"
+"""The SAE's tensors in the inference form."""
+METRICS = "metrics.json"
+"""Per-split, per-level reconstruction and sparsity figures of a trained run."""
+HISTORY = "history.csv"
+"""Training history (one row per logged step)."""
+GRID = "grid.json"
+"""The trained grid: runs, shared settings, runs whose AuxK never engages."""
+TRAIN_STATE = "train_state.pt"
+"""Resumable optimiser and sampler state (removed when training finishes)."""
+CODES = "codes.npz"
+"""Sparse codes of every slice (CSR arrays)."""
+CODES_META = "codes.json"
+"""Metadata of the codes (encoder, run, latents, levels, non-zeros)."""
