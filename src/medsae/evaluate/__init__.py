@@ -15,8 +15,7 @@ Formulas: docs/evaluate.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medsae._lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate": "medsae.evaluate.stage",
@@ -39,8 +38,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'medsae.evaluate' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

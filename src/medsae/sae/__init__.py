@@ -11,8 +11,7 @@ Public API (imported lazily so that ``medsae --help`` does not import torch)::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medsae._lazy import lazy_exports
 
 _EXPORTS = {
     "load_sae": "medsae.sae.checkpoint",
@@ -31,8 +30,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'medsae.sae' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
