@@ -10,6 +10,7 @@ front-end options, so that a new flag cannot drift from the config unnoticed.
 
 from __future__ import annotations
 
+import inspect
 import typing
 from typing import Any
 
@@ -24,6 +25,7 @@ from medsae.evaluate.config import EvaluateConfig, RankConfig
 from medsae.interpret.config import InterpretConfig, LLMConfig
 from medsae.report import ReportConfig
 from medsae.retrieval.config import AskConfig, IndexConfig, SearchConfig
+from medsae.retrieval.index import search_similar
 from medsae.sae.config import CodesConfig, TrainConfig
 
 # command -> the config classes its flags set (nested ones included)
@@ -70,6 +72,9 @@ FRONT_END = {
     "filter_",
     "query",
 }
+# (command, flag parameter) -> the library function whose parameter of that name the flag
+# sets (a search's result count is a call's argument, not the index stage's setting)
+FUNCTION_PARAMETERS: dict[tuple[str, str], Any] = {("search", "n"): search_similar}
 COMMANDS_WITHOUT_CONFIG = {"encoders", "fake-llm-server", "serve", "run", "demo"}
 
 
@@ -106,6 +111,14 @@ def test_flags_follow_the_config(command: str) -> None:
     fields = _fields(command)
     problems: list[str] = []
     for opt in _options(command):
+        function = FUNCTION_PARAMETERS.get((command, opt.name))
+        if function is not None:
+            default = inspect.signature(function).parameters[opt.name].default
+            if opt.default not in (None, default):
+                problems.append(
+                    f"{opt.opts}: defaults to {opt.default!r}, the library to {default!r}"
+                )
+            continue
         name = ALIASES.get((command, opt.name), opt.name)
         if name not in fields:
             if opt.name not in FRONT_END:
@@ -124,4 +137,3 @@ def test_flags_follow_the_config(command: str) -> None:
         if missing:
             problems.append(f"{opt.opts}: help does not list {missing}")
     assert not problems, f"medsae {command}:\n" + "\n".join(problems)
-

@@ -7,6 +7,9 @@ from typing import Any
 
 import typer
 
+from medsae.report.io import REPORT_PAGE
+from medsae.workspace import SUMMARY
+
 
 def print_summary(run: Any) -> None:
     """The headline figures, per-stage times and where the report is."""
@@ -54,10 +57,10 @@ def print_summary(run: Any) -> None:
     total_cpu = sum(run.cpu_seconds.values())
     times.add_row("total", f"{sum(run.seconds.values()):.1f}", f"{total_cpu:.1f}", "")
     console.print(times)
-    report = run.workspace.report / "index.html"
+    report = run.workspace.report / REPORT_PAGE
     if report.is_file():
         console.print(f"report: {report}")
-    console.print(f"summary: {run.workspace.root / 'summary.json'}")
+    console.print(f"summary: {run.workspace.root / SUMMARY}")
 
 
 def register(app: typer.Typer) -> None:

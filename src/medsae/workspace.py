@@ -440,13 +440,14 @@ class Workspace:
         ``encoder`` is given, of that encoder); else None.
         """
         from medsae.evaluate.io import read_ranking
+        from medsae.sae import io as sae_io
 
         best = read_ranking(self.ranking).get("best") or {}
         enc, run = best.get("encoder"), best.get("run")
         if not (enc and run) or (encoder is not None and enc != encoder):
             return None
         enc, run = str(enc), str(run)
-        if (self.sae(enc, run) / "cfg.json").is_file() or (
+        if (self.sae(enc, run) / sae_io.CFG).is_file() or (
             self.codes(enc, run) / MANIFEST
         ).is_file():
             return enc, run
@@ -479,7 +480,9 @@ class Workspace:
         base = self.saes(encoder)
         if not base.is_dir():
             return []
-        return sorted(p.name for p in base.iterdir() if (p / "cfg.json").is_file())
+        from medsae.sae.io import CFG
+
+        return sorted(p.name for p in base.iterdir() if (p / CFG).is_file())
 
 
 def safe_name(name: str) -> str:

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medsae.workspace import SUMMARY as WORKSPACE_SUMMARY_NAME
+
 # -- WS/eval/<encoder>/<run>/ ----------------------------------------------------------------
-SUMMARY = "summary.json"
+SUMMARY = WORKSPACE_SUMMARY_NAME
 """Headline figures of one evaluation (``r2``, ``recovery_at_10``, ``selection``, ...)."""
 RECONSTRUCTION = "reconstruction.json"
 """R², FVU, cosine, L0 and firing fractions per split and Matryoshka level."""

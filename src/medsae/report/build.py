@@ -13,6 +13,7 @@ from medsae.report.html import page
 from medsae.report.io import REPORT_PAGE, WORKSPACE_SUMMARY
 from medsae.view import WorkspaceView
 from medsae.workspace import (
+    MANIFEST,
     StageOutcome,
     StageResult,
     Workspace,
@@ -53,7 +54,7 @@ class ReportConfig(StageConfig):
 def _input_keys(ws: Workspace) -> dict[str, str]:
     """Keys of every finished upstream artifact (any change makes the report stale)."""
     keys: dict[str, str] = {}
-    for p in sorted(ws.root.rglob("manifest.json")):
+    for p in sorted(ws.root.rglob(MANIFEST)):
         rel = p.parent.relative_to(ws.root)
         if rel.parts and (
             rel.parts[0] == "report" or any(part.startswith(".") for part in rel.parts)

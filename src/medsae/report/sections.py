@@ -14,9 +14,9 @@ import pandas as pd
 from medsae.evaluate.io import MONOSEMANTICITY, RECOVERY, TABLE1_CSV
 from medsae.report import figures
 from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
-from medsae.report.io import WORKSPACE_SUMMARY
+from medsae.report.io import FIGURES, FRONTIER_FIGURE, RECOVERY_FIGURE, WORKSPACE_SUMMARY
 from medsae.view import WorkspaceView, read_json, read_parquet
-from medsae.workspace import read_manifest
+from medsae.workspace import MANIFEST, read_manifest
 
 DEFAULT_QUERIES = (
     "axial CT slice of the liver",
@@ -144,8 +144,8 @@ def frontier(ctx: Context) -> str:
                     "best": (enc, run) == best,
                 }
             )
-    (ctx.out / "fig").mkdir(exist_ok=True)
-    fig = figures.frontier_figure(points, ctx.out / "fig" / "frontier.png")
+    (ctx.out / FIGURES).mkdir(exist_ok=True)
+    fig = figures.frontier_figure(points, ctx.out / FIGURES / FRONTIER_FIGURE)
     if fig is None:
         return missing("R²-vs-L0 frontier", "run `medsae evaluate`")
     rows = [[p["run"], p["r2"], p["l0"]] for p in points]
@@ -164,8 +164,8 @@ def recovery_and_mono(ctx: Context) -> str:
             if mono is not None:
                 mono_parts.append(f"<h3>Monosemanticity ({esc(run)})</h3>" + frame_html(mono, 30))
     parts = []
-    (ctx.out / "fig").mkdir(exist_ok=True)
-    if figures.recovery_figure(curves, ctx.out / "fig" / "recovery.png") is not None:
+    (ctx.out / FIGURES).mkdir(exist_ok=True)
+    if figures.recovery_figure(curves, ctx.out / FIGURES / RECOVERY_FIGURE) is not None:
         parts.append(
             '<div class="figs"><figure><img src="fig/recovery.png" alt="recovery curves"></figure></div>'
         )
@@ -181,10 +181,10 @@ def recovery_and_mono(ctx: Context) -> str:
         else []
     )
     if rank_figs:
-        (ctx.out / "fig" / "ranking").mkdir(parents=True, exist_ok=True)
+        (ctx.out / FIGURES / "ranking").mkdir(parents=True, exist_ok=True)
         items = []
         for f in rank_figs:
-            shutil.copyfile(f, ctx.out / "fig" / "ranking" / f.name)
+            shutil.copyfile(f, ctx.out / FIGURES / "ranking" / f.name)
             items.append(
                 f'<figure><img src="fig/ranking/{esc(f.name)}" alt="{esc(f.stem)}"><figcaption>{esc(f.stem)}</figcaption></figure>'
             )
@@ -418,7 +418,7 @@ def config_section(ctx: Context) -> str:
     ws = ctx.view.ws
     manifests = sorted(
         p
-        for p in ws.root.rglob("manifest.json")
+        for p in ws.root.rglob(MANIFEST)
         if not any(part.startswith(".") for part in p.relative_to(ws.root).parts)
     )
     rows, blocks = [], []

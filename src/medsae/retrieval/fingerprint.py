@@ -46,10 +46,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from medsae.errors import ArtifactError, InputError
+from medsae.retrieval.io import FINGERPRINT_INDEX, FINGERPRINT_INDEX_INFO, FINGERPRINT_ROWS
 
-INDEX_ARRAYS = "fingerprint_index.npz"
-INDEX_ROWS = "fingerprint_rows.parquet"
-INDEX_META = "fingerprint_index.json"
 ALWAYS_ACTIVE_FRACTION = 0.99
 """Latents active on at least this fraction of the indexed rows are left out of fingerprints."""
 
@@ -237,7 +235,7 @@ class FingerprintIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(
-            folder / INDEX_ARRAYS,
+            folder / FINGERPRINT_INDEX,
             indptr=self.indptr,
             rows=self.rows,
             values=self.values,
@@ -245,7 +243,7 @@ class FingerprintIndex:
         )
         table = self.table if self.table is not None else pd.DataFrame(index=range(self.n_rows))
         table = table.assign(subject_key=[self.subject_keys[i] for i in self.subject_ids])
-        table.to_parquet(folder / INDEX_ROWS, index=False)
+        table.to_parquet(folder / FINGERPRINT_ROWS, index=False)
         meta = {
             "n_rows": self.n_rows,
             "n_latents": self.n_latents,
@@ -256,13 +254,13 @@ class FingerprintIndex:
             "always_active_fraction": ALWAYS_ACTIVE_FRACTION,
             "layout": "CSC posting lists: indptr int64 (n_latents+1), rows int32, values float32",
         }
-        (folder / INDEX_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (folder / FINGERPRINT_INDEX_INFO).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, folder: Path) -> FingerprintIndex:
         """Read an index written by :meth:`save`."""
         folder = Path(folder)
-        p = folder / INDEX_ARRAYS
+        p = folder / FINGERPRINT_INDEX
         if not p.is_file():
             raise ArtifactError(f"{p}: fingerprint index not found; run `medsae index` first")
         with np.load(p) as z:
@@ -272,7 +270,7 @@ class FingerprintIndex:
                 z["values"],
                 z["subject_ids"],
             )
-        table = pd.read_parquet(folder / INDEX_ROWS)
+        table = pd.read_parquet(folder / FINGERPRINT_ROWS)
         keys_by_id = dict(zip(subject_ids.tolist(), table["subject_key"].astype(str), strict=True))
         keys = [keys_by_id.get(i, f"row:{i}") for i in range(int(subject_ids.max(initial=-1)) + 1)]
         return cls(indptr, rows, values, subject_ids, keys, table)

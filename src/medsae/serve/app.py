@@ -8,6 +8,7 @@ Routes (documented by ``/openapi.json``):
 * ``GET /api/slices/{slice_id}``                   one slice: metadata and fingerprint
 * ``GET /api/slices/{slice_id}/image.png``         the slice image (PNG, cached)
 * ``GET /api/slices/{slice_id}/similar``           slices with similar fingerprints
+* ``GET /api/slices/{slice_id}/map?latent=J``      a feature's map on the slice (PNG overlay)
 * ``GET /api/search?q=...``                        text search
 * ``POST /api/search/image``                       search by an uploaded PNG/JPEG/DICOM/NIfTI
 
@@ -29,7 +30,9 @@ from medsae import __version__
 from medsae.data.query_image import QueryImageError
 from medsae.retrieval.service import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve import models as m
+from medsae.serve.io import STATIC_PAGE
 from medsae.serve.limits import BodySizeLimit
+from medsae.serve.maps import map_router
 from medsae.view import WorkspaceView
 
 UPLOAD_LIMIT = 20 * 1024 * 1024
@@ -70,7 +73,7 @@ def create_app(
     features = view.feature_table
     # open everything once at startup: requests then only read shared, finished objects
     _ = (view.codes_csc, view.images, view.anatomy, view._label_codes, view.levels)
-    pages = {"index.html": _static("index.html")}
+    pages = {STATIC_PAGE: _static(STATIC_PAGE)}
     assets = {name: _static(name) for name in STATIC_FILES}
 
     app = FastAPI(
@@ -116,7 +119,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> Response:
-        return Response(pages["index.html"], media_type="text/html; charset=utf-8")
+        return Response(pages[STATIC_PAGE], media_type="text/html; charset=utf-8")
 
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
@@ -291,6 +294,7 @@ def create_app(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
 
+    app.include_router(map_router(view))  # GET /api/slices/{id}/map?latent= (medsae.serve.maps)
     return app
 
 

@@ -31,6 +31,50 @@ function grid(items) {
 }
 function showError(e) { app.innerHTML = `<div class="card error">${esc(e.message || e)}</div>`; }
 
+// ---------------------------------------------------------------- feature-map overlays
+// Colour stops of medsae.maps.render.COLOUR_STOPS: blue negative, white 0, red to yellow positive.
+const MAP = { on: false, opacity: 0.7 };
+const COLOUR_BAR = "linear-gradient(to right, rgb(49,54,149) 0%, rgb(116,173,209) 25%, rgb(255,255,255) 50%, rgb(244,109,67) 68%, rgb(215,48,39) 85%, rgb(255,230,60) 100%)";
+function mapControls() {
+  return `<div class="map-controls" id="map-controls">
+    <label><input type="checkbox" id="map-toggle" ${MAP.on ? "checked" : ""}> Feature map overlay</label>
+    <label>Opacity <input type="range" id="map-opacity" min="0" max="1" step="0.05" value="${MAP.opacity}"></label>
+    <span class="colour-bar" title="contribution to the feature's pre-activation per pixel"><span>−</span><span class="cbar" style="background:${COLOUR_BAR}"></span><span id="map-vmax">+</span></span>
+    <span class="muted" id="map-label"></span></div>`;
+}
+function overlayImg(sliceId, latent) {
+  return `<img class="map-overlay" data-map-src="/api/slices/${encodeURIComponent(sliceId)}/map?latent=${encodeURIComponent(latent)}" alt="map of feature #${esc(latent)}" style="display:none">`;
+}
+async function describeMap(url) {
+  const label = document.getElementById("map-label");
+  if (!label || label.dataset.url === url) return;
+  label.dataset.url = url;
+  try {
+    const res = await fetch(url);
+    if (!res.ok) { const b = await res.json().catch(() => ({})); label.innerHTML = `<span class="error">${esc(b.detail || res.statusText)}</span>`; return; }
+    const kind = res.headers.get("X-Map-Label") || "";
+    label.textContent = `${kind === "approximate" ? "APPROXIMATE map" : "exact map"} · ${res.headers.get("X-Map-Method") || ""}`;
+    document.getElementById("map-vmax").textContent = `+${fmt(Number(res.headers.get("X-Map-Vmax")), 3)}`;
+  } catch (e) { label.innerHTML = `<span class="error">${esc(e.message)}</span>`; }
+}
+function applyMaps() {
+  const imgs = document.querySelectorAll("img.map-overlay");
+  imgs.forEach(img => {
+    if (MAP.on && img.getAttribute("src") !== img.dataset.mapSrc) img.src = img.dataset.mapSrc;
+    img.style.display = MAP.on ? "block" : "none";
+    img.style.opacity = String(MAP.opacity);
+  });
+  if (MAP.on && imgs.length) describeMap(imgs[0].dataset.mapSrc);
+}
+function bindMapControls() {
+  const toggle = document.getElementById("map-toggle");
+  const slider = document.getElementById("map-opacity");
+  if (!toggle || !slider) return;
+  toggle.addEventListener("change", () => { MAP.on = toggle.checked; applyMaps(); });
+  slider.addEventListener("input", () => { MAP.opacity = Number(slider.value); applyMaps(); });
+  applyMaps();
+}
+
 // ---------------------------------------------------------------- features page
 const state = { sort: "frequency", order: "desc", q: "", concept: "", level: "", min_score: "", offset: 0, limit: 50 };
 
@@ -104,10 +148,12 @@ async function featurePage(latent) {
     <p>Detection score (balanced accuracy): <span class="score">${fmt(f.detection_balanced_accuracy, 3)}</span> ·
     AUROC ${fmt(f.detection_auroc, 3)} · concept ${f.concept ? `<span class="pill">${esc(f.concept)}</span> (AUROC ${fmt(f.concept_auroc, 3)})` : "–"} ·
     frequency ${fmt(f.frequency * 100, 2)}% · mean ${fmt(f.mean_activation, 3)} · max ${fmt(f.max_activation, 3)}</p></div>
-  <h2>Top-activating slices</h2><div id="top-slices">${grid(d.top)}</div>
+  <h2>Top-activating slices</h2>${mapControls()}<div id="top-slices">${grid(d.top)}</div>
   <div class="cols" style="margin-top:16px"><div class="card"><h2>Activation histogram</h2>${hist}</div>
   <div class="card"><h2>Label enrichment</h2>${enr}</div></div>
   <h2>Slices at activation quantiles</h2>${grid(d.quantiles.map(q => ({ ...q.slice, activation: q.activation, plane: `${q.slice.plane || ""} q${Math.round(q.quantile * 100)}` })))}`;
+  document.querySelectorAll("#top-slices a.tile").forEach(a => a.insertAdjacentHTML("beforeend", overlayImg(a.dataset.slice, f.latent)));
+  bindMapControls();
 }
 
 // ---------------------------------------------------------------- one slice
@@ -117,11 +163,22 @@ async function slicePage(sliceId) {
     .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
   const fp = d.fingerprint.length ? `<table><thead><tr><th>Feature</th><th>Activation</th><th>Description</th></tr></thead><tbody>${
     d.fingerprint.map(x => `<tr><td><a href="#/feature/${x.latent}">#${x.latent}</a></td><td class="num">${fmt(x.activation, 3)}</td><td>${esc(x.description || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No active features.</p>`;
+  const mapLatent = d.fingerprint.length ? d.fingerprint[0].latent : null;
+  const mapPick = mapLatent === null ? "" : `<label>Feature <select id="map-latent">${d.fingerprint.map(x =>
+    `<option value="${x.latent}">#${x.latent} ${esc((x.description || "").slice(0, 40))}</option>`).join("")}</select></label>`;
   app.innerHTML = `<h1>${esc(d.slice.slice_id)}</h1>
-  <div class="cols"><div class="big"><img src="${esc(d.slice.image_url)}?size=384" alt="${esc(d.slice.slice_id)}"></div>
+  ${mapLatent === null ? "" : mapControls().replace('<span class="muted" id="map-label">', mapPick + '<span class="muted" id="map-label">')}
+  <div class="cols"><div class="big"><img src="${esc(d.slice.image_url)}?size=384" alt="${esc(d.slice.slice_id)}">${mapLatent === null ? "" : overlayImg(d.slice.slice_id, mapLatent)}</div>
   <div class="card"><dl class="meta">${meta}</dl></div></div>
   <div class="card"><h2>Fingerprint (strongest features)</h2>${fp}</div>
   <h2>Similar slices</h2><div id="similar"><p class="muted">Searching…</p></div>`;
+  const pick = document.getElementById("map-latent");
+  if (pick) pick.addEventListener("change", () => {
+    const img = document.querySelector(".big img.map-overlay");
+    img.dataset.mapSrc = `/api/slices/${encodeURIComponent(d.slice.slice_id)}/map?latent=${encodeURIComponent(pick.value)}`;
+    applyMaps();
+  });
+  bindMapControls();
   try {
     const s = await api(`/api/slices/${encodeURIComponent(sliceId)}/similar?k=12`);
     document.getElementById("similar").innerHTML = grid(s.items) + `<p class="muted">method: ${esc(s.method)}</p>`;
