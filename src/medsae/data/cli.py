@@ -108,6 +108,11 @@ def register(app: typer.Typer) -> None:
         thumbnails: bool | None = typer.Option(
             None, "--thumbnails/--no-thumbnails", help="Write PNG thumbnails."
         ),
+        label_maps: bool | None = typer.Option(
+            None,
+            "--label-maps/--no-label-maps",
+            help="Write per-slice pixel label maps (label_maps.npy; for feature-map scores).",
+        ),
         table: str | None = typer.Option(
             None, "--table", help="NIfTI folders: metadata table file name."
         ),
@@ -140,6 +145,7 @@ def register(app: typer.Typer) -> None:
             "restrict_to_labelled": restrict,
             "workers": workers,
             "thumbnails": thumbnails,
+            "label_maps": label_maps,
             "table": table,
             "modality": modality,
         }

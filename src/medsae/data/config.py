@@ -106,6 +106,12 @@ class PrepareConfig(StageConfig):
     thumbnails: bool = Field(
         default=False, description="Also write a 64 px PNG thumbnail per slice."
     )
+    label_maps: bool = Field(
+        default=False,
+        description="Also write per-slice uint8 pixel label maps (label_maps.npy: 1 + the "
+        "index in ALL_STRUCTURES, 0 background), row-aligned with the images; needed for the "
+        "localisation scores of feature maps. Costs S*S bytes per slice.",
+    )
     column_map: dict[str, str] = Field(
         default_factory=dict,
         description="NIfTI folders: our column name -> the table's column name "

@@ -167,11 +167,12 @@ def _native_keep(native: int, scaled: int, size: int) -> tuple[int, int]:
     return max(0, lo), min(native, hi)
 
 
-def fit_square(image: np.ndarray, layout: SliceLayout) -> np.ndarray:
+def fit_square(image: np.ndarray, layout: SliceLayout, nearest: bool = False) -> np.ndarray:
     """Resample a uint8 display image to square pixels and pad/crop it to ``size x size``.
 
-    Bilinear interpolation (antialiased when shrinking); channels (a trailing axis of 3) are
-    kept.
+    Bilinear interpolation (antialiased when shrinking), or nearest neighbour with
+    ``nearest`` (label maps: values are ids, never blended); channels (a trailing axis of 3)
+    are kept.
     """
     size = layout.size
     if image.shape[:2] != (layout.rows, layout.cols):
@@ -180,7 +181,8 @@ def fit_square(image: np.ndarray, layout: SliceLayout) -> np.ndarray:
         )
     pil = Image.fromarray(np.ascontiguousarray(image))
     if (layout.scaled_rows, layout.scaled_cols) != (layout.rows, layout.cols):
-        pil = pil.resize((layout.scaled_cols, layout.scaled_rows), Image.Resampling.BILINEAR)
+        method = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
+        pil = pil.resize((layout.scaled_cols, layout.scaled_rows), method)
     scaled = np.asarray(pil)
     out_shape = (size, size, *image.shape[2:])
     out = np.zeros(out_shape, dtype=np.uint8)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
+from medsae.data.io import LABEL_MAPS_FILE
 from medsae.data.slicer import SUMMARY, piece_done, process_case
 from medsae.data.sources import discover
 from medsae.data.structures import ALL_STRUCTURES
@@ -219,12 +220,21 @@ def _concatenate(partial: Path, pieces: list[Path], config: PrepareConfig) -> in
     area = np.lib.format.open_memmap(
         partial / AREA_FILE, mode="w+", dtype=np.float32, shape=(n, n_s)
     )
+    labels = (
+        np.lib.format.open_memmap(
+            partial / LABEL_MAPS_FILE, mode="w+", dtype=np.uint8, shape=img_shape[:3]
+        )
+        if config.label_maps
+        else None
+    )
     r = 0
     for p, size in zip(pieces, sizes, strict=True):
         if size:
             images[r : r + size] = np.load(p / "images.npy", mmap_mode="r")
             presence[r : r + size] = np.load(p / "presence.npy")
             area[r : r + size] = np.load(p / "area.npy")
+            if labels is not None:
+                labels[r : r + size] = np.load(p / LABEL_MAPS_FILE, mmap_mode="r")
         if config.thumbnails and (p / "thumbnails").is_dir():
             tdir = partial / "thumbnails"
             tdir.mkdir(exist_ok=True)
@@ -234,7 +244,9 @@ def _concatenate(partial: Path, pieces: list[Path], config: PrepareConfig) -> in
     images.flush()
     presence.flush()
     area.flush()
-    del images, presence, area
+    if labels is not None:
+        labels.flush()
+    del images, presence, area, labels
     table.to_parquet(partial / SLICES_FILE, index=False)
     (partial / STRUCTURES_FILE).write_text(json.dumps(list(ALL_STRUCTURES)))
     return n

@@ -1,7 +1,8 @@
 """One volume -> its slices: images, slice-table rows and anatomy rows, written as a piece.
 
-A piece is a folder holding ``images.npy``, ``rows.parquet``, ``presence.npy``, ``area.npy``
-and, written last, ``summary.json`` (its presence marks the piece as complete, so an
+A piece is a folder holding ``images.npy``, ``rows.parquet``, ``presence.npy``, ``area.npy``,
+``label_maps.npy`` when pixel label maps are asked for (see :mod:`medsae.data.io`) and,
+written last, ``summary.json`` (its presence marks the piece as complete, so an
 interrupted prepare resumes at the volume level).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from medsae.data.anatomy import Ranges, plane_counts, slab_counts
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
 from medsae.data.intensity import MULTI_WINDOWS, ct_window, mri_bounds, to_uint8, window_bounds
+from medsae.data.io import LABEL_MAPS_FILE, label_id
 from medsae.data.structures import ALL_STRUCTURES
 from medsae.data.table import age_group
 from medsae.data.volume_io import load_image, load_mask, mask_slabs
@@ -43,6 +46,16 @@ def _keep_ranges(layout: geo.SliceLayout, plane: str, shape: tuple[int, ...]) ->
     return out
 
 
+def _painted(
+    slabs: Iterator[tuple[int, np.ndarray]], native_labels: np.ndarray | None, value: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Pass mask slabs through, writing ``value`` into ``native_labels`` where a slab is nonzero."""
+    for k0, block in slabs:
+        if native_labels is not None:
+            native_labels[:, :, k0 : k0 + block.shape[2]][block != 0] = value
+        yield k0, block
+
+
 def _anatomy_counts(
     case: Case,
     shape: tuple[int, int, int],
@@ -51,17 +64,32 @@ def _anatomy_counts(
     planes: list[str],
     keep: dict[str, Ranges],
     warnings: list[str],
+    native_labels: np.ndarray | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """structure -> plane -> voxel counts per slice, for the annotated structures."""
+    """structure -> plane -> voxel counts per slice, for the annotated structures.
+
+    With ``native_labels`` (uint8, the image's native shape) the masks are also painted into
+    it as label-map values (:func:`medsae.data.io.label_id`), in ``ALL_STRUCTURES`` order, so a
+    later structure wins where masks overlap; the masks are read once for both.
+    """
     counts: dict[str, dict[str, np.ndarray]] = {}
-    for structure in case.annotated:
+    for structure in sorted(case.annotated, key=lambda s: _COL.get(s, len(_COL))):
         path = case.masks.get(structure)
         if path is None:
             continue
-        slabs = mask_slabs(path, case.key, shape, affine)
+        slabs = _painted(
+            mask_slabs(path, case.key, shape, affine), native_labels, label_id(structure)
+        )
         counts[structure] = slab_counts(slabs, shape, ornt, planes, keep)
     if case.label_map:
-        labels = geo.reorient(load_mask(case.label_map, case.key, shape, affine), ornt)
+        native = load_mask(case.label_map, case.key, shape, affine)
+        if native_labels is not None:
+            for value, structure in sorted(
+                case.label_names.items(), key=lambda kv: _COL.get(kv[1], len(_COL))
+            ):
+                if structure in _COL:
+                    native_labels[native == value] = label_id(structure)
+        labels = geo.reorient(native, ornt)
         values = set(np.unique(labels).tolist()) - {0}
         unnamed = sorted(v for v in values if int(v) not in case.label_names)
         if unnamed:
@@ -146,7 +174,9 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
             cshape[r_ax], cshape[c_ax], spacing[r_ax], spacing[c_ax], config.size, config.square
         )
     keep = {p: _keep_ranges(layouts[p], p, cshape) for p in planes}
-    counts = _anatomy_counts(case, shape, affine, ornt, planes, keep, warnings)
+    native_labels = np.zeros(shape, dtype=np.uint8, order="F") if config.label_maps else None
+    counts = _anatomy_counts(case, shape, affine, ornt, planes, keep, warnings, native_labels)
+    label_vol = geo.reorient(native_labels, ornt) if native_labels is not None else None
 
     # Slices kept per plane: the labelled range (optional), then every step-th.
     selected: dict[str, range] = {}
@@ -169,6 +199,11 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
     n_total = int(sum(len(v) for v in selected.values()))
     channels = vol_u8.shape[3:]
     images = np.zeros((n_total, config.size, config.size, *channels), dtype=np.uint8)
+    label_maps = (
+        np.zeros((n_total, config.size, config.size), dtype=np.uint8)
+        if label_vol is not None
+        else None
+    )
     presence = np.full((n_total, len(ALL_STRUCTURES)), -1, dtype=np.int8)
     area = np.full((n_total, len(ALL_STRUCTURES)), np.nan, dtype=np.float32)
     for s in case.annotated:  # annotated but without a mask in this case: stays missing
@@ -191,8 +226,13 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
             presence[r : r + idx.size, _COL[s]] = c >= config.min_pixels
             area[r : r + idx.size, _COL[s]] = c / n_pixels
         stack = geo.display_stack(vol_u8, p, selected[p])
+        label_stack = (
+            geo.display_stack(label_vol, p, selected[p]) if label_vol is not None else None
+        )
         for t, i in enumerate(selected[p]):
             images[r] = geo.fit_square(stack[t], layout)
+            if label_maps is not None and label_stack is not None:
+                label_maps[r] = geo.fit_square(label_stack[t], layout, nearest=True)
             vox = center.copy()
             vox[a] = i
             position = float(can_affine[a, :3] @ vox + can_affine[a, 3])
@@ -230,8 +270,8 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
             )
             r += 1
         del stack
-    del vol_u8
-    write_piece(piece, images, rows, presence, area, config.thumbnails)
+    del vol_u8, label_vol, native_labels
+    write_piece(piece, images, rows, presence, area, config.thumbnails, label_maps)
     summary = {
         "subject_key": case.key,
         "n_slices": n_total,
@@ -258,10 +298,13 @@ def write_piece(
     presence: np.ndarray,
     area: np.ndarray,
     thumbnails: bool,
+    label_maps: np.ndarray | None = None,
 ) -> None:
     piece.mkdir(parents=True, exist_ok=True)
     (piece / SUMMARY).unlink(missing_ok=True)
     np.save(piece / "images.npy", images)
+    if label_maps is not None:
+        np.save(piece / LABEL_MAPS_FILE, label_maps)
     np.save(piece / "presence.npy", presence)
     np.save(piece / "area.npy", area)
     from medsae.data.table import SLICE_COLUMNS

@@ -169,17 +169,26 @@ class TorchImageEncoder:
     def _features(self, x_bchw: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _on_device(self, x_bchw: torch.Tensor) -> torch.Tensor:
+        """Output of :meth:`preprocess` -> the normalised model input on the device."""
+        x_bchw = x_bchw.to(self.device, non_blocking=True)
+        if x_bchw.dtype == torch.uint8:
+            x_bchw = normalize_tensor(x_bchw, self.input_size, self.mean, self.std)
+            if self.channels_last:
+                x_bchw = x_bchw.contiguous(memory_format=torch.channels_last)
+        return x_bchw
+
     def forward(self, x_bchw: torch.Tensor) -> np.ndarray:
         """Output of :meth:`preprocess` -> float32 embeddings ``(B, dim)`` as a NumPy array."""
         with torch.inference_mode():
-            x_bchw = x_bchw.to(self.device, non_blocking=True)
-            if x_bchw.dtype == torch.uint8:
-                x_bchw = normalize_tensor(x_bchw, self.input_size, self.mean, self.std)
-                if self.channels_last:
-                    x_bchw = x_bchw.contiguous(memory_format=torch.channels_last)
+            x_bchw = self._on_device(x_bchw)
             with self._precision():
                 feats_bd = self._features(x_bchw)
         return feats_bd.float().cpu().numpy()
+
+    def _spatial_input(self, images_uint8: np.ndarray) -> torch.Tensor:
+        """uint8 images -> the model input on the device (for ``spatial_features``)."""
+        return self._on_device(self.preprocess(images_uint8))
 
     def encode(self, images_uint8: np.ndarray) -> np.ndarray:
         """Embeddings ``(B, dim)`` float32 of uint8 images ``(B, S, S)`` or ``(B, S, S, 3)``."""

@@ -17,9 +17,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from medsae.encode.base import TorchImageEncoder
+from medsae.encode.spatial import SpatialFeatures
 from medsae.errors import InputError
 
 DEFAULT_MODEL = "facebook/dinov3-vitl16-pretrain-lvd1689m"
@@ -236,3 +238,34 @@ class DINOv3Encoder(TorchImageEncoder):
         if self.pooling == "cls":
             return out.pooler_output
         return out.last_hidden_state[:, self.n_prefix :, :].mean(dim=1)
+
+    def spatial_features(self, images_uint8: np.ndarray) -> SpatialFeatures:
+        """The patch tokens after the final norm as a ``(dim, S/16, S/16)`` map (row-major grid).
+
+        ``mean`` pooling: ``z = mean_p h_p`` exactly. ``cls`` pooling: the embedding is the CLS
+        token, not an average of the patches; maps made from the patch tokens are approximate.
+        """
+        cfg: Any = self.model.config
+        patch = int(cfg.patch_size)
+        side = self.input_size // patch
+        with torch.inference_mode():
+            x_bchw = self._spatial_input(images_uint8)
+            with self._precision():
+                out = self.model(pixel_values=x_bchw)
+            tokens = out.last_hidden_state[:, self.n_prefix :, :].float()
+            emb = out.pooler_output.float() if self.pooling == "cls" else tokens.mean(dim=1)
+            fmap = tokens.transpose(1, 2).reshape(tokens.shape[0], self.dim, side, side)
+        exact = self.pooling == "mean"
+        return SpatialFeatures(
+            parts=[np.ascontiguousarray(fmap.cpu().numpy())],
+            channels=[(0, self.dim)],
+            scales=np.ones((fmap.shape[0], 1), dtype=np.float64),
+            embedding=emb.cpu().numpy(),
+            exact=exact,
+            pooling=self.pooling,
+            method=(
+                "patch tokens, mean pooling (exact)"
+                if exact
+                else "patch tokens projected; the embedding is the CLS token (approximate)"
+            ),
+        )

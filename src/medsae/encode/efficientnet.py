@@ -20,9 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from medsae.encode.base import TorchImageEncoder
+from medsae.encode.spatial import SpatialFeatures
 from medsae.errors import InputError
 from medsae.workspace import fingerprint_file_content
 
@@ -140,15 +142,61 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
     def _keep_stage(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
         self._stage_maps.append(output)
 
-    def _features(self, x_bchw: torch.Tensor) -> torch.Tensor:
+    def _part_maps(self, x_bchw: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps the embedding pools: the stage outputs (multiscale), then the head."""
         self._stage_maps = []  # filled by the stage hooks during the forward pass
         fmap_bchw = self.model.extract_features(x_bchw)  # type: ignore[operator]
-        head = fmap_bchw.mean(dim=(2, 3))
-        if not self._stage_ends:
-            return head
         maps, self._stage_maps = self._stage_maps, []
-        parts = [m.mean(dim=(2, 3)) for m in maps] + [head]
+        return [*maps, fmap_bchw] if self._stage_ends else [fmap_bchw]
+
+    def _part_scales(self, means: list[torch.Tensor]) -> torch.Tensor:
+        """``(B, n_parts)`` factors on each part's spatial mean: 1 for mean pooling;
+        ``1 / (max(||m_s||, 1e-12) sqrt(n))`` for multiscale (``F.normalize``'s clamp)."""
+        if len(means) == 1:
+            return torch.ones(means[0].shape[0], 1, dtype=torch.float32, device=means[0].device)
+        norms = torch.stack([m.float().norm(dim=1).clamp_min(1e-12) for m in means], dim=1)
+        return (len(means) ** -0.5) / norms
+
+    def _features(self, x_bchw: torch.Tensor) -> torch.Tensor:
+        maps = self._part_maps(x_bchw)
+        if len(maps) == 1:
+            return maps[0].mean(dim=(2, 3))
+        parts = [m.mean(dim=(2, 3)) for m in maps]
         scale = len(parts) ** -0.5
         return torch.cat(
             [torch.nn.functional.normalize(p.float(), dim=1) * scale for p in parts], dim=1
+        )
+
+    def spatial_features(self, images_uint8: np.ndarray) -> SpatialFeatures:
+        """The maps the embedding is pooled from (exact for both poolings).
+
+        ``mean``: one part, the head map ``f (1280, h, w)``, ``z = mean_p f_p``.
+        ``multiscale``: the seven stage maps and the head map ``f^s``, with
+        ``z[part s] = mean_p f^s_p / (||mean_p f^s_p|| sqrt(8))``.
+        """
+        with torch.inference_mode():
+            x_bchw = self._spatial_input(images_uint8)
+            with self._precision():
+                maps = self._part_maps(x_bchw)
+            means = [m.float().mean(dim=(2, 3)) for m in maps]
+            scales = self._part_scales(means)
+            emb = (
+                means[0]
+                if len(maps) == 1
+                else torch.cat([m * scales[:, i : i + 1] for i, m in enumerate(means)], dim=1)
+            )
+        parts = [np.ascontiguousarray(m.float().cpu().numpy()) for m in maps]
+        bounds = np.cumsum([0] + [p.shape[1] for p in parts])
+        return SpatialFeatures(
+            parts=parts,
+            channels=[(int(bounds[i]), int(bounds[i + 1])) for i in range(len(parts))],
+            scales=scales.double().cpu().numpy(),
+            embedding=emb.float().cpu().numpy(),
+            exact=True,
+            pooling=self.pooling,
+            method=(
+                "head feature map, mean pooling (exact)"
+                if len(parts) == 1
+                else "stage and head feature maps, multiscale pooling (exact per part)"
+            ),
         )

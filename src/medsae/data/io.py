@@ -1,0 +1,70 @@
+"""Pixel label maps of the ``slices`` artifact (written by ``medsae prepare --label-maps``).
+
+``WS/slices/label_maps.npy``
+    uint8 ``(N, S, S)``, row-aligned with ``slices.parquet`` and ``images.npy``: the value of
+    a pixel is ``1 + i`` for structure ``ALL_STRUCTURES[i]`` (:func:`label_id`) and 0 for
+    background or unannotated tissue. Where structures overlap, the later one in
+    ``ALL_STRUCTURES`` order wins. Masks are resampled to the stored image grid with
+    nearest-neighbour interpolation and the same square-pixel fit, padding and cropping as
+    the image. Off by default (``label_maps = false``): it costs ``S^2`` bytes per slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from medsae.data.structures import ALL_STRUCTURES, GROUPS
+from medsae.errors import ArtifactError
+
+LABEL_MAPS_FILE = "label_maps.npy"
+LABEL_MAPS_FLAG = "medsae prepare --label-maps"
+
+_ID = {s: i + 1 for i, s in enumerate(ALL_STRUCTURES)}
+if len(_ID) > 255:  # pragma: no cover - the structure list is fixed
+    raise RuntimeError("more than 255 structures do not fit uint8 label maps")
+
+
+def label_id(structure: str) -> int:
+    """The label-map value of a structure of ``ALL_STRUCTURES`` (1-based)."""
+    try:
+        return _ID[structure]
+    except KeyError:
+        raise KeyError(
+            f"unknown structure {structure!r}; see medsae.data.structures.ALL_STRUCTURES"
+        ) from None
+
+
+def label_ids(names: Iterable[str]) -> np.ndarray:
+    """uint8 label values of structures and groups (a group stands for all its members).
+
+    Unknown names are ignored; the result is sorted and unique (possibly empty).
+    """
+    ids: set[int] = set()
+    for name in names:
+        if name in _ID:
+            ids.add(_ID[name])
+        elif name in GROUPS:
+            ids.update(_ID[s] for s in GROUPS[name])
+    return np.asarray(sorted(ids), dtype=np.uint8)
+
+
+def has_label_maps(slices_dir: Path) -> bool:
+    """Whether the ``slices`` artifact holds label maps."""
+    return (Path(slices_dir) / LABEL_MAPS_FILE).is_file()
+
+
+def open_label_maps(slices_dir: Path) -> np.ndarray:
+    """The label maps, memory-mapped read-only (uint8 ``(N, S, S)``).
+
+    Raises :class:`ArtifactError` naming the flag that writes them when they are missing.
+    """
+    p = Path(slices_dir) / LABEL_MAPS_FILE
+    if not p.is_file():
+        raise ArtifactError(
+            f"{p}: no pixel label maps in this workspace; prepare it with `{LABEL_MAPS_FLAG}` "
+            "(or `label_maps = true` in the [prepare] table)"
+        )
+    return np.load(p, mmap_mode="r")

@@ -1,0 +1,204 @@
+"""The map route of the browser and its overlay, driven by headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from medsae.encode.spatial import SpatialFeatures
+from medsae.maps import MapMaker
+from medsae.sae.checkpoint import save_sae
+from medsae.testing import make_synthetic_workspace
+from medsae.workspace import Workspace
+from tests.maps.conftest import random_sae
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts" / "browser"
+DIM, N_LATENTS = 16, 32
+
+
+class CellEncoder:
+    """A synthetic encoder with feature maps: per 4 x 4 pixel cell, ``DIM`` fixed projections
+    of the cell's brightness and position; the embedding is their mean (exact maps)."""
+
+    name = "synthetic"
+    dim = DIM
+    input_size = 32
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.w = rng.normal(size=(DIM, 3)).astype(np.float32)
+
+    def spatial_features(self, images_uint8: np.ndarray) -> SpatialFeatures:
+        b, s = images_uint8.shape[:2]
+        g = s // 4
+        bright = images_uint8.astype(np.float32).reshape(b, g, 4, g, 4).mean(axis=(2, 4)) / 255
+        rows = np.broadcast_to(np.linspace(0, 1, g, dtype=np.float32)[None, :, None], bright.shape)
+        cols = np.broadcast_to(np.linspace(0, 1, g, dtype=np.float32)[None, None, :], bright.shape)
+        fmap = np.einsum("dk,kbhw->bdhw", self.w, np.stack([bright, rows * bright, cols]))
+        fmap = np.ascontiguousarray(fmap, dtype=np.float32)
+        return SpatialFeatures(
+            parts=[fmap],
+            channels=[(0, DIM)],
+            scales=np.ones((b, 1)),
+            embedding=fmap.mean(axis=(2, 3)),
+            exact=True,
+            pooling="mean",
+            method="cell projections, mean pooling (exact)",
+        )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Any]:
+    root = Path(tmp_path_factory.mktemp("maps-ws"))
+    ws, truth = make_synthetic_workspace(
+        root, n_subjects=6, slices_per_plane=3, dim=DIM, n_latents=N_LATENTS
+    )
+    save_sae(ws.sae(truth.encoder, truth.run), random_sae(DIM, N_LATENTS, encoder=truth.encoder))
+    from medsae.retrieval.service import WorkspaceSearch
+    from medsae.serve import create_app
+    from medsae.view import WorkspaceView
+
+    view = WorkspaceView(ws.root)
+    app = create_app(view, backend=WorkspaceSearch(view, use_interpret=False))
+    app.state.map_maker = MapMaker(ws, truth.encoder, truth.run, spatial_encoder=CellEncoder())
+    return ws, app
+
+
+def _first_slice(ws: Workspace) -> str:
+    import pandas as pd
+
+    return str(pd.read_parquet(ws.slices / "slices.parquet")["slice_id"].iloc[0])
+
+
+def test_map_route_returns_a_png_overlay_with_its_label(served: tuple[Workspace, Any]) -> None:
+    from PIL import Image
+
+    ws, app = served
+    client = TestClient(app)
+    sid = _first_slice(ws)
+    r = client.get(f"/api/slices/{sid}/map", params={"latent": 3})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.headers["X-Map-Label"] == "exact" and r.headers["X-Map-Exact"] == "true"
+    img = Image.open(io.BytesIO(r.content))
+    assert img.mode == "RGBA" and img.size == (32, 32)
+    alpha = np.asarray(img)[..., 3]
+    assert alpha.max() == 255 and alpha.min() < 255  # strongest pixel opaque, others less
+    other = client.get(f"/api/slices/{sid}/map", params={"latent": 4})
+    assert other.content != r.content
+
+
+def test_map_route_errors_name_the_problem(served: tuple[Workspace, Any]) -> None:
+    ws, app = served
+    client = TestClient(app)
+    sid = _first_slice(ws)
+    r = client.get(f"/api/slices/{sid}/map", params={"latent": N_LATENTS})
+    assert r.status_code == 422 and f"outside 0..{N_LATENTS - 1}" in r.json()["detail"]
+    assert client.get("/api/slices/nope/map", params={"latent": 0}).status_code == 404
+    assert client.get(f"/api/slices/{sid}/map").status_code == 422  # latent is required
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(served: tuple[Workspace, Any]) -> Iterator[str]:
+    import uvicorn
+
+    _, app = served
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "server did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium not installed at /usr/bin/chromium")
+    playwright = pytest.importorskip("playwright.sync_api")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            viewport={"width": 1280, "height": 900},
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+        )
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.errors = errors  # type: ignore[attr-defined]
+        yield pg
+        context.close()
+
+
+OVERLAYS_SHOWN = """sel => { const imgs = [...document.querySelectorAll(sel)];
+  return imgs.length > 0 && imgs.every(i => i.style.display === 'block' && i.complete && i.naturalWidth > 0); }"""
+OVERLAYS_HIDDEN = """sel => { const imgs = [...document.querySelectorAll(sel)];
+  return imgs.length > 0 && imgs.every(i => i.style.display === 'none'); }"""
+
+
+@pytest.mark.browser
+def test_feature_page_overlay_appears_and_follows_the_toggle(page: Any, base_url: str) -> None:
+    page.goto(f"{base_url}/#/feature/1")
+    page.wait_for_selector("#top-slices a.tile img.map-overlay", state="attached")
+    sel = "#top-slices img.map-overlay"
+    assert page.evaluate(OVERLAYS_HIDDEN, sel)
+    assert page.evaluate(f"() => [...document.querySelectorAll('{sel}')].every(i => !i.src)")
+    page.check("#map-toggle")
+    page.wait_for_function(OVERLAYS_SHOWN, arg=sel)
+    page.wait_for_function(
+        "() => document.getElementById('map-label').textContent.includes('exact map')"
+    )
+    page.fill("#map-opacity", "0.3")
+    page.dispatch_event("#map-opacity", "input")
+    assert page.evaluate(f"() => document.querySelector('{sel}').style.opacity") == "0.3"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "feature-map-overlay.png"), full_page=True)
+    page.uncheck("#map-toggle")
+    page.wait_for_function(OVERLAYS_HIDDEN, arg=sel)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.browser
+def test_slice_page_overlay_switches_latent(page: Any, base_url: str, served: Any) -> None:
+    ws, _ = served
+    sid = _first_slice(ws)
+    page.goto(f"{base_url}/#/slice/{sid}")
+    page.wait_for_selector(".big img.map-overlay", state="attached")
+    page.check("#map-toggle")
+    page.wait_for_function(OVERLAYS_SHOWN, arg=".big img.map-overlay")
+    first = page.evaluate("() => document.querySelector('.big img.map-overlay').src")
+    options = page.evaluate(
+        "() => [...document.querySelectorAll('#map-latent option')].map(o => o.value)"
+    )
+    if len(options) > 1:
+        page.select_option("#map-latent", options[1])
+        page.wait_for_function(
+            "src => document.querySelector('.big img.map-overlay').src !== src", arg=first
+        )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "slice-map-overlay.png"), full_page=True)
+    page.uncheck("#map-toggle")
+    page.wait_for_function(OVERLAYS_HIDDEN, arg=".big img.map-overlay")
+    assert page.errors == []  # type: ignore[attr-defined]
