@@ -13,7 +13,9 @@ Keys that belong to the pipeline rather than to a stage's config:
 
 After the stages, ``WS/summary.json`` collects the headline figures from the artifacts
 (never recomputed): ``best_config``, ``r2``, ``l0``, ``alive_fraction``, ``recovery_at_10``,
-``detection_balanced_accuracy``, ``text_precision_at_10``, ``fingerprint_agreement``.
+``detection_balanced_accuracy``, ``text_precision_at_10``, ``fingerprint_agreement``,
+``pointing_game`` and ``energy_in_mask`` (medians over the described features with a
+structure to point at, beside their Gaussian-blob ``*_baseline``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Literal
 
 from medsae.config import PipelineConfig, build_config
 from medsae.errors import InputError, MedsaeError
+from medsae.evaluate.io import read_ranking
 from medsae.interpret.io import SCORES
 from medsae.progress import console
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
@@ -109,7 +112,21 @@ SUMMARY_KEYS = (
     "detection_balanced_accuracy",
     "text_precision_at_10",
     "fingerprint_agreement",
+    "pointing_game",
+    "energy_in_mask",
 )
+
+
+EVAL_DETAIL_KEYS = (
+    "r2_uniform",
+    "recovery_at_10_shared",
+    "recovery_at_10_paper_tasks",
+    "recovery_at_10_shared_paper_tasks",
+    "mean_n_features",
+)
+"""Figures of the chosen run's evaluation copied into the summary beside the headline ones,
+on the same (test) split; Table 1 chose the run on their validation twins (the evaluation
+summary's ``selection`` block), never on these."""
 
 
 class StageUnavailable(MedsaeError):
@@ -294,6 +311,8 @@ def collect_summary(
       scored features)
     * ``text_precision_at_10``: ``WS/index/<enc>/<run>/text_retrieval.json``
     * ``fingerprint_agreement``: ``WS/index/<enc>/<run>/fingerprint_eval.json``
+    * ``pointing_game``, ``energy_in_mask`` (and ``*_baseline``): the ``localisation`` block of
+      ``WS/features/<enc>/<run>/scores.json``
     """
     if encoder is None or run is None:
         found = ws.best_run()
@@ -308,11 +327,16 @@ def collect_summary(
     summary["best_config"] = f"{encoder}/{run}"
     summary["encoder"], summary["run"] = encoder, run
     ev = _read(ws.eval(encoder, run) / SUMMARY)
-    for key in ("r2", "l0", "alive_fraction", "recovery_at_10"):
+    for key in ("r2", "l0", "alive_fraction", "recovery_at_10", *EVAL_DETAIL_KEYS):
         summary[key] = ev.get(key)
+    summary["selection_split"] = read_ranking(ws.ranking).get("selection_split")
     scores = _read(ws.features(encoder, run) / SCORES)
     dba = scores.get("detection_balanced_accuracy")
     summary["detection_balanced_accuracy"] = dba.get("median") if isinstance(dba, dict) else dba
+    localisation = scores.get("localisation") or {}
+    for key in ("pointing_game", "energy_in_mask"):
+        summary[key] = localisation.get(key)
+        summary[f"{key}_baseline"] = localisation.get(f"{key}_baseline")
     summary["text_precision_at_10"] = _read(ws.index(encoder, run) / TEXT_RETRIEVAL).get(
         "text_precision_at_10"
     )

@@ -30,6 +30,12 @@ COLUMNS = [
     "ranking_rank",
     "concept",
     "concept_auroc",
+    "pointing",
+    "energy_in_mask",
+    "pointing_baseline",
+    "energy_in_mask_baseline",
+    "localisation_slices",
+    "localisation_target",
 ]
 
 
@@ -62,6 +68,10 @@ def test_offline_outputs(synthetic, offline) -> None:
         scores["detection_balanced_accuracy"] == scores["detection"]["balanced_accuracy"]["median"]
     )
     assert scores["counts"]["described"] == truth.n_latents and scores["failures"] == []
+    # the synthetic workspace has no pixel label maps: localisation says so and how to fix it
+    assert scores["localisation"]["status"] == "not computed"
+    assert "--label-maps" in scores["localisation"]["reason"]
+    assert features["pointing"].isna().all() and features["localisation_slices"].eq(0).all()
     kinds = scores["detection"]["by_kind"]
     assert set(kinds) == {"tpr_strong", "tpr_weak", "tnr_hard", "tnr_random"}
     assert all(0.0 <= k["median"] <= 1.0 and k["n"] > 0 for k in kinds.values())

@@ -148,6 +148,15 @@ class InterpretConfig(StageConfig):
         default=["val", "test"], description="Splits the scores are computed on."
     )
     seed: int = Field(default=0, description="Seed of every sample drawn for scoring.")
+    localisation: bool = Field(
+        default=True,
+        description="Score where each feature fires (pointing game, energy in the mask, beside "
+        "a centred Gaussian-blob baseline) on score_splits, from the encoder's feature maps and "
+        "the workspace's pixel label maps; 'not computed' (with the reason) without either.",
+    )
+    localisation_slices: int = Field(
+        default=8, ge=1, description="Held-out slices per feature for the localisation scores."
+    )
     llm: LLMConfig = Field(
         default_factory=LLMConfig, description="The endpoint for describer/scorer llm."
     )

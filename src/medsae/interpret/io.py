@@ -40,8 +40,14 @@ FEATURE_COLUMNS = [
     "ranking_rank",
     "concept",
     "concept_auroc",
+    "pointing",
+    "energy_in_mask",
+    "pointing_baseline",
+    "energy_in_mask_baseline",
+    "localisation_slices",
+    "localisation_target",
 ]
-"""Columns of :data:`FEATURES`, in order."""
+"""Columns of :data:`FEATURES`, in order (the last six: :mod:`medsae.maps.localisation`)."""
 
 
 def json_default(obj: Any) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from medsae.data.table import open_images
 from medsae.evaluate.io import CONCEPTS
@@ -287,6 +288,37 @@ def scores_summary(
     }
 
 
+def localise(
+    ws: Workspace,
+    encoder: str,
+    run: str,
+    inp: InterpretInputs,
+    rows: list[dict[str, Any]],
+    config: InterpretConfig,
+) -> dict[str, Any]:
+    """Add the localisation columns to ``rows`` (in place) and return the ``localisation``
+    block of :data:`~medsae.interpret.io.SCORES` (see :func:`medsae.maps.localisation_scores`);
+    scored on the held-out ``score_splits`` rows, never on the slices that made the
+    descriptions."""
+    from medsae.maps import SCORE_COLUMNS, localisation_scores
+
+    if not config.localisation or not rows:
+        for r in rows:
+            r.update(dict.fromkeys(SCORE_COLUMNS, float("nan")))
+            r.update(localisation_slices=0, localisation_target="")
+        reason = "off (localisation = false)" if not config.localisation else "no features"
+        return {"status": "not computed", "reason": reason}
+    held_out = np.concatenate([inp.rows_of(s) for s in config.score_splits])
+    table = pd.DataFrame(rows)
+    result = localisation_scores(
+        ws, encoder, run, table, held_out, max_slices=config.localisation_slices
+    )
+    merged = result.merge_into(table[["latent"]])
+    for r, values in zip(rows, merged[list(SCORE_COLUMNS)].to_dict("records"), strict=True):
+        r.update(values)
+    return result.summary
+
+
 def build_features(
     ws: Workspace,
     encoder: str,
@@ -324,6 +356,7 @@ def build_features(
         "failed": sum(1 for d in descriptions if not d.text),
     }
     scores = scores_summary(config, descriptions, scored, counts, failures, parts.client)
+    scores["localisation"] = localise(ws, encoder, run, inp, rows, config)
     io.write_features(out, rows)
     io.write_descriptions(out, records)
     io.write_scores(out, scores)
@@ -359,6 +392,8 @@ def interpret(
         "split": artifact_key(ws.split),
         "codes": artifact_key(ws.codes(encoder, run)),
     }
+    if config.localisation:  # the feature maps come from the encoder the store records
+        inputs["embeddings"] = artifact_key(ws.embeddings(encoder))
     concepts = ws.eval(encoder, run) / CONCEPTS
     if concepts.is_file() and read_manifest(ws.eval(encoder, run)) is not None:
         inputs["eval"] = artifact_key(ws.eval(encoder, run))

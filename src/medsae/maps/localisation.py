@@ -35,6 +35,7 @@ from medsae.data.io import LABEL_MAPS_FLAG, has_label_maps, label_ids, open_labe
 from medsae.data.structures import ALL_STRUCTURES, GROUPS, pretty
 from medsae.encode.spatial import SpatialEncoder
 from medsae.errors import ArtifactError, InputError
+from medsae.evaluate.io import CONCEPTS
 from medsae.maps.attribution import check_latents, latent_maps, sae_name, to_pixels
 from medsae.workspace import Workspace
 
@@ -204,7 +205,7 @@ def _targets_table(
         frame = features
     else:
         frame = pd.DataFrame({"latent": np.asarray(list(features), dtype=np.int64)})
-        concepts = ws.eval(encoder, run) / "concepts.parquet"
+        concepts = ws.eval(encoder, run) / CONCEPTS
         if concepts.is_file():
             cmap = pd.read_parquet(concepts)[["latent", "concept"]]
             frame = frame.merge(cmap, on="latent", how="left")
@@ -261,14 +262,17 @@ def localisation_scores(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     targets = _targets_table(ws, encoder, run, features)
     latents = targets["latent"].to_numpy(np.int64)
-    sae = load_sae(ws.sae(encoder, run))
-    check_latents(latents, int(sae.cfg.n_latents), sae_name(sae))
     if not has_label_maps(ws.slices):
         return not_computed(
             latents,
             f"{ws.slices}: no pixel label maps; prepare the workspace with `{LABEL_MAPS_FLAG}` "
             "(label_maps = true in [prepare])",
         )
+    try:
+        sae = load_sae(ws.sae(encoder, run))
+    except ArtifactError as e:  # codes without their checkpoint: no weights to map with
+        return not_computed(latents, str(e))
+    check_latents(latents, int(sae.cfg.n_latents), sae_name(sae))
     if spatial_encoder is None:
         try:
             spatial_encoder = require_spatial(
