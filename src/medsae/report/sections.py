@@ -119,12 +119,23 @@ def table1(ctx: Context) -> str:
     if not p.is_file():
         return missing("Table 1", "run `medsae rank`")
     df = pd.read_csv(p)
-    best = (ctx.view.ranking or {}).get("best")
+    ranking = ctx.view.ranking or {}
+    best = ranking.get("best")
     note = (
         f'<p>Best: <span class="pill">{esc(best.get("encoder"))} / {esc(best.get("run"))}</span></p>'
         if isinstance(best, dict)
         else ""
     )
+    if ranking.get("rule"):
+        note += f"<p>Rule: {esc(ranking['rule'])}.</p>"
+    alternative = ranking.get("alternative") or {}
+    if alternative.get("column"):
+        note += (
+            f"<p>Alternative rule ({esc(alternative.get('performance_term'))} as the performance "
+            f"term): column <code>{esc(alternative['column'])}</code>. Columns prefixed "
+            f"<code>selection_</code> are the {esc(ranking.get('selection_split', 'val'))} "
+            "figures the ranks use; the others are reported on the test split.</p>"
+        )
     return note + frame_html(df, max_rows=100)
 
 
