@@ -121,53 +121,12 @@ def evaluate_fingerprints(
     Returns the metrics per method, the K sweep and the headline ``fingerprint_agreement``.
     """
     cfg = config or SearchConfig()
-    n_rows = len(table)
-    if index.n_rows != n_rows or len(presence) != n_rows or len(embeddings) != n_rows:
-        raise InputError(
-            "evaluate_fingerprints",
-            f"row counts differ: index {index.n_rows}, table {n_rows}, anatomy {len(presence)}, "
-            f"embeddings {len(embeddings)}",
-        )
-    if "split" not in table.columns:
-        raise InputError("table", "needs a 'split' column (use slices_with_split)")
-    split = table["split"].astype(str).to_numpy()
-    query_pool = np.flatnonzero(np.isin(split, cfg.query_splits))
-    gallery = np.flatnonzero(np.isin(split, cfg.gallery_splits))
-    if len(query_pool) == 0 or len(gallery) == 0:
-        raise InputError(
-            "split",
-            f"no query slices in {cfg.query_splits} or no gallery slices in {cfg.gallery_splits}",
-        )
-    rng = np.random.default_rng(cfg.seed)
-    queries = np.sort(
-        rng.choice(query_pool, size=min(cfg.eval_queries, len(query_pool)), replace=False)
-    )
-    gallery_mask = np.zeros(n_rows, dtype=bool)
-    gallery_mask[gallery] = True
+    queries, gallery = _sample(index, table, presence, embeddings, cfg)
     present = np.asarray(presence) == 1
     emb = np.asarray(embeddings, dtype=np.float32)
     emb_l2 = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    gal_emb, gal_l2 = emb[gallery], emb_l2[gallery]
-    gal_subjects = index.subject_ids[gallery]
-
     ks = sorted({cfg.k, *cfg.sweep_k})
-    pairs: dict[tuple[str, int], list[tuple[int, int]]] = {}
-    for i, row in enumerate(queries):
-        own = int(index.subject_ids[row])
-        codes_row = index.codes_row(int(row))
-        keep = gal_subjects != own
-        for k in ks:
-            lat, w = fingerprint_of(codes_row, k, index.excluded)
-            hits = index.search_fingerprint(lat, w, cfg.n, gallery_mask, own)
-            pairs.setdefault(("sparse", k), []).extend((int(row), int(h)) for h in hits.rows)
-            dims = dense_topk_dims(emb[row], k)
-            score = restricted_cosine(gal_emb, emb[row], dims)
-            hits = _dense_hits(gallery, score, gal_subjects, keep, cfg.n)
-            pairs.setdefault(("dense_topk", k), []).extend((int(row), int(h)) for h in hits.rows)
-        hits = _dense_hits(gallery, gal_l2 @ emb_l2[row], gal_subjects, keep, cfg.n)
-        pairs.setdefault(("dense_full", 0), []).extend((int(row), int(h)) for h in hits.rows)
-        if progress is not None:
-            progress(i + 1)
+    pairs = _retrieve_pairs(index, queries, gallery, emb, emb_l2, ks, cfg, progress)
 
     def metrics(method: str, k: int) -> dict[str, Any]:
         arr = np.asarray(pairs.get((method, k), []), dtype=np.int64).reshape(-1, 2)
@@ -198,17 +157,89 @@ def evaluate_fingerprints(
         "gallery_slices": len(gallery),
         "seed": cfg.seed,
         "excluded_latents": index.excluded.tolist(),
-        "definitions": {
-            "sparse": "cosine restricted to the query's top-K active SAE latents (latents "
-            "active on nearly every slice left out); 1 / (1 + |q - c|) at K = 1",
-            "dense_topk": "cosine restricted to the query's K largest-magnitude embedding dims; "
-            "1 / (1 + |q - c|) at K = 1",
-            "dense_full": "cosine of the full embeddings",
-            "agreement": "fraction of (query, result) pairs with equal values, both known",
-            "structure_jaccard": "|S_q & S_r| / |S_q | S_r| of present structures (1 if both empty)",
-            "dense_cosine": "mean full-embedding cosine between query and result",
-        },
+        "definitions": DEFINITIONS,
     }
+
+
+DEFINITIONS = {
+    "sparse": "cosine restricted to the query's top-K active SAE latents (latents "
+    "active on nearly every slice left out); 1 / (1 + |q - c|) at K = 1",
+    "dense_topk": "cosine restricted to the query's K largest-magnitude embedding dims; "
+    "1 / (1 + |q - c|) at K = 1",
+    "dense_full": "cosine of the full embeddings",
+    "agreement": "fraction of (query, result) pairs with equal values, both known",
+    "structure_jaccard": "|S_q & S_r| / |S_q | S_r| of present structures (1 if both empty)",
+    "dense_cosine": "mean full-embedding cosine between query and result",
+}
+"""What each method and measure of :func:`evaluate_fingerprints` means (written with them)."""
+
+
+def _sample(
+    index: FingerprintIndex,
+    table: pd.DataFrame,
+    presence: np.ndarray,
+    embeddings: np.ndarray,
+    cfg: SearchConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded query rows and the gallery rows, after checking the inputs line up."""
+    n_rows = len(table)
+    if index.n_rows != n_rows or len(presence) != n_rows or len(embeddings) != n_rows:
+        raise InputError(
+            "evaluate_fingerprints",
+            f"row counts differ: index {index.n_rows}, table {n_rows}, anatomy {len(presence)}, "
+            f"embeddings {len(embeddings)}",
+        )
+    if "split" not in table.columns:
+        raise InputError("table", "needs a 'split' column (use slices_with_split)")
+    split = table["split"].astype(str).to_numpy()
+    query_pool = np.flatnonzero(np.isin(split, cfg.query_splits))
+    gallery = np.flatnonzero(np.isin(split, cfg.gallery_splits))
+    if len(query_pool) == 0 or len(gallery) == 0:
+        raise InputError(
+            "split",
+            f"no query slices in {cfg.query_splits} or no gallery slices in {cfg.gallery_splits}",
+        )
+    rng = np.random.default_rng(cfg.seed)
+    queries = np.sort(
+        rng.choice(query_pool, size=min(cfg.eval_queries, len(query_pool)), replace=False)
+    )
+    return queries, gallery
+
+
+def _retrieve_pairs(
+    index: FingerprintIndex,
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    emb: np.ndarray,
+    emb_l2: np.ndarray,
+    ks: list[int],
+    cfg: SearchConfig,
+    progress: Callable[[int], None] | None,
+) -> dict[tuple[str, int], list[tuple[int, int]]]:
+    """(query, result) row pairs per (method, K): sparse and dense top-K at every K, and
+    full dense retrieval (K = 0), one result per subject, never the query's own subject."""
+    gallery_mask = np.zeros(index.n_rows, dtype=bool)
+    gallery_mask[gallery] = True
+    gal_emb, gal_l2 = emb[gallery], emb_l2[gallery]
+    gal_subjects = index.subject_ids[gallery]
+    pairs: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for i, row in enumerate(queries):
+        own = int(index.subject_ids[row])
+        codes_row = index.codes_row(int(row))
+        keep = gal_subjects != own
+        for k in ks:
+            lat, w = fingerprint_of(codes_row, k, index.excluded)
+            hits = index.search_fingerprint(lat, w, cfg.n, gallery_mask, own)
+            pairs.setdefault(("sparse", k), []).extend((int(row), int(h)) for h in hits.rows)
+            dims = dense_topk_dims(emb[row], k)
+            score = restricted_cosine(gal_emb, emb[row], dims)
+            hits = _dense_hits(gallery, score, gal_subjects, keep, cfg.n)
+            pairs.setdefault(("dense_topk", k), []).extend((int(row), int(h)) for h in hits.rows)
+        hits = _dense_hits(gallery, gal_l2 @ emb_l2[row], gal_subjects, keep, cfg.n)
+        pairs.setdefault(("dense_full", 0), []).extend((int(row), int(h)) for h in hits.rows)
+        if progress is not None:
+            progress(i + 1)
+    return pairs
 
 
 def _dense_hits(
