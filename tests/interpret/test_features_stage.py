@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from medsae.interpret import InterpretConfig, interpret
-from medsae.interpret.io import DESCRIPTIONS, FEATURE_COLUMNS, FEATURES, SCORES
+from medsae.interpret.io import (
+    DESCRIPTIONS,
+    FEATURE_COLUMNS,
+    FEATURES,
+    LOCALISATION_COLUMNS,
+    SCORES,
+)
 from medsae.llm.fake_server import FakeLLMServer, Faults
 from medsae.testing import make_synthetic_workspace
 
@@ -30,12 +36,7 @@ COLUMNS = [
     "ranking_rank",
     "concept",
     "concept_auroc",
-    "pointing",
-    "energy_in_mask",
-    "pointing_baseline",
-    "energy_in_mask_baseline",
-    "localisation_slices",
-    "localisation_target",
+    *LOCALISATION_COLUMNS,
 ]
 
 

@@ -1,4 +1,4 @@
-"""The front ends' layout: who imports the web server, and where artifact names live."""
+"""The front ends' layout: who imports the web server, and that report/ and serve/ stay apart."""
 
 from __future__ import annotations
 
@@ -50,30 +50,3 @@ def test_report_and_browser_do_not_import_each_other(front: str, other: str) -> 
         if _imports(imported_modules(p), f"medsae.{other}")
     ]
     assert offenders == []
-
-
-def test_retrieval_artifact_names_are_defined_once() -> None:
-    """No module but ``retrieval/io.py`` spells a file name of the index artifact."""
-    from medsae.retrieval import io
-
-    names = {v for k, v in vars(io).items() if k.isupper() and isinstance(v, str)}
-    assert len(names) == 6
-    spelled = []
-    for p in SRC.rglob("*.py"):
-        if p == SRC / "retrieval" / "io.py":
-            continue
-        tree = ast.parse(p.read_text())
-        docstrings = {
-            id(n.body[0].value)
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and n.body
-            and isinstance(n.body[0], ast.Expr)
-            and isinstance(n.body[0].value, ast.Constant)
-        }
-        spelled += [
-            f"{p.relative_to(SRC)}:{n.lineno} {n.value}"
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and n.value in names and id(n) not in docstrings
-        ]
-    assert spelled == []

@@ -23,6 +23,16 @@ SCORES = "scores.json"
 every score, the describer and scorer, the splits that selected and scored, counts, failures,
 token usage."""
 
+LOCALISATION_COLUMNS = (
+    "pointing",
+    "energy_in_mask",
+    "pointing_baseline",
+    "energy_in_mask_baseline",
+    "localisation_slices",
+    "localisation_target",
+)
+"""Columns of :data:`FEATURES` that :func:`medsae.maps.localisation_scores` fills."""
+
 FEATURE_COLUMNS = [
     "latent",
     "level",
@@ -40,14 +50,9 @@ FEATURE_COLUMNS = [
     "ranking_rank",
     "concept",
     "concept_auroc",
-    "pointing",
-    "energy_in_mask",
-    "pointing_baseline",
-    "energy_in_mask_baseline",
-    "localisation_slices",
-    "localisation_target",
+    *LOCALISATION_COLUMNS,
 ]
-"""Columns of :data:`FEATURES`, in order (the last six: :mod:`medsae.maps.localisation`)."""
+"""Columns of :data:`FEATURES`, in order."""
 
 
 def json_default(obj: Any) -> Any:

@@ -36,17 +36,11 @@ from medsae.data.structures import ALL_STRUCTURES, GROUPS, pretty
 from medsae.encode.spatial import SpatialEncoder
 from medsae.errors import ArtifactError, InputError
 from medsae.evaluate.io import CONCEPTS
+from medsae.interpret.io import LOCALISATION_COLUMNS
 from medsae.maps.attribution import check_latents, latent_maps, sae_name, to_pixels
 from medsae.workspace import Workspace
 
-SCORE_COLUMNS = (
-    "pointing",
-    "energy_in_mask",
-    "pointing_baseline",
-    "energy_in_mask_baseline",
-    "localisation_slices",
-    "localisation_target",
-)
+SCORE_COLUMNS = LOCALISATION_COLUMNS
 NOT_COMPUTED = "not computed"
 
 
