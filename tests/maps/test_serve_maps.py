@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from medsae.encode.spatial import SpatialFeatures
 from medsae.maps import MapMaker
@@ -81,8 +82,6 @@ def _first_slice(ws: Workspace) -> str:
 
 
 def test_map_route_returns_a_png_overlay_with_its_label(served: tuple[Workspace, Any]) -> None:
-    from PIL import Image
-
     ws, app = served
     client = TestClient(app)
     sid = _first_slice(ws)
@@ -165,11 +164,25 @@ def test_feature_page_overlay_appears_and_follows_the_toggle(page: Any, base_url
     sel = "#top-slices img.map-overlay"
     assert page.evaluate(OVERLAYS_HIDDEN, sel)
     assert page.evaluate(f"() => [...document.querySelectorAll('{sel}')].every(i => !i.src)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#top-slices img:not(.map-overlay)')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    first_tile = page.locator("#top-slices a.tile img:not(.map-overlay)").first
+    box = first_tile.bounding_box()
+    assert box is not None
+    plain = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"), int)
+    assert np.abs(plain[..., 0] - plain[..., 2]).max() <= 2  # a grey slice, no colour yet
     page.check("#map-toggle")
     page.wait_for_function(OVERLAYS_SHOWN, arg=sel)
     page.wait_for_function(
         "() => document.getElementById('map-label').textContent.includes('exact map')"
     )
+    page.wait_for_function("() => /^\\+\\d/.test(document.getElementById('map-vmax').textContent)")
+    # what is on screen changes: the overlay colours the slice where the feature contributes
+    shown = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"), int)
+    assert np.abs(shown[..., 0] - shown[..., 2]).max() > 40
+    assert np.abs(shown - plain).mean() > 5
     page.fill("#map-opacity", "0.3")
     page.dispatch_event("#map-opacity", "input")
     assert page.evaluate(f"() => document.querySelector('{sel}').style.opacity") == "0.3"
@@ -177,6 +190,8 @@ def test_feature_page_overlay_appears_and_follows_the_toggle(page: Any, base_url
     page.screenshot(path=str(ARTIFACTS / "feature-map-overlay.png"), full_page=True)
     page.uncheck("#map-toggle")
     page.wait_for_function(OVERLAYS_HIDDEN, arg=sel)
+    hidden = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"), int)
+    assert np.abs(hidden - plain).max() <= 2  # switched off: the plain slice again
     assert page.errors == []  # type: ignore[attr-defined]
 
 
@@ -192,11 +207,12 @@ def test_slice_page_overlay_switches_latent(page: Any, base_url: str, served: An
     options = page.evaluate(
         "() => [...document.querySelectorAll('#map-latent option')].map(o => o.value)"
     )
-    if len(options) > 1:
-        page.select_option("#map-latent", options[1])
-        page.wait_for_function(
-            "src => document.querySelector('.big img.map-overlay').src !== src", arg=first
-        )
+    assert len(options) > 1  # the slice's fingerprint offers several features to map
+    page.select_option("#map-latent", options[1])
+    page.wait_for_function(
+        "src => document.querySelector('.big img.map-overlay').src !== src", arg=first
+    )
+    page.wait_for_function(OVERLAYS_SHOWN, arg=".big img.map-overlay")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "slice-map-overlay.png"), full_page=True)
     page.uncheck("#map-toggle")

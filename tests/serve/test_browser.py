@@ -121,8 +121,10 @@ def test_feature_page_shows_a_rule_that_holds_on_all_but_one_literal(
 
 def test_feature_page_shows_top_slices(page, base_url):
     page.goto(f"{base_url}/#/feature/1")
-    n = _images_loaded(page, "#top-slices img")
+    # the slice images; the map overlays stay unloaded until the overlay is switched on
+    n = _images_loaded(page, "#top-slices img:not(.map-overlay)")
     assert n >= 3
+    assert page.locator("#top-slices img.map-overlay").count() == n
     assert "modality=MR" in page.inner_text("main")
     assert "Rule: modality=MR" in page.inner_text("main")  # features.parquet `rule`
     assert page.locator(".hist div").count() == 20

@@ -39,6 +39,12 @@ class ReportConfig(StageConfig):
     thumb_size: int = Field(
         default=128, ge=32, le=512, description="Pixel size of the slice images in the report."
     )
+    map_slices: int = Field(
+        default=3,
+        ge=0,
+        le=32,
+        description="Top slices per feature card shown with the feature's map overlay (0: none).",
+    )
     fingerprint_examples: int = Field(
         default=4, ge=0, le=20, description="Query slices in the fingerprint examples."
     )
@@ -75,12 +81,15 @@ def build_report(
     config: ReportConfig | dict[str, Any] | None = None,
     force: bool = False,
     search: Any = None,
+    map_maker: Any = None,
 ) -> StageOutcome:
     """Write ``WS/report/`` (``index.html`` + ``img/`` + ``fig/``) through ``run_stage``.
 
     Every section reads the artifacts that exist; a missing artifact gives a "not computed"
     note instead of an error. ``search`` (a :class:`medsae.retrieval.service.SearchBackend`)
     provides the fingerprint and text examples; by default the workspace's own.
+    ``map_maker`` (a :class:`medsae.maps.MapMaker`) makes the feature cards' map overlays; by
+    default one for the shown SAE, its encoder rebuilt from the embedding store.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     cfg = config if isinstance(config, ReportConfig) else ReportConfig.model_validate(config or {})
@@ -94,7 +103,13 @@ def build_report(
 
             # one service for this view: the index and the text model are loaded once
             backend = WorkspaceSearch(view, use_interpret=cfg.text_search == "interpret")
-        ctx = sec.Context(view=view, out=tmp, thumb_size=cfg.thumb_size)
+        ctx = sec.Context(
+            view=view,
+            out=tmp,
+            thumb_size=cfg.thumb_size,
+            map_slices=cfg.map_slices,
+            map_maker=map_maker,
+        )
         parts = [
             ("summary", "Summary", sec.headline(ctx)),
             ("dataset", "Dataset", sec.dataset(ctx)),

@@ -15,6 +15,7 @@ from medsae.evaluate.io import MONOSEMANTICITY, RECOVERY, TABLE1_CSV
 from medsae.report import figures
 from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
 from medsae.report.io import FIGURES, FRONTIER_FIGURE, RECOVERY_FIGURE, WORKSPACE_SUMMARY
+from medsae.report.maps import MAP_SLICES, CardMaps
 from medsae.view import WorkspaceView, read_json, read_parquet
 from medsae.workspace import MANIFEST, read_manifest
 
@@ -34,6 +35,8 @@ class Context:
     out: Path
     thumb_size: int = 128
     written: set[int] = field(default_factory=set)
+    map_slices: int = MAP_SLICES  # top slices per feature card with a map overlay
+    map_maker: Any = None  # a medsae.maps.MapMaker (default: one for the view's SAE)
 
     def thumb(self, row: int) -> str:
         """Relative path of slice ``row``'s PNG in the report (written on first use)."""
@@ -222,9 +225,13 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
         else missing("descriptions and scores", "run `medsae interpret`")
     )
     cards = []
+    maps = CardMaps(view, ctx.out, ctx.thumb_size, ctx.map_slices, ctx.map_maker)
+    tops = {int(latent): view.top_rows(int(latent), n_top) for latent in df["latent"]}
+    maps.prepare(tops)
     for latent in df["latent"]:
         f = view.feature_row(int(latent))
-        strip = "".join(ctx.tile(r) for r in view.top_rows(int(latent), n_top))
+        top = tops[int(latent)]
+        strip = "".join(ctx.tile(r) for r in top)
         enr = ", ".join(
             f'<span class="pill">{esc(e["label"])} ×{e["lift"]:.1f}</span>'
             for e in view.enrichment(int(latent), top=3)
@@ -234,7 +241,10 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
             f"<p><b>{esc(f.get('description') or 'no description')}</b></p>"
             f'<p class="muted">detection score <span class="score">{fmt(f.get("detection_balanced_accuracy"))}</span> · '
             f"frequency {fmt(100 * float(f.get('frequency') or 0), 2)}% · concept {esc(f.get('concept') or '–')}</p>"
-            f'<div class="strip">{strip}</div><p>{enr or "<span class=muted>no enrichment</span>"}</p></div>'
+            + maps.localisation(f)
+            + f'<div class="strip">{strip}</div>'
+            + maps.overlays(int(latent), top)
+            + f"<p>{enr or '<span class=muted>no enrichment</span>'}</p></div>"
         )
     sorted_by = (
         f'<p class="muted">{len(cards)} features with the highest {esc(key.replace("_", " "))}.</p>'
@@ -243,6 +253,7 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
         note
         + _detection_kinds(view.scores)
         + _acquisition_features(view.features_file)
+        + maps.legend()
         + sorted_by
         + f'<div class="cards">{"".join(cards)}</div>'
     )

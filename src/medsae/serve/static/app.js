@@ -54,7 +54,8 @@ async function describeMap(url) {
     if (!res.ok) { const b = await res.json().catch(() => ({})); label.innerHTML = `<span class="error">${esc(b.detail || res.statusText)}</span>`; return; }
     const kind = res.headers.get("X-Map-Label") || "";
     label.textContent = `${kind === "approximate" ? "APPROXIMATE map" : "exact map"} · ${res.headers.get("X-Map-Method") || ""}`;
-    document.getElementById("map-vmax").textContent = `+${fmt(Number(res.headers.get("X-Map-Vmax")), 3)}`;
+    const vmax = Number(res.headers.get("X-Map-Vmax"));
+    document.getElementById("map-vmax").textContent = Number.isFinite(vmax) ? `+${vmax.toPrecision(3)}` : "+";
   } catch (e) { label.innerHTML = `<span class="error">${esc(e.message)}</span>`; }
 }
 function applyMaps() {
