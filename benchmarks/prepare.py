@@ -9,7 +9,12 @@ Prints JSON and writes benchmarks/results/prepare.json:
 * ``cpu_seconds_per_volume``: user + system CPU seconds of the prepare process per volume
   (the robust figure on a shared machine), and ``load_average``: the 1-minute load before
   and after the runs;
-* ``phantom_seconds``: time to generate the phantom (null when ``--data`` reused one).
+* ``phantom_seconds``: time to generate the phantom (null when ``--data`` reused one);
+* ``backend``: ``local`` (worker processes) or ``ray`` (one Ray task per volume on a local
+  Ray instance started with ``num_cpus`` = the worker count; its start-up is part of the
+  wall time, and ``peak_rss_mb`` and the CPU seconds are then sampled from ``/proc`` over
+  every process of the run, Ray's own included, because Ray's workers are not children that
+  the benchmark waits for).
 
 Targets: <= 30 s per volume on one core, <= 4 GB per worker, near-linear scaling.
 ``--quick`` uses 256 x 256 x 200 volumes.
@@ -17,6 +22,7 @@ Targets: <= 30 s per volume on one core, <= 4 GB per worker, near-linear scaling
 Usage::
 
     python benchmarks/prepare.py [--quick] [--volumes 2] [--workers 1 2] [--data DIR]
+                                 [--backend local|ray]
 
 ``--data DIR`` keeps the phantom dataset in DIR (it is generated there once, when DIR is
 missing or empty, and reused by later runs with the same size and volume count).
@@ -38,7 +44,12 @@ from typing import Any
 RUN = """
 import sys
 from medsae.data import PrepareConfig, prepare
-prepare(sys.argv[1], PrepareConfig(source=sys.argv[2], workers=int(sys.argv[3])), force=True)
+backend, workers = sys.argv[4], int(sys.argv[3])
+if backend == "ray":
+    import ray
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+cfg = PrepareConfig(source=sys.argv[2], workers=workers, backend=backend)
+prepare(sys.argv[1], cfg, force=True)
 """
 
 
@@ -50,8 +61,15 @@ def main() -> None:
     ap.add_argument(
         "--data", default=None, help="phantom folder to reuse (generated once when missing)"
     )
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "prepare.json"))
+    ap.add_argument("--backend", choices=["local", "ray"], default="local")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="results file (default: results/prepare.json, or prepare-ray.json)",
+    )
     args = ap.parse_args()
+    name = "prepare.json" if args.backend == "local" else f"prepare-{args.backend}.json"
+    args.out = args.out or str(Path(__file__).parent / "results" / name)
 
     from medsae.data import PhantomConfig, make_phantom
 
@@ -69,7 +87,7 @@ def main() -> None:
             usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             before = usage0.ru_maxrss
             t0 = time.perf_counter()
-            subprocess.run(
+            proc = subprocess.Popen(
                 [
                     sys.executable,
                     "-c",
@@ -77,14 +95,19 @@ def main() -> None:
                     str(root / f"ws{w}"),
                     str(data / "ct"),
                     str(w),
+                    args.backend,
                 ],
-                check=True,
                 env={"MEDSAE_PROGRESS": "0", **_env()},
             )
+            sampled, sampled_cpu = _sample_tree(proc)
             seconds = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise SystemExit(f"prepare failed (exit status {proc.returncode})")
             usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             peak = usage1.ru_maxrss
             cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+            if args.backend == "ray":  # Ray's processes are not waited for: sampled instead
+                cpu = max(cpu, sampled_cpu)
             manifest = json.loads((root / f"ws{w}" / "slices" / "manifest.json").read_text())
             n = int(manifest["counts"]["slices"])
             runs[str(w)] = {
@@ -95,7 +118,7 @@ def main() -> None:
                 ),  # robust on a shared machine
                 "slices": n,
                 "slices_per_second": round(n / seconds, 1),
-                "peak_rss_mb": round(max(peak, before) / 1024.0, 1),
+                "peak_rss_mb": round(max(peak, before, sampled) / 1024.0, 1),
             }
     first = runs[str(args.workers[0])]
     result = {
@@ -103,6 +126,7 @@ def main() -> None:
         "volume_shape": [size, size, n_slices],
         "masks_per_volume": 117,
         "volumes": args.volumes,
+        "backend": args.backend,
         "seconds_per_volume": first["seconds_per_volume"],
         "cpu_seconds_per_volume": first["cpu_seconds_per_volume"],
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
@@ -136,6 +160,58 @@ def _phantom(data: Path, config: Any, make: Any) -> float | None:
     seconds = time.perf_counter() - t0
     stamp.write_text(json.dumps(want))
     return seconds
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every live process descending from it (from ``/proc``)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(parents.get(pid, []))
+    return out
+
+
+def _hwm_kb(pid: int) -> int:
+    """The peak resident set (VmHWM, KiB) of a live process; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process so far (None when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sample_tree(proc: subprocess.Popen[bytes], every: float = 0.2) -> tuple[int, float]:
+    """Wait for ``proc``; sampled over its process tree: the largest peak RSS of any process
+    (KiB) and the CPU seconds of all of them (each process's last sample)."""
+    peak, cpu = 0, {}
+    while proc.poll() is None:
+        if Path("/proc").is_dir():
+            for pid in _tree(proc.pid):
+                peak = max(peak, _hwm_kb(pid))
+                seconds = _cpu_seconds(pid)
+                if seconds is not None:
+                    cpu[pid] = seconds
+        time.sleep(every)
+    return peak, float(sum(cpu.values()))
 
 
 def _env() -> dict[str, str]:

@@ -30,6 +30,7 @@ interrupted run never leaves a half artifact that looks whole, and never loses t
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -54,6 +55,15 @@ PARTIAL_KEY = "partial.json"
 SUMMARY = "summary.json"
 """A folder's headline figures: ``WS/summary.json`` (the pipeline's), and the summary of an
 artifact folder (``WS/eval/<enc>/<run>/summary.json``, ``WS/ranking/summary.json``, ...)."""
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+"""``OSError`` numbers of a write that found no room: a full disk, a file size limit, a quota."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found no room (see :data:`DISK_FULL_ERRNOS`)."""
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
 
 
 def _log(message: str) -> None:
@@ -274,22 +284,31 @@ def run_stage(
 
         t0 = time.perf_counter()
         started = datetime.now(UTC).isoformat()
-        result = build(partial) or StageResult()
-        seconds = time.perf_counter() - t0
-
-        manifest = {
-            "stage": stage,
-            "key": key,
-            "config": cfg,
-            "inputs": dict(inputs),
-            "version": __version__,
-            "counts": result.counts,
-            "timings": {"seconds": round(seconds, 3), "started": started},
-            "extra": result.extra,
-            "created": datetime.now(UTC).isoformat(),
-        }
+        try:
+            result = build(partial) or StageResult()
+            seconds = time.perf_counter() - t0
+            manifest = {
+                "stage": stage,
+                "key": key,
+                "config": cfg,
+                "inputs": dict(inputs),
+                "version": __version__,
+                "counts": result.counts,
+                "timings": {"seconds": round(seconds, 3), "started": started},
+                "extra": result.extra,
+                "created": datetime.now(UTC).isoformat(),
+            }
+            write_json_atomic(partial / MANIFEST, manifest)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise ArtifactError(
+                f"{e.filename or partial}: {e.strerror or 'no space left'} while writing the "
+                f"{stage} artifact; nothing was replaced ({out_dir} is as it was). Free space on "
+                "that file system (or raise the file size limit) and run again: the build "
+                f"resumes from {partial}"
+            ) from e
         marker.unlink(missing_ok=True)
-        write_json_atomic(partial / MANIFEST, manifest)
         _swap_into_place(partial, out_dir)
         status = "rebuilt" if old is not None else "built"
         if not quiet:

@@ -14,12 +14,6 @@ from medsae.workspace import Workspace
 FAKE_ADAPTER = Path(__file__).with_name("fake_adapter.py")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "ray: starts a local Ray instance (deselect with -m 'not ray')"
-    )
-
-
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDSAE_PROGRESS", "0")

@@ -105,6 +105,12 @@ def register(app: typer.Typer) -> None:
             None, "--labelled-range/--all-slices", help="Keep only the labelled range."
         ),
         workers: int | None = typer.Option(None, "--workers", "-j", help="Worker processes."),
+        backend: str | None = typer.Option(
+            None, "--backend", help="local | ray (one Ray task per volume; see docs/data.md)."
+        ),
+        ray_address: str | None = typer.Option(
+            None, "--ray-address", help="Ray cluster address (default: local)."
+        ),
         thumbnails: bool | None = typer.Option(
             None, "--thumbnails/--no-thumbnails", help="Write PNG thumbnails."
         ),
@@ -144,6 +150,8 @@ def register(app: typer.Typer) -> None:
             "multi_window": multi_window,
             "restrict_to_labelled": restrict,
             "workers": workers,
+            "backend": backend,
+            "ray_address": ray_address,
             "thumbnails": thumbnails,
             "label_maps": label_maps,
             "table": table,

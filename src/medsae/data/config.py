@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -11,6 +11,8 @@ from medsae.config import StageConfig
 Plane = Literal["axial", "coronal", "sagittal"]
 _ALL_PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
 SourceKind = Literal["auto", "totalsegmentator", "nifti", "dicom"]
+PREPARE_RUNTIME = ("workers", "backend", "ray_address")
+"""PrepareConfig fields that only decide how the work runs (not in the stage key)."""
 
 
 class PhantomConfig(StageConfig):
@@ -101,7 +103,16 @@ class PrepareConfig(StageConfig):
         description="A structure is present in a slice when at least this many mask voxels lie in it.",
     )
     workers: int = Field(
-        default=1, ge=1, description="Worker processes (one volume at a time each)."
+        default=1, ge=1, description="Worker processes (one volume at a time each; local backend)."
+    )
+    backend: Literal["local", "ray"] = Field(
+        default="local",
+        description="'local': worker processes on this machine; 'ray': one Ray task per volume "
+        "(with a memory request from the volume's size) on a Ray cluster. The workspace must "
+        "then be on a file system every node sees at the same path.",
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster address (default: start or join a local one)."
     )
     thumbnails: bool = Field(
         default=False, description="Also write a 64 px PNG thumbnail per slice."
@@ -140,6 +151,14 @@ class PrepareConfig(StageConfig):
         if len(set(v)) != len(v):
             raise ValueError(f"planes repeat: {v}")
         return v
+
+    def content(self) -> dict[str, Any]:
+        """The config hashed into the stage key: every field but how the work runs.
+
+        ``workers``, ``backend`` and ``ray_address`` never change the slices, so changing them
+        neither invalidates a finished artifact nor stops an interrupted build from resuming.
+        """
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in PREPARE_RUNTIME}
 
     def planes_for(self, modality: str) -> list[str]:
         """The planes to cut for a modality."""

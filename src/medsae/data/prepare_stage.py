@@ -1,10 +1,14 @@
 """The ``prepare`` stage: dataset folder(s) -> ``WS/slices`` (see docs/ARTIFACTS.md).
 
-Volumes are streamed one at a time per worker process; each finished volume leaves a piece
+Volumes are streamed one at a time per worker process (or per Ray task with
+``backend="ray"``, :mod:`medsae.data.ray_backend`); each finished volume leaves a piece
 (``pieces/NNNNN/``) in the partial artifact folder, so an interrupted run resumes at the
-volume level. At the end the pieces are concatenated (``images.npy`` through a memory map)
-into the artifact. Inputs that fail are listed in ``failures.json`` (and printed); unless
-failures are allowed, the stage then raises ``StageFailures`` and the previous artifact stays.
+volume level, with either backend. At the end the pieces are concatenated into the artifact,
+written front to back with ordinary writes (a memory map of a new file would crash the
+process with SIGBUS on a full disk; a write raises ``OSError`` naming the file). Inputs that
+fail are listed in ``failures.json`` (and printed); unless failures are allowed, the stage
+then raises ``StageFailures`` and the previous artifact stays. A full disk is not an input's
+fault: it stops the stage (see :func:`medsae.workspace.run_stage`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,15 @@ from medsae.data.table import (
     STRUCTURES_FILE,
 )
 from medsae.errors import InputError, MedsaeError, StageFailures
-from medsae.workspace import StageOutcome, StageResult, Workspace, fingerprint_tree, run_stage
+from medsae.npy import NpyWriter
+from medsae.workspace import (
+    StageOutcome,
+    StageResult,
+    Workspace,
+    fingerprint_tree,
+    is_disk_full,
+    run_stage,
+)
 
 FAILURES_FILE = "failures.json"
 PIECES = "pieces"
@@ -54,9 +66,20 @@ INT_COLUMNS = ("index", "n_slices")
 
 
 def _run_one(case: Case, config: PrepareConfig, piece: str) -> dict[str, Any]:
-    """Worker entry: process a case; errors come back as a failure record, never raised."""
+    """Worker entry: process a case; errors come back as a failure record, never raised,
+    except a write that finds no room (a full disk fails every volume alike: it stops the
+    stage, and the pieces written so far are kept for the rerun)."""
     try:
         return {"ok": True, **process_case(case, config, Path(piece))}
+    except OSError as e:
+        if is_disk_full(e):
+            raise
+        return {
+            "ok": False,
+            "subject_key": case.key,
+            "file": case.image,
+            "error": f"{case.key}: unexpected {type(e).__name__} while processing {case.image}: {e}",
+        }
     except MedsaeError as e:
         return {"ok": False, "subject_key": case.key, "file": case.image, "error": str(e)}
     except MemoryError:
@@ -99,7 +122,7 @@ def prepare(
     def build(partial: Path) -> StageResult:
         return _build(partial, root, config, allow_failures)
 
-    return run_stage(ws.slices, "prepare", config, inputs, build, force=force)
+    return run_stage(ws.slices, "prepare", config.content(), inputs, build, force=force)
 
 
 def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: bool) -> StageResult:
@@ -132,7 +155,11 @@ def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: boo
             elapsed = progress.tasks[0].elapsed or 1e-9
             progress.update(task, advance=1, rate=f"{n_slices / elapsed:,.0f} slices/s")
 
-        if config.workers <= 1 or len(todo) <= 1:
+        if config.backend == "ray":
+            from medsae.data.ray_backend import prepare_with_ray
+
+            prepare_with_ray(todo, config, pieces, _run_one, record)
+        elif config.workers <= 1 or len(todo) <= 1:
             for i, case in todo:
                 record(_run_one(case, config, str(pieces / f"{i:05d}")))
         else:
@@ -210,43 +237,29 @@ def _concatenate(partial: Path, pieces: list[Path], config: PrepareConfig) -> in
     )
     first = np.load(pieces[0] / "images.npy", mmap_mode="r")
     img_shape = (n, *first.shape[1:])
-    images = np.lib.format.open_memmap(
-        partial / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=img_shape
-    )
     n_s = len(ALL_STRUCTURES)
-    presence = np.lib.format.open_memmap(
-        partial / PRESENCE_FILE, mode="w+", dtype=np.int8, shape=(n, n_s)
-    )
-    area = np.lib.format.open_memmap(
-        partial / AREA_FILE, mode="w+", dtype=np.float32, shape=(n, n_s)
-    )
-    labels = (
-        np.lib.format.open_memmap(
-            partial / LABEL_MAPS_FILE, mode="w+", dtype=np.uint8, shape=img_shape[:3]
-        )
-        if config.label_maps
-        else None
-    )
-    r = 0
-    for p, size in zip(pieces, sizes, strict=True):
-        if size:
-            images[r : r + size] = np.load(p / "images.npy", mmap_mode="r")
-            presence[r : r + size] = np.load(p / "presence.npy")
-            area[r : r + size] = np.load(p / "area.npy")
-            if labels is not None:
-                labels[r : r + size] = np.load(p / LABEL_MAPS_FILE, mmap_mode="r")
-        if config.thumbnails and (p / "thumbnails").is_dir():
-            tdir = partial / "thumbnails"
-            tdir.mkdir(exist_ok=True)
-            for f in (p / "thumbnails").iterdir():
-                f.replace(tdir / f.name)
-        r += size
-    images.flush()
-    presence.flush()
-    area.flush()
-    if labels is not None:
-        labels.flush()
-    del images, presence, area, labels
+    outputs = {
+        "images.npy": NpyWriter(partial / IMAGES_FILE, np.uint8, img_shape),
+        "presence.npy": NpyWriter(partial / PRESENCE_FILE, np.int8, (n, n_s)),
+        "area.npy": NpyWriter(partial / AREA_FILE, np.float32, (n, n_s)),
+    }
+    if config.label_maps:
+        outputs[LABEL_MAPS_FILE] = NpyWriter(partial / LABEL_MAPS_FILE, np.uint8, img_shape[:3])
+    try:
+        for p, size in zip(pieces, sizes, strict=True):
+            if size:
+                for name, writer in outputs.items():
+                    writer.write(np.load(p / name, mmap_mode="r"))
+            if config.thumbnails and (p / "thumbnails").is_dir():
+                tdir = partial / "thumbnails"
+                tdir.mkdir(exist_ok=True)
+                for f in (p / "thumbnails").iterdir():
+                    f.replace(tdir / f.name)
+        for writer in outputs.values():
+            writer.close()
+    finally:
+        for writer in outputs.values():
+            writer.file.close()
     table.to_parquet(partial / SLICES_FILE, index=False)
     (partial / STRUCTURES_FILE).write_text(json.dumps(list(ALL_STRUCTURES)))
     return n

@@ -27,6 +27,7 @@ from medsae.data.structures import ALL_STRUCTURES
 from medsae.data.table import age_group
 from medsae.data.volume_io import load_image, load_mask, mask_slabs
 from medsae.errors import InputError
+from medsae.npy import save_npy
 
 SUMMARY = "summary.json"
 _COL = {s: i for i, s in enumerate(ALL_STRUCTURES)}
@@ -302,11 +303,11 @@ def write_piece(
 ) -> None:
     piece.mkdir(parents=True, exist_ok=True)
     (piece / SUMMARY).unlink(missing_ok=True)
-    np.save(piece / "images.npy", images)
+    save_npy(piece / "images.npy", images)
     if label_maps is not None:
-        np.save(piece / LABEL_MAPS_FILE, label_maps)
-    np.save(piece / "presence.npy", presence)
-    np.save(piece / "area.npy", area)
+        save_npy(piece / LABEL_MAPS_FILE, label_maps)
+    save_npy(piece / "presence.npy", presence)
+    save_npy(piece / "area.npy", area)
     from medsae.data.table import SLICE_COLUMNS
 
     pd.DataFrame(rows, columns=list(SLICE_COLUMNS)).to_parquet(piece / "rows.parquet", index=False)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medsae.errors import ArtifactError
+from medsae.npy import save_npy
 
 STORE_FILE = "store.json"
 Normalize = Literal["none", "l2"]
@@ -72,7 +73,18 @@ class EmbeddingStore:
         return self.n_rows
 
     def _shard_array(self, shard: Shard) -> np.ndarray:
-        arr = np.load(self.folder / shard.file, mmap_mode="r")
+        path = self.folder / shard.file
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except FileNotFoundError as e:
+            raise ArtifactError(
+                f"{path}: embedding shard missing; rerun `medsae encode --force`"
+            ) from e
+        except (OSError, ValueError, EOFError) as e:  # a truncated or corrupt .npy
+            raise ArtifactError(
+                f"{path}: unreadable embedding shard (truncated or corrupt: {e}); "
+                "rerun `medsae encode --force`"
+            ) from e
         if arr.shape != (shard.stop - shard.start, self.dim):
             raise ArtifactError(
                 f"{self.folder / shard.file}: shape {arr.shape}, expected "
@@ -126,8 +138,7 @@ def save_shard(folder: Path, name: str, arr: np.ndarray) -> Path:
     folder = Path(folder)
     final = folder / name
     tmp = folder / f".{name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(arr))
+    save_npy(tmp, arr)  # a full disk: an OSError with its errno and the path
     os.replace(tmp, final)
     return final
 

@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from medsae.data.table import PRESENCE_FILE, SLICES_FILE, read_anatomy, slices_with_split
-from medsae.encode.store import EmbeddingStore
+from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError
 from medsae.sae.codes_io import CODES_FILE, CODES_META, load_codes, load_codes_meta
 from medsae.sae.io import CFG
@@ -79,8 +79,9 @@ def check_alignment(
         )
     if store.n_rows != n_slices:
         raise ArtifactError(
-            f"{store.folder} holds {store.n_rows} embeddings but {slices_file} has {n_slices} slices; "
-            "rerun `medsae encode`"
+            f"{store.folder / STORE_FILE} holds {store.n_rows} embedding rows but {slices_file} has "
+            f"{n_slices} slices: the embeddings are not of this slice table; rerun `medsae encode` "
+            "(with --force if it reports up to date)"
         )
 
 

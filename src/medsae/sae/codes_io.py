@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,19 @@ def save_codes(folder: Path, codes: sp.csr_matrix, meta: dict[str, Any]) -> None
 
 
 def load_codes(folder: Path) -> sp.csr_matrix:
+    """The codes of a run as float32 CSR; a missing, truncated or corrupt file is an
+    :class:`ArtifactError` naming it (and saying how to rewrite it)."""
     p = Path(folder) / CODES_FILE
     if not p.is_file():
         raise ArtifactError(f"{p}: sparse codes not found; run `medsae codes` first")
-    return sp.csr_matrix(sp.load_npz(p), dtype=np.float32)
+    try:
+        codes = sp.load_npz(p)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ArtifactError(
+            f"{p}: unreadable sparse codes (truncated or corrupt: {type(e).__name__}: {e}); "
+            "rerun `medsae codes --force`"
+        ) from e
+    return sp.csr_matrix(codes, dtype=np.float32)
 
 
 def load_codes_meta(folder: Path) -> dict[str, Any]:

@@ -19,8 +19,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from medsae.data.table import slices_with_split
-from medsae.encode.store import EmbeddingStore
+from medsae.data.table import SLICES_FILE, slices_with_split
+from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError, InputError
 from medsae.progress import console, make_progress
 from medsae.sae.base import SparseAutoencoder
@@ -63,7 +63,9 @@ def _open(
     table = slices_with_split(ws.slices, ws.split)
     if len(table) != store.n_rows:
         raise ArtifactError(
-            f"{emb}: {store.n_rows} embedding rows but {len(table)} slices in {ws.slices}; rerun `medsae encode`"
+            f"{emb / STORE_FILE} holds {store.n_rows} embedding rows but "
+            f"{ws.slices / SLICES_FILE} has {len(table)} slices: the embeddings are not of this "
+            "slice table; rerun `medsae encode` (with --force if it reports up to date)"
         )
     return ws, store, table
 
