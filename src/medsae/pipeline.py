@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsae.config import PipelineConfig, build_config
+from medsae.data.io import PHANTOM_MARKER
 from medsae.errors import InputError, MedsaeError
 from medsae.evaluate.io import read_ranking
 from medsae.interpret.io import SCORES
@@ -439,7 +440,7 @@ def make_demo_data(ws: Workspace, phantom: dict[str, Any]) -> Path:
     """Write the phantom dataset into ``WS/phantom-data`` unless the same one is there already."""
     out = ws.root / "phantom-data"
     cfg = _config("medsae.data", "PhantomConfig", phantom, "phantom")
-    marker = out / ".medsae-phantom.json"
+    marker = out / PHANTOM_MARKER
     wanted = cfg.model_dump(mode="json")
     if marker.is_file() and _read(marker) == wanted:
         console.print(f"[dim]phantom: up to date, skipped ({out})[/dim]")

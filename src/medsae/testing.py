@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from medsae.data.io import IMAGES_FILE, SLICES_FILE, SPLIT_FILE
 from medsae.data.structures import ALL_STRUCTURES, STRUCTURES_BY_MODALITY
-from medsae.data.table import SLICES_FILE, SPLIT_FILE, age_group, write_anatomy
-from medsae.encode.store import write_store
+from medsae.data.table import age_group, write_anatomy
+from medsae.encode.store import shard_name, write_store
 from medsae.sae.codes_io import save_codes
 from medsae.workspace import StageResult, Workspace, artifact_key, run_stage
 
@@ -175,7 +176,7 @@ def make_synthetic_workspace(
 
     def build_slices(tmp: Path) -> StageResult:
         table.to_parquet(tmp / SLICES_FILE, index=False)
-        np.save(tmp / "images.npy", images)
+        np.save(tmp / IMAGES_FILE, images)
         write_anatomy(tmp, presence, area, structures)
         return StageResult(counts={"slices": n, "subjects": n_subjects})
 
@@ -202,9 +203,7 @@ def make_synthetic_workspace(
 
     def build_emb(tmp: Path) -> StageResult:
         half = n // 2
-        write_store(
-            tmp, encoder, [("shard-00000.npy", emb[:half]), ("shard-00001.npy", emb[half:])]
-        )
+        write_store(tmp, encoder, [(shard_name(0), emb[:half]), (shard_name(1), emb[half:])])
         return StageResult(counts={"rows": n, "dim": dim})
 
     run_stage(

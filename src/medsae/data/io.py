@@ -19,7 +19,39 @@ import numpy as np
 from medsae.data.structures import ALL_STRUCTURES, GROUPS
 from medsae.errors import ArtifactError
 
+# -- WS/slices/ (prepare) ----------------------------------------------------------------------
+SLICES_FILE = "slices.parquet"
+"""The slice table: one row per slice, columns ``medsae.data.table.SLICE_COLUMNS``."""
+IMAGES_FILE = "images.npy"
+"""uint8 ``(N, S, S)`` or ``(N, S, S, 3)`` slice images, row-aligned with the table."""
+PRESENCE_FILE = "anatomy_presence.npy"
+"""int8 ``(N, n_structures)``: 1 present, 0 absent, -1 not annotated."""
+AREA_FILE = "anatomy_area.npy"
+"""float32 ``(N, n_structures)``: share of the slice's body pixels per structure."""
+STRUCTURES_FILE = "structures.json"
+"""The structure names of the anatomy columns."""
+FAILURES_FILE = "failures.json"
+"""Subjects that could not be prepared, with the reason, and warnings."""
 LABEL_MAPS_FILE = "label_maps.npy"
+
+# -- WS/slices/.slices.partial/pieces/<subject>/ (one volume, before concatenation) ----------
+PIECE_ROWS = "rows.parquet"
+"""The volume's rows of the slice table."""
+PIECE_IMAGES = IMAGES_FILE
+"""The volume's slice images."""
+PIECE_PRESENCE = "presence.npy"
+"""The volume's anatomy presence rows."""
+PIECE_AREA = "area.npy"
+"""The volume's anatomy area rows."""
+
+# -- WS/split/ ----------------------------------------------------------------------------------
+SPLIT_FILE = "split.parquet"
+"""Subject -> train / val / test."""
+
+# -- the demo's phantom dataset ---------------------------------------------------------------------
+PHANTOM_MARKER = ".medsae-phantom.json"
+"""The settings a phantom folder was written with (it is rewritten when they change)."""
+
 LABEL_MAPS_FLAG = "medsae prepare --label-maps"
 
 _ID = {s: i + 1 for i, s in enumerate(ALL_STRUCTURES)}

@@ -25,8 +25,15 @@ import pandas as pd
 
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
-from medsae.data.io import LABEL_MAPS_FILE
-from medsae.data.slicer import SUMMARY, piece_done, process_case
+from medsae.data.io import (
+    FAILURES_FILE,
+    LABEL_MAPS_FILE,
+    PIECE_AREA,
+    PIECE_IMAGES,
+    PIECE_PRESENCE,
+    PIECE_ROWS,
+)
+from medsae.data.slicer import piece_done, process_case
 from medsae.data.sources import discover
 from medsae.data.structures import ALL_STRUCTURES
 from medsae.data.table import (
@@ -40,6 +47,7 @@ from medsae.data.table import (
 from medsae.errors import InputError, MedsaeError, StageFailures
 from medsae.npy import NpyWriter
 from medsae.workspace import (
+    SUMMARY,
     StageOutcome,
     StageResult,
     Workspace,
@@ -48,7 +56,6 @@ from medsae.workspace import (
     run_stage,
 )
 
-FAILURES_FILE = "failures.json"
 PIECES = "pieces"
 FLOAT_COLUMNS = (
     "position_mm",
@@ -227,7 +234,7 @@ def coerce_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _concatenate(partial: Path, pieces: list[Path], config: PrepareConfig) -> int:
-    tables = [pd.read_parquet(p / "rows.parquet") for p in pieces]
+    tables = [pd.read_parquet(p / PIECE_ROWS) for p in pieces]
     sizes = [len(t) for t in tables]
     n = int(sum(sizes))
     table = (
@@ -235,13 +242,13 @@ def _concatenate(partial: Path, pieces: list[Path], config: PrepareConfig) -> in
         if n
         else (coerce_table(pd.DataFrame(columns=list(SLICE_COLUMNS))))
     )
-    first = np.load(pieces[0] / "images.npy", mmap_mode="r")
+    first = np.load(pieces[0] / PIECE_IMAGES, mmap_mode="r")
     img_shape = (n, *first.shape[1:])
     n_s = len(ALL_STRUCTURES)
     outputs = {
-        "images.npy": NpyWriter(partial / IMAGES_FILE, np.uint8, img_shape),
-        "presence.npy": NpyWriter(partial / PRESENCE_FILE, np.int8, (n, n_s)),
-        "area.npy": NpyWriter(partial / AREA_FILE, np.float32, (n, n_s)),
+        PIECE_IMAGES: NpyWriter(partial / IMAGES_FILE, np.uint8, img_shape),
+        PIECE_PRESENCE: NpyWriter(partial / PRESENCE_FILE, np.int8, (n, n_s)),
+        PIECE_AREA: NpyWriter(partial / AREA_FILE, np.float32, (n, n_s)),
     }
     if config.label_maps:
         outputs[LABEL_MAPS_FILE] = NpyWriter(partial / LABEL_MAPS_FILE, np.uint8, img_shape[:3])

@@ -22,14 +22,21 @@ from medsae.data.anatomy import Ranges, plane_counts, slab_counts
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
 from medsae.data.intensity import MULTI_WINDOWS, ct_window, mri_bounds, to_uint8, window_bounds
-from medsae.data.io import LABEL_MAPS_FILE, label_id
+from medsae.data.io import (
+    LABEL_MAPS_FILE,
+    PIECE_AREA,
+    PIECE_IMAGES,
+    PIECE_PRESENCE,
+    PIECE_ROWS,
+    label_id,
+)
 from medsae.data.structures import ALL_STRUCTURES
 from medsae.data.table import age_group
 from medsae.data.volume_io import load_image, load_mask, mask_slabs
 from medsae.errors import InputError
 from medsae.npy import save_npy
+from medsae.workspace import SUMMARY
 
-SUMMARY = "summary.json"
 _COL = {s: i for i, s in enumerate(ALL_STRUCTURES)}
 
 
@@ -303,14 +310,14 @@ def write_piece(
 ) -> None:
     piece.mkdir(parents=True, exist_ok=True)
     (piece / SUMMARY).unlink(missing_ok=True)
-    save_npy(piece / "images.npy", images)
+    save_npy(piece / PIECE_IMAGES, images)
     if label_maps is not None:
         save_npy(piece / LABEL_MAPS_FILE, label_maps)
-    save_npy(piece / "presence.npy", presence)
-    save_npy(piece / "area.npy", area)
+    save_npy(piece / PIECE_PRESENCE, presence)
+    save_npy(piece / PIECE_AREA, area)
     from medsae.data.table import SLICE_COLUMNS
 
-    pd.DataFrame(rows, columns=list(SLICE_COLUMNS)).to_parquet(piece / "rows.parquet", index=False)
+    pd.DataFrame(rows, columns=list(SLICE_COLUMNS)).to_parquet(piece / PIECE_ROWS, index=False)
     if thumbnails:
         from PIL import Image
 

@@ -21,14 +21,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medsae.data.io import (
+    AREA_FILE,
+    IMAGES_FILE,
+    PRESENCE_FILE,
+    SLICES_FILE,
+    SPLIT_FILE,
+    STRUCTURES_FILE,
+)
 from medsae.errors import ArtifactError
 
-SLICES_FILE = "slices.parquet"
-IMAGES_FILE = "images.npy"
-PRESENCE_FILE = "anatomy_presence.npy"
-AREA_FILE = "anatomy_area.npy"
-STRUCTURES_FILE = "structures.json"
-SPLIT_FILE = "split.parquet"
+__all__ = [
+    "AREA_FILE",
+    "IMAGES_FILE",
+    "PRESENCE_FILE",
+    "SLICES_FILE",
+    "SPLIT_FILE",
+    "STRUCTURES_FILE",
+]
+
 
 SPLITS = ("train", "val", "test")
 AGE_GROUPS = ("<40", "40-60", "60-80", ">=80")

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from medsae.data.io import IMAGES_FILE
 from medsae.encode.base import check_images
-from medsae.encode.store import Shard, shard_header
+from medsae.encode.store import Shard, shard_header, shard_name
 from medsae.errors import ArtifactError, InputError
 from medsae.workspace import safe_name
 
@@ -197,9 +198,9 @@ class ExternalEncoder:
         if len(images_uint8) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         with tempfile.TemporaryDirectory(prefix="medsae-external-") as tmp:
-            images_path = Path(tmp) / "images.npy"
+            images_path = Path(tmp) / IMAGES_FILE
             np.save(images_path, np.ascontiguousarray(images_uint8))
-            shard = Shard("shard-00000.npy", 0, len(images_uint8))
+            shard = Shard(shard_name(0), 0, len(images_uint8))
             self.encode_shards(images_path, Path(tmp), [shard])
             out = np.load(Path(tmp) / shard.file).astype(np.float32)
         if out.shape != (len(images_uint8), self.dim):

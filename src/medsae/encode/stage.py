@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from medsae.data.io import IMAGES_FILE, SLICES_FILE
 from medsae.encode.config import EncodeConfig
+from medsae.encode.io import PART_FILE, STORE_FILE
 from medsae.encode.registry import get_encoder, takes_option
 from medsae.encode.runner import (
     RateProgress,
@@ -32,7 +34,7 @@ from medsae.encode.runner import (
     plan_shards,
     torch_threads,
 )
-from medsae.encode.store import STORE_FILE, Shard, norms_summary, write_store_meta
+from medsae.encode.store import Shard, norms_summary, write_store_meta
 from medsae.errors import ArtifactError, InputError
 from medsae.progress import console
 from medsae.workspace import (
@@ -46,8 +48,6 @@ from medsae.workspace import (
     stage_status,
     write_json_atomic,
 )
-
-PART_FILE = "part.json"
 
 
 def build_encoder(config: EncodeConfig) -> Any:
@@ -142,15 +142,13 @@ def encode(
     slices_key = artifact_key(ws.slices)
     table = read_slices(ws.slices)
     if len(table) == 0:
-        raise InputError(
-            ws.slices / "slices.parquet", "the slice table is empty; nothing to encode"
-        )
+        raise InputError(ws.slices / SLICES_FILE, "the slice table is empty; nothing to encode")
     images = open_images(ws.slices)
     if images.dtype != np.uint8 or not (
         images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)
     ):
         raise InputError(
-            ws.slices / "images.npy",
+            ws.slices / IMAGES_FILE,
             f"expected uint8 (N, S, S) or (N, S, S, 3), got {images.dtype} {images.shape}",
         )
     if len(images) != len(table):
@@ -269,7 +267,7 @@ def _run_backend(
 ) -> None:
     if not todo:
         return
-    images_path = ws.slices / "images.npy"
+    images_path = ws.slices / IMAGES_FILE
     if config.backend == "ray":
         from medsae.encode.ray_backend import encode_with_ray
 

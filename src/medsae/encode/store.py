@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medsae.encode.io import STORE_FILE
 from medsae.errors import ArtifactError
 from medsae.npy import save_npy
 
-STORE_FILE = "store.json"
 Normalize = Literal["none", "l2"]
 
 
