@@ -121,6 +121,10 @@ def test_feature_page_shows_a_rule_that_holds_on_all_but_one_literal(
 
 def test_feature_page_shows_top_slices(page, base_url):
     page.goto(f"{base_url}/#/feature/1")
+    # the page of the previous test stays until this one has rendered: wait for it
+    page.wait_for_function(
+        "() => (document.querySelector('h1') || {}).textContent?.startsWith('Feature #1 ')"
+    )
     # the slice images; the map overlays stay unloaded until the overlay is switched on
     n = _images_loaded(page, "#top-slices img:not(.map-overlay)")
     assert n >= 3
