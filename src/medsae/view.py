@@ -103,9 +103,8 @@ class WorkspaceView:
         if split is not None:
             mapping = dict(zip(split["subject_key"], split["split"], strict=False))
             self.table["split"] = self.table["subject_key"].map(mapping)
-        self.row_of: dict[str, int] = {
-            sid: i for i, sid in enumerate(self.table["slice_id"].astype(str))
-        }
+        ids = self.table["slice_id"].astype(str).tolist()
+        self.row_of: dict[str, int] = dict(zip(ids, range(len(ids)), strict=True))
         self.encoder, self.run = self._choose_run(encoder, run)
 
     # ------------------------------------------------------------------ selection

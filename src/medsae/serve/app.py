@@ -85,20 +85,19 @@ def create_app(
     )
     app.add_middleware(BodySizeLimit, limit=upload_limit)
 
-    # the fields of every slice reference, computed once (a table row lookup per result
-    # item would dominate the cost of a search answer)
+    # the fields of a slice reference, read from the columns' arrays (a table row lookup
+    # per result item would dominate the cost of a search answer; building every row's
+    # reference at startup would cost seconds and a gigabyte at a million slices)
     ref_cols = [c for c in ("modality", "plane", "subject_key", "split") if c in table.columns]
-    base_refs: list[dict[str, Any]] = [
-        {
-            "slice_id": str(sid),
-            "image_url": f"/api/slices/{_quote(str(sid))}/image.png",
-            **{c: _opt(v) for c, v in zip(ref_cols, vals, strict=True)},
-        }
-        for sid, *vals in zip(table["slice_id"], *(table[c] for c in ref_cols), strict=True)
-    ]
+    ref_ids = table["slice_id"].array
+    ref_arrays = [(c, table[c].array) for c in ref_cols]
 
     def ref(row: int, **extra: Any) -> m.SliceRef:
-        return m.SliceRef(**base_refs[row], **extra)
+        sid = str(ref_ids[row])
+        fields: dict[str, Any] = {c: _opt(arr[row]) for c, arr in ref_arrays}
+        return m.SliceRef(
+            slice_id=sid, image_url=f"/api/slices/{_quote(sid)}/image.png", **fields, **extra
+        )
 
     def row_of(slice_id: str) -> int:
         row = view.row_of.get(slice_id)
