@@ -7,7 +7,6 @@ from typing import Any
 
 import typer
 
-from medsae.report.io import REPORT_PAGE
 from medsae.workspace import SUMMARY
 
 
@@ -16,6 +15,7 @@ def print_summary(run: Any) -> None:
     from rich.table import Table
 
     from medsae.progress import console
+    from medsae.report.io import REPORT_PAGE  # medsae.report imports the report's stack
 
     summary = run.summary or {}
     labels = {

@@ -17,16 +17,41 @@ Formulas: :mod:`medsae.maps.attribution` (attribution), :mod:`medsae.maps.locali
 
 from __future__ import annotations
 
-from medsae.maps.attribution import LatentMaps, area_transfer, latent_maps, to_pixels
-from medsae.maps.localisation import (
-    SCORE_COLUMNS,
-    LocalisationResult,
-    localisation_scores,
-    score_map,
-    target_structures,
+from typing import TYPE_CHECKING
+
+from medsae._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from medsae.maps.attribution import LatentMaps, area_transfer, latent_maps, to_pixels
+    from medsae.maps.localisation import (
+        SCORE_COLUMNS,
+        LocalisationResult,
+        localisation_scores,
+        score_map,
+        target_structures,
+    )
+    from medsae.maps.render import colour_bar_css, composite_png, overlay_png
+    from medsae.maps.service import MapMaker, SliceMap
+
+# names resolve on first use: importing medsae.maps (or medsae.maps.render) imports no torch
+_EXPORTS = {
+    **dict.fromkeys(("LatentMaps", "area_transfer", "latent_maps", "to_pixels"), "attribution"),
+    **dict.fromkeys(
+        (
+            "SCORE_COLUMNS",
+            "LocalisationResult",
+            "localisation_scores",
+            "score_map",
+            "target_structures",
+        ),
+        "localisation",
+    ),
+    **dict.fromkeys(("colour_bar_css", "composite_png", "overlay_png"), "render"),
+    **dict.fromkeys(("MapMaker", "SliceMap"), "service"),
+}
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: f"{__name__}.{mod}" for name, mod in _EXPORTS.items()}
 )
-from medsae.maps.render import colour_bar_css, composite_png, overlay_png
-from medsae.maps.service import MapMaker, SliceMap
 
 __all__ = [
     "SCORE_COLUMNS",

@@ -18,7 +18,9 @@ Uploads are limited in size (413), recognised by content (415) and validated (40
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+import threading
 from importlib import resources
 from typing import Any, Literal
 
@@ -67,12 +69,17 @@ def create_app(
     ``medsae search --image`` prepares them (a volume: the middle slice of ``UPLOAD_PLANE``).
     """
     view = workspace if isinstance(workspace, WorkspaceView) else WorkspaceView(workspace)
-    search: SearchBackend = backend or WorkspaceSearch(view, load_text_model=load_text_model)
+    search: SearchBackend = backend or WorkspaceSearch(view)
     query_format = view.query_format
     table = view.table
+    # what the first page reads (/api/info, /api/features) is opened before the app exists
     features = view.feature_table
-    # open everything once at startup: requests then only read shared, finished objects
-    _ = (view.codes_csc, view.images, view.anatomy, view._label_codes, view.levels)
+    _ = (view.codes_csc, view.levels)
+    # the rest opens in the background while the server already answers: the fingerprint
+    # index and text retriever (searches, /api/info's text mode) and the labels a feature
+    # page's enrichment reads; a request that needs one first waits for it (each is built
+    # once, under the lock of its owner), so answers do not depend on the timing
+    _warm_up(view, search if load_text_model and isinstance(search, WorkspaceSearch) else None)
     pages = {STATIC_PAGE: _static(STATIC_PAGE)}
     assets = {name: _static(name) for name in STATIC_FILES}
 
@@ -295,6 +302,23 @@ def create_app(
 
     app.include_router(map_router(view))  # GET /api/slices/{id}/map?latent= (medsae.serve.maps)
     return app
+
+
+def _warm_up(view: WorkspaceView, search: WorkspaceSearch | None) -> threading.Thread:
+    """Open the parts of ``view`` (and ``search``'s text retriever) that the first page does
+    not read, in a daemon thread."""
+
+    def run() -> None:
+        # a part that fails to open is left unopened: the request that needs it raises again
+        with contextlib.suppress(Exception):
+            if search is not None:
+                search.text_ready()  # /api/info (on the first page) reads the text mode
+        with contextlib.suppress(Exception):
+            _ = (view.anatomy, view._label_codes)  # a feature page's enrichment
+
+    thread = threading.Thread(target=run, name="medsae-serve-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _opt(v: Any) -> str | None:

@@ -13,15 +13,17 @@ feature maps (the message names the encoder and the pooling that would work).
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from medsae.errors import MedsaeError
 from medsae.maps.render import colour_bar_css, overlay_png
-from medsae.maps.service import MapMaker
-from medsae.view import WorkspaceView
+
+if TYPE_CHECKING:
+    from medsae.maps.service import MapMaker
+    from medsae.view import WorkspaceView
 
 MAP_HEADERS = ("X-Map-Exact", "X-Map-Label", "X-Map-Method", "X-Map-Vmax", "X-Map-Activation")
 
@@ -36,6 +38,8 @@ def map_router(view: WorkspaceView) -> APIRouter:
         state: Any = request.app.state
         with lock:
             if getattr(state, "map_maker", None) is None:
+                from medsae.maps.service import MapMaker  # torch: on the first map only
+
                 state.map_maker = MapMaker(view.ws, view.encoder, view.run)
             made: MapMaker = state.map_maker
         return made
