@@ -1,8 +1,25 @@
-"""medsae.report: the self-contained HTML report of a workspace."""
+"""medsae.report: the self-contained HTML report of a workspace.
+
+Names are imported on first use, so that registering ``medsae report`` on the command line
+imports nothing heavy.
+"""
 
 from __future__ import annotations
 
-from medsae.report.build import ReportConfig, build_report
-from medsae.view import WorkspaceView
+from typing import TYPE_CHECKING
+
+from medsae._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from medsae.report.build import ReportConfig, build_report
+    from medsae.view import WorkspaceView
+
+_EXPORTS: dict[str, str] = {
+    "ReportConfig": "medsae.report.build",
+    "build_report": "medsae.report.build",
+    "WorkspaceView": "medsae.view",
+}
 
 __all__ = ["ReportConfig", "WorkspaceView", "build_report"]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
