@@ -36,6 +36,11 @@ def interpret_command(
     selection_split: str | None = typer.Option(
         None, help="train (default) or val: split on which --top-n chooses (never a scored split)."
     ),
+    fit_slices: int | None = typer.Option(
+        None,
+        help="Most slices of a split read per feature (rule fitting, detection negatives; "
+        "default 100000).",
+    ),
     text_only: bool = typer.Option(False, "--text-only", help="Send no images to the LLM."),
     config: Path | None = typer.Option(
         None, help="Config file (TOML/YAML/JSON) with an 'interpret' table."
@@ -57,6 +62,7 @@ def interpret_command(
         "scorer": scorer,
         "rank_by": rank_by,
         "selection_split": selection_split,
+        "fit_slices": fit_slices,
     }
     if top_n is not None:
         overrides.update(select="top_n", top_n=top_n)

@@ -126,6 +126,16 @@ class InterpretConfig(StageConfig):
         "of other stacks, random ones); the rule's labels are chosen by the mean of their "
         "balanced accuracy on all training slices and on these samples (0: all slices only).",
     )
+    fit_slices: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most slices of one split that a per-feature scan reads: the offline "
+        "describer fits each rule on the feature's activating training slices and a seeded "
+        "sample of at most this many non-activating ones (activating ones are sampled to this "
+        "many only when a feature fires on more); detection samples draw their hard and random "
+        "negatives from a seeded sample of at most this many slices of the split. Splits no "
+        "larger are used whole (results as without the cap).",
+    )
     hard_negatives: Literal["any", "other-series"] = Field(
         default="other-series",
         description="Where hard negatives come from: 'any' held-out slice, or 'other-series': "

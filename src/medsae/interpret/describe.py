@@ -20,7 +20,9 @@ Offline describer (deterministic)
        feature's slices apart from look-alikes it ignores. A rule whose balanced accuracy on
        all training slices is below ``min_score`` (0.6), or whose precision could be chance
        (one-sided hypergeometric test of its true positives, p > ``alpha`` = 1e-4), is
-       dropped ("no clear pattern").
+       dropped ("no clear pattern"). With ``fit_slices``, the rule is fitted on every
+       activating training slice and a seeded sample of at most ``fit_slices`` non-activating
+       ones (:meth:`OfflineDescriber.count_rule` says why the estimate stays unbiased).
     2. The phrase names the rule's shown labels plus those that dominate the active slices
        (``P(L | active) >= dominant`` for modality, plane, sex and scanner manufacturer;
        ``>= 0.75`` for age groups; structures with ``P >= 0.9`` and lift ``>= 2``), and the
@@ -50,6 +52,7 @@ from scipy.stats import hypergeom
 
 from medsae.data.structures import GROUPS, pretty
 from medsae.interpret.features import FeatureStats
+from medsae.interpret.scoring import capped_rows
 from medsae.labels.concepts_extra import EXTRA_FACETS
 from medsae.labels.concepts_study import STUDY_FACETS
 from medsae.labels.table import LabelTable
@@ -145,8 +148,12 @@ class OfflineDescriber:
         negate: bool = True,
         slack: int = 0,
         contrast: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+        fit_slices: int | None = None,
+        seed: int = 0,
     ) -> None:
         self.contrast = contrast
+        self.fit_slices = fit_slices
+        self.seed = seed
         self.labels = labels
         self.train_rows = np.asarray(train_rows, dtype=np.int64)
         self._codes = sp.csc_matrix(codes[self.train_rows])
@@ -169,7 +176,15 @@ class OfflineDescriber:
         self._excludes = (label_of[:, None] == label_of[None, :]) | (
             single[:, None] & (kind_of[:, None] == kind_of[None, :])
         )
-        self._literals = self._literal_rows(self.train_rows)  # float32 (train rows, literals)
+        # positions (in train_rows) of the background the rules are fitted on: every training
+        # slice, or a seeded sample of fit_slices of them (the rows capped_rows gives the
+        # detection samples of the same split)
+        n_train = len(self.train_rows)
+        everything = np.arange(n_train)
+        self._background = capped_rows(everything, fit_slices, seed) if fit_slices else everything
+        # float32 (background rows, literals)
+        self._literals = self._literal_rows(self.train_rows[self._background])
+        self._marks = np.zeros(n_train, dtype=bool)  # scratch: the feature's active positions
 
     def rule(self, latent: int) -> list[str]:
         """Literals of the feature's count rule (:meth:`count_rule`)."""
@@ -178,15 +193,38 @@ class OfflineDescriber:
     def count_rule(self, latent: int) -> tuple[list[str], int]:
         """``(literals, m)``: the rule "at least ``m`` of these literals" best predicting the
         feature's training activation (module docstring). Literals are label names and, with
-        ``negate``, absent anatomy (``"not group=lungs"``); ``([], 0)`` when no rule holds."""
+        ``negate``, absent anatomy (``"not group=lungs"``); ``([], 0)`` when no rule holds.
+
+        With ``fit_slices``, the rule is fitted on a stratified sample of the training split:
+        every activating slice (a seeded sample of ``fit_slices`` of them only when the feature
+        fires on more) and the non-activating slices of a seeded uniform sample of at most
+        ``fit_slices`` training slices (drawn once, shared by all features). Within each stratum
+        the sample is uniform, so the rule's TPR (on activating slices) and TNR (on
+        non-activating ones) are unbiased estimates of their values on the whole split, and
+        so is the balanced accuracy ``(TPR + TNR) / 2``: it weighs the two classes equally
+        whatever their sampled sizes, which is why the activating slices may be kept whole
+        while the background is sampled (accuracy or precision on the pooled sample would be
+        biased towards the activating class). The chance test uses the sample's true and
+        false positives scaled back to the split's class sizes. A split of at most
+        ``fit_slices`` slices is used whole (the same rule as without the cap). The cost per
+        feature is then at most the feature's activations plus ``fit_slices`` rows, whatever
+        the size of the split."""
         start, stop = self._codes.indptr[latent], self._codes.indptr[latent + 1]
-        active = np.zeros(len(self.train_rows), dtype=bool)
-        active[self._codes.indices[start:stop]] = True
-        n_active = int(active.sum())
+        act = np.unique(self._codes.indices[start:stop])  # positions of the active slices
+        n_active = len(act)
         n_total = len(self.train_rows)
         if n_active == 0 or n_active == n_total:
             return [], 0
-        sets = [(self._literals[active], self._literals[~active])]
+        self._marks[act] = True
+        background = ~self._marks[self._background]  # the background's inactive slices
+        self._marks[act] = False
+        if self.fit_slices is not None and n_active > self.fit_slices:
+            rng = np.random.default_rng([self.seed, latent])
+            act = np.sort(rng.choice(act, size=self.fit_slices, replace=False))
+        fit_pos, fit_neg = self._literal_rows(self.train_rows[act]), self._literals[background]
+        if len(fit_neg) == 0:
+            return [], 0
+        sets = [(fit_pos, fit_neg)]
         if self.contrast is not None:  # label rows of near-miss contrast samples
             pos_rows, neg_rows = self.contrast(latent)
             if len(pos_rows) and len(neg_rows):
@@ -220,13 +258,17 @@ class OfflineDescriber:
             ]
         if not chosen:
             return [], 0
-        predicted = self._literals[:, chosen].sum(axis=1) >= m_best
-        tpr = (predicted & active).sum() / n_active
-        tnr = (~predicted & ~active).sum() / (n_total - n_active)
+        tp = int((fit_pos[:, chosen].sum(axis=1) >= m_best).sum())
+        fp = int((fit_neg[:, chosen].sum(axis=1) >= m_best).sum())
+        tpr = tp / len(fit_pos)
+        tnr = (len(fit_neg) - fp) / len(fit_neg)
         if (tpr + tnr) / 2 < self.min_score:
             return [], 0
-        rule_tp = float((predicted & active).sum())
-        p_value = hypergeom.sf(rule_tp - 1, n_total, n_active, int(predicted.sum()))
+        if len(fit_pos) < n_active:  # sampled: back to the split's class sizes
+            tp = round(tp * n_active / len(fit_pos))
+        if len(fit_neg) < n_total - n_active:
+            fp = round(fp * (n_total - n_active) / len(fit_neg))
+        p_value = hypergeom.sf(float(tp) - 1, n_total, n_active, tp + fp)
         if p_value > self.alpha:  # the rule could be chance (small features overfit easily)
             return [], 0
         return [self._literal_names[i] for i in sorted(chosen)], m_best

@@ -19,7 +19,7 @@ from medsae.errors import ArtifactError
 from medsae.evaluate.io import CONCEPTS
 from medsae.interpret.config import InterpretConfig
 from medsae.interpret.features import FeatureStats
-from medsae.interpret.scoring import CodeSpace, detection_draw
+from medsae.interpret.scoring import CodeSpace, capped_rows, detection_draw
 from medsae.labels.table import LabelTable, build_label_table
 from medsae.metrics.classification import roc_auc
 from medsae.sae.codes_io import load_codes, load_codes_meta
@@ -32,7 +32,9 @@ class InterpretInputs:
 
     ``train``: rows of the training split (statistics, descriptions, thresholds);
     ``heldout``: rows of ``config.score_splits`` (scores); ``images``: the slice images when
-    the geometry labels needed them (else None); ``draw``: :func:`detection_draw`.
+    the geometry labels needed them (else None); ``draw``: :func:`detection_draw`;
+    ``train_background`` / ``heldout_background``: the rows detection samples draw their
+    negatives from (:func:`capped_rows` of ``train`` / ``heldout`` at ``config.fit_slices``).
     """
 
     table: pd.DataFrame
@@ -45,6 +47,8 @@ class InterpretInputs:
     images: np.ndarray | None
     space: CodeSpace
     draw: dict[str, Any]
+    train_background: np.ndarray
+    heldout_background: np.ndarray
 
     def rows_of(self, split: str) -> np.ndarray:
         """Rows of one split."""
@@ -68,17 +72,21 @@ def load_inputs(ws: Workspace, encoder: str, run: str, config: InterpretConfig) 
         table, read_anatomy(ws.slices), images, geometry=config.geometry_concepts
     )
     split = table["split"].to_numpy()
+    train = np.flatnonzero(split == "train")
+    heldout = np.flatnonzero(np.isin(split, config.score_splits))
     return InterpretInputs(
         table=table,
         labels=labels,
         codes=codes,
         levels=load_codes_meta(codes_dir).get("levels"),
-        train=np.flatnonzero(split == "train"),
-        heldout=np.flatnonzero(np.isin(split, config.score_splits)),
+        train=train,
+        heldout=heldout,
         subjects=pd.factorize(table["subject_key"])[0],
         images=images,
         space=CodeSpace(codes),
         draw=detection_draw(config, table),
+        train_background=capped_rows(train, config.fit_slices, config.seed),
+        heldout_background=capped_rows(heldout, config.fit_slices, config.seed + 1),
     )
 
 

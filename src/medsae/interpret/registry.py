@@ -55,16 +55,26 @@ class Components:
 
 def offline_describer(c: Components) -> Describer:
     """:class:`~medsae.interpret.describe.OfflineDescriber` with the near-miss contrast draws
-    of ``config.contrast_draws`` (none when 0)."""
+    of ``config.contrast_draws`` (none when 0), rules fitted on at most ``config.fit_slices``
+    non-activating training slices."""
     inp, config = c.inputs, c.config
     contrast: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
     if config.contrast_draws > 0:
 
         def contrast(latent: int) -> tuple[np.ndarray, np.ndarray]:
-            near = near_miss_sample(inp.space, latent, inp.train, config, inp.draw)
+            near = near_miss_sample(
+                inp.space, latent, inp.train, config, inp.draw, inp.train_background
+            )
             return near.rows[near.positive], near.rows[~near.positive]
 
-    return OfflineDescriber(inp.labels, inp.codes, inp.train, contrast=contrast)
+    return OfflineDescriber(
+        inp.labels,
+        inp.codes,
+        inp.train,
+        contrast=contrast,
+        fit_slices=config.fit_slices,
+        seed=config.seed,
+    )
 
 
 def llm_describer(c: Components) -> Describer:

@@ -148,17 +148,34 @@ def detection_draw(config: InterpretConfig, table: pd.DataFrame) -> dict[str, An
     return draw
 
 
+def capped_rows(rows: np.ndarray, cap: int, seed: int = 0) -> np.ndarray:
+    """``rows`` itself when it holds at most ``cap`` rows, else a seeded uniform sample of
+    ``cap`` of them (without replacement, in row order).
+
+    The sample is drawn once per split and passed as the ``background`` of
+    :func:`detection_sample`, so that per-feature draws read at most ``cap`` rows whatever the
+    size of the split (the same array object each time: :class:`CodeSpace` caches by identity).
+    """
+    rows = np.asarray(rows)
+    if len(rows) <= cap:
+        return rows
+    rng = np.random.default_rng([seed, len(rows), cap])
+    return np.sort(rng.choice(rows, size=cap, replace=False))
+
+
 def near_miss_sample(
     space: CodeSpace,
     latent: int,
     train: np.ndarray,
     config: InterpretConfig,
     draw: dict[str, Any],
+    background: np.ndarray | None = None,
 ) -> DetectionSample:
     """The offline describer's near-miss draws of one feature from the training split (seeds
-    ``seed + 100 ...``, apart from the calibration draws' ``seed + 1 ...``), pooled."""
+    ``seed + 100 ...``, apart from the calibration draws' ``seed + 1 ...``), pooled;
+    ``background``: see :func:`detection_sample`."""
     seeds = range(config.seed + 100, config.seed + 100 + config.contrast_draws)
-    return pooled_sample(space, latent, train, seeds, **draw)
+    return pooled_sample(space, latent, train, seeds, background=background, **draw)
 
 
 @dataclass
@@ -178,6 +195,7 @@ def detection_sample(
     n_random: int = 10,
     seed: int = 0,
     series: np.ndarray | None = None,
+    background: np.ndarray | None = None,
 ) -> DetectionSample:
     """Activating slices across activation quantiles plus hard and random non-activating ones.
 
@@ -187,9 +205,17 @@ def detection_sample(
     with ``series`` (one label per row of the code matrix, e.g. subject and plane), only rows
     of series that hold no positive, so that a hard negative is never the neighbouring slice
     of a positive in the same stack. Random negatives: drawn from the remaining inactive rows.
+
+    ``background`` (default ``rows``): a subset of ``rows`` (e.g. :func:`capped_rows`) that the
+    hard and random negatives are drawn from, so that the draw costs the size of the
+    feature's activations plus that of the background rather than of ``rows``. Positives
+    always come from every activating row of ``rows``. A uniform background leaves the
+    random negatives' distribution unchanged (uniform over the inactive rows); the hard
+    negatives are then the nearest among the background's inactive rows.
     """
     rng = np.random.default_rng([seed, latent])
     act_rows, act_vals = space.active(latent, rows)
+    rows = background if background is not None else rows
     _, unit_sub = space.subset(rows)
     rows = np.asarray(rows, dtype=np.int64)
     order = np.lexsort((act_rows, act_vals))

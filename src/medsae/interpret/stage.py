@@ -117,10 +117,18 @@ def score_features(
     mapper: Mapper | None,
 ) -> Scored:
     """Detection (configured scorer and label scorer) and ranking of every described feature
-    on the held-out rows; offline thresholds from pooled training draws (seeds ``seed + 1...``)."""
+    on the held-out rows; offline thresholds from pooled training draws (seeds ``seed + 1...``).
+    Negatives are drawn from at most ``fit_slices`` rows of each split (``*_background``)."""
     latents = sorted(described)
     samples = {
-        k: detection_sample(inp.space, k, inp.heldout, seed=config.seed, **inp.draw)
+        k: detection_sample(
+            inp.space,
+            k,
+            inp.heldout,
+            seed=config.seed,
+            background=inp.heldout_background,
+            **inp.draw,
+        )
         for k in latents
     }
     calibration: dict[int, DetectionSample] = {}
@@ -131,7 +139,14 @@ def score_features(
         if sc.calibrated:
             if latent not in calibration:  # pooled draws: a steadier threshold
                 seeds = range(config.seed + 1, config.seed + 1 + config.calibration_draws)
-                calibration[latent] = pooled_sample(inp.space, latent, inp.train, seeds, **inp.draw)
+                calibration[latent] = pooled_sample(
+                    inp.space,
+                    latent,
+                    inp.train,
+                    seeds,
+                    background=inp.train_background,
+                    **inp.draw,
+                )
             cal = calibration[latent]
         return score_detection(
             sc,
