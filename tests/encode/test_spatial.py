@@ -90,3 +90,20 @@ def test_spatial_features_refuse_parts_that_do_not_tile_the_embedding() -> None:
             pooling="mean",
             method="test",
         )
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_efficientnet_maps_keep_the_image_orientation(corner: tuple[int, int]) -> None:
+    """A bright square in one corner of the slice changes every stage map most in that corner
+    (rows are image rows, columns image columns: no transpose or flip on the way)."""
+    enc = get_encoder("efficientnet-lite0", input_size=128, pooling="multiscale")
+    blank = np.full((1, 128, 128), 40, np.uint8)
+    img = blank.copy()
+    r0, c0 = (8 if corner[0] == 0 else 88), (8 if corner[1] == 0 else 88)
+    img[0, r0 : r0 + 32, c0 : c0 + 32] = 250
+    base, lit = enc.spatial_features(blank), enc.spatial_features(img)
+    for before, after in zip(base.parts, lit.parts, strict=True):
+        change = np.abs(after[0] - before[0]).sum(axis=0)
+        r, c = np.unravel_index(int(change.argmax()), change.shape)
+        half = change.shape[0] / 2
+        assert (r >= half, c >= half) == (bool(corner[0]), bool(corner[1])), change.shape
