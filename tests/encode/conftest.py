@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,9 +29,8 @@ def ws(tmp_path: Path) -> Workspace:
     return workspace
 
 
-@pytest.fixture(scope="session")
-def tiny_dinov3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DINOv3 model folder (save_pretrained layout) with random weights of a tiny config."""
+def tiny_dinov3_net() -> Any:
+    """A DINOv3 network of a tiny config (hidden size 32, patch 8) with seeded random weights."""
     import torch
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
@@ -44,8 +44,14 @@ def tiny_dinov3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         image_size=32,
     )
     torch.manual_seed(0)
+    return DINOv3ViTModel(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DINOv3 model folder (save_pretrained layout) with random weights of a tiny config."""
     folder = tmp_path_factory.mktemp("dinov3-tiny")
-    DINOv3ViTModel(config).save_pretrained(folder)
+    tiny_dinov3_net().save_pretrained(folder)
     return folder
 
 

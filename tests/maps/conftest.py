@@ -150,20 +150,9 @@ def make_planted(root: Path, n: int = 24, size: int = 32, seed: int = 0) -> Plan
 @pytest.fixture(scope="session")
 def tiny_dinov3() -> Any:
     """A DINOv3 encoder with CLS pooling over a tiny random network (hidden size 32, patch 8)."""
-    from transformers import DINOv3ViTConfig, DINOv3ViTModel
-
     from medsae.encode.dinov3 import DINOv3Encoder
+    from tests.encode.conftest import tiny_dinov3_net
 
-    config = DINOv3ViTConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        patch_size=8,
-        num_register_tokens=2,
-        image_size=32,
-    )
-    torch.manual_seed(0)
     return DINOv3Encoder(
-        pooling="cls", input_size=32, device="cpu", _net=DINOv3ViTModel(config), _fingerprint="t"
+        pooling="cls", input_size=32, device="cpu", _net=tiny_dinov3_net(), _fingerprint="t"
     )

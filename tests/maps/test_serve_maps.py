@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,9 @@ from medsae.maps import MapMaker
 from medsae.sae.checkpoint import save_sae
 from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
+from tests.browser import chromium_page, serving
 from tests.maps.conftest import random_sae
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts" / "browser"
 DIM, N_LATENTS = 16, 32
 
@@ -106,49 +103,17 @@ def test_map_route_errors_name_the_problem(served: tuple[Workspace, Any]) -> Non
     assert client.get(f"/api/slices/{sid}/map").status_code == 422  # latent is required
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(served: tuple[Workspace, Any]) -> Iterator[str]:
-    import uvicorn
-
     _, app = served
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "server did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium not installed at /usr/bin/chromium")
-    playwright = pytest.importorskip("playwright.sync_api")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with playwright.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            viewport={"width": 1280, "height": 900},
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-        )
-        pg = context.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.errors = errors  # type: ignore[attr-defined]
+    with chromium_page(tmp_path_factory.mktemp("chromium-profile")) as pg:
         yield pg
-        context.close()
 
 
 OVERLAYS_SHOWN = """sel => { const imgs = [...document.querySelectorAll(sel)];

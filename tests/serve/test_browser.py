@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.browser import CHROMIUM, chromium_page, serving
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts" / "browser"
 
 pytestmark = [
@@ -21,16 +19,8 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def base_url(full_workspace) -> Iterator[str]:
-    import uvicorn
-
     from medsae.retrieval.service import WorkspaceSearch
     from medsae.serve import create_app
     from medsae.view import WorkspaceView
@@ -38,46 +28,14 @@ def base_url(full_workspace) -> Iterator[str]:
     ws, _ = full_workspace
     view = WorkspaceView(ws.root)
     app = create_app(view, backend=WorkspaceSearch(view, use_interpret=False))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "server did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory):
-    playwright = pytest.importorskip("playwright.sync_api")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with playwright.sync_playwright() as p:
-        # a fresh profile folder, passed the way playwright requires for --user-data-dir
-        context = p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            viewport={"width": 1280, "height": 900},
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        pg = context.new_page()
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.errors = errors  # type: ignore[attr-defined]
+    with chromium_page(tmp_path_factory.mktemp("chromium-profile")) as pg:
         yield pg
-        context.close()
 
 
 def _shot(page, name: str) -> None:
