@@ -71,9 +71,14 @@ def restricted_cosine(gallery_gd: np.ndarray, x_d: np.ndarray, dims: np.ndarray)
 
 
 def _pair_metrics(
-    pairs: np.ndarray, table: pd.DataFrame, presence: np.ndarray, emb_l2: np.ndarray
+    pairs: np.ndarray,
+    table: pd.DataFrame,
+    presence: np.ndarray,
+    emb: np.ndarray,
+    norms: np.ndarray,
 ) -> dict[str, Any]:
-    """Metrics over (query row, result row) pairs (see the module docstring)."""
+    """Metrics over (query row, result row) pairs (see the module docstring); ``norms`` are
+    the rows' L2 norms (at least 1e-12)."""
     out: dict[str, Any] = {"pairs": len(pairs)}
     if len(pairs) == 0:
         return out
@@ -91,7 +96,8 @@ def _pair_metrics(
     union = np.sum(presence[q] | presence[r], axis=1)
     jac = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     out["structure_jaccard"] = float(jac.mean())
-    out["dense_cosine"] = float(np.mean(np.sum(emb_l2[q] * emb_l2[r], axis=1)))
+    cosine = np.sum(emb[q] * emb[r], axis=1) / (norms[q] * norms[r])
+    out["dense_cosine"] = float(np.mean(cosine))
     return out
 
 
@@ -123,14 +129,15 @@ def evaluate_fingerprints(
     cfg = config or SearchConfig()
     queries, gallery = _sample(index, table, presence, embeddings, cfg)
     present = np.asarray(presence) == 1
+    # no normalised copy of the embeddings: at a million rows each copy is 4 GB
     emb = np.asarray(embeddings, dtype=np.float32)
-    emb_l2 = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    norms = np.maximum(np.linalg.norm(emb, axis=1), 1e-12)
     ks = sorted({cfg.k, *cfg.sweep_k})
-    pairs = _retrieve_pairs(index, queries, gallery, emb, emb_l2, ks, cfg, progress)
+    pairs = _retrieve_pairs(index, queries, gallery, emb, norms, ks, cfg, progress)
 
     def metrics(method: str, k: int) -> dict[str, Any]:
         arr = np.asarray(pairs.get((method, k), []), dtype=np.int64).reshape(-1, 2)
-        return _pair_metrics(arr, table, present, emb_l2)
+        return _pair_metrics(arr, table, present, emb, norms)
 
     methods = {
         "sparse": metrics("sparse", cfg.k),
@@ -211,7 +218,7 @@ def _retrieve_pairs(
     queries: np.ndarray,
     gallery: np.ndarray,
     emb: np.ndarray,
-    emb_l2: np.ndarray,
+    norms: np.ndarray,
     ks: list[int],
     cfg: SearchConfig,
     progress: Callable[[int], None] | None,
@@ -220,7 +227,7 @@ def _retrieve_pairs(
     full dense retrieval (K = 0), one result per subject, never the query's own subject."""
     gallery_mask = np.zeros(index.n_rows, dtype=bool)
     gallery_mask[gallery] = True
-    gal_emb, gal_l2 = emb[gallery], emb_l2[gallery]
+    gal_emb, gal_norms = emb[gallery], norms[gallery]
     gal_subjects = index.subject_ids[gallery]
     pairs: dict[tuple[str, int], list[tuple[int, int]]] = {}
     for i, row in enumerate(queries):
@@ -235,7 +242,8 @@ def _retrieve_pairs(
             score = restricted_cosine(gal_emb, emb[row], dims)
             hits = _dense_hits(gallery, score, gal_subjects, keep, cfg.n)
             pairs.setdefault(("dense_topk", k), []).extend((int(row), int(h)) for h in hits.rows)
-        hits = _dense_hits(gallery, gal_l2 @ emb_l2[row], gal_subjects, keep, cfg.n)
+        cosine = (gal_emb @ (emb[row] / norms[row])) / gal_norms
+        hits = _dense_hits(gallery, cosine, gal_subjects, keep, cfg.n)
         pairs.setdefault(("dense_full", 0), []).extend((int(row), int(h)) for h in hits.rows)
         if progress is not None:
             progress(i + 1)
