@@ -578,6 +578,37 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def rerun_stages(n: int, stages: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Measure ``stages`` again on the kept workspace of ``n`` slices (after a fix), and the
+    browser when ``serve`` is named; the other figures of ``results/scale-<n>.json`` stay.
+
+    Each named stage's artifact folder is removed first, so the stage builds from scratch on
+    the same inputs; the entry records ``rerun: true``.
+    """
+    root = args.workdir / f"ws-{n}"
+    path = RESULTS / f"scale-{n}.json"
+    if not root.is_dir() or not path.is_file():
+        raise SystemExit(f"--rerun needs the kept workspace {root} and {path} (run with --keep)")
+    result = json.loads(path.read_text())
+    log = args.workdir / f"ws-{n}.log"
+    for stage in stages:
+        if stage == "serve":
+            result.update(serve_benchmark(root, args.requests, log))
+            result["serve_rerun"] = True
+            continue
+        shutil.rmtree(root / OUTPUTS[stage], ignore_errors=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage]
+        cmd += ["--workspace", str(root), "--max-samples", str(result["max_samples"])]
+        stats: dict[str, Any] = measure(cmd, log)
+        stats["output_mb"] = _folder_mb(root / OUTPUTS[stage])
+        stats["rerun"] = True
+        result["stages"][stage] = stats
+        print(f"[scale] N={n}: {stage} (rerun) {json.dumps(stats)}", file=sys.stderr, flush=True)
+    result["index_mb"] = result["stages"]["index"]["output_mb"]
+    result["report_mb"] = result["stages"]["report"]["output_mb"]
+    return result
+
+
 def combine(by_size: list[dict[str, Any]]) -> dict[str, Any]:
     """The largest size with each stage's growth exponent against the next smaller size."""
     by_size = sorted(by_size, key=lambda r: r["n_rows"])
@@ -618,6 +649,12 @@ def main() -> None:
         action="store_true",
         help="also read results/scale-<N>.json of other sizes for the exponents",
     )
+    ap.add_argument(
+        "--rerun",
+        default="",
+        help="comma-separated stages (or 'serve') to measure again on the kept workspace of "
+        "each --n size, keeping its other figures",
+    )
     ap.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     ap.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -628,8 +665,12 @@ def main() -> None:
     sizes = [100_000] if args.quick else [int(s) for s in args.n.split(",") if s.strip()]
     args.workdir.mkdir(parents=True, exist_ok=True)
     measured: dict[int, dict[str, Any]] = {}
+    rerun = [s.strip() for s in args.rerun.split(",") if s.strip()]
+    unknown = [s for s in rerun if s not in (*STAGES, "serve")]
+    if unknown:
+        raise SystemExit(f"--rerun: unknown stage(s) {unknown}; known: {', '.join(STAGES)}, serve")
     for n in sizes:
-        result = run_size(n, args)
+        result = rerun_stages(n, rerun, args) if rerun else run_size(n, args)
         measured[n] = result
         path = RESULTS / f"scale-{n}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
