@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medsae.retrieval.index import resolve_run
 from medsae.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
@@ -30,7 +29,7 @@ def workspace_run(
     args = parser.parse_args()
     os.environ.setdefault("MEDSAE_PROGRESS", "0")
     ws = Workspace(args.workspace)
-    encoder, run = resolve_run(ws, args.encoder, args.run)
+    encoder, run = ws.resolve_run(args.encoder, args.run)
     return args, ws, encoder, run
 
 

@@ -34,7 +34,6 @@ from typing import Any
 
 from _workspace import RESULTS, write_result
 from medsae.interpret.io import read_scores
-from medsae.retrieval.index import resolve_run
 from medsae.workspace import Workspace
 
 MEDSAE = str(Path(sys.executable).with_name("medsae"))
@@ -128,7 +127,7 @@ def main() -> None:
         args.arch, args.levels, args.k = "topk", "64,256,1024", "8;16"
     os.environ.setdefault("MEDSAE_PROGRESS", "0")
     source = Workspace(args.workspace)
-    encoder = args.encoder or resolve_run(source, None, None)[0]
+    encoder = args.encoder or source.resolve_run()[0]
     epochs: list[int] = args.epochs
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []

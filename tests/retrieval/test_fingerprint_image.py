@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medsae.data.query_image import fit_to_size, read_query_image
 from medsae.errors import InputError
 from medsae.retrieval import query_image as qi
 from medsae.retrieval.index import search_similar
@@ -16,22 +17,29 @@ from medsae.sae.codes_io import load_codes
 from medsae.testing import make_synthetic_workspace
 
 
+def load(
+    image: Path | np.ndarray, plane: str | None = None, index: int | None = None
+) -> np.ndarray:
+    """The query's uint8 image at its own size."""
+    return read_query_image(image, plane=plane, index=index).image
+
+
 def test_png_and_array_inputs(tmp_path: Path) -> None:
     img = (np.arange(20 * 30) % 256).astype(np.uint8).reshape(20, 30)
     Image.fromarray(img).save(tmp_path / "q.png")
-    np.testing.assert_array_equal(qi.load_query_image(tmp_path / "q.png"), img)
-    np.testing.assert_array_equal(qi.load_query_image(img), img)
-    floats = qi.load_query_image(np.linspace(-1000, 1000, 100).reshape(10, 10))
+    np.testing.assert_array_equal(load(tmp_path / "q.png"), img)
+    np.testing.assert_array_equal(load(img), img)
+    floats = load(np.linspace(-1000, 1000, 100).reshape(10, 10))
     assert floats.dtype == np.uint8 and floats.min() == 0 and floats.max() == 255
     with pytest.raises(InputError, match="not found"):
-        qi.load_query_image(tmp_path / "missing.png")
+        load(tmp_path / "missing.png")
 
 
 def test_dicom_input_is_rescaled_and_windowed() -> None:
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("CT_small.dcm")
-    img = qi.load_query_image(path)
+    img = load(path)
     assert img.dtype == np.uint8 and img.ndim == 2
     assert img.std() > 5  # real anatomy, not a constant image
 
@@ -41,21 +49,21 @@ def test_nifti_volume_needs_plane_and_index(tmp_path: Path) -> None:
     vol[:, :, 5] = np.arange(8)[:, None] * 10.0  # axial slice 5 varies along R-L
     path = tmp_path / "v.nii.gz"
     nib.save(nib.Nifti1Image(vol, np.eye(4)), path)
-    axial = qi.load_query_image(path, "axial", 5)
+    axial = load(path, "axial", 5)
     assert axial.shape == (10, 8)  # rows: A->P (j), cols: R->L (i)
     assert axial[0, 0] > axial[0, -1]  # patient right (high i) on image left
     with pytest.raises(InputError, match="plane"):
-        qi.load_query_image(path)
+        load(path)
     with pytest.raises(InputError, match="out of range"):
-        qi.load_query_image(path, "axial", 99)
+        load(path, "axial", 99)
 
 
 def test_fit_to_workspace_pads_resizes_and_adds_channels() -> None:
     img = np.full((10, 20), 200, dtype=np.uint8)
-    out = qi.fit_to_workspace(img, 32)
+    out = fit_to_size(img, 32)
     assert out.shape == (32, 32)
     assert out[0, 16] == 0 and out[16, 16] == 200  # padded above and below, content centred
-    assert qi.fit_to_workspace(img, 16, channels=3).shape == (16, 16, 3)
+    assert fit_to_size(img, 16, channels=3).shape == (16, 16, 3)
 
 
 def test_search_by_image_runs_encoder_and_sae(

@@ -17,10 +17,10 @@ from medsae.retrieval.index import (
     FINGERPRINT_EVAL,
     TEXT_RETRIEVAL,
     build_index,
-    resolve_run,
     search_similar,
 )
 from medsae.testing import make_synthetic_workspace
+from medsae.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_search_similar_by_slice_id(workspace) -> None:
 
 def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     ws, truth = workspace
-    assert resolve_run(ws) == (truth.encoder, truth.run)
+    assert ws.resolve_run() == (truth.encoder, truth.run)
     ws.ranking.mkdir(parents=True, exist_ok=True)
     ranking = ws.ranking / RANKING
     # a second run with codes: the ranking decides between the two
@@ -106,19 +106,19 @@ def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     shutil.copytree(ws.codes(truth.encoder, truth.run), other)
     try:
         with pytest.raises(ArtifactError, match="several SAE runs"):
-            resolve_run(ws)
+            ws.resolve_run()
         ranking.write_text(json.dumps({"best": {"encoder": truth.encoder, "run": "r7"}}))
-        assert resolve_run(ws) == (truth.encoder, "r7")
-        assert resolve_run(ws, "x", "y") == ("x", "y")
+        assert ws.resolve_run() == (truth.encoder, "r7")
+        assert ws.resolve_run("x", "y") == ("x", "y")
         # a ranking that names a run no longer in the workspace is not followed
         ranking.write_text(json.dumps({"best": {"encoder": "enc-b", "run": "gone"}}))
         shutil.rmtree(other)
-        assert resolve_run(ws) == (truth.encoder, truth.run)
+        assert ws.resolve_run() == (truth.encoder, truth.run)
     finally:
         ranking.unlink()
         shutil.rmtree(other, ignore_errors=True)
     with pytest.raises(ArtifactError, match="no sparse codes"):
-        resolve_run(tmp_path)
+        Workspace(tmp_path).resolve_run()
 
 
 def test_search_command_prints_a_table(workspace) -> None:

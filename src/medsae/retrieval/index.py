@@ -41,13 +41,6 @@ def _ws(workspace: str | Path | Workspace) -> Workspace:
     return workspace if isinstance(workspace, Workspace) else Workspace(workspace)
 
 
-def resolve_run(
-    workspace: str | Path | Workspace, encoder: str | None = None, run: str | None = None
-) -> tuple[str, str]:
-    """The (encoder, run) to use: :meth:`medsae.workspace.Workspace.resolve_run`."""
-    return _ws(workspace).resolve_run(encoder, run)
-
-
 def index_config(workspace: str | Path | Workspace, encoder: str, run: str) -> IndexConfig:
     """The config the run's index was built with (its manifest), else the defaults.
 

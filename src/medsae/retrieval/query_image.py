@@ -13,20 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medsae.data.query_image import fit_to_size, read_query_image
 from medsae.errors import ArtifactError
-
-
-def load_query_image(
-    image: str | Path | np.ndarray, plane: str | None = None, index: int | None = None
-) -> np.ndarray:
-    """The query's uint8 image at its own size (see :func:`medsae.data.query_image.read_query_image`)."""
-    return read_query_image(image, plane=plane, index=index).image
-
-
-def fit_to_workspace(image: np.ndarray, size: int, channels: int | None = None) -> np.ndarray:
-    """Pad to a square, resize to ``size``, ``channels`` channels (see ``fit_to_size``)."""
-    return fit_to_size(image, size, channels or 1)
 
 
 def load_image_encoder(embeddings_folder: Path) -> Any:
