@@ -43,11 +43,13 @@ def test_firing_stats() -> None:
 
 
 def test_one_auroc_for_evaluate_and_interpret() -> None:
-    import medsae.evaluate.scores as evaluate_scores
+    import medsae.evaluate.probes as probes
+    import medsae.evaluate.recovery as recovery
     import medsae.interpret.scoring as interpret_scoring
     from medsae.metrics.classification import binary_balanced_accuracy, roc_auc
 
-    assert evaluate_scores.roc_auc is roc_auc and interpret_scoring.roc_auc is roc_auc
+    assert probes.roc_auc is roc_auc and recovery.roc_auc is roc_auc
+    assert interpret_scoring.roc_auc is roc_auc
     assert interpret_scoring.binary_balanced_accuracy is binary_balanced_accuracy
     # 2 positives, 2 negatives: pairs (0.8 > 0.1), (0.8 > 0.5), (0.5 = 0.5) -> 0.5, (0.5 > 0.1)
     assert roc_auc([1, 1, 0, 0], [0.8, 0.5, 0.5, 0.1]) == pytest.approx(3.5 / 4)

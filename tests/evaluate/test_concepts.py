@@ -4,7 +4,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import f1_score, roc_auc_score
 
-from medsae.evaluate.concepts import LabelSet, auroc_matrix, concept_map, f1_matrix
+from medsae.evaluate.concepts import auroc_matrix, concept_map, f1_matrix
+from medsae.labels.table import LabelTable
 
 
 def test_auroc_and_f1_exact_against_sklearn() -> None:
@@ -15,7 +16,7 @@ def test_auroc_and_f1_exact_against_sklearn() -> None:
     )
     pos = rng.random((n, 3)) < 0.4
     valid = rng.random((n, 3)) < 0.8
-    labels = LabelSet(pos, valid, ["a", "b", "c"], ["x", "x", "x"])
+    labels = LabelTable.from_masks(pos, valid, ["a", "b", "c"], ["x", "x", "x"])
     auc = auroc_matrix(sp.csr_matrix(codes), labels)
     f1 = f1_matrix(sp.csr_matrix(codes), labels)
     for j in range(n_lat):
@@ -32,7 +33,7 @@ def test_concept_map_finds_the_detected_label() -> None:
     codes = np.zeros((n, 3), np.float32)
     codes[:, 0] = pos[:, 2] * rng.uniform(0.5, 1, n)  # latent 0 detects label 'c'
     codes[:, 1] = (rng.random(n) < 0.2) * 1.0  # noise
-    labels = LabelSet(pos, np.ones_like(pos), ["a", "b", "c"], ["k1", "k2", "k3"])
+    labels = LabelTable.from_masks(pos, np.ones_like(pos), ["a", "b", "c"], ["k1", "k2", "k3"])
     frame = concept_map(sp.csr_matrix(codes), labels, min_fires=5)
     assert frame.loc[0, "concept"] == "c" and frame.loc[0, "concept_kind"] == "k3"
     assert frame.loc[0, "auroc"] == pytest.approx(1.0) and frame.loc[0, "f1"] == pytest.approx(1.0)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-from medsae.evaluate.scores import (
+from medsae.metrics.classification import (
     balanced_accuracy,
     classification_report,
     f1_macro,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medsae.evaluate.concepts import LabelSet, labels_from_tasks
+from medsae.evaluate.concepts import labels_from_tasks
 from medsae.evaluate.tasks import derive_tasks
 from medsae.labels.table import LabelTable, build_label_table
 
@@ -37,7 +37,7 @@ def test_kinds_follow_the_names_and_masks_keep_their_order() -> None:
 
 def test_the_former_constructor_builds_the_same_table() -> None:
     pos = np.array([[True, False], [False, True]])
-    table = LabelSet(pos, np.ones_like(pos), ["a=x", "b=y"], ["k1", "k2"])
+    table = LabelTable.from_masks(pos, np.ones_like(pos), ["a=x", "b=y"], ["k1", "k2"])
     assert isinstance(table, LabelTable) and table.kinds == ["k1", "k2"]
     assert LabelTable(["a=x"], pos[:, :1], pos[:, :1]).kinds == ["a"]
     with pytest.raises(ValueError, match="must both be"):

@@ -26,7 +26,6 @@ import scipy.sparse as sp
 from medsae.evaluate.tasks import Task
 from medsae.labels.table import LabelTable
 
-LabelSet = LabelTable.from_masks
 """The label table from ``(positive, valid, names, kinds)`` masks (the former name)."""
 
 

@@ -12,7 +12,7 @@ otherwise) with class-balanced sample weights, fitted jointly for every task
 each fit warm-started from the previous one. Each classifier keeps the strength with
 the best validation ROC-AUC (ties go to the stronger penalty). Reported per task, feature
 kind and evaluation split: one-vs-rest macro ROC-AUC, balanced accuracy and macro F1
-(:mod:`medsae.evaluate.scores`).
+(:mod:`medsae.metrics.classification`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from medsae.evaluate.linear import Design, LinearFit, balanced_weights, fit_logistic
-from medsae.evaluate.scores import classification_report, roc_auc
 from medsae.evaluate.tasks import Task
+from medsae.metrics.classification import classification_report, roc_auc
 
 Features: TypeAlias = np.ndarray | sp.csr_matrix
 

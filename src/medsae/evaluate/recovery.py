@@ -49,8 +49,8 @@ from medsae.evaluate.linear import (
     threads_for,
 )
 from medsae.evaluate.probes import HeadTable, select_by_validation
-from medsae.evaluate.scores import classification_report, roc_auc
 from medsae.evaluate.tasks import Task
+from medsae.metrics.classification import classification_report, roc_auc
 
 BLOCK_ELEMENTS = 48_000_000  # floats per gathered (heads, rows, N) block (~190 MB)
 RECOVERY_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

@@ -74,8 +74,7 @@ class LabelTable:
         names: Sequence[str],
         kinds: Sequence[str] | None = None,
     ) -> LabelTable:
-        """A table from positive and validity masks ``(N, L)`` (the argument order of the
-        evaluate stage's former ``LabelSet``)."""
+        """A table from positive and validity masks ``(N, L)``, label names and kinds."""
         return cls(
             list(names),
             np.asarray(positive, dtype=bool),
