@@ -10,10 +10,11 @@ from pydantic import Field
 from medsae.config import StageConfig
 from medsae.report import sections as sec
 from medsae.report.html import page
-from medsae.report.io import REPORT_PAGE, WORKSPACE_SUMMARY
+from medsae.report.io import REPORT_PAGE
 from medsae.view import WorkspaceView
 from medsae.workspace import (
     MANIFEST,
+    SUMMARY,
     StageOutcome,
     StageResult,
     Workspace,
@@ -68,11 +69,11 @@ def _input_keys(ws: Workspace) -> dict[str, str]:
             continue
         if read_manifest(p.parent) is not None:
             keys[str(rel)] = artifact_key(p.parent)
-    summary = ws.root / WORKSPACE_SUMMARY
+    summary = ws.root / SUMMARY
     if summary.is_file():
         from medsae.workspace import fingerprint_file_content
 
-        keys[WORKSPACE_SUMMARY] = fingerprint_file_content(summary)
+        keys[SUMMARY] = fingerprint_file_content(summary)
     return keys
 
 

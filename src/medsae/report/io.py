@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from medsae.workspace import SUMMARY
-
 REPORT_PAGE = "index.html"
 """The self-contained report page."""
 
@@ -13,6 +11,3 @@ FRONTIER_FIGURE = "frontier.png"
 """R² against L0, one point per configuration."""
 RECOVERY_FIGURE = "recovery.png"
 """Performance recovery against the number of features."""
-
-WORKSPACE_SUMMARY = SUMMARY
-"""``WS/summary.json``: the headline figures of a finished pipeline (read by the report)."""

@@ -14,10 +14,10 @@ import pandas as pd
 from medsae.evaluate.io import MONOSEMANTICITY, RECOVERY, TABLE1_CSV
 from medsae.report import figures
 from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
-from medsae.report.io import FIGURES, FRONTIER_FIGURE, RECOVERY_FIGURE, WORKSPACE_SUMMARY
+from medsae.report.io import FIGURES, FRONTIER_FIGURE, RECOVERY_FIGURE
 from medsae.report.maps import MAP_SLICES, CardMaps
 from medsae.view import WorkspaceView, read_json, read_parquet
-from medsae.workspace import MANIFEST, read_manifest
+from medsae.workspace import MANIFEST, SUMMARY, read_manifest
 
 DEFAULT_QUERIES = (
     "axial CT slice of the liver",
@@ -57,7 +57,7 @@ class Context:
 
 
 def headline(ctx: Context) -> str:
-    summary = read_json(ctx.view.ws.root / WORKSPACE_SUMMARY)
+    summary = read_json(ctx.view.ws.root / SUMMARY)
     if not isinstance(summary, dict):
         if ctx.view.encoder and ctx.view.run:
             summary = ctx.view.eval_summary(ctx.view.encoder, ctx.view.run) or {}
