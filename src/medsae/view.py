@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import io
 import json
-from functools import cached_property, lru_cache
+import threading
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ import scipy.sparse as sp
 from medsae.data.query_image import QueryFormat, QueryIntensity
 from medsae.data.table import (
     IMAGES_FILE,
+    SLICES_FILE,
     SPLIT_FILE,
     open_images,
     read_anatomy,
@@ -32,7 +35,7 @@ from medsae.errors import ArtifactError
 from medsae.evaluate.io import SUMMARY, read_ranking
 from medsae.interpret.io import FEATURES, SCORES
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
-from medsae.sae.codes_io import load_codes, load_codes_meta
+from medsae.sae.codes_io import latent_stats, load_codes, load_codes_meta, load_latent_stats
 from medsae.workspace import Workspace, read_manifest
 
 METADATA_LABELS = (
@@ -45,6 +48,45 @@ METADATA_LABELS = (
     "study_type",
     "pathology",
 )
+COUNTED = ("modality", "plane", "split")
+"""The columns whose value counts the browser's first page shows (:meth:`WorkspaceView.counts`)."""
+
+T = TypeVar("T")
+_LOCKS_GUARD = threading.Lock()
+
+
+class once(Generic[T]):  # lower case: a decorator, like functools.cached_property
+    """A property computed once per instance, under a per-instance, per-property lock.
+
+    Like :func:`functools.cached_property`, but two threads asking at once (the browser's
+    background warm-up and a request) compute it once on every Python version (the
+    standard one locks only up to 3.11).
+    """
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> once[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | once[T]:
+        if obj is None:
+            return self
+        cache = obj.__dict__
+        if self.name in cache:
+            return cache[self.name]  # type: ignore[no-any-return]
+        with _LOCKS_GUARD:
+            lock = cache.setdefault("_once_locks", {}).setdefault(self.name, threading.RLock())
+        with lock:
+            if self.name not in cache:
+                cache[self.name] = self.func(obj)
+            return cache[self.name]  # type: ignore[no-any-return]
 
 
 def read_json(path: Path) -> Any:
@@ -98,17 +140,68 @@ class WorkspaceView:
         self.ws = Workspace(root)
         if not self.ws.root.is_dir():
             raise ArtifactError(f"{self.ws.root}: workspace folder not found")
-        self.table = read_slices(self.ws.slices).reset_index(drop=True)
-        split = read_split(self.ws.split) if (self.ws.split / SPLIT_FILE).is_file() else None
-        if split is not None:
-            mapping = dict(zip(split["subject_key"], split["split"], strict=False))
-            self.table["split"] = self.table["subject_key"].map(mapping)
-        ids = self.table["slice_id"].astype(str).tolist()
-        self.row_of: dict[str, int] = dict(zip(ids, range(len(ids)), strict=True))
+        if not (self.ws.slices / SLICES_FILE).is_file():
+            read_slices(self.ws.slices)  # the error naming the missing slice table
         self.encoder, self.run = self._choose_run(encoder, run)
 
+    # ------------------------------------------------------------------ slice table
+    # The slice table and the id lookup open on first use (the browser listens first and
+    # opens them in the background); what its first page shows reads a few columns only.
+    @once
+    def table(self) -> pd.DataFrame:
+        """The slice table, with each slice's ``split`` from the split artifact."""
+        table = read_slices(self.ws.slices).reset_index(drop=True)
+        mapping = self._split_of_subject
+        if mapping is not None:
+            table["split"] = table["subject_key"].map(mapping)
+        return table
+
+    @once
+    def row_of(self) -> dict[str, int]:
+        """Slice id -> row of the slice table."""
+        ids = self.table["slice_id"].astype(str).tolist()
+        return dict(zip(ids, range(len(ids)), strict=True))
+
+    @once
+    def _split_of_subject(self) -> dict[str, str] | None:
+        if not (self.ws.split / SPLIT_FILE).is_file():
+            return None
+        split = read_split(self.ws.split)
+        return dict(zip(split["subject_key"], split["split"], strict=False))
+
+    @property
+    def n_slices(self) -> int:
+        """Rows of the slice table (from the Parquet footer while the table is not open)."""
+        if "table" in self.__dict__:
+            return len(self.table)
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(self.ws.slices / SLICES_FILE).metadata.num_rows)
+
+    @once
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Slices per value of ``modality``, ``plane`` and ``split`` (nulls not counted);
+        read from those columns alone while the table is not open."""
+        if "table" in self.__dict__:
+            cols = self.table
+        else:
+            p = self.ws.slices / SLICES_FILE
+            import pyarrow.parquet as pq
+
+            names = set(pq.ParquetFile(p).schema_arrow.names)
+            wanted = [c for c in ("modality", "plane", "subject_key", "split") if c in names]
+            cols = pd.read_parquet(p, columns=wanted)
+            mapping = self._split_of_subject
+            if mapping is not None and "subject_key" in cols.columns:
+                cols["split"] = cols["subject_key"].map(mapping)
+        return {
+            col: {str(k): int(v) for k, v in cols[col].value_counts().items()}
+            for col in COUNTED
+            if col in cols.columns
+        }
+
     # ------------------------------------------------------------------ selection
-    @cached_property
+    @once
     def ranking(self) -> dict[str, Any] | None:
         return read_ranking(self.ws.ranking) or None
 
@@ -129,14 +222,14 @@ class WorkspaceView:
         return chosen
 
     # ------------------------------------------------------------------ artifacts
-    @cached_property
+    @once
     def images(self) -> np.ndarray | None:
         try:
             return open_images(self.ws.slices)
         except ArtifactError:
             return None
 
-    @cached_property
+    @once
     def query_format(self) -> QueryFormat:
         """How a query image is prepared to look like this workspace's slices."""
         if self.images is not None:
@@ -144,58 +237,75 @@ class WorkspaceView:
         manifest = read_manifest(self.ws.slices) or {}
         return QueryFormat(224, 1, QueryIntensity.from_prepare_config(manifest.get("config")))
 
-    @cached_property
+    @once
     def anatomy(self) -> Any:
         try:
             return read_anatomy(self.ws.slices)
         except ArtifactError:
             return None
 
-    @cached_property
+    @once
     def codes(self) -> sp.csr_matrix | None:
         if self.encoder is None or self.run is None:
             return None
         return load_codes(self.ws.codes(self.encoder, self.run))
 
-    @cached_property
+    @once
     def codes_csc(self) -> sp.csc_matrix | None:
         return None if self.codes is None else self.codes.tocsc()
 
-    @cached_property
+    @once
     def codes_meta(self) -> dict[str, Any]:
         if self.encoder is None or self.run is None:
             return {}
         return load_codes_meta(self.ws.codes(self.encoder, self.run))
 
-    @cached_property
+    @once
     def levels(self) -> list[int]:
         levels = self.codes_meta.get("levels") or []
         n = self.n_latents
         return sorted(int(v) for v in levels) or ([n] if n else [])
 
-    @property
+    @once
     def n_latents(self) -> int:
+        """Latents of the run (from ``codes.json``, else from the codes)."""
+        if self.encoder is None or self.run is None:
+            return 0
+        n = self.codes_meta.get("n_latents")
+        if isinstance(n, int):
+            return n
         return 0 if self.codes is None else int(self.codes.shape[1])
 
-    @cached_property
+    @once
+    def latent_stats(self) -> dict[str, np.ndarray] | None:
+        """Per-latent ``nnz``, ``sum``, ``max`` over every slice: stored beside the codes,
+        else computed from them (:func:`medsae.sae.codes_io.latent_stats`)."""
+        if self.encoder is None or self.run is None:
+            return None
+        stats = load_latent_stats(self.ws.codes(self.encoder, self.run), self.n_latents)
+        if stats is None and self.codes is not None:
+            stats = latent_stats(self.codes)
+        return stats
+
+    @once
     def features_file(self) -> pd.DataFrame | None:
         if self.encoder is None or self.run is None:
             return None
         return read_parquet(self.ws.features(self.encoder, self.run) / FEATURES)
 
-    @cached_property
+    @once
     def scores(self) -> dict[str, Any] | None:
         if self.encoder is None or self.run is None:
             return None
         return read_json(self.ws.features(self.encoder, self.run) / SCORES)
 
-    @cached_property
+    @once
     def fingerprint_eval(self) -> dict[str, Any] | None:
         if self.encoder is None or self.run is None:
             return None
         return read_json(self.ws.index(self.encoder, self.run) / FINGERPRINT_EVAL)
 
-    @cached_property
+    @once
     def text_retrieval(self) -> dict[str, Any] | None:
         if self.encoder is None or self.run is None:
             return None
@@ -219,20 +329,18 @@ class WorkspaceView:
         return data if isinstance(data, dict) else None
 
     # ------------------------------------------------------------------ features
-    @cached_property
+    @once
     def feature_table(self) -> pd.DataFrame:
         """One row per latent: statistics from the codes, joined with the features artifact."""
-        if self.codes_csc is None:
+        stats = self.latent_stats
+        if stats is None:
             return pd.DataFrame(
                 columns=["latent", "level", "frequency", "mean_activation", "max_activation"]
             )
-        csc = self.codes_csc
-        n_rows = max(csc.shape[0], 1)
-        nnz = np.diff(csc.indptr)
-        sums = np.asarray(csc.sum(axis=0)).ravel()
-        maxes = np.asarray(csc.max(axis=0).toarray()).ravel()
-        latents = np.arange(csc.shape[1])
-        levels = np.asarray(self.levels or [csc.shape[1]])
+        n_rows = max(self.n_slices, 1)
+        nnz, sums, maxes = stats["nnz"], stats["sum"], stats["max"]
+        latents = np.arange(len(nnz))
+        levels = np.asarray(self.levels or [len(nnz)])
         level_of = levels[
             np.minimum(np.searchsorted(levels, latents, side="right"), len(levels) - 1)
         ]
@@ -292,7 +400,7 @@ class WorkspaceView:
         order = rows_a[np.argsort(-vals, kind="stable")]
         out: list[int] = []
         seen: set[str] = set()
-        subjects = self.table["subject_key"].to_numpy()
+        subjects = self._subjects
         for r in order:
             if one_per_subject:
                 if subjects[r] in seen:
@@ -343,28 +451,43 @@ class WorkspaceView:
         rows_a, _ = self.activations(latent)
         if len(rows_a) == 0:
             return []
-        active = np.zeros(len(self.table), dtype=bool)
-        active[rows_a] = True
+        rows_a = np.sort(rows_a)
         min_count = max(min_count, int(np.ceil(min_support * len(rows_a))))
         out: list[dict[str, Any]] = []
+        # per label: (active slices carrying it, active slices where it is defined) against
+        # the same counts over every slice, counted once per view (_label_totals); a
+        # request reads only the active slices' rows
         for col, (codes, uniques) in self._label_codes.items():
-            defined = codes >= 0
-            act_counts = np.bincount(codes[active & defined], minlength=len(uniques))
+            c = codes[rows_a]
+            c = c[c >= 0]
+            act_counts = np.bincount(c, minlength=len(uniques))
+            n_all, n_def = self._label_totals[col]
             for u in np.flatnonzero(act_counts >= min_count):
-                out.append(_lift(f"{col}={uniques[u]}", codes == u, defined, active))
+                out.append(_lift(f"{col}={uniques[u]}", act_counts[u], len(c), n_all[u], n_def))
         anatomy = self.anatomy
         if anatomy is not None:
-            presence = np.asarray(anatomy.presence)
-            act_counts = (presence[active] == 1).sum(axis=0)
-            for j in np.flatnonzero(act_counts >= min_count):
-                col_p = presence[:, j]
+            presence = np.asarray(anatomy.presence[rows_a])
+            act_has = (presence == 1).sum(axis=0)
+            act_def = (presence != -1).sum(axis=0)
+            has_all, def_all = self._label_totals["structure"]
+            for j in np.flatnonzero(act_has >= min_count):
                 out.append(
-                    _lift(f"structure={anatomy.structures[j]}", col_p == 1, col_p != -1, active)
+                    _lift(
+                        f"structure={anatomy.structures[j]}",
+                        act_has[j],
+                        act_def[j],
+                        has_all[j],
+                        def_all[j],
+                    )
                 )
         out.sort(key=lambda d: (-d["lift"], -d["count_active"]))
         return out[:top]
 
-    @cached_property
+    @once
+    def _subjects(self) -> np.ndarray:
+        return self.table["subject_key"].to_numpy()
+
+    @once
     def _label_codes(self) -> dict[str, tuple[np.ndarray, list[str]]]:
         """Metadata columns factorised once: (codes with -1 for null, unique values)."""
         out = {}
@@ -372,6 +495,27 @@ class WorkspaceView:
             if col in self.table.columns:
                 codes, uniques = pd.factorize(self.table[col], use_na_sentinel=True)
                 out[col] = (np.asarray(codes), [str(u) for u in uniques])
+        return out
+
+    @once
+    def _label_totals(self) -> dict[str, tuple[np.ndarray, Any]]:
+        """Over every slice: per metadata column (slices per value, slices with a value);
+        ``structure``: (slices where each structure is present, where it is known)."""
+        out: dict[str, tuple[np.ndarray, Any]] = {}
+        for col, (codes, uniques) in self._label_codes.items():
+            defined = codes[codes >= 0]
+            out[col] = (np.bincount(defined, minlength=len(uniques)), len(defined))
+        anatomy = self.anatomy
+        if anatomy is not None:
+            presence = anatomy.presence
+            n_struct = presence.shape[1]
+            has = np.zeros(n_struct, dtype=np.int64)
+            known = np.zeros(n_struct, dtype=np.int64)
+            for lo in range(0, presence.shape[0], 65536):  # memory-mapped: in chunks
+                block = np.asarray(presence[lo : lo + 65536])
+                has += (block == 1).sum(axis=0)
+                known += (block != -1).sum(axis=0)
+            out["structure"] = (has, known)
         return out
 
     def fingerprint(self, row: int, k: int = 10) -> list[dict[str, Any]]:
@@ -409,16 +553,14 @@ def _png_cached(view: WorkspaceView, row: int, size: int | None) -> bytes:
     return image_to_png(np.asarray(view.images[row]), size)
 
 
-def _lift(label: str, has: np.ndarray, defined: np.ndarray, active: np.ndarray) -> dict[str, Any]:
-    act_def = active & defined
-    n_act = max(int(act_def.sum()), 1)
-    n_def = max(int(defined.sum()), 1)
-    c_act = int((has & active).sum())
-    rate_active = c_act / n_act
-    rate_all = int(has.sum()) / n_def
+def _lift(label: str, c_act: Any, n_act: Any, c_all: Any, n_all: Any) -> dict[str, Any]:
+    """Lift of a label carried by ``c_act`` of the ``n_act`` active slices where it is
+    defined and by ``c_all`` of the ``n_all`` slices where it is defined."""
+    rate_active = int(c_act) / max(int(n_act), 1)
+    rate_all = int(c_all) / max(int(n_all), 1)
     return {
         "label": label,
-        "count_active": c_act,
+        "count_active": int(c_act),
         "rate_active": rate_active,
         "rate_all": rate_all,
         "lift": rate_active / rate_all if rate_all > 0 else 0.0,

@@ -91,6 +91,12 @@ class TextEmbedder:
         model = getattr(client, "embedding_model", None) or getattr(client, "model", "endpoint")
         return cls(client.embed, name=f"endpoint:{model}")
 
+    def warm(self) -> None:
+        """Load the bundled model now (a no-op for a wrapped function), so that the first
+        :meth:`embed` does not pay for it."""
+        if self._fn is None:
+            _minilm()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-norm embeddings of ``texts`` (float32, one row per text)."""
         texts = [str(t) for t in texts]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ import pandas as pd
 from medsae.errors import MedsaeError
 from medsae.retrieval.config import AskConfig, IndexConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
-from medsae.retrieval.language import TextRetriever
+from medsae.retrieval.language import TextRetriever, load_descriptions
 from medsae.view import WorkspaceView
 
 
@@ -125,8 +125,37 @@ class WorkspaceSearch:
             return self._retriever
 
     def text_ready(self) -> bool:
-        """Build the text retriever now (loads the sentence embedder); whether it is usable."""
-        return self.retriever() is not None
+        """Build the text retriever now and load its sentence embedder; whether it is usable."""
+        retriever = self.retriever()
+        if retriever is None:
+            return False
+        warm = getattr(retriever.embedder, "warm", None)
+        if callable(warm):
+            warm()
+        return True
+
+    def text_mode(self) -> Literal["interpret", "keyword"]:
+        """How text queries are answered, without building the retriever: ``interpret``
+        (the feature descriptions and the sentence embedder) or ``keyword``.
+
+        Before the retriever is built this is decided from what it is built of (usable
+        descriptions of latents of this run); once built, from the retriever itself.
+        """
+        built = self._retriever  # read without the lock, which a build holds: never waits
+        if built is not _UNSET:
+            return "keyword" if built is None else "interpret"
+        return "interpret" if self._descriptions_usable() else "keyword"
+
+    def _descriptions_usable(self) -> bool:
+        view = self.view
+        features = view.features_file
+        if not self.use_interpret or view.encoder is None or features is None:
+            return False
+        try:
+            latents = load_descriptions(features)["latent"].astype(int)
+        except MedsaeError:
+            return False
+        return bool(((latents >= 0) & (latents < view.n_latents)).all())
 
     def _open_retriever(self) -> TextRetriever | None:
         view = self.view

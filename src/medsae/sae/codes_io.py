@@ -4,6 +4,9 @@
     ``codes.npz``   a SciPy CSR matrix ``(n_slices, n_latents)`` float32 (``scipy.sparse.save_npz``),
                     row ``i`` = slice ``i`` of the slice table, every split included
     ``codes.json``  ``{"encoder", "run", "n_rows", "n_latents", "levels", "mode"}``
+    ``latent_stats.npz``  per latent over every row: ``nnz`` (int64), ``sum`` (float64),
+                    ``max`` (float32, 0 for a latent that never fires); what a feature list
+                    shows, readable without loading the codes
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from medsae.errors import ArtifactError
-from medsae.sae.io import CODES, CODES_META
+from medsae.sae.io import CODES, CODES_META, CODES_STATS
 
 CODES_FILE = CODES
 
@@ -28,6 +31,8 @@ def save_codes(folder: Path, codes: sp.csr_matrix, meta: dict[str, Any]) -> None
     csr = sp.csr_matrix(codes, dtype=np.float32)
     csr.sort_indices()
     sp.save_npz(folder / CODES_FILE, csr, compressed=False)
+    stats = latent_stats(csr)
+    np.savez(folder / CODES_STATS, nnz=stats["nnz"], sum=stats["sum"], max=stats["max"])
     full = {"n_rows": int(csr.shape[0]), "n_latents": int(csr.shape[1]), **meta}
     (folder / CODES_META).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
 
@@ -54,3 +59,34 @@ def load_codes_meta(folder: Path) -> dict[str, Any]:
         raise ArtifactError(f"{p}: codes metadata not found; run `medsae codes` first")
     data: dict[str, Any] = json.loads(p.read_text())
     return data
+
+
+def latent_stats(codes: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """Per-latent ``nnz``, ``sum`` and ``max`` of CSR codes (one pass over the non-zeros)."""
+    n = int(codes.shape[1])
+    idx = np.asarray(codes.indices)
+    data = np.asarray(codes.data, dtype=np.float32)
+    mx = np.zeros(n, dtype=np.float32)
+    if len(data):
+        np.maximum.at(mx, idx, data)  # codes are non-negative: 0 stays for a silent latent
+    return {
+        "nnz": np.bincount(idx, minlength=n).astype(np.int64),
+        "sum": np.bincount(idx, weights=data.astype(np.float64), minlength=n),
+        "max": mx,
+    }
+
+
+def load_latent_stats(folder: Path, n_latents: int) -> dict[str, np.ndarray] | None:
+    """The stored :func:`latent_stats` of a run's codes, or None when the file is missing,
+    unreadable or not of ``n_latents`` latents (codes written before it existed)."""
+    p = Path(folder) / CODES_STATS
+    if not p.is_file():
+        return None
+    try:
+        with np.load(p) as z:
+            stats = {key: np.asarray(z[key]) for key in ("nnz", "sum", "max")}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
+    if any(v.shape != (n_latents,) for v in stats.values()):
+        return None
+    return stats

@@ -2,7 +2,7 @@
 
 ``WS/saes/<encoder>/<run>/`` holds a checkpoint (``cfg.json`` + ``sae.safetensors``), its
 ``metrics.json`` and ``history.csv``; ``WS/saes/<encoder>/grid.json`` describes the grid;
-``WS/codes/<encoder>/<run>/`` holds ``codes.npz`` and ``codes.json``.
+``WS/codes/<encoder>/<run>/`` holds ``codes.npz``, ``codes.json`` and ``latent_stats.npz``.
 """
 
 from __future__ import annotations
@@ -23,3 +23,5 @@ CODES = "codes.npz"
 """Sparse codes of every slice (CSR arrays)."""
 CODES_META = "codes.json"
 """Metadata of the codes (encoder, run, latents, levels, non-zeros)."""
+CODES_STATS = "latent_stats.npz"
+"""Per-latent statistics of the codes over every row (non-zeros, sum and maximum)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import threading
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, Literal
 
@@ -71,14 +72,12 @@ def create_app(
     view = workspace if isinstance(workspace, WorkspaceView) else WorkspaceView(workspace)
     search: SearchBackend = backend or WorkspaceSearch(view)
     query_format = view.query_format
-    table = view.table
-    # what the first page reads (/api/info, /api/features) is opened before the app exists
-    features = view.feature_table
-    _ = (view.codes_csc, view.levels)
-    # the rest opens in the background while the server already answers: the fingerprint
-    # index and text retriever (searches, /api/info's text mode) and the labels a feature
-    # page's enrichment reads; a request that needs one first waits for it (each is built
-    # once, under the lock of its owner), so answers do not depend on the timing
+    # Nothing large is read before the app exists: the server listens at once. A
+    # background thread opens the parts in the order the pages need them (the first page's
+    # counts and feature table, which read a few columns and the codes' stored statistics;
+    # then the slice table, the codes, the fingerprint index, the labels of a feature
+    # page's enrichment, the text retriever); a request that needs a part first waits for
+    # it (each is built once, under its own lock), so answers never depend on the timing.
     _warm_up(view, search if load_text_model and isinstance(search, WorkspaceSearch) else None)
     pages = {STATIC_PAGE: _static(STATIC_PAGE)}
     assets = {name: _static(name) for name in STATIC_FILES}
@@ -95,13 +94,16 @@ def create_app(
     # the fields of a slice reference, read from the columns' arrays (a table row lookup
     # per result item would dominate the cost of a search answer; building every row's
     # reference at startup would cost seconds and a gigabyte at a million slices)
-    ref_cols = [c for c in ("modality", "plane", "subject_key", "split") if c in table.columns]
-    ref_ids = table["slice_id"].array
-    ref_arrays = [(c, table[c].array) for c in ref_cols]
+    ref_columns: list[tuple[Any, list[tuple[str, Any]]]] = []
 
     def ref(row: int, **extra: Any) -> m.SliceRef:
-        sid = str(ref_ids[row])
-        fields: dict[str, Any] = {c: _opt(arr[row]) for c, arr in ref_arrays}
+        if not ref_columns:  # the first answer with slices, once the table is open
+            table = view.table
+            cols = [c for c in ("modality", "plane", "subject_key", "split") if c in table]
+            ref_columns.append((table["slice_id"].array, [(c, table[c].array) for c in cols]))
+        ids, arrays = ref_columns[0]
+        sid = str(ids[row])
+        fields: dict[str, Any] = {c: _opt(arr[row]) for c, arr in arrays}
         return m.SliceRef(
             slice_id=sid, image_url=f"/api/slices/{_quote(sid)}/image.png", **fields, **extra
         )
@@ -137,28 +139,20 @@ def create_app(
 
     @app.get("/api/info", response_model=m.InfoOut)
     def info() -> m.InfoOut:
-        counts = {
-            col: {str(k): int(v) for k, v in table[col].value_counts().items()}
-            for col in ("modality", "plane", "split")
-            if col in table.columns
-        }
+        features = view.feature_table
         concepts = sorted({str(c) for c in features.get("concept", []) if isinstance(c, str)})
-        text_mode = (
-            "interpret"
-            if isinstance(search, WorkspaceSearch) and search.text_ready()
-            else "keyword"
-        )
+        text_mode = search.text_mode() if isinstance(search, WorkspaceSearch) else "keyword"
         return m.InfoOut(
             workspace=str(view.ws.root),
             encoder=view.encoder,
             run=view.run,
-            n_slices=len(table),
+            n_slices=view.n_slices,
             n_latents=view.n_latents,
             levels=view.levels,
             has_features=view.features_file is not None,
             text_search=text_mode,
             image_search=view.encoder is not None,
-            counts=counts,
+            counts=view.counts,
             concepts=concepts,
             upload_limit_bytes=upload_limit,
         )
@@ -178,7 +172,7 @@ def create_app(
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
     ) -> m.FeatureListOut:
-        df = features
+        df = view.feature_table
         if alive_only:
             df = df[df["frequency"] > 0]
         if q:
@@ -305,16 +299,23 @@ def create_app(
 
 
 def _warm_up(view: WorkspaceView, search: WorkspaceSearch | None) -> threading.Thread:
-    """Open the parts of ``view`` (and ``search``'s text retriever) that the first page does
-    not read, in a daemon thread."""
+    """Open the parts of ``view`` (and ``search``'s index and text retriever) in a daemon
+    thread, in the order the pages ask for them."""
+    parts: list[Callable[[], object]] = [
+        lambda: view.counts,  # the first page: /api/info and /api/features
+        lambda: view.feature_table,
+        lambda: view.row_of,  # slice pages, every answer with slices
+        lambda: view.codes_csc,  # feature pages
+        lambda: view._label_totals,  # a feature page's enrichment
+    ]
+    if search is not None:
+        parts += [search.index, search.text_ready]  # similar slices, text search
 
     def run() -> None:
-        # a part that fails to open is left unopened: the request that needs it raises again
-        with contextlib.suppress(Exception):
-            if search is not None:
-                search.text_ready()  # /api/info (on the first page) reads the text mode
-        with contextlib.suppress(Exception):
-            _ = (view.anatomy, view._label_codes)  # a feature page's enrichment
+        for part in parts:
+            # a part that fails to open is left unopened: the request that needs it raises
+            with contextlib.suppress(Exception):
+                part()
 
     thread = threading.Thread(target=run, name="medsae-serve-warm-up", daemon=True)
     thread.start()
