@@ -35,7 +35,13 @@ from medsae.errors import ArtifactError
 from medsae.evaluate.io import SUMMARY, read_ranking
 from medsae.interpret.io import FEATURES, SCORES
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
-from medsae.sae.codes_io import latent_stats, load_codes, load_codes_meta, load_latent_stats
+from medsae.sae.codes_io import (
+    check_codes,
+    latent_stats,
+    load_codes,
+    load_codes_meta,
+    load_latent_stats,
+)
 from medsae.workspace import Workspace, read_manifest
 
 METADATA_LABELS = (
@@ -140,9 +146,10 @@ class WorkspaceView:
         self.ws = Workspace(root)
         if not self.ws.root.is_dir():
             raise ArtifactError(f"{self.ws.root}: workspace folder not found")
-        if not (self.ws.slices / SLICES_FILE).is_file():
-            read_slices(self.ws.slices)  # the error naming the missing slice table
+        self._slices_footer = _parquet_footer(self.ws.slices / SLICES_FILE)
         self.encoder, self.run = self._choose_run(encoder, run)
+        if self.encoder is not None and self.run is not None:
+            check_codes(self.ws.codes(self.encoder, self.run))  # damaged: said now, by name
 
     # ------------------------------------------------------------------ slice table
     # The slice table and the id lookup open on first use (the browser listens first and
@@ -174,9 +181,7 @@ class WorkspaceView:
         """Rows of the slice table (from the Parquet footer while the table is not open)."""
         if "table" in self.__dict__:
             return len(self.table)
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(self.ws.slices / SLICES_FILE).metadata.num_rows)
+        return int(self._slices_footer.num_rows)
 
     @once
     def counts(self) -> dict[str, dict[str, int]]:
@@ -185,12 +190,9 @@ class WorkspaceView:
         if "table" in self.__dict__:
             cols = self.table
         else:
-            p = self.ws.slices / SLICES_FILE
-            import pyarrow.parquet as pq
-
-            names = set(pq.ParquetFile(p).schema_arrow.names)
+            names = set(self._slices_footer.schema.to_arrow_schema().names)
             wanted = [c for c in ("modality", "plane", "subject_key", "split") if c in names]
-            cols = pd.read_parquet(p, columns=wanted)
+            cols = pd.read_parquet(self.ws.slices / SLICES_FILE, columns=wanted)
             mapping = self._split_of_subject
             if mapping is not None and "subject_key" in cols.columns:
                 cols["split"] = cols["subject_key"].map(mapping)
@@ -551,6 +553,23 @@ def _png_cached(view: WorkspaceView, row: int, size: int | None) -> bytes:
     if view.images is None:
         raise ArtifactError(f"{view.ws.slices / IMAGES_FILE}: not found")
     return image_to_png(np.asarray(view.images[row]), size)
+
+
+def _parquet_footer(path: Path) -> Any:
+    """The footer of a Parquet file (rows, schema; milliseconds at any size), or an
+    :class:`ArtifactError` naming a missing or damaged file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        read_slices(path.parent)  # the error naming the missing slice table
+    try:
+        return pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException) as e:
+        raise ArtifactError(
+            f"{path}: unreadable slice table (truncated or corrupt: {e}); "
+            "rerun `medsae prepare --force`"
+        ) from e
 
 
 def _lift(label: str, c_act: Any, n_act: Any, c_all: Any, n_all: Any) -> dict[str, Any]:

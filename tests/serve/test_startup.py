@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 import medsae.llm.embed as embed
 import medsae.retrieval.service as service
 import medsae.view as view_module
+from medsae.errors import ArtifactError
 from medsae.llm.embed import TextEmbedder
 from medsae.retrieval.service import WorkspaceSearch
 from medsae.sae.codes_io import latent_stats, load_codes, load_latent_stats
@@ -218,3 +219,42 @@ def test_text_ready_loads_the_sentence_embedder(full_workspace, monkeypatch):
     )
     search = WorkspaceSearch(WorkspaceView(ws.root))
     assert search.text_ready() and warmed == ["recording"]
+
+
+@pytest.mark.parametrize("damaged", ["slices", "codes"])
+def test_a_damaged_slice_table_or_codes_file_is_named_at_start(full_workspace, tmp_path, damaged):
+    """The browser opens its large parts after it listens; a damaged one is still refused at
+    start, by name, from the file's footer or archive directory alone."""
+    ws, _ = full_workspace
+    root = tmp_path / "ws"
+    shutil.copytree(ws.root, root)
+    view = WorkspaceView(root)
+    path = (
+        view.ws.slices / "slices.parquet"
+        if damaged == "slices"
+        else view.ws.codes(view.encoder, view.run) / "codes.npz"
+    )
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ArtifactError) as err:
+        WorkspaceView(root)
+    fix = "medsae prepare --force" if damaged == "slices" else "medsae codes --force"
+    assert str(path) in str(err.value) and fix in str(err.value)
+    path.write_bytes(good)  # nothing else was touched: the restored file opens again
+    assert WorkspaceView(root).n_slices == len(view.table)
+
+
+def test_a_part_damaged_after_start_answers_with_its_file_name(full_workspace, tmp_path):
+    ws, _ = full_workspace
+    root = tmp_path / "ws"
+    shutil.copytree(ws.root, root)
+    view = WorkspaceView(root)
+    app = create_app(view, backend=WorkspaceSearch(view, use_interpret=False))
+    with TestClient(app) as client:
+        assert client.get("/api/info").status_code == 200
+        view.__dict__.pop("codes_csc", None)
+        view.__dict__.pop("codes", None)
+        path = view.ws.codes(view.encoder, view.run) / "codes.npz"
+        path.write_bytes(path.read_bytes()[:100])
+        r = client.get("/api/features/3")
+        assert r.status_code == 500 and str(path) in r.json()["detail"]

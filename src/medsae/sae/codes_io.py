@@ -40,17 +40,44 @@ def save_codes(folder: Path, codes: sp.csr_matrix, meta: dict[str, Any]) -> None
 def load_codes(folder: Path) -> sp.csr_matrix:
     """The codes of a run as float32 CSR; a missing, truncated or corrupt file is an
     :class:`ArtifactError` naming it (and saying how to rewrite it)."""
+    p = _codes_path(folder)
+    try:
+        codes = sp.load_npz(p)
+    except _UNREADABLE as e:
+        raise _unreadable(p, e) from e
+    return sp.csr_matrix(codes, dtype=np.float32)
+
+
+def check_codes(folder: Path) -> None:
+    """Raise the :func:`load_codes` error when a run's codes file is missing or its archive
+    is damaged, reading only the archive's directory (milliseconds at any size: a truncated
+    file has lost the directory at its end)."""
+    p = _codes_path(folder)
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = set(z.namelist())
+    except _UNREADABLE as e:
+        raise _unreadable(p, e) from e
+    missing = sorted({"data.npy", "indices.npy", "indptr.npy", "shape.npy"} - names)
+    if missing:
+        raise _unreadable(p, KeyError(f"no {', '.join(missing)} in the archive"))
+
+
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
+
+
+def _codes_path(folder: Path) -> Path:
     p = Path(folder) / CODES_FILE
     if not p.is_file():
         raise ArtifactError(f"{p}: sparse codes not found; run `medsae codes` first")
-    try:
-        codes = sp.load_npz(p)
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise ArtifactError(
-            f"{p}: unreadable sparse codes (truncated or corrupt: {type(e).__name__}: {e}); "
-            "rerun `medsae codes --force`"
-        ) from e
-    return sp.csr_matrix(codes, dtype=np.float32)
+    return p
+
+
+def _unreadable(path: Path, e: BaseException) -> ArtifactError:
+    return ArtifactError(
+        f"{path}: unreadable sparse codes (truncated or corrupt: {type(e).__name__}: {e}); "
+        "rerun `medsae codes --force`"
+    )
 
 
 def load_codes_meta(folder: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from medsae import __version__
 from medsae.data.query_image import QueryImageError
+from medsae.errors import InputError, MedsaeError
 from medsae.retrieval.service import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve import models as m
 from medsae.serve.io import STATIC_PAGE
@@ -293,6 +294,13 @@ def create_app(
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
+
+    @app.exception_handler(MedsaeError)
+    async def artifact_error(request: Request, exc: MedsaeError) -> JSONResponse:
+        # a part opened after start (the codes, the index, ...) that is damaged: the message
+        # names the file and the fix, as the command line says it
+        status = 400 if isinstance(exc, InputError) else 500
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     app.include_router(map_router(view))  # GET /api/slices/{id}/map?latent= (medsae.serve.maps)
     return app
