@@ -54,11 +54,11 @@ def check_codes(folder: Path) -> None:
     file has lost the directory at its end)."""
     p = _codes_path(folder)
     try:
-        with zipfile.ZipFile(p) as z:
-            names = set(z.namelist())
+        with np.load(p) as z:  # an NpzFile reads the archive's directory, not the arrays
+            names = set(z.files)
     except _UNREADABLE as e:
         raise _unreadable(p, e) from e
-    missing = sorted({"data.npy", "indices.npy", "indptr.npy", "shape.npy"} - names)
+    missing = sorted({"data", "indices", "indptr", "shape"} - names)
     if missing:
         raise _unreadable(p, KeyError(f"no {', '.join(missing)} in the archive"))
 
