@@ -112,7 +112,7 @@ def load_latent_stats(folder: Path, n_latents: int) -> dict[str, np.ndarray] | N
     try:
         with np.load(p) as z:
             stats = {key: np.asarray(z[key]) for key in ("nnz", "sum", "max")}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+    except _UNREADABLE:
         return None
     if any(v.shape != (n_latents,) for v in stats.values()):
         return None

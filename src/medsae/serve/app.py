@@ -76,8 +76,8 @@ def create_app(
     # Nothing large is read before the app exists: the server listens at once. A
     # background thread opens the parts in the order the pages need them (the first page's
     # counts and feature table, which read a few columns and the codes' stored statistics;
-    # then the slice table, the codes, the fingerprint index, the labels of a feature
-    # page's enrichment, the text retriever); a request that needs a part first waits for
+    # then the slice table, the codes, the label totals of a feature page's enrichment, the
+    # fingerprint index, the text retriever); a request that needs a part first waits for
     # it (each is built once, under its own lock), so answers never depend on the timing.
     _warm_up(view, search if load_text_model and isinstance(search, WorkspaceSearch) else None)
     pages = {STATIC_PAGE: _static(STATIC_PAGE)}
