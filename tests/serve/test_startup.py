@@ -252,6 +252,9 @@ def test_a_part_damaged_after_start_answers_with_its_file_name(full_workspace, t
     app = create_app(view, backend=WorkspaceSearch(view, use_interpret=False))
     with TestClient(app) as client:
         assert client.get("/api/info").status_code == 200
+        for thread in threading.enumerate():  # the warm-up has opened what it opens
+            if thread.name == "medsae-serve-warm-up":
+                thread.join(timeout=60)
         view.__dict__.pop("codes_csc", None)
         view.__dict__.pop("codes", None)
         path = view.ws.codes(view.encoder, view.run) / "codes.npz"
