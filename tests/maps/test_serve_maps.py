@@ -183,3 +183,11 @@ def test_slice_page_overlay_switches_latent(page: Any, base_url: str, served: An
     page.uncheck("#map-toggle")
     page.wait_for_function(OVERLAYS_HIDDEN, arg=".big img.map-overlay")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_map_route_refuses_a_huge_latent_by_name(served: tuple[Workspace, Any]) -> None:
+    """A latent beyond any integer type is a 422 naming it, not an overflow 500."""
+    ws, app = served
+    sid = _first_slice(ws)
+    r = TestClient(app).get(f"/api/slices/{sid}/map", params={"latent": "99999999999999999999"})
+    assert r.status_code == 422 and "99999999999999999999" in r.json()["detail"]

@@ -28,28 +28,23 @@ unsupported type or too large.
 
 from __future__ import annotations
 
-import gzip
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from medsae.errors import InputError
+from medsae.data.query_limits import (
+    NIFTI_MAGIC,
+    QueryImageError,
+    QueryLimits,
+    gunzip_capped,
+    nifti_size,
+    pil_bomb,
+)
 
 Kind = Literal["png", "jpeg", "dicom", "nifti", "array"]
-Reason = Literal["unreadable", "unsupported", "too_large"]
-MAX_NIFTI_VOXELS = 512 * 512 * 1024
-_NIFTI_MAGIC = (b"n+1\x00", b"ni1\x00")
-
-
-class QueryImageError(InputError):
-    """A query image that cannot be used; ``reason`` says why (unreadable, unsupported, too large)."""
-
-    def __init__(self, what: str | Path, problem: str, reason: Reason = "unreadable") -> None:
-        self.reason: Reason = reason
-        super().__init__(what, problem)
 
 
 @dataclass(frozen=True)
@@ -105,7 +100,7 @@ def sniff(data: bytes) -> Kind | None:
         return "dicom"
     if data.startswith(b"\x1f\x8b"):
         return "nifti"
-    if len(data) >= 348 and data[344:348] in _NIFTI_MAGIC:
+    if len(data) >= 348 and data[344:348] in NIFTI_MAGIC:
         return "nifti"
     return None
 
@@ -122,24 +117,37 @@ def _percentile_uint8(x: np.ndarray) -> np.ndarray:
     return to_uint8(np.nan_to_num(x, nan=low), low, high)
 
 
-def _read_pil(data: bytes, what: str, channels: int) -> np.ndarray:
+def _read_pil(data: bytes, what: str, channels: int, limits: QueryLimits) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            width, height = im.size
+            limits.check("max_pixels", width * height, what, f"image of {width} x {height} pixels")
             im.load()
             return np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except Image.DecompressionBombError as e:  # beyond Pillow's own limit
+        raise pil_bomb(e, what, limits) from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise QueryImageError(what, f"cannot read the image: {e}") from e
 
 
-def _read_dicom(data: bytes, what: str, intensity: QueryIntensity) -> np.ndarray:
+def _read_dicom(
+    data: bytes, what: str, intensity: QueryIntensity, limits: QueryLimits
+) -> np.ndarray:
     import pydicom
 
     from medsae.data.intensity import MULTI_WINDOWS, ct_window, mri_bounds, to_uint8, window_bounds
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as e:  # pydicom raises many types for broken files
+        raise QueryImageError(what, f"cannot read the DICOM header: {e}") from e
+    limits.check("max_pixels", rows * cols, what, f"DICOM frame of {rows} x {cols} pixels")
+    limits.check("max_voxels", rows * cols * frames, what, f"DICOM of {frames} frames, voxels")
+    try:
         pixels = ds.pixel_array.astype(np.float32)
     except Exception as e:  # pydicom raises many types for broken files
         raise QueryImageError(what, f"cannot read the DICOM pixel data: {e}") from e
@@ -165,28 +173,34 @@ def _read_dicom(data: bytes, what: str, intensity: QueryIntensity) -> np.ndarray
     return to_uint8(pixels, *window_bounds(center, width))
 
 
-def _read_nifti(data: bytes, what: str, plane: str | None, index: int | None) -> np.ndarray:
+def _read_nifti(
+    data: bytes, what: str, plane: str | None, index: int | None, limits: QueryLimits
+) -> np.ndarray:
     import nibabel as nib
 
     from medsae.data import geometry
 
-    try:
-        raw = gzip.decompress(data) if data.startswith(b"\x1f\x8b") else data
-    except (OSError, EOFError) as e:
-        raise QueryImageError(what, f"cannot decompress the gzip file: {e}") from e
-    if len(raw) < 348 or raw[344:348] not in _NIFTI_MAGIC:
-        raise QueryImageError(what, "gzip content is not a NIfTI-1 image", "unsupported")
+    packed = data.startswith(b"\x1f\x8b")
+    cap = limits.max_decompressed_bytes
+    head = gunzip_capped(data, cap, what, head=352) if packed else data[:352]
+    need = nifti_size(head, what, limits)
+    if packed:
+        limits.check("max_decompressed_bytes", need, what, "NIfTI header declares bytes")
+        raw = gunzip_capped(data, cap, what, head=need)
+    else:
+        raw = data
+    if len(raw) < need:
+        raise QueryImageError(
+            what,
+            f"NIfTI file is truncated: its header declares {need:,} bytes, it has {len(raw):,}",
+        )
     if plane not in geometry.PLANE_AXIS:
         raise QueryImageError(
             what, f"a volume needs a plane (axial, coronal or sagittal), got {plane!r}"
         )
     try:
-        img = nib.Nifti1Image.from_bytes(raw)
-        if int(np.prod(img.shape)) > MAX_NIFTI_VOXELS:
-            raise QueryImageError(what, f"NIfTI volume {img.shape} is too large", "too_large")
+        img = nib.Nifti1Image.from_bytes(raw[:need])
         vol = np.asarray(img.dataobj, dtype=np.float32)
-    except QueryImageError:
-        raise
     except Exception as e:  # nibabel raises several types for broken headers
         raise QueryImageError(what, f"cannot read the NIfTI volume: {e}") from e
     if vol.ndim == 2:
@@ -225,11 +239,13 @@ def read_query_image(
     channels: int = 1,
     intensity: QueryIntensity | None = None,
     name: str | None = None,
+    limits: QueryLimits | None = None,
 ) -> QueryImage:
     """The query's image at its own size (uint8, 2D or RGB) and its file type.
 
     ``source`` is the file's bytes, a path or an array; ``plane`` (and ``index``, default
-    the middle slice) choose the slice of a volume; ``name`` names bytes in errors.
+    the middle slice) choose the slice of a volume; ``name`` names bytes in errors;
+    ``limits`` bound what the file may decode to (:class:`QueryLimits`' defaults).
     """
     if isinstance(source, np.ndarray):
         return QueryImage(_read_array(source), "array")
@@ -249,12 +265,13 @@ def read_query_image(
             what, "unsupported file type; give a PNG, JPEG, DICOM or NIfTI file", "unsupported"
         )
     settings = intensity or QueryIntensity()
+    bounds = limits or QueryLimits()
     if kind in ("png", "jpeg"):
-        img = _read_pil(data, what, channels)
+        img = _read_pil(data, what, channels, bounds)
     elif kind == "dicom":
-        img = _read_dicom(data, what, settings)
+        img = _read_dicom(data, what, settings, bounds)
     else:
-        img = _read_nifti(data, what, plane, index)
+        img = _read_nifti(data, what, plane, index, bounds)
     return QueryImage(np.ascontiguousarray(img, dtype=np.uint8), kind)
 
 
@@ -287,13 +304,20 @@ def prepare_query_image(
     index: int | None = None,
     intensity: QueryIntensity | None = None,
     name: str | None = None,
+    limits: QueryLimits | None = None,
 ) -> QueryImage:
     """The query as the workspace stores its slices: uint8 ``(size, size)`` or ``(size, size, 3)``.
 
     Read with :func:`read_query_image`, then :func:`fit_to_size`.
     """
     read = read_query_image(
-        source, plane=plane, index=index, channels=channels, intensity=intensity, name=name
+        source,
+        plane=plane,
+        index=index,
+        channels=channels,
+        intensity=intensity,
+        name=name,
+        limits=limits,
     )
     try:
         fitted = fit_to_size(read.image, size, channels)
@@ -313,6 +337,7 @@ class QueryFormat:
     size: int
     channels: int
     intensity: QueryIntensity
+    limits: QueryLimits = field(default_factory=QueryLimits)
 
     @classmethod
     def of_slices(cls, slices_dir: Path, images: np.ndarray | None = None) -> QueryFormat:
@@ -345,4 +370,5 @@ class QueryFormat:
             index=index,
             intensity=self.intensity,
             name=name,
+            limits=self.limits,
         )

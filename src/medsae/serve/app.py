@@ -19,6 +19,7 @@ Uploads are limited in size (413), recognised by content (415) and validated (40
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pathlib
 import threading
 from collections.abc import Callable
@@ -31,15 +32,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from medsae import __version__
 from medsae.data.query_image import QueryImageError
+from medsae.data.query_limits import QueryLimits
 from medsae.errors import InputError, MedsaeError
 from medsae.retrieval.service import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve import models as m
 from medsae.serve.io import STATIC_PAGE
-from medsae.serve.limits import BodySizeLimit
+from medsae.serve.limits import BodySizeLimit, HeavyWork
 from medsae.serve.maps import map_router
 from medsae.view import WorkspaceView
 
 UPLOAD_LIMIT = 20 * 1024 * 1024
+HEAVY_WORKERS = 4  # uploads and feature maps computed at once
+HEAVY_WAIT_S = 15.0  # how long a request waits for a turn before a 503
 UPLOAD_PLANE = "axial"  # the plane of an uploaded volume shown and searched (its middle slice)
 UPLOAD_STATUS = {"unreadable": 400, "unsupported": 415, "too_large": 413}
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -63,16 +67,23 @@ def create_app(
     backend: SearchBackend | None = None,
     upload_limit: int = UPLOAD_LIMIT,
     load_text_model: bool = True,
+    query_limits: QueryLimits | None = None,
+    heavy_workers: int = HEAVY_WORKERS,
+    heavy_wait_s: float = HEAVY_WAIT_S,
 ) -> FastAPI:
     """The browser app for a workspace (or an already opened :class:`WorkspaceView`).
 
     ``backend`` replaces the default :class:`WorkspaceSearch` over the view (tests plug in
     fakes). Uploaded images are prepared by :mod:`medsae.data.query_image`, as
-    ``medsae search --image`` prepares them (a volume: the middle slice of ``UPLOAD_PLANE``).
+    ``medsae search --image`` prepares them (a volume: the middle slice of ``UPLOAD_PLANE``),
+    within ``query_limits`` (what a file may decode to; :class:`QueryLimits`' defaults).
+    At most ``heavy_workers`` uploads and feature maps are computed at once; others wait
+    up to ``heavy_wait_s`` seconds, then get 503 with ``Retry-After``.
     """
     view = workspace if isinstance(workspace, WorkspaceView) else WorkspaceView(workspace)
     search: SearchBackend = backend or WorkspaceSearch(view)
-    query_format = view.query_format
+    query_format = dataclasses.replace(view.query_format, limits=query_limits or QueryLimits())
+    heavy = HeavyWork(heavy_workers, heavy_wait_s)
     # Nothing large is read before the app exists: the server listens at once. A
     # background thread opens the parts in the order the pages need them (the first page's
     # counts and feature table, which read a few columns and the codes' stored statistics;
@@ -91,6 +102,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(BodySizeLimit, limit=upload_limit)
+    app.state.heavy = heavy
 
     # the fields of a slice reference, read from the columns' arrays (a table row lookup
     # per result item would dominate the cost of a search answer; building every row's
@@ -277,23 +289,36 @@ def create_app(
         file: UploadFile = File(..., description="A PNG, JPEG, DICOM or NIfTI file."),
         k: int = Query(12, ge=1, le=100),
     ) -> m.SearchOut:
+        name = file.filename or "upload"
         data = file.file.read(upload_limit + 1)
         if len(data) > upload_limit:
-            raise HTTPException(413, f"upload larger than {upload_limit} bytes")
-        try:
-            query = query_format.prepare(data, plane=UPLOAD_PLANE, name=file.filename or "upload")
-        except QueryImageError as e:
-            raise HTTPException(UPLOAD_STATUS[e.reason], str(e)) from e
-        try:
-            return hits_out(search.image(query.image, k), query=file.filename, kind=query.kind)
-        except SearchUnavailable as e:
-            raise HTTPException(503, str(e)) from e
+            problem = f"upload larger than the limit upload_bytes = {upload_limit:,}"
+            limit = ("upload_bytes", len(data), upload_limit)
+            raise UploadRefused(QueryImageError(name, problem, "too_large", limit))
+        with heavy:  # decoding and encoding: a bounded number at once
+            try:
+                query = query_format.prepare(data, plane=UPLOAD_PLANE, name=name)
+            except QueryImageError as e:
+                raise UploadRefused(e) from e
+            try:
+                hits = search.image(query.image, k)
+            except SearchUnavailable as e:
+                raise HTTPException(503, str(e)) from e
+        return hits_out(hits, query=file.filename, kind=query.kind)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
+
+    @app.exception_handler(UploadRefused)
+    async def upload_refused(request: Request, exc: UploadRefused) -> JSONResponse:
+        err = exc.error
+        body: dict[str, Any] = {"detail": str(err)}
+        if err.limit is not None:  # the limit passed, its value and what it allows
+            body.update(zip(("limit", "value", "allowed"), err.limit, strict=True))
+        return JSONResponse(body, status_code=UPLOAD_STATUS[err.reason])
 
     @app.exception_handler(MedsaeError)
     async def artifact_error(request: Request, exc: MedsaeError) -> JSONResponse:
@@ -304,6 +329,14 @@ def create_app(
 
     app.include_router(map_router(view))  # GET /api/slices/{id}/map?latent= (medsae.serve.maps)
     return app
+
+
+class UploadRefused(Exception):
+    """An upload that cannot be used (answered 400, 413 or 415 by its reason)."""
+
+    def __init__(self, error: QueryImageError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _warm_up(view: WorkspaceView, search: WorkspaceSearch | None) -> threading.Thread:

@@ -87,3 +87,32 @@ async def _send_json(send: Any, status: int, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class HeavyWork:
+    """At most ``workers`` requests doing heavy work (decoding and encoding an upload,
+    computing a feature map) at once; a request waits up to ``wait_s`` seconds for a turn,
+    then is answered 503 with ``Retry-After`` (never a partial or wrong answer)."""
+
+    def __init__(self, workers: int, wait_s: float) -> None:
+        import threading
+
+        if workers < 1:
+            raise ValueError(f"heavy workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.wait_s = wait_s
+        self._slots = threading.BoundedSemaphore(workers)
+
+    def __enter__(self) -> HeavyWork:
+        if not self._slots.acquire(timeout=self.wait_s):
+            from fastapi import HTTPException
+
+            raise HTTPException(
+                503,
+                f"the server is busy ({self.workers} heavy requests running); retry shortly",
+                headers={"Retry-After": str(max(1, round(self.wait_s)))},
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()

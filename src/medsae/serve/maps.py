@@ -12,6 +12,7 @@ feature maps (the message names the encoder and the pooling that would work).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +59,14 @@ def map_router(view: WorkspaceView) -> APIRouter:
         row = view.row_of.get(slice_id)
         if row is None:
             raise HTTPException(404, f"slice {slice_id!r} not found in the slice table")
+        if not 0 <= latent < view.n_latents:  # before any array sees it (no overflow)
+            raise HTTPException(
+                422, f"latent {latent} is outside 0..{view.n_latents - 1} (this SAE's latents)"
+            )
+        heavy = getattr(request.app.state, "heavy", None)
         try:
-            smap = maker(request).slice_map(int(row), int(latent))
+            with heavy or contextlib.nullcontext():  # a bounded number of maps at once
+                smap = maker(request).slice_map(int(row), int(latent))
         except MedsaeError as e:
             raise HTTPException(422, str(e)) from e
         headers = {**smap.headers(), "Access-Control-Expose-Headers": ", ".join(MAP_HEADERS)}
