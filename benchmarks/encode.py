@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from _support import make_synthetic_workspace
 from medsae.data.table import open_images
 from medsae.encode import EncodeConfig, encode, get_encoder
-from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"

@@ -1,6 +1,6 @@
 """Time of the offline ``interpret`` stage (statistics, offline descriptions, embedding scores).
 
-Builds a synthetic workspace (``medsae.testing.make_synthetic_workspace``: planted features
+Builds a synthetic workspace (``tests.support.synthetic.make_synthetic_workspace``: planted features
 plus random noise features) with ``--subjects`` subjects and ``--latents`` latents, then runs
 ``interpret`` with the default config (every alive feature described by the offline describer,
 scored by the offline text-embedding scorer on the held-out splits). Reports the stage's wall
@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _support import make_synthetic_workspace
 from medsae.interpret.io import read_features, read_scores
 from medsae.interpret.stage import interpret
 from medsae.llm.embed import shared_embedder
-from medsae.testing import make_synthetic_workspace
 
 
 def main() -> None:

@@ -86,8 +86,7 @@ def _free_port() -> int:
 def _workspace(path: str | None, tmp: Path) -> tuple[Path, str]:
     if path and (Path(path) / "slices" / "manifest.json").is_file():
         return Path(path), str(path)
-    from medsae.report.fixtures import write_fixture_artifacts
-    from medsae.testing import make_synthetic_workspace
+    from _support import make_synthetic_workspace, write_fixture_artifacts
 
     ws, truth = make_synthetic_workspace(tmp / "ws", n_subjects=48, slices_per_plane=12)
     write_fixture_artifacts(ws, truth)

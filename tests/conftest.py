@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from medsae.report.fixtures import write_fixture_artifacts
-from medsae.testing import SyntheticTruth, make_synthetic_workspace
 from medsae.workspace import Workspace
+from tests.support.fixtures import write_fixture_artifacts
+from tests.support.synthetic import SyntheticTruth, make_synthetic_workspace
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from medsae.cli import app
 from medsae.config import PipelineConfig, load_pipeline_config
 from medsae.errors import InputError
 from medsae.pipeline import SUMMARY_KEYS, collect_summary, demo_config, run_pipeline, write_summary
-from medsae.report.fixtures import write_fixture_artifacts
-from medsae.testing import make_synthetic_workspace
+from tests.support.fixtures import write_fixture_artifacts
+from tests.support.synthetic import make_synthetic_workspace
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def test_synthetic_workspace_roundtrip(tmp_path: Path) -> None:
     from medsae.data.table import read_anatomy, slices_with_split
     from medsae.encode.store import EmbeddingStore
     from medsae.sae.codes_io import load_codes
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(tmp_path / "ws", n_subjects=6, slices_per_plane=4)
     table = slices_with_split(ws.slices, ws.split)

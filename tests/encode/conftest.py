@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 FAKE_ADAPTER = Path(__file__).with_name("fake_adapter.py")
 

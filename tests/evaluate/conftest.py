@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from medsae.evaluate.config import EvaluateConfig
-from medsae.testing import SyntheticTruth, make_synthetic_workspace
 from medsae.workspace import Workspace
+from tests.support.synthetic import SyntheticTruth, make_synthetic_workspace
 
 
 def small_config(**overrides: object) -> EvaluateConfig:

@@ -11,7 +11,7 @@ from medsae.errors import ArtifactError
 from medsae.evaluate import evaluate, rank
 from medsae.metrics.reconstruction import reconstruction_metrics
 from medsae.sae import TrainConfig, load_sae, train, write_codes
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 from .conftest import small_config
 

@@ -115,7 +115,7 @@ def test_public_api_names_are_callables() -> None:
 
 def test_evaluate_cli_runs_every_run_with_codes(tmp_path: Path) -> None:
     from medsae.cli import app
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(tmp_path / "ws", n_subjects=12, slices_per_plane=4)
     res = CliRunner().invoke(

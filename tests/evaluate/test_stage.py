@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from medsae.errors import ArtifactError
 from medsae.evaluate import evaluate
 from medsae.sae.codes_io import load_codes, save_codes
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 from .conftest import small_config
 

@@ -13,7 +13,7 @@ from medsae.labels.words import ABSENT_LEAD, absent_words, label_phrase, slice_t
 from medsae.llm.client import LLMClient
 from medsae.llm.fake_server import FakeLLMServer, Faults
 from medsae.sae.codes_io import load_codes
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 
 @pytest.fixture(scope="module")

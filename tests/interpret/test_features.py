@@ -9,7 +9,7 @@ import pytest
 from medsae.data.table import read_anatomy, slices_with_split
 from medsae.interpret.features import build_label_table, feature_statistics, latent_levels
 from medsae.sae.codes_io import load_codes
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 
 @pytest.fixture(scope="module")

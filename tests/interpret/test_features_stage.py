@@ -17,7 +17,7 @@ from medsae.interpret.io import (
     SCORES,
 )
 from medsae.llm.fake_server import FakeLLMServer, Faults
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 COLUMNS = [
     "latent",

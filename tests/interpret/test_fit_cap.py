@@ -14,7 +14,7 @@ from medsae.interpret.describe import OfflineDescriber
 from medsae.interpret.scoring import CodeSpace, capped_rows, detection_sample
 from medsae.labels.table import build_label_table
 from medsae.sae.codes_io import load_codes
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 CAP = 100
 

@@ -21,7 +21,7 @@ from medsae.labels.concepts_extra import (
 )
 from medsae.labels.words import GEOMETRY_PHRASES as PHRASES
 from medsae.labels.words import slice_text
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 
 def _images(fractions: list[float], size: int = 20) -> np.ndarray:

@@ -15,10 +15,10 @@ from PIL import Image
 from medsae.encode.spatial import SpatialFeatures
 from medsae.maps import MapMaker
 from medsae.sae.checkpoint import save_sae
-from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
 from tests.browser import chromium_page, serving
 from tests.maps.conftest import random_sae
+from tests.support.synthetic import make_synthetic_workspace
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "_artifacts" / "browser"
 DIM, N_LATENTS = 16, 32

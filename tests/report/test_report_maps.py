@@ -21,12 +21,12 @@ from medsae.encode.spatial import SpatialFeatures
 from medsae.interpret.io import FEATURES, SCORES
 from medsae.maps import MapMaker
 from medsae.report import ReportConfig, build_report
-from medsae.report.fixtures import write_fixture_artifacts
 from medsae.sae.checkpoint import save_sae
-from medsae.testing import SyntheticTruth, make_synthetic_workspace
 from medsae.workspace import Workspace
 from tests.maps.conftest import random_sae
 from tests.maps.test_serve_maps import DIM, N_LATENTS, CellEncoder
+from tests.support.fixtures import write_fixture_artifacts
+from tests.support.synthetic import SyntheticTruth, make_synthetic_workspace
 
 MAP_SRC = re.compile(r'src="(img/map-(\d+)-(\d+)\.png)"')
 

@@ -63,7 +63,7 @@ def write_features(ws, truth, descriptions: dict[int, str] | None = None) -> Pat
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory: pytest.TempPathFactory):
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(
         tmp_path_factory.mktemp("ws"), n_subjects=24, slices_per_plane=8
@@ -268,7 +268,7 @@ def test_ask_errors(planted, tmp_path: Path) -> None:
     ws, _truth = planted
     with pytest.raises(InputError, match="empty query"):
         ask(ws, query="  ", embedder=bag_of_words())
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.synthetic import make_synthetic_workspace
 
     bare, _ = make_synthetic_workspace(tmp_path, n_subjects=3, slices_per_plane=2)
     with pytest.raises(ArtifactError, match="medsae interpret"):
@@ -308,7 +308,7 @@ def test_ask_command_lists_features_and_results(planted, monkeypatch: pytest.Mon
 
 
 def test_index_stage_skips_text_eval_without_descriptions(tmp_path: Path) -> None:
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(tmp_path, n_subjects=6, slices_per_plane=3)
     write_features(ws, truth, descriptions={})

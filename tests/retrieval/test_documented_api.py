@@ -90,8 +90,8 @@ def test_every_exported_retrieval_name_imports() -> None:
 
 def test_documented_ask_answers_on_a_small_workspace(tmp_path: Path) -> None:
     from medsae.retrieval import AskResult, ask
-    from medsae.testing import make_synthetic_workspace
     from tests.retrieval.test_ask import bag_of_words, write_features
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(tmp_path, n_subjects=9, slices_per_plane=4)
     write_features(ws, truth)

@@ -14,7 +14,7 @@ from medsae.errors import InputError
 from medsae.retrieval import query_image as qi
 from medsae.retrieval.index import search_similar
 from medsae.sae.codes_io import load_codes
-from medsae.testing import make_synthetic_workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 
 def load(

@@ -19,8 +19,8 @@ from medsae.retrieval.index import (
     build_index,
     search_similar,
 )
-from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from tests.retrieval.test_ask import bag_of_words, write_features
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory: pytest.TempPathFactory):
     from medsae.retrieval.index import build_index
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(
         tmp_path_factory.mktemp("ws"), n_subjects=12, slices_per_plane=4

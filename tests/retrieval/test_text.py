@@ -29,8 +29,8 @@ def test_minilm_picks_the_planted_feature_a_description_names(
 ) -> None:
     from medsae.retrieval.index import load_index
     from medsae.retrieval.language import TextRetriever
-    from medsae.testing import make_synthetic_workspace
     from tests.retrieval.test_ask import _features, write_features
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(tmp_path, n_subjects=9, slices_per_plane=4)
     write_features(ws, truth)

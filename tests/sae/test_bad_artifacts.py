@@ -14,8 +14,8 @@ from medsae.errors import ArtifactError
 from medsae.evaluate import EvaluateConfig, evaluate
 from medsae.sae import CodesConfig, TrainConfig, train, write_codes
 from medsae.sae.codes_io import CODES_FILE, load_codes
-from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 TINY = TrainConfig(arch=["topk"], levels=[[16]], k=[[2]], epochs=1, batch_size=8)
 

@@ -17,8 +17,8 @@ from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.sae.config import SAEConfig
 from medsae.sae.registry import build_sae
 from medsae.sae.trainer import TrainingInterrupted, auxk_idle
-from medsae.testing import make_synthetic_workspace
 from medsae.workspace import Workspace
+from tests.support.synthetic import make_synthetic_workspace
 
 SMALL = {
     "levels": [[16, 64]],

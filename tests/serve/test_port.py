@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from medsae.cli import main
-from medsae.testing import SyntheticTruth
 from medsae.workspace import Workspace
+from tests.support.synthetic import SyntheticTruth
 
 
 def test_a_taken_port_is_one_clear_line(

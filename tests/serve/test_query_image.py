@@ -45,7 +45,7 @@ class ProjectionSAE:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory):
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.synthetic import make_synthetic_workspace
 
     return make_synthetic_workspace(
         tmp_path_factory.mktemp("ws"), n_subjects=12, slices_per_plane=4

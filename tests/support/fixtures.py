@@ -1,7 +1,7 @@
 """Downstream artifacts in the documented formats, for tests of the report and the browser.
 
 :func:`write_fixture_artifacts` completes a workspace made by
-:func:`medsae.testing.make_synthetic_workspace` with ``eval``, ``ranking``, ``features`` and
+:func:`tests.support.synthetic.make_synthetic_workspace` with ``eval``, ``ranking``, ``features`` and
 ``index`` artifacts (with manifests) whose figures are *derived from the planted codes*, so
 that the report and the browser can be tested before (and independently of) the real
 evaluate and interpret stages. The figures are plausible, not measured: never use them for
@@ -21,8 +21,8 @@ from medsae.evaluate import io as ev
 from medsae.interpret.io import FEATURES, SCORES
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
 from medsae.sae.codes_io import load_codes, load_codes_meta
-from medsae.testing import SyntheticTruth
 from medsae.workspace import StageResult, Workspace, artifact_key, run_stage, write_json_atomic
+from tests.support.synthetic import SyntheticTruth
 
 TEXT_QUERIES: tuple[tuple[str, str], ...] = (
     ("axial CT slice", "plane"),
