@@ -34,6 +34,7 @@ from medsae.data.table import (
 from medsae.errors import ArtifactError
 from medsae.evaluate.io import SUMMARY, read_ranking
 from medsae.interpret.io import FEATURES, SCORES
+from medsae.jsonsafe import json_safe
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
 from medsae.sae.codes_io import (
     check_codes,
@@ -382,7 +383,7 @@ class WorkspaceView:
         """One latent's row, column by column (a row-wise view would upcast mixed types)."""
         table = self.feature_table
         i = int(latent)
-        return _clean({col: table[col].iloc[i] for col in table.columns})
+        return json_safe({col: table[col].iloc[i] for col in table.columns})
 
     def activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, values) of the slices where ``latent`` is active."""
@@ -533,7 +534,7 @@ class WorkspaceView:
             {
                 "latent": int(idx[i]),
                 "activation": float(vals[i]),
-                "description": _clean_value(table.at[int(idx[i]), "description"])
+                "description": json_safe(table.at[int(idx[i]), "description"])
                 if has_desc
                 else None,
             }
@@ -542,7 +543,7 @@ class WorkspaceView:
 
     # ------------------------------------------------------------------ slices
     def slice_meta(self, row: int) -> dict[str, Any]:
-        return _clean(self.table.iloc[int(row)].to_dict())
+        return json_safe(self.table.iloc[int(row)].to_dict())
 
     def slice_png(self, row: int, size: int | None = None) -> bytes:
         return _png_cached(self, int(row), size)
@@ -584,24 +585,3 @@ def _lift(label: str, c_act: Any, n_act: Any, c_all: Any, n_all: Any) -> dict[st
         "rate_all": rate_all,
         "lift": rate_active / rate_all if rate_all > 0 else 0.0,
     }
-
-
-def _clean_value(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return [_clean_value(x) for x in v.tolist()]
-    if isinstance(v, list | tuple):
-        return [_clean_value(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if v is pd.NA or v is pd.NaT or v is None:
-        return None
-    if isinstance(v, float) and v != v:
-        return None
-    return v
-
-
-def _clean(d: dict[str, Any]) -> dict[str, Any]:
-    """JSON-safe values: numpy scalars to Python, NaN to None, arrays to lists."""
-    return {str(k): _clean_value(v) for k, v in d.items()}

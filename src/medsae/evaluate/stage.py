@@ -10,7 +10,6 @@ formula.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from medsae.evaluate.io import (
     SKIPPED_TASKS,
     SUMMARY,
 )
+from medsae.jsonsafe import json_safe
 from medsae.progress import console
 from medsae.workspace import StageOutcome, StageResult, Workspace, run_stage, write_json_atomic
 
@@ -37,19 +37,6 @@ RECON_NOTE = (
     "r2_uniform = mean over dimensions of 1 - SSE_j / SST_j; r2_grand_mean is the paper's "
     "form (one grand scalar mean), reported for comparison only"
 )
-
-
-def clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 class _Run:
@@ -92,7 +79,7 @@ class _Run:
                     "r2, fvu and cosine not computed; sparsity taken from the stored codes",
                 }
             )
-        write_json_atomic(out / RECONSTRUCTION, clean(report))
+        write_json_atomic(out / RECONSTRUCTION, json_safe(report))
         head = report["splits"].get(self.cfg.headline_split, {}).get(str(max(self.inp.levels)), {})
         for key in (
             "r2",
@@ -393,9 +380,9 @@ def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> d
     run.summary["selection"] = run.selection
     run.summary["timings"] = run.timings
     write_json_atomic(
-        out / SKIPPED_TASKS, clean({"tasks": run.skipped_tasks, "parts": run.skipped_parts})
+        out / SKIPPED_TASKS, json_safe({"tasks": run.skipped_tasks, "parts": run.skipped_parts})
     )
-    summary = clean(run.summary)
+    summary = json_safe(run.summary)
     write_json_atomic(out / SUMMARY, summary)
     return summary
 

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from medsae.errors import ArtifactError
+from medsae.jsonsafe import json_safe
 
 FEATURES = "features.parquet"
 """One row per described feature, columns :data:`FEATURE_COLUMNS` (docs/ARTIFACTS.md "features")."""
@@ -55,17 +55,6 @@ FEATURE_COLUMNS = [
 """Columns of :data:`FEATURES`, in order."""
 
 
-def json_default(obj: Any) -> Any:
-    """JSON form of numpy scalars and arrays (NaN and infinities as null); ``str`` otherwise."""
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
-
-
 def write_features(out: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     """Write :data:`FEATURES` into the folder ``out``."""
     pd.DataFrame(list(rows), columns=FEATURE_COLUMNS).to_parquet(out / FEATURES, index=False)
@@ -75,12 +64,12 @@ def write_descriptions(out: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Write :data:`DESCRIPTIONS` into the folder ``out``."""
     with open(out / DESCRIPTIONS, "w") as fh:
         for rec in records:
-            fh.write(json.dumps(rec, default=json_default) + "\n")
+            fh.write(json.dumps(json_safe(rec), default=str) + "\n")
 
 
 def write_scores(out: Path, scores: Mapping[str, Any]) -> None:
     """Write :data:`SCORES` into the folder ``out``."""
-    (out / SCORES).write_text(json.dumps(scores, indent=2, default=json_default))
+    (out / SCORES).write_text(json.dumps(json_safe(scores), indent=2, default=str))
 
 
 def read_features(folder: Path) -> pd.DataFrame:
