@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medsae.evaluate.io import resolve_run
 from medsae.workspace import Workspace
 
 RESULTS = Path(__file__).parent / "results"
@@ -29,7 +30,7 @@ def workspace_run(
     args = parser.parse_args()
     os.environ.setdefault("MEDSAE_PROGRESS", "0")
     ws = Workspace(args.workspace)
-    encoder, run = ws.resolve_run(args.encoder, args.run)
+    encoder, run = resolve_run(ws, args.encoder, args.run)
     return args, ws, encoder, run
 
 

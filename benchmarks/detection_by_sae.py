@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from _workspace import RESULTS, write_result
+from medsae.evaluate.io import resolve_run
 from medsae.interpret.io import read_scores
 from medsae.workspace import Workspace
 
@@ -127,7 +128,7 @@ def main() -> None:
         args.arch, args.levels, args.k = "topk", "64,256,1024", "8;16"
     os.environ.setdefault("MEDSAE_PROGRESS", "0")
     source = Workspace(args.workspace)
-    encoder = args.encoder or source.resolve_run()[0]
+    encoder = args.encoder or resolve_run(source)[0]
     epochs: list[int] = args.epochs
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from _support import make_synthetic_workspace
+from medsae.evaluate.io import resolve_run
 from medsae.interpret.io import read_features, read_scores
 from medsae.interpret.stage import interpret
 from medsae.llm.embed import shared_embedder
@@ -87,7 +88,7 @@ def bench_workspace(root: Path, load: float) -> None:
     from medsae.workspace import Workspace
 
     ws = Workspace(root)
-    encoder, run = ws.resolve_run()
+    encoder, run = resolve_run(ws)
     t0 = time.perf_counter()
     outcome = interpret(ws, encoder, run, force=True)
     seconds = time.perf_counter() - t0

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from medsae.evaluate.io import resolve_run
 from medsae.pipeline import SUMMARY_KEYS, StageUnavailable, run_demo
 
 TINY = {
@@ -68,7 +69,7 @@ def test_demo_end_to_end_on_a_tiny_phantom(tmp_path):
     # a slice that activates some feature (a tiny SAE leaves some slices with no active
     # latent: their fingerprint is empty and matches nothing)
     ws = Workspace(root)
-    codes = load_codes(ws.codes(*ws.resolve_run())).tocsr()
+    codes = load_codes(ws.codes(*resolve_run(ws))).tocsr()
     row = int(np.flatnonzero(np.diff(codes.indptr) > 0)[0])
     buf = io.BytesIO()
     Image.fromarray(np.asarray(images[row])).save(buf, "PNG")

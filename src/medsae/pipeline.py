@@ -31,10 +31,11 @@ from typing import Any, Literal
 from medsae.config import PipelineConfig, build_config
 from medsae.data.io import PHANTOM_MARKER
 from medsae.errors import InputError, MedsaeError
-from medsae.evaluate.io import read_ranking
+from medsae.evaluate.io import best_run, read_ranking
 from medsae.interpret.io import SCORES
 from medsae.progress import console
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
+from medsae.sae.io import trained_runs
 from medsae.workspace import (
     MANIFEST,
     SUMMARY,
@@ -57,7 +58,7 @@ class Stage:
     * ``encoder_runs``: ``fn(ws, encoder, None, cfg, force=)``, every run of each encoder;
     * ``run``: ``fn(ws, encoder, run, cfg, force=)`` for every trained run;
     * ``chosen_runs``: the same for the section's ``runs`` (``"best"``, the default, is
-      :meth:`Workspace.best_run`; ``"all"`` every trained run).
+      :func:`medsae.evaluate.io.best_run`; ``"all"`` every trained run).
     """
 
     name: str
@@ -218,10 +219,10 @@ class Pipeline:
         which = section.pop("runs", "best")
         if which not in ("best", "all"):
             raise InputError("runs", f"expected 'best' or 'all', got {which!r}")
-        all_runs = [(e, r) for e in self._encoder_names() for r in self.ws.runs(e)]
+        all_runs = [(e, r) for e in self._encoder_names() for r in trained_runs(self.ws, e)]
         if which == "all":
             return all_runs
-        best = self.ws.best_run()
+        best = best_run(self.ws)
         return [best] if best is not None else all_runs[:1]
 
     def _configs(self, stage: Stage, section: dict[str, Any]) -> list[tuple[Any, Any]]:
@@ -239,7 +240,7 @@ class Pipeline:
         if stage.scope in ("encoder", "encoder_runs"):
             targets = self._encoder_names()
         elif stage.scope == "run":
-            targets = [(e, r) for e in self._encoder_names() for r in self.ws.runs(e)]
+            targets = [(e, r) for e in self._encoder_names() for r in trained_runs(self.ws, e)]
         elif stage.scope == "chosen_runs":
             targets = self._chosen_runs(section)
         cfg = _config(module, cls, section, stage.name)
@@ -316,9 +317,9 @@ def collect_summary(
       ``WS/features/<enc>/<run>/scores.json``
     """
     if encoder is None or run is None:
-        found = ws.best_run()
+        found = best_run(ws)
         if found is None:
-            runs = [(e, r) for e in ws.encoders() for r in ws.runs(e)]
+            runs = [(e, r) for e in ws.encoders() for r in trained_runs(ws, e)]
             found = runs[0] if runs else None
         if found is not None:
             encoder, run = found

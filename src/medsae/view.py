@@ -32,7 +32,7 @@ from medsae.data.table import (
     read_split,
 )
 from medsae.errors import ArtifactError
-from medsae.evaluate.io import SUMMARY, read_ranking
+from medsae.evaluate.io import SUMMARY, read_ranking, resolve_run
 from medsae.interpret.io import FEATURES, SCORES
 from medsae.jsonsafe import json_safe
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
@@ -136,7 +136,7 @@ class WorkspaceView:
     root:
         The workspace folder.
     encoder, run:
-        The SAE to show; by default :meth:`medsae.workspace.Workspace.resolve_run` (the
+        The SAE to show; by default :func:`medsae.evaluate.io.resolve_run` (the
         ranking's best run, else the only run with codes). A workspace without codes opens
         with ``encoder`` and ``run`` None.
     """
@@ -216,7 +216,7 @@ class WorkspaceView:
             )
         if not available:
             return None, None
-        chosen = self.ws.resolve_run(encoder, run)
+        chosen = resolve_run(self.ws, encoder, run)
         if chosen not in available:
             raise ArtifactError(
                 f"{self.ws.codes(*chosen)}: the ranking's best run has no codes; "

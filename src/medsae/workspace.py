@@ -451,58 +451,6 @@ class Workspace:
             if run.is_dir() and not run.name.startswith(".") and (run / MANIFEST).is_file()
         )
 
-    def best_run(self, encoder: str | None = None) -> tuple[str, str] | None:
-        """The ``(encoder, run)`` that ``medsae rank`` chose, if it still exists here.
-
-        The one rule every stage and front end uses to pick "the" SAE: the ``best`` entry of
-        ``WS/ranking/ranking.json`` when it names a run with a checkpoint or codes (and, when
-        ``encoder`` is given, of that encoder); else None.
-        """
-        from medsae.evaluate.io import read_ranking
-        from medsae.sae import io as sae_io
-
-        best = read_ranking(self.ranking).get("best") or {}
-        enc, run = best.get("encoder"), best.get("run")
-        if not (enc and run) or (encoder is not None and enc != encoder):
-            return None
-        enc, run = str(enc), str(run)
-        if (self.sae(enc, run) / sae_io.CFG).is_file() or (
-            self.codes(enc, run) / MANIFEST
-        ).is_file():
-            return enc, run
-        return None
-
-    def resolve_run(self, encoder: str | None = None, run: str | None = None) -> tuple[str, str]:
-        """The ``(encoder, run)`` to use: as given; else :meth:`best_run`; else the only run with
-        codes (of ``encoder`` when given). Raises :class:`ArtifactError` naming what is missing
-        or ambiguous."""
-        if encoder and run:
-            return encoder, run
-        best = self.best_run(encoder)
-        if best is not None and run in (None, best[1]):
-            return best
-        found = [(e, r) for e, r in self.runs_with_codes(encoder) if run in (None, r)]
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            raise ArtifactError(
-                f"{self.root / 'codes'}: no sparse codes found; run `medsae codes` first"
-            )
-        names = ", ".join(f"{e}/{r}" for e, r in found)
-        raise ArtifactError(
-            f"{self.root}: several SAE runs have codes ({names}) and no ranking chose one; "
-            "run `medsae rank` or pass --encoder and --run"
-        )
-
-    def runs(self, encoder: str) -> list[str]:
-        """Finished SAE runs of an encoder (folders holding ``cfg.json``)."""
-        base = self.saes(encoder)
-        if not base.is_dir():
-            return []
-        from medsae.sae.io import CFG
-
-        return sorted(p.name for p in base.iterdir() if (p / CFG).is_file())
-
 
 def safe_name(name: str) -> str:
     """A name usable as one folder component: no separators, no leading dots."""

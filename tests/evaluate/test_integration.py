@@ -11,6 +11,7 @@ from medsae.errors import ArtifactError
 from medsae.evaluate import evaluate, rank
 from medsae.metrics.reconstruction import reconstruction_metrics
 from medsae.sae import TrainConfig, load_sae, train, write_codes
+from medsae.sae.io import trained_runs
 from tests.support.synthetic import make_synthetic_workspace
 
 from .conftest import small_config
@@ -31,7 +32,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         seed=0,
     )
     train(ws, truth.encoder, cfg)
-    run = ws.runs(truth.encoder)[0]
+    run = trained_runs(ws, truth.encoder)[0]
     write_codes(ws, truth.encoder, run=run)
     return ws, truth, run
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medsae.errors import ArtifactError, InputError
-from medsae.evaluate.io import RANKING
+from medsae.evaluate.io import RANKING, resolve_run
 from medsae.retrieval.config import IndexConfig, SearchConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
 from medsae.retrieval.index import (
@@ -98,7 +98,9 @@ def test_search_similar_by_slice_id(workspace) -> None:
 
 def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     ws, truth = workspace
-    assert ws.resolve_run() == (truth.encoder, truth.run)
+    assert resolve_run(
+        ws,
+    ) == (truth.encoder, truth.run)
     ws.ranking.mkdir(parents=True, exist_ok=True)
     ranking = ws.ranking / RANKING
     # a second run with codes: the ranking decides between the two
@@ -106,19 +108,25 @@ def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     shutil.copytree(ws.codes(truth.encoder, truth.run), other)
     try:
         with pytest.raises(ArtifactError, match="several SAE runs"):
-            ws.resolve_run()
+            resolve_run(
+                ws,
+            )
         ranking.write_text(json.dumps({"best": {"encoder": truth.encoder, "run": "r7"}}))
-        assert ws.resolve_run() == (truth.encoder, "r7")
-        assert ws.resolve_run("x", "y") == ("x", "y")
+        assert resolve_run(
+            ws,
+        ) == (truth.encoder, "r7")
+        assert resolve_run(ws, "x", "y") == ("x", "y")
         # a ranking that names a run no longer in the workspace is not followed
         ranking.write_text(json.dumps({"best": {"encoder": "enc-b", "run": "gone"}}))
         shutil.rmtree(other)
-        assert ws.resolve_run() == (truth.encoder, truth.run)
+        assert resolve_run(
+            ws,
+        ) == (truth.encoder, truth.run)
     finally:
         ranking.unlink()
         shutil.rmtree(other, ignore_errors=True)
     with pytest.raises(ArtifactError, match="no sparse codes"):
-        Workspace(tmp_path).resolve_run()
+        resolve_run(Workspace(tmp_path))
 
 
 def test_search_command_prints_a_table(workspace) -> None:

@@ -15,6 +15,7 @@ from medsae.sae import CodesConfig, TrainConfig, load_sae, train, write_codes
 from medsae.sae.checkpoint import save_sae
 from medsae.sae.codes_io import load_codes, load_codes_meta
 from medsae.sae.config import SAEConfig
+from medsae.sae.io import trained_runs
 from medsae.sae.registry import build_sae
 from medsae.sae.trainer import TrainingInterrupted, auxk_idle
 from medsae.workspace import Workspace
@@ -44,7 +45,7 @@ def test_train_writes_runs_with_metrics_and_history(
 ) -> None:
     ws, enc, runs = trained
     assert sorted(runs) == ["matryoshka_D16-64_K4", "topk_D64_K4"]
-    assert ws.runs(enc) == sorted(runs)
+    assert trained_runs(ws, enc) == sorted(runs)
     m = json.loads((ws.sae(enc, runs[0]) / "metrics.json").read_text())
     assert set(m["splits"]) == {"train", "val", "test"}
     for split in m["splits"].values():
@@ -222,7 +223,7 @@ def test_cli_train_and_codes(tmp_path: Path) -> None:
     ]
     res = runner.invoke(app, [*args, "--epochs", "2", "--batch-size", "16"])
     assert res.exit_code == 0, res.output
-    assert ws.runs(truth.encoder) == ["batchtopk_D32_K2"]
+    assert trained_runs(ws, truth.encoder) == ["batchtopk_D32_K2"]
     res = runner.invoke(
         app, ["codes", "-w", str(ws.root), "-e", truth.encoder, "--run", "batchtopk_D32_K2"]
     )

@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medsae.errors import ArtifactError
+from medsae.sae import io as sae_io
+from medsae.workspace import MANIFEST, Workspace
 from medsae.workspace import SUMMARY as WORKSPACE_SUMMARY_NAME
 
 # -- WS/eval/<encoder>/<run>/ ----------------------------------------------------------------
@@ -48,3 +51,43 @@ def read_ranking(ranking_dir: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def best_run(ws: Workspace, encoder: str | None = None) -> tuple[str, str] | None:
+    """The ``(encoder, run)`` that ``medsae rank`` chose, if it still exists in ``ws``.
+
+    The one rule every stage and front end uses to pick "the" SAE: the ``best`` entry of
+    ``WS/ranking/ranking.json`` when it names a run with a checkpoint or codes (and, when
+    ``encoder`` is given, of that encoder); else None.
+    """
+    best = read_ranking(ws.ranking).get("best") or {}
+    enc, run = best.get("encoder"), best.get("run")
+    if not (enc and run) or (encoder is not None and enc != encoder):
+        return None
+    enc, run = str(enc), str(run)
+    if (ws.sae(enc, run) / sae_io.CFG).is_file() or (ws.codes(enc, run) / MANIFEST).is_file():
+        return enc, run
+    return None
+
+
+def resolve_run(
+    ws: Workspace, encoder: str | None = None, run: str | None = None
+) -> tuple[str, str]:
+    """The ``(encoder, run)`` to use: as given; else :func:`best_run`; else the only run with
+    codes (of ``encoder`` when given). Raises :class:`ArtifactError` naming what is missing
+    or ambiguous."""
+    if encoder and run:
+        return encoder, run
+    best = best_run(ws, encoder)
+    if best is not None and run in (None, best[1]):
+        return best
+    found = [(e, r) for e, r in ws.runs_with_codes(encoder) if run in (None, r)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ArtifactError(f"{ws.root / 'codes'}: no sparse codes found; run `medsae codes` first")
+    names = ", ".join(f"{e}/{r}" for e, r in found)
+    raise ArtifactError(
+        f"{ws.root}: several SAE runs have codes ({names}) and no ranking chose one; "
+        "run `medsae rank` or pass --encoder and --run"
+    )

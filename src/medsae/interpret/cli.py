@@ -49,6 +49,7 @@ def interpret_command(
 ) -> None:
     """Describe an SAE's features and score the descriptions on held-out slices."""
     from medsae.config import build_config, merge_overrides, read_config_file
+    from medsae.evaluate.io import resolve_run
     from medsae.interpret.config import InterpretConfig
     from medsae.interpret.stage import interpret
     from medsae.progress import console
@@ -72,7 +73,7 @@ def interpret_command(
     )
     cfg = build_config(InterpretConfig, data, config or "command line")
     ws = Workspace(workspace)
-    enc, r = ws.resolve_run(encoder, run)
+    enc, r = resolve_run(ws, encoder, run)
     outcome = interpret(ws, enc, r, cfg, force=force)
     extra = outcome.manifest.get("extra", {})
     console.print(

@@ -12,6 +12,7 @@ import pandas as pd
 
 from medsae.errors import ArtifactError
 from medsae.jsonsafe import json_safe
+from medsae.maps.io import SCORE_COLUMNS
 
 FEATURES = "features.parquet"
 """One row per described feature, columns :data:`FEATURE_COLUMNS` (docs/ARTIFACTS.md "features")."""
@@ -23,14 +24,7 @@ SCORES = "scores.json"
 every score, the describer and scorer, the splits that selected and scored, counts, failures,
 token usage."""
 
-LOCALISATION_COLUMNS = (
-    "pointing",
-    "energy_in_mask",
-    "pointing_baseline",
-    "energy_in_mask_baseline",
-    "localisation_slices",
-    "localisation_target",
-)
+LOCALISATION_COLUMNS = SCORE_COLUMNS
 """Columns of :data:`FEATURES` that :func:`medsae.maps.localisation_scores` fills."""
 
 FEATURE_COLUMNS = [

@@ -36,11 +36,10 @@ from medsae.data.structures import ALL_STRUCTURES, GROUPS, pretty
 from medsae.encode.spatial import SpatialEncoder
 from medsae.errors import ArtifactError, InputError
 from medsae.evaluate.io import CONCEPTS
-from medsae.interpret.io import LOCALISATION_COLUMNS
 from medsae.maps.attribution import check_latents, latent_maps, sae_name, to_pixels
+from medsae.maps.io import SCORE_COLUMNS
 from medsae.workspace import Workspace
 
-SCORE_COLUMNS = LOCALISATION_COLUMNS
 NOT_COMPUTED = "not computed"
 
 

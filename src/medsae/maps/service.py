@@ -16,6 +16,7 @@ import numpy as np
 
 from medsae.encode.spatial import SpatialEncoder, SpatialFeatures
 from medsae.errors import InputError
+from medsae.evaluate.io import resolve_run
 from medsae.maps.attribution import check_latents, latent_maps, sae_name, to_pixels
 from medsae.workspace import Workspace
 
@@ -60,7 +61,7 @@ class MapMaker:
     Parameters
     ----------
     workspace, encoder, run:
-        The SAE to explain (``Workspace.resolve_run`` when ``encoder`` or ``run`` is None).
+        The SAE to explain (``medsae.evaluate.io.resolve_run`` when ``encoder`` or ``run`` is None).
     device:
         Device of the rebuilt encoder.
     cache_slices:
@@ -79,7 +80,7 @@ class MapMaker:
         spatial_encoder: SpatialEncoder | None = None,
     ) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        self.encoder, self.run = self.ws.resolve_run(encoder, run)
+        self.encoder, self.run = resolve_run(self.ws, encoder, run)
         self.device = device
         self.cache_slices = cache_slices
         self._enc = spatial_encoder

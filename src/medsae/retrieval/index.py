@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import ArtifactError, InputError
+from medsae.evaluate.io import resolve_run
 from medsae.interpret.io import FEATURES
 from medsae.llm.embed import TextEmbedder, shared_embedder
 from medsae.retrieval.config import AskConfig, IndexConfig
@@ -183,7 +184,7 @@ def build_index(
     from medsae.sae.codes_io import load_codes
 
     ws = _ws(workspace)
-    encoder, run = ws.resolve_run(encoder, run)
+    encoder, run = resolve_run(ws, encoder, run)
     cfg = config or IndexConfig()
     inputs, text_embedder = _index_inputs(ws, encoder, run, cfg, embedder)
 
@@ -272,7 +273,7 @@ def search_similar(
     given = [x is not None for x in (slice_id, image, embedding)]
     if sum(given) != 1:
         raise InputError("query", "give exactly one of a slice id, an image or an embedding")
-    encoder, run = ws.resolve_run(encoder, run)
+    encoder, run = resolve_run(ws, encoder, run)
     k = k or index_config(ws, encoder, run).search.k
     idx = load_index(ws, encoder, run)
     if slice_id is not None:
@@ -331,7 +332,7 @@ def text_retriever(
     ``features`` that are already open are used instead of reading them again.
     """
     ws = _ws(workspace)
-    encoder, run = ws.resolve_run(encoder, run)
+    encoder, run = resolve_run(ws, encoder, run)
     if features is None:
         features = _load_features(ws, encoder, run)
     if features is None:
@@ -370,7 +371,7 @@ def ask(
     if not query or not query.strip():
         raise InputError("query", "empty query; describe the images you are looking for")
     ws = _ws(workspace)
-    encoder, run = ws.resolve_run(encoder, run)
+    encoder, run = resolve_run(ws, encoder, run)
     cfg = index_config(ws, encoder, run).ask.model_copy()
     if features is not None:
         cfg.features = features

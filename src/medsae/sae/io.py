@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from medsae.workspace import Workspace
+
 CFG = "cfg.json"
 """The SAE's configuration (architecture, sizes, encoder, input transform)."""
 WEIGHTS = "sae.safetensors"
@@ -25,3 +27,11 @@ CODES_META = "codes.json"
 """Metadata of the codes (encoder, run, latents, levels, non-zeros)."""
 CODES_STATS = "latent_stats.npz"
 """Per-latent statistics of the codes over every row (non-zeros, sum and maximum)."""
+
+
+def trained_runs(ws: Workspace, encoder: str) -> list[str]:
+    """Finished SAE runs of an encoder in a workspace (run folders holding :data:`CFG`)."""
+    base = ws.saes(encoder)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / CFG).is_file())

@@ -29,7 +29,7 @@ from medsae.sae.codes_io import save_codes
 from medsae.sae.config import CodesConfig, TrainConfig, expand_grid
 from medsae.sae.data import TrainStream, check_finite, scan_rows, split_rows
 from medsae.sae.evaluation import evaluate_splits, val_summary
-from medsae.sae.io import GRID, HISTORY, METRICS
+from medsae.sae.io import GRID, HISTORY, METRICS, trained_runs
 from medsae.sae.trainer import GridTrainer, auxk_idle
 from medsae.workspace import (
     StageOutcome,
@@ -218,7 +218,7 @@ def write_codes(
     saes_dir = require_artifact(
         ws.saes(encoder), f"SAEs of encoder {encoder!r}", "run `medsae train` first"
     )
-    available = ws.runs(encoder)
+    available = trained_runs(ws, encoder)
     names = available if run is None else [run]
     for name in names:
         if name not in available:
