@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 WS     ?= demo-workspace
-# The CPU build of torch is installed first so that pip never resolves a CUDA build.
+# torch is installed first, pinned, so that installing medsae never replaces it: the CPU
+# build (from TORCH_CPU_INDEX, else the configured index) on a machine without a GPU, the CUDA build (PyPI's Linux wheel, or the wheel of
+# TORCH_CUDA_INDEX when set, e.g. https://download.pytorch.org/whl/cu128) where nvidia-smi runs.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_CUDA_INDEX ?=
 
 .PHONY: demo test venv lint typecheck bench clean browser-deps
 
@@ -15,8 +19,12 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip >/dev/null
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
-		$(BIN)/pip install "$(TORCH_SPEC)" || $(BIN)/pip install --index-url https://download.pytorch.org/whl/cpu torch; \
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found (nvidia-smi): installing the CUDA build of $(TORCH_SPEC)"; \
+		$(BIN)/pip install "$(TORCH_SPEC)" $(if $(TORCH_CUDA_INDEX),--index-url $(TORCH_CUDA_INDEX)) && \
+		$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch has no CUDA: set TORCH_CUDA_INDEX')"; \
+	else \
+		$(BIN)/pip install --index-url $(TORCH_CPU_INDEX) "$(TORCH_SPEC)" || $(BIN)/pip install "$(TORCH_SPEC)"; \
 	fi
 	$(BIN)/pip install -e ".[dev]"
 	touch $@

@@ -35,6 +35,29 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
+    @classmethod
+    def runtime_fields(cls) -> tuple[str, ...]:
+        """Fields that only change where or how the work runs (marked ``runtime`` in their
+        ``json_schema_extra``, such as ``device``): out of the artifact key."""
+        return tuple(
+            name
+            for name, f in cls.model_fields.items()
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("runtime")
+        )
+
+    def key_config(self) -> dict[str, Any]:
+        """The config as hashed into the artifact key: every runtime field at its default (so
+        a key made before the field was marked runtime stays valid)."""
+        data = self.model_dump(mode="json")
+        for name in self.runtime_fields():
+            field = type(self).model_fields[name]
+            data[name] = field.get_default(call_default_factory=True)
+        return data
+
+    def runtime_values(self) -> dict[str, Any]:
+        """The runtime fields as set (recorded in the manifest's ``runtime`` block)."""
+        return {name: getattr(self, name) for name in self.runtime_fields()}
+
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML, YAML or JSON config file into a dict, with errors naming the file."""
@@ -102,6 +125,11 @@ class PipelineConfig(StageConfig):
     """The whole pipeline: one section per stage (see each stage's config for its fields)."""
 
     workspace: str | None = Field(default=None, description="Workspace folder for every artifact.")
+    device: str | None = Field(
+        default=None,
+        description="Device of every stage that runs a model (encode, train, codes, evaluate, "
+        "interpret, report), unless its section sets its own: auto | cpu | cuda | cuda:N.",
+    )
     prepare: dict[str, Any] = Field(default_factory=dict, description="PrepareConfig fields.")
     split: dict[str, Any] = Field(default_factory=dict, description="SplitConfig fields.")
     encode: dict[str, Any] = Field(default_factory=dict, description="EncodeConfig fields.")

@@ -180,6 +180,10 @@ class Pipeline:
             raise InputError(
                 "workspace", "no workspace: set `workspace = ...` in the config or pass --workspace"
             )
+        if config.device is not None:  # asked for CUDA without one: said before any stage
+            from medsae.device import resolve_device
+
+            resolve_device(config.device, "device")
         self.config = config
         self.ws = Workspace(root).ensure()
         self.force = force
@@ -190,6 +194,17 @@ class Pipeline:
     # ------------------------------------------------------------------ helpers
     def _section(self, name: str) -> dict[str, Any]:
         return dict(getattr(self.config, name) or {})
+
+    def stage_section(self, stage: Stage) -> dict[str, Any]:
+        """The config section of ``stage``, with the pipeline's ``device`` unless the
+        section sets its own (stages whose config has a device field)."""
+        section = self._section(stage.name)
+        device = self.config.device
+        if device is not None and "device" in getattr(
+            _function(*stage.config, stage.name), "model_fields", {}
+        ):
+            section.setdefault("device", device)
+        return section
 
     def _record(
         self, stage: str, outcomes: StageOutcome | Sequence[StageOutcome] | None, t0: float
@@ -249,7 +264,7 @@ class Pipeline:
     def run_stage(self, stage: Stage) -> None:
         """Run one row of :data:`PIPELINE` on every target its scope names."""
         fn = _function(*stage.function, stage.name)
-        for cfg, target in self._configs(stage, self._section(stage.name)):
+        for cfg, target in self._configs(stage, self.stage_section(stage)):
             t0 = time.perf_counter()
             if stage.scope in ("workspace", "encoders"):
                 outcome = fn(self.ws, cfg, force=self.force)

@@ -142,9 +142,14 @@ class WorkspaceView:
     """
 
     def __init__(
-        self, root: str | Path, encoder: str | None = None, run: str | None = None
+        self,
+        root: str | Path,
+        encoder: str | None = None,
+        run: str | None = None,
+        device: str = "auto",
     ) -> None:
         self.ws = Workspace(root)
+        self.device = device  # of the encoders it rebuilds (query images, maps)
         if not self.ws.root.is_dir():
             raise ArtifactError(f"{self.ws.root}: workspace folder not found")
         self._slices_footer = _parquet_footer(self.ws.slices / SLICES_FILE)

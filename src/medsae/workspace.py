@@ -6,6 +6,7 @@ Every stage writes one artifact folder. The folder carries ``manifest.json``::
       "stage": "prepare",
       "key": "<sha256 of stage + resolved config + input keys>",
       "config": {...resolved config...},
+      "runtime": {"device": "cuda:0", ...where it ran; not part of the key...},
       "inputs": {"name": "<key or fingerprint of each input>"},
       "version": "<medsae version>",
       "counts": {...}, "timings": {...}, "extra": {...},
@@ -78,11 +79,27 @@ def canonical_json(obj: Any) -> str:
 
 
 def config_dict(config: BaseModel | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The config as hashed into a key: runtime fields (``device``) at their defaults."""
+    from medsae.config import StageConfig
+
     if config is None:
         return {}
+    if isinstance(config, StageConfig):
+        return config.key_config()
     if isinstance(config, BaseModel):
         return config.model_dump(mode="json")
     return dict(config)
+
+
+def runtime_dict(
+    config: BaseModel | Mapping[str, Any] | None, runtime: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The manifest's ``runtime`` block: the config's runtime fields as set, then ``runtime``
+    (what the stage resolved, e.g. the device it ran on)."""
+    from medsae.config import StageConfig
+
+    out = config.runtime_values() if isinstance(config, StageConfig) else {}
+    return {**out, **(runtime or {})}
 
 
 def sha256_text(text: str) -> str:
@@ -229,6 +246,7 @@ def run_stage(
     *,
     force: bool = False,
     quiet: bool = False,
+    runtime: Mapping[str, Any] | None = None,
 ) -> StageOutcome:
     """Run ``build`` into ``out_dir`` unless the artifact there is up to date.
 
@@ -250,6 +268,9 @@ def run_stage(
     force:
         Rebuild even when up to date (an interrupted partial is still discarded only if its
         key differs).
+    runtime:
+        Where the build ran (e.g. ``describe_device``), recorded in the manifest's
+        ``runtime`` block beside the config's runtime fields, never hashed into the key.
     """
     out_dir = Path(out_dir)
     cfg = config_dict(config)
@@ -291,6 +312,7 @@ def run_stage(
                 "stage": stage,
                 "key": key,
                 "config": cfg,
+                "runtime": runtime_dict(config, runtime),
                 "inputs": dict(inputs),
                 "version": __version__,
                 "counts": result.counts,

@@ -17,7 +17,7 @@ from medsae.sae.codes_io import CODES_FILE, load_codes
 from medsae.workspace import Workspace
 from tests.support.synthetic import make_synthetic_workspace
 
-TINY = TrainConfig(arch=["topk"], levels=[[16]], k=[[2]], epochs=1, batch_size=8)
+TINY = TrainConfig(arch=["topk"], levels=[[16]], k=[[2]], epochs=1, batch_size=8, device="cpu")
 
 
 @pytest.fixture(scope="module")

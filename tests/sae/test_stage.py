@@ -27,6 +27,7 @@ SMALL = {
     "epochs": 3,
     "batch_size": 64,
     "checkpoint_every_steps": 4,
+    "device": "cpu",  # bit-identical resume and codes equal to CPU codes: CPU exactness
 }
 
 
@@ -36,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str, l
     ws, truth = make_synthetic_workspace(root, dim=32)
     cfg = TrainConfig(arch=["matryoshka", "topk"], **SMALL)
     out = train(ws, truth.encoder, cfg)
-    write_codes(ws, truth.encoder)
+    write_codes(ws, truth.encoder, config=CodesConfig(device="cpu"))
     return ws, truth.encoder, out.manifest["extra"]["runs"]
 
 

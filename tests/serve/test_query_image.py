@@ -57,7 +57,9 @@ def models(workspace, monkeypatch: pytest.MonkeyPatch) -> PixelEncoder:
     _ws, truth = workspace
     encoder = PixelEncoder()
     sae = ProjectionSAE(32 * 32, truth.n_latents)
-    monkeypatch.setattr("medsae.retrieval.query_image.load_image_encoder", lambda folder: encoder)
+    monkeypatch.setattr(
+        "medsae.retrieval.query_image.load_image_encoder", lambda folder, device="auto": encoder
+    )
     monkeypatch.setattr("medsae.retrieval.query_image.load_image_sae", lambda folder: sae)
     return encoder
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medsae.device import configure_cuda, resolve_device
 from medsae.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,21 +98,6 @@ def to_model_input(
     return normalize_tensor(uint8_to_tensor(images_uint8), size, mean, std)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the first CUDA device when present, else the CPU; otherwise as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise InputError(
-            "device", f"unknown device {device!r}; use auto, cpu, cuda or cuda:N"
-        ) from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device", f"{device!r} requested but no CUDA device is available")
-    return dev
-
-
 class TorchImageEncoder:
     """Base of in-process encoders: a torch module, its preprocessing and its pooling.
 
@@ -135,6 +121,7 @@ class TorchImageEncoder:
 
     def __init__(self, device: str = "auto") -> None:
         self.device = resolve_device(device)
+        configure_cuda(self.device)  # cudnn.benchmark: fixed input shapes
 
     def _finish_model(self) -> None:
         """Put the model in eval mode on the device (channels-last when asked)."""

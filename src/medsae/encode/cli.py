@@ -55,12 +55,15 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option(
             None, "--name", help="Store name under WS/embeddings/ (default: the encoder's name)."
         ),
-        batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+        batch_size: int = typer.Option(
+            None, "--batch-size", help="Images per forward pass (default: 32 on CPU, 128 on GPU)."
+        ),
         workers: int = typer.Option(1, "--workers", help="Background loader threads (0: none)."),
         threads: int = typer.Option(
             None, "--threads", help="torch CPU threads (default: all cores)."
         ),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        tf32: bool = typer.Option(False, "--tf32", help="On a GPU: TF32 for fp32 products."),
         shard_rows: int = typer.Option(
             4096, "--shard-rows", help="Rows per shard (unit of resume and job splits)."
         ),
@@ -93,6 +96,7 @@ def register(app: typer.Typer) -> None:
             "workers": workers,
             "threads": threads,
             "device": device,
+            "tf32": tf32,
             "shard_rows": shard_rows,
             "shard_index": shard_index,
             "num_shards": num_shards,

@@ -76,6 +76,7 @@ class _ShardEncoder:
 def encode_with_ray(
     encoder: Any,
     config: EncodeConfig,
+    batch_size: int,
     images_path: Path,
     out_dir: Path,
     shards: Sequence[Shard],
@@ -114,7 +115,7 @@ def encode_with_ray(
                 "options": options,
                 "images_path": str(Path(images_path).resolve()),
                 "out_dir": str(Path(out_dir).resolve()),
-                "batch_size": config.batch_size,
+                "batch_size": batch_size,
                 "dtype": config.dtype,
             },
             batch_size=1,

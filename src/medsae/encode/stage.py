@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from medsae.data.io import IMAGES_FILE, SLICES_FILE
+from medsae.device import DEVICE_ENV, configure_cuda, describe_device, resolve_device
 from medsae.encode.config import EncodeConfig
 from medsae.encode.io import PART_FILE, STORE_FILE
 from medsae.encode.registry import get_encoder, takes_option
@@ -50,15 +52,13 @@ from medsae.workspace import (
 )
 
 
-def build_encoder(config: EncodeConfig) -> Any:
-    """The encoder a config asks for (``device`` added when the encoder takes it)."""
+def build_encoder(config: EncodeConfig, device: torch.device | None = None) -> Any:
+    """The encoder a config asks for (the resolved ``device`` added when the encoder takes it
+    and the config or ``$MEDSAE_DEVICE`` chose one)."""
     options = dict(config.options)
-    if (
-        config.device != "auto"
-        and "device" not in options
-        and takes_option(config.encoder, "device")
-    ):
-        options["device"] = config.device
+    chosen = config.device != "auto" or bool(os.environ.get(DEVICE_ENV, "").strip())
+    if chosen and "device" not in options and takes_option(config.encoder, "device"):
+        options["device"] = str(device) if device is not None else config.device
     return get_encoder(config.encoder, **options)
 
 
@@ -139,6 +139,10 @@ def encode(
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     config = config or EncodeConfig()
+    device = resolve_device(config.device, "encode.device")
+    configure_cuda(device, tf32=config.tf32)
+    batch_size = config.batch_size_on(device.type)
+    runtime = {**config.runtime_values(), **describe_device(device)}
     slices_key = artifact_key(ws.slices)
     table = read_slices(ws.slices)
     if len(table) == 0:
@@ -157,7 +161,7 @@ def encode(
         )
     slice_ids = table["slice_id"].astype(str).tolist()
 
-    enc = build_encoder(config)
+    enc = build_encoder(config, device)
     meta = enc.metadata()
     name = config.name or enc.name
     dim = int(enc.dim)
@@ -196,7 +200,7 @@ def encode(
         done_rows = sum(s.stop - s.start for s in shards) - sum(s.stop - s.start for s in todo)
         total = sum(s.stop - s.start for s in shards)
         with RateProgress(total, f"encode {name}", done_rows) as bar:
-            _run_backend(enc, config, ws, tmp, todo, slice_ids, bar, images)
+            _run_backend(enc, config, batch_size, ws, tmp, todo, slice_ids, bar, images)
         counts = {
             "rows": total,
             "dim": dim,
@@ -244,10 +248,17 @@ def encode(
                 inputs,
                 lambda tmp: build(tmp, mine, True),
                 force=force,
+                runtime=runtime,
             )
         _refuse_foreign_store(out_dir, name, meta, dim, force)
         outcome = run_stage(
-            out_dir, "encode", content, inputs, lambda tmp: build(tmp, plan, False), force=force
+            out_dir,
+            "encode",
+            content,
+            inputs,
+            lambda tmp: build(tmp, plan, False),
+            force=force,
+            runtime=runtime,
         )
     if not outcome.skipped and not config.keep_parts and parts_root(ws, name).is_dir():
         with contextlib.suppress(OSError):
@@ -258,6 +269,7 @@ def encode(
 def _run_backend(
     enc: Any,
     config: EncodeConfig,
+    batch_size: int,
     ws: Workspace,
     tmp: Path,
     todo: list[Shard],
@@ -274,6 +286,7 @@ def _run_backend(
         encode_with_ray(
             enc,
             config,
+            batch_size,
             images_path,
             tmp,
             todo,
@@ -286,7 +299,7 @@ def _run_backend(
             finish_external_shard(tmp, shard, int(enc.dim), config.dtype, slice_ids, enc.name)
             bar.advance(shard.stop - shard.start)
 
-        enc.encode_shards(images_path, tmp, todo, batch_size=config.batch_size, on_shard=on_shard)
+        enc.encode_shards(images_path, tmp, todo, batch_size=batch_size, on_shard=on_shard)
     else:
         encode_local(
             enc,
@@ -294,7 +307,7 @@ def _run_backend(
             todo,
             tmp,
             dtype=config.dtype,
-            batch_size=config.batch_size,
+            batch_size=batch_size,
             workers=config.workers,
             prefetch=config.prefetch,
             slice_ids=slice_ids,

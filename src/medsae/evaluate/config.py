@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medsae.config import StageConfig
+from medsae.device import device_field
 
 Part = Literal["reconstruction", "probes", "recovery", "monosemanticity", "concepts"]
 PARTS: tuple[Part, ...] = ("reconstruction", "probes", "recovery", "monosemanticity", "concepts")
@@ -41,6 +42,7 @@ class EvaluateConfig(StageConfig):
     batch_size: int = Field(
         default=4096, ge=1, description="Rows per batch when streaming embeddings through the SAE."
     )
+    device: str = device_field()
     headline_split: Split = Field(
         default="test",
         description="Split whose figures go into summary.json (r2, l0, alive, recovery, AUROC): "

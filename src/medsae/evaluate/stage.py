@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsae.device import describe_device, resolve_device
 from medsae.evaluate.config import EvaluateConfig
 from medsae.evaluate.inputs import EvalInputs, input_keys, load_inputs, sample_rows
 from medsae.evaluate.io import (
@@ -64,7 +65,7 @@ class _Run:
         if self.inp.sae_folder is not None:
             from medsae.sae import load_sae
 
-            sae = load_sae(self.inp.sae_folder)
+            sae = load_sae(self.inp.sae_folder, device=resolve_device(self.cfg.device))
             report["source"] = "sae"
             report["splits"] = reconstruction_report(
                 sae, self.inp.store, split_of_row, self.inp.levels, self.cfg.batch_size
@@ -402,6 +403,7 @@ def evaluate(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     cfg = config or EvaluateConfig()
+    device = resolve_device(cfg.device, "evaluate.device")
     keys = input_keys(ws, encoder, run)
 
     def build(tmp: Path) -> StageResult:
@@ -416,4 +418,12 @@ def evaluate(
             extra={k: summary.get(k) for k in SUMMARY_KEYS},
         )
 
-    return run_stage(ws.eval(encoder, run), "evaluate", cfg, keys, build, force=force)
+    return run_stage(
+        ws.eval(encoder, run),
+        "evaluate",
+        cfg,
+        keys,
+        build,
+        force=force,
+        runtime=describe_device(device),
+    )

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from medsae.config import StageConfig
+from medsae.device import device_field
 
 
 class LLMConfig(StageConfig):
@@ -167,6 +168,7 @@ class InterpretConfig(StageConfig):
     localisation_slices: int = Field(
         default=8, ge=1, description="Held-out slices per feature for the localisation scores."
     )
+    device: str = device_field()
     llm: LLMConfig = Field(
         default_factory=LLMConfig, description="The endpoint for describer/scorer llm."
     )

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from medsae.data.table import open_images
+from medsae.device import describe_device, resolve_device
 from medsae.evaluate.io import CONCEPTS
 from medsae.interpret import io
 from medsae.interpret.config import InterpretConfig
@@ -326,7 +327,13 @@ def localise(
     held_out = np.concatenate([inp.rows_of(s) for s in config.score_splits])
     table = pd.DataFrame(rows)
     result = localisation_scores(
-        ws, encoder, run, table, held_out, max_slices=config.localisation_slices
+        ws,
+        encoder,
+        run,
+        table,
+        held_out,
+        max_slices=config.localisation_slices,
+        device=config.device,
     )
     merged = result.merge_into(table[["latent"]])
     for r, values in zip(rows, merged[list(SCORE_COLUMNS)].to_dict("records"), strict=True):
@@ -402,6 +409,7 @@ def interpret(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     config = config or InterpretConfig()
+    device = resolve_device(config.device, "interpret.device")
     inputs = {
         "slices": artifact_key(ws.slices),
         "split": artifact_key(ws.split),
@@ -412,7 +420,7 @@ def interpret(
     concepts = ws.eval(encoder, run) / CONCEPTS
     if concepts.is_file() and read_manifest(ws.eval(encoder, run)) is not None:
         inputs["eval"] = artifact_key(ws.eval(encoder, run))
-    cfg = config.model_dump(mode="json")
+    cfg = config.key_config()
     if client is not None:
         cfg["llm"] = {**cfg["llm"], "base_url": client.base_url, "model": client.model}
     return run_stage(
@@ -422,4 +430,5 @@ def interpret(
         inputs,
         lambda out: build_features(ws, encoder, run, config, out, client=client, embedder=embedder),
         force=force,
+        runtime={**config.runtime_values(), **describe_device(device)},
     )

@@ -222,7 +222,7 @@ def localisation_scores(
     *,
     max_slices: int = 8,
     batch_size: int = 32,
-    device: str = "cpu",
+    device: str = "auto",
     spatial_encoder: SpatialEncoder | None = None,
 ) -> LocalisationResult:
     """Pointing game and energy inside the mask of every feature, on held-out ``rows``.

@@ -63,7 +63,7 @@ class MapMaker:
     workspace, encoder, run:
         The SAE to explain (``medsae.evaluate.io.resolve_run`` when ``encoder`` or ``run`` is None).
     device:
-        Device of the rebuilt encoder.
+        Device of the rebuilt encoder (see :mod:`medsae.device`); the SAE stays on the CPU.
     cache_slices:
         How many slices' feature maps to keep.
     spatial_encoder:
@@ -75,7 +75,7 @@ class MapMaker:
         workspace: str | Workspace,
         encoder: str | None = None,
         run: str | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         cache_slices: int = 16,
         spatial_encoder: SpatialEncoder | None = None,
     ) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from medsae.config import StageConfig
+from medsae.device import describe_device, device_field, resolve_device
 from medsae.report import sections as sec
 from medsae.report.html import page
 from medsae.report.io import REPORT_PAGE
@@ -56,6 +57,7 @@ class ReportConfig(StageConfig):
         "(medsae.retrieval.service) or the keyword match (no model).",
     )
     title: str = Field(default="medsae report", description="Title of the page.")
+    device: str = device_field()
 
 
 def _input_keys(ws: Workspace) -> dict[str, str]:
@@ -94,10 +96,11 @@ def build_report(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     cfg = config if isinstance(config, ReportConfig) else ReportConfig.model_validate(config or {})
+    device = resolve_device(cfg.device, "report.device")
     inputs = _input_keys(ws)
 
     def build(tmp: Path) -> StageResult:
-        view = WorkspaceView(ws.root, encoder=cfg.encoder, run=cfg.run)
+        view = WorkspaceView(ws.root, encoder=cfg.encoder, run=cfg.run, device=cfg.device)
         backend = search
         if backend is None and view.codes is not None:
             from medsae.retrieval.service import WorkspaceSearch
@@ -135,4 +138,6 @@ def build_report(
             extra={"encoder": view.encoder, "run": view.run},
         )
 
-    return run_stage(ws.report, "report", cfg, inputs, build, force=force)
+    return run_stage(
+        ws.report, "report", cfg, inputs, build, force=force, runtime=describe_device(device)
+    )

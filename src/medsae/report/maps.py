@@ -111,7 +111,9 @@ class CardMaps:
             if self._maker is None:
                 from medsae.maps.service import MapMaker
 
-                self._maker = MapMaker(self.view.ws, self.view.encoder, self.view.run)
+                self._maker = MapMaker(
+                    self.view.ws, self.view.encoder, self.view.run, device=self.view.device
+                )
             from medsae.encode.spatial import require_spatial
 
             _ = self._maker.sae

@@ -16,12 +16,13 @@ import numpy as np
 from medsae.errors import ArtifactError
 
 
-def load_image_encoder(embeddings_folder: Path) -> Any:
-    """The encoder that wrote the embeddings store in ``embeddings_folder``, rebuilt."""
+def load_image_encoder(embeddings_folder: Path, device: str = "auto") -> Any:
+    """The encoder that wrote the embeddings store in ``embeddings_folder``, rebuilt on
+    ``device`` (see :mod:`medsae.device`)."""
     from medsae.encode.registry import encoder_from_store
     from medsae.encode.store import EmbeddingStore
 
-    return encoder_from_store(EmbeddingStore(embeddings_folder))
+    return encoder_from_store(EmbeddingStore(embeddings_folder), device=device)
 
 
 def load_image_sae(sae_folder: Path) -> Any:

@@ -330,7 +330,7 @@ def _load_image_models(view: WorkspaceView) -> tuple[Any, Any]:
     from medsae.retrieval import query_image as qi
 
     try:
-        encoder = qi.load_image_encoder(view.ws.embeddings(view.encoder))
+        encoder = qi.load_image_encoder(view.ws.embeddings(view.encoder), device=view.device)
         sae = qi.load_image_sae(view.ws.sae(view.encoder, view.run))
     except Exception as e:  # any failure to rebuild the models means no image search
         raise SearchUnavailable(

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from medsae.config import StageConfig
+from medsae.device import device_field
 
 Arch = Literal["topk", "batchtopk", "matryoshka", "matryoshka-perlevel", "relu"]
 InputTransform = Literal["none", "l2", "scale"]
@@ -229,9 +230,7 @@ class TrainConfig(StageConfig):
         "early (larger) activations do not bias it.",
     )
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
-    device: str = Field(
-        default="auto", description="'auto' (CUDA when available), 'cpu' or 'cuda[:i]'."
-    )
+    device: str = device_field()
     threads: int | None = Field(
         default=None, gt=0, description="CPU threads for torch (default: all cores)."
     )
@@ -350,7 +349,7 @@ class CodesConfig(StageConfig):
     """The ``codes`` stage: sparse codes of every slice (all splits) for a trained SAE."""
 
     batch_size: int = Field(default=4096, gt=0, description="Rows encoded at once.")
-    device: str = Field(default="auto", description="'auto', 'cpu' or 'cuda[:i]'.")
+    device: str = device_field()
     chunk_rows: int = Field(
         default=65536, gt=0, description="Rows read from the embedding store at once."
     )

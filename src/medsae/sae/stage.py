@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from medsae.data.table import SLICES_FILE, slices_with_split
+from medsae.device import describe_device, resolve_device
 from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError, InputError
 from medsae.progress import console, make_progress
@@ -41,13 +42,6 @@ from medsae.workspace import (
 )
 
 SPLITS = ("train", "val", "test")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _open(
@@ -89,6 +83,7 @@ def train(
     folder and its last checkpoint for a resumed call.
     """
     cfg = config or TrainConfig()
+    device = resolve_device(cfg.device, "train.device")
     ws, store, table = _open(workspace, encoder)
     runs, skipped = expand_grid(cfg, store.dim, encoder=encoder)
     for s in skipped:
@@ -99,7 +94,6 @@ def train(
     if len(rows["train"]) == 0:
         raise InputError(str(ws.split), "the train split is empty: nothing to train on")
     inputs = {"embeddings": artifact_key(ws.embeddings(encoder)), "split": artifact_key(ws.split)}
-    device = resolve_device(cfg.device)
 
     def build(tmp: Path) -> StageResult:
         if device.type == "cpu":
@@ -166,7 +160,9 @@ def train(
             extra=grid,
         )
 
-    return run_stage(ws.saes(encoder), "train", cfg, inputs, build, force=force)
+    return run_stage(
+        ws.saes(encoder), "train", cfg, inputs, build, force=force, runtime=describe_device(device)
+    )
 
 
 def encode_to_csr(
@@ -214,6 +210,7 @@ def write_codes(
 ) -> list[StageOutcome]:
     """Write ``WS/codes/<encoder>/<run>/`` for one run, or for every run when ``run`` is None."""
     cfg = config or CodesConfig()
+    device = resolve_device(cfg.device, "codes.device")
     ws, store, table = _open(workspace, encoder)
     saes_dir = require_artifact(
         ws.saes(encoder), f"SAEs of encoder {encoder!r}", "run `medsae train` first"
@@ -224,7 +221,6 @@ def write_codes(
         if name not in available:
             raise InputError(f"--run {name}", f"no such run in {saes_dir}; available: {available}")
     inputs = {"saes": artifact_key(saes_dir), "embeddings": artifact_key(ws.embeddings(encoder))}
-    device = resolve_device(cfg.device)
     outcomes = []
     for name in names:
 
@@ -247,10 +243,11 @@ def write_codes(
             run_stage(
                 ws.codes(encoder, name),
                 "codes",
-                {**cfg.model_dump(mode="json"), "run": name},
+                {**cfg.key_config(), "run": name},
                 inputs,
                 build,
                 force=force,
+                runtime={**cfg.runtime_values(), **describe_device(device)},
             )
         )
     return outcomes

@@ -28,20 +28,27 @@ def serve(
     port: int = 8765,
     encoder: str | None = None,
     run: str | None = None,
+    device: str = "auto",
 ) -> None:
     """Serve the browser for ``workspace`` until interrupted (bound to 127.0.0.1 by default).
+
+    ``device`` places the query-image encoder and the feature maps' encoder (checked here,
+    before the port is taken: CUDA without a GPU is a
+    :class:`~medsae.device.DeviceUnavailable`).
 
     The port is taken before the workspace is read: a port in use (a second ``medsae serve``)
     is an :class:`~medsae.errors.InputError` naming it, at once.
     """
     import uvicorn
 
+    from medsae.device import resolve_device
     from medsae.progress import console
     from medsae.view import WorkspaceView
 
+    resolve_device(device, "--device")
     sock = bind_port(host, port)
     try:
-        view = WorkspaceView(workspace, encoder=encoder, run=run)
+        view = WorkspaceView(workspace, encoder=encoder, run=run, device=device)
         app = create_app(view)
         console.print(
             f"medsae browser for {view.ws.root} ({view.encoder} / {view.run}) at "

@@ -17,8 +17,11 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8765, help="Port to listen on."),
         encoder: str | None = typer.Option(None, help="Encoder to show (default: the best run's)."),
         run: str | None = typer.Option(None, help="SAE run to show (default: the best run)."),
+        device: str = typer.Option(
+            "auto", help="Device of the query encoder and the maps: auto | cpu | cuda | cuda:N."
+        ),
     ) -> None:
         """Start the web feature browser on a finished workspace."""
         from medsae.serve import serve
 
-        serve(workspace, host=host, port=port, encoder=encoder, run=run)
+        serve(workspace, host=host, port=port, encoder=encoder, run=run, device=device)

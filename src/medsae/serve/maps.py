@@ -41,7 +41,7 @@ def map_router(view: WorkspaceView) -> APIRouter:
             if getattr(state, "map_maker", None) is None:
                 from medsae.maps.service import MapMaker  # torch: on the first map only
 
-                state.map_maker = MapMaker(view.ws, view.encoder, view.run)
+                state.map_maker = MapMaker(view.ws, view.encoder, view.run, device=view.device)
             made: MapMaker = state.map_maker
         return made
 

@@ -14,7 +14,9 @@ channels) averaged over space, ``z_c = mean_{h,w} res5_{c,h,w}``.
 Preprocessing: uint8 slice -> float in [0, 255], resized to ``input_size`` (1024, the size
 BiomedParse was trained at) with bilinear interpolation, grayscale replicated to RGB, then
 standardised with the model's own ``pixel_mean``/``pixel_std`` buffers (on the 0-255 scale),
-read from the loaded model rather than copied here.
+read from the loaded model rather than copied here. On a GPU the uint8 slices are copied
+(16x less than the resized floats) and resized there in half precision, and the backbone
+runs under fp16 autocast; on the CPU everything stays fp32.
 
 Options (``--option key=value``): ``repo`` (BiomedParse checkout, required), ``checkpoint``
 (path to ``biomedparse_v1.pt``, required unless ``random_init``), ``config`` (default
@@ -109,9 +111,31 @@ def load_model(options: dict[str, Any]) -> Any:
     return model.eval().to(device), device
 
 
-def encode(request: dict[str, Any]) -> dict[str, Any]:
+def model_input(u8: np.ndarray, size: int, mean: Any, std: Any, device: Any) -> Any:
+    """A uint8 batch ``(B, S, S)`` / ``(B, S, S, 3)`` -> the standardised model input on
+    ``device``: the small uint8 images are copied (pinned, without waiting, on a GPU), then
+    resized to ``size`` and standardised there; in half precision on a GPU (fp16 carries the
+    0-255 scale to within 0.125), in fp32 on the CPU. ``mean``/``std``: ``(1, 3, 1, 1)``."""
     import torch
     import torch.nn.functional as F
+
+    dev = torch.device(device)
+    x = torch.from_numpy(np.ascontiguousarray(u8))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    if dev.type == "cuda":
+        x = x.pin_memory()
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    x = x.to(dev, non_blocking=True).to(dtype)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return (x - mean.to(dev, dtype)) / std.to(dev, dtype)
+
+
+def encode(request: dict[str, Any]) -> dict[str, Any]:
+    import contextlib
+
+    import torch
 
     options = request.get("options") or {}
     info = describe(options)
@@ -123,18 +147,19 @@ def encode(request: dict[str, Any]) -> dict[str, Any]:
     images = np.load(request["images"], mmap_mode="r")
     out_dir = Path(request["out_dir"])
     batch = max(1, int(request.get("batch_size", 8)))
+    on_gpu = torch.device(device).type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
     written = []
     for shard in request["shards"]:
         start, stop = int(shard["start"]), int(shard["stop"])
         parts = []
         for lo in range(start, stop, batch):
-            u8 = torch.from_numpy(np.array(images[lo : min(lo + batch, stop)]))
-            x = u8.unsqueeze(1) if u8.ndim == 3 else u8.permute(0, 3, 1, 2)
-            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            x = (x.to(device) - mean) / std
-            with torch.inference_mode():
+            x = model_input(images[lo : min(lo + batch, stop)], size, mean, std, device)
+            autocast = (
+                torch.autocast("cuda", dtype=torch.float16) if on_gpu else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), autocast:
                 res5 = net.backbone(x)["res5"]
             if res5.shape[1] != info["dim"]:
                 raise SystemExit(
