@@ -21,6 +21,7 @@ from typer.main import get_command
 from medsae.cli import app
 from medsae.data.config import PhantomConfig, PrepareConfig, SplitConfig
 from medsae.encode.config import EncodeConfig
+from medsae.encode.imported import ImportConfig
 from medsae.evaluate.config import EvaluateConfig, RankConfig
 from medsae.interpret.config import InterpretConfig, LLMConfig
 from medsae.report import ReportConfig
@@ -43,6 +44,7 @@ CONFIGS: dict[str, tuple[type[BaseModel], ...]] = {
     "search": (SearchConfig,),
     "ask": (AskConfig,),
     "report": (ReportConfig,),
+    "import-embeddings": (ImportConfig,),
 }
 # (command, flag parameter) -> the config field it sets under another name
 ALIASES: dict[tuple[str, str], str] = {
@@ -71,6 +73,8 @@ FRONT_END = {
     "index",
     "filter_",
     "query",
+    "metadata",
+    "images",
 }
 # (command, flag parameter) -> the library function whose parameter of that name the flag
 # sets (a search's result count is a call's argument, not the index stage's setting)

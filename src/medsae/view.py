@@ -31,6 +31,7 @@ from medsae.data.table import (
     read_slices,
     read_split,
 )
+from medsae.encode.io import IMPORT_STAGE
 from medsae.errors import ArtifactError
 from medsae.evaluate.io import SUMMARY, read_ranking, resolve_run
 from medsae.interpret.io import FEATURES, SCORES
@@ -236,6 +237,15 @@ class WorkspaceView:
             return open_images(self.ws.slices)
         except ArtifactError:
             return None
+
+    @once
+    def imported(self) -> bool:
+        """Whether the run's embeddings were imported (``medsae import-embeddings``): no image
+        encoder exists to embed a query image."""
+        if self.encoder is None:
+            return False
+        manifest = read_manifest(self.ws.embeddings(self.encoder)) or {}
+        return manifest.get("stage") == IMPORT_STAGE
 
     @once
     def query_format(self) -> QueryFormat:

@@ -8,6 +8,7 @@
     ``anatomy_area.npy``        float32 ``(N, len(structures))``: area fraction of the slice,
                                 NaN where missing
     ``structures.json``         the column names of the anatomy arrays
+    ``labels.json``             imported slices only: the table's user label columns
 ``WS/split/``
     ``split.parquet``           ``subject_key``, ``split`` in {"train", "val", "test"}
 """
@@ -24,6 +25,7 @@ import pandas as pd
 from medsae.data.io import (
     AREA_FILE,
     IMAGES_FILE,
+    LABELS_FILE,
     PRESENCE_FILE,
     SLICES_FILE,
     SPLIT_FILE,
@@ -34,6 +36,7 @@ from medsae.errors import ArtifactError
 __all__ = [
     "AREA_FILE",
     "IMAGES_FILE",
+    "LABELS_FILE",
     "PRESENCE_FILE",
     "SLICES_FILE",
     "SPLIT_FILE",
@@ -133,6 +136,20 @@ def write_anatomy(
     np.save(d / PRESENCE_FILE, presence.astype(np.int8, copy=False))
     np.save(d / AREA_FILE, area.astype(np.float32, copy=False))
     (d / STRUCTURES_FILE).write_text(json.dumps(list(structures)))
+
+
+def read_label_columns(slices_dir: Path) -> list[str]:
+    """The user label columns of imported slices (``labels.json``; none for prepared slices)."""
+    p = Path(slices_dir) / LABELS_FILE
+    if not p.is_file():
+        return []
+    try:
+        names = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{p}: unreadable label column list ({e})") from e
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ArtifactError(f"{p}: expected a JSON list of column names")
+    return names
 
 
 def read_split(split_dir: Path) -> pd.DataFrame:

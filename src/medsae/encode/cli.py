@@ -114,3 +114,56 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"{outcome.stage}: {outcome.status} {outcome.path} ({counts.get('rows', '?')} rows, dim {counts.get('dim', '?')})"
         )
+
+    @app.command("import-embeddings")
+    def import_cmd(
+        file: Path = typer.Argument(
+            ..., help="(N, d) .npy array, or a Parquet table with an id column and the vectors."
+        ),
+        workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
+        metadata: Path = typer.Option(
+            None, "--metadata", "-m", help="Parquet/CSV table: id, labels, split, subject."
+        ),
+        images: Path = typer.Option(
+            None, "--images", help="uint8 .npy images (N, S, S) or (N, S, S, 3), row-aligned."
+        ),
+        encoder: str = typer.Option(
+            None, "--encoder", "-e", help="Store name under WS/embeddings/ (default: imported)."
+        ),
+        id_column: str = typer.Option(None, "--id-column", help="Id column (default: id)."),
+        vector_column: str = typer.Option(
+            None, "--vector-column", help="Parquet column holding the vectors."
+        ),
+        split_column: str = typer.Option(
+            None, "--split-column", help="Metadata split column (default: split)."
+        ),
+        subject_column: str = typer.Option(
+            None, "--subject-column", help="Metadata subject column (default: subject)."
+        ),
+        label_columns: str = typer.Option(
+            None, "--label-columns", help="Comma-separated label columns (default: inferred)."
+        ),
+        seed: int = typer.Option(None, "--seed", help="Seed of a drawn split."),
+        force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
+    ) -> None:
+        """Import embeddings from a file (with optional metadata and images) into a workspace."""
+        from medsae.config import build_config
+        from medsae.encode.import_stage import import_embeddings
+        from medsae.encode.imported import ImportConfig
+
+        data: dict[str, Any] = {
+            "encoder": encoder,
+            "id_column": id_column,
+            "vector_column": vector_column,
+            "split_column": split_column,
+            "subject_column": subject_column,
+            "label_columns": [c.strip() for c in label_columns.split(",") if c.strip()]
+            if label_columns
+            else None,
+            "seed": seed,
+        }
+        config = build_config(
+            ImportConfig, {k: v for k, v in data.items() if v is not None}, "command line"
+        )
+        for outcome in import_embeddings(workspace, file, metadata, images, config, force=force):
+            typer.echo(f"{outcome.stage}: {outcome.status} {outcome.path}")

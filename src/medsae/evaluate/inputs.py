@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from medsae.data.table import PRESENCE_FILE, SLICES_FILE, read_anatomy, slices_with_split
+from medsae.data.table import (
+    PRESENCE_FILE,
+    SLICES_FILE,
+    read_anatomy,
+    read_label_columns,
+    slices_with_split,
+)
 from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError
 from medsae.sae.codes_io import CODES_FILE, CODES_META, load_codes, load_codes_meta
@@ -33,6 +39,7 @@ class EvalInputs:
     codes_meta: dict[str, Any]
     levels: list[int]
     sae_folder: Path | None  # None when the run has no checkpoint
+    label_columns: list[str] = field(default_factory=list)  # imported slices' user labels
 
     def rows_of(self, *splits: str) -> np.ndarray:
         """Table rows of the given splits (sorted)."""
@@ -138,6 +145,7 @@ def load_inputs(ws: Workspace, encoder: str, run: str) -> EvalInputs:
         codes_meta=meta,
         levels=levels,
         sae_folder=sae_folder,
+        label_columns=read_label_columns(ws.slices),
     )
 
 

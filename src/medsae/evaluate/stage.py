@@ -109,7 +109,12 @@ class _Run:
             "test": sample_rows(inp.rows_of("test"), cfg.max_eval, cfg.seed + 2),
         }
         tasks, unformed = derive_tasks(
-            inp.table, inp.presence, inp.structures, cfg.structure_tasks, cfg.group_tasks
+            inp.table,
+            inp.presence,
+            inp.structures,
+            cfg.structure_tasks,
+            cfg.group_tasks,
+            inp.label_columns,
         )
         kept, skipped = filter_tasks(tasks, rows, cfg.min_examples)
         self.skipped_tasks = unformed + skipped
@@ -238,7 +243,9 @@ class _Run:
 
         cfg, inp = self.cfg, self.inp
         rows = sample_rows(inp.rows_of(*cfg.concept_splits), cfg.max_eval, cfg.seed + 3)
-        tasks, _ = derive_tasks(inp.table, inp.presence, inp.structures, True, True)
+        tasks, _ = derive_tasks(
+            inp.table, inp.presence, inp.structures, True, True, inp.label_columns
+        )
         frame = concept_map(
             inp.codes[rows],
             labels_from_tasks(tasks, rows),

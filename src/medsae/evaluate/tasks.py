@@ -7,6 +7,7 @@ never counting it as a negative. Tasks:
 * metadata: modality, plane, sex, age group (all four bins), age group extremes (``<40`` vs
   ``>=80``, the paper's task), kVp, field strength, institute, manufacturer, scanner model,
   study type, pathology;
+* ``label``: each user label column of imported embeddings (``WS/slices/labels.json``);
 * ``structure:<name>``: presence of each structure (1 present, 0 absent, -1 missing);
 * ``group:<name>``: presence of each anatomical group of ``medsae.data.structures.GROUPS``:
   present if any member is present, absent if no member is present and at least one member
@@ -118,10 +119,19 @@ def derive_tasks(
     structures: Sequence[str],
     structure_tasks: bool = True,
     group_tasks: bool = True,
+    label_columns: Sequence[str] = (),
 ) -> tuple[list[Task], list[dict[str, Any]]]:
-    """Every task the data supports, and the ones that cannot even be formed (with the reason)."""
+    """Every task the data supports, and the ones that cannot even be formed (with the reason).
+
+    ``label_columns``: further columns of ``table`` that are categorical labels (the user
+    labels of imported embeddings), one task of kind ``label`` each.
+    """
     tasks: list[Task] = []
     skipped: list[dict[str, Any]] = []
+    for col in label_columns:
+        if col not in table.columns:
+            raise ValueError(f"label column {col!r} is not in the slice table")
+        tasks.append(categorical_task(col, table[col], kind="label"))
     for col in METADATA_COLUMNS:
         if col not in table.columns:
             skipped.append(
@@ -136,12 +146,12 @@ def derive_tasks(
         if col == "age_group":
             ext = table[col].where(table[col].isin(["<40", ">=80"]))
             tasks.append(categorical_task("age_group_extremes", ext))
-    if structure_tasks:
+    if structure_tasks and len(structures):
         for j, name in enumerate(structures):
             tasks.append(
                 presence_task(f"structure:{name}", "structure", np.asarray(presence[:, j]))
             )
-    if group_tasks:
+    if group_tasks and len(structures):
         for group, members in GROUPS.items():
             tasks.append(
                 presence_task(

@@ -59,6 +59,7 @@ from medsae.labels.table import LabelTable
 from medsae.labels.words import (
     ABSENT_LEAD,
     AGE_WORDS,
+    BUILT_IN_KINDS,
     GEOMETRY_PHRASES,
     MODALITY_WORDS,
     SEX_WORDS,
@@ -67,6 +68,7 @@ from medsae.labels.words import (
     prompt_label,
     slice_text,
     study_phrase,
+    user_label_phrase,
 )
 from medsae.llm.client import LLMClient, LLMError
 from medsae.progress import track
@@ -370,6 +372,15 @@ def compose_phrase(named: list[str]) -> str:
             clause = study_phrase(f"{facet}={value}")
             lead = "slices of" if facet == "pathology" else "slices from"
             text = f"{lead} {clause}" if text == "slices" else f"{text}; {clause}"
+    user = [
+        user_label_phrase(kind, value)
+        for kind, values in by_kind.items()
+        if kind not in BUILT_IN_KINDS
+        for value in values
+    ]
+    if user:
+        clause = ", ".join(user)
+        text = f"slices with {clause}" if text == "slices" else f"{text}; {clause}"
     if words:
         people = " ".join(words) + " patients"
         if "age_group" in by_kind:

@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from medsae.data.table import IMAGES_FILE, open_images, read_anatomy, slices_with_split
+from medsae.data.table import (
+    IMAGES_FILE,
+    open_images,
+    read_anatomy,
+    read_label_columns,
+    slices_with_split,
+)
 from medsae.errors import ArtifactError
 from medsae.evaluate.io import CONCEPTS
 from medsae.interpret.config import InterpretConfig
@@ -69,7 +75,11 @@ def load_inputs(ws: Workspace, encoder: str, run: str, config: InterpretConfig) 
     if config.geometry_concepts and (ws.slices / IMAGES_FILE).is_file():
         images = open_images(ws.slices)
     labels = build_label_table(
-        table, read_anatomy(ws.slices), images, geometry=config.geometry_concepts
+        table,
+        read_anatomy(ws.slices),
+        images,
+        geometry=config.geometry_concepts,
+        label_columns=read_label_columns(ws.slices),
     )
     split = table["split"].to_numpy()
     train = np.flatnonzero(split == "train")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsae.data.table import open_images
+from medsae.data.table import IMAGES_FILE, open_images
 from medsae.device import describe_device, resolve_device
 from medsae.evaluate.io import CONCEPTS
 from medsae.interpret import io
@@ -104,9 +104,14 @@ def build_components(
     if needs_llm and client is None:
         client = make_client(config, ws.root / "cache" / "llm")
     images = None
-    if needs_llm and config.llm.send_images:
-        images = inp.images if inp.images is not None else open_images(ws.slices)
+    if needs_llm and config.llm.send_images:  # imported embeddings may come without images
+        images = inp.images if inp.images is not None else _images_if_any(ws)
     return Components(inp, config, client, images, embedder)
+
+
+def _images_if_any(ws: Workspace) -> np.ndarray | None:
+    """The slice images, or None for a workspace of imported embeddings without them."""
+    return open_images(ws.slices) if (ws.slices / IMAGES_FILE).is_file() else None
 
 
 def score_features(

@@ -5,6 +5,7 @@ Label kinds (the part before ``=``):
 
 * ``modality=CT``, ``plane=axial``, ``sex=F``, ``age_group=>=80`` and the acquisition
   ``manufacturer=Siemens``: from the slice table (undefined where the metadata is null);
+* ``<column>=<value>``: the user label columns of imported embeddings, the same way;
 * ``structure=<name>``: anatomy presence (undefined where the structure is not annotated
   for the slice's modality);
 * ``group=<name>``: any structure of ``medsae.data.structures.GROUPS[name]`` present;
@@ -122,19 +123,21 @@ def build_label_table(
     anatomy: Anatomy | None,
     images: np.ndarray | None = None,
     geometry: bool = True,
+    label_columns: Sequence[str] = (),
 ) -> LabelTable:
     """Metadata, structure, group, position, coverage, study and acquisition labels (see the
     module docstring).
 
     Structures never present in any slice are left out; coverage labels need ``images`` (one
     uint8 image per row, e.g. memory-mapped ``WS/slices/images.npy``); ``geometry=False``
-    leaves out the position and coverage labels.
+    leaves out the position and coverage labels; ``label_columns`` are further categorical
+    columns of ``table`` (the user labels of imported embeddings), ``<column>=<value>`` each.
     """
     n = len(table)
     names: list[str] = []
     values: list[np.ndarray] = []
     defined: list[np.ndarray] = []
-    for column in META_LABELS:
+    for column in (*META_LABELS, *label_columns):
         if column not in table.columns:
             continue
         col = table[column]

@@ -139,7 +139,23 @@ def label_phrase(name: str) -> str:
         return study_phrase(name)
     if name in GEOMETRY_PHRASES:
         return GEOMETRY_PHRASES[name]
-    return value
+    if kind in BUILT_IN_KINDS:
+        return value
+    return user_label_phrase(kind, value)
+
+
+BUILT_IN_KINDS = frozenset(
+    {"modality", "plane", "sex", "age_group", "manufacturer", "structure", "group"}
+    | set(STUDY_FACETS)
+    | {"position", "coverage"}
+)
+"""Label kinds medsae derives itself; any other kind is a user label column of imported
+embeddings (:mod:`medsae.encode.imported`)."""
+
+
+def user_label_phrase(kind: str, value: str) -> str:
+    """Words of a user label: ``diagnosis=pneumonia`` -> ``diagnosis pneumonia``."""
+    return f"{kind.replace('_', ' ')} {value}"
 
 
 def prompt_label(name: str) -> str:
@@ -171,6 +187,8 @@ def aliases(name: str) -> tuple[str, ...]:
         words = (label_phrase(name), value.replace("_", " "))
     elif kind in STUDY_FACETS:
         words = _study_words(kind, value)[2]
+    elif kind not in BUILT_IN_KINDS:
+        words = (user_label_phrase(kind, value),)
     return tuple(w.lower() for w in words)
 
 

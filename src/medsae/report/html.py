@@ -38,6 +38,7 @@ figcaption { font-size:12px; color:var(--muted); }
 .strip img, .grid img { width:100%; aspect-ratio:1; object-fit:contain; background:#000; border-radius:3px; display:block; }
 .grid { display:grid; grid-template-columns:140px repeat(auto-fill,minmax(88px,1fr)); gap:5px; align-items:start; margin:8px 0 14px; }
 .grid .q { font-size:12px; } .grid .q img { outline:3px solid var(--accent); }
+.tile .noimg { aspect-ratio:1; display:flex; align-items:center; justify-content:center; background:#eef0f4; border-radius:3px; font-size:10px; word-break:break-all; padding:2px; }
 .tile { margin:0; min-width:0; } .tile figcaption { font-size:10px; line-height:1.2; word-break:break-word; }
 .pill { display:inline-block; padding:0 7px; border-radius:9px; background:#eef2fb; color:var(--accent); font-size:12px; margin:1px 2px; }
 .score { color:var(--good); font-weight:600; }

@@ -48,11 +48,20 @@ class Context:
         return name
 
     def tile(self, row: int, caption: str = "") -> str:
+        """A slice's figure: its image, or its id where the workspace has no images
+        (imported embeddings)."""
         meta = self.view.table.iloc[row]
-        label = caption or f"{meta.get('modality', '')} {meta.get('plane', '')}"
+        known = [str(meta.get(c)) for c in ("modality", "plane") if pd.notna(meta.get(c))]
+        label = caption or " ".join(known)
+        sid = esc(meta["slice_id"])
+        if self.view.images is None:
+            return (
+                f'<figure class="tile" title="{sid}"><div class="noimg">{sid}</div>'
+                f"<figcaption>{esc(label)}</figcaption></figure>"
+            )
         return (
-            f'<figure class="tile" title="{esc(meta["slice_id"])}"><img src="{self.thumb(row)}" '
-            f'alt="{esc(meta["slice_id"])}"><figcaption>{esc(label)}</figcaption></figure>'
+            f'<figure class="tile" title="{sid}"><img src="{self.thumb(row)}" '
+            f'alt="{sid}"><figcaption>{esc(label)}</figcaption></figure>'
         )
 
 

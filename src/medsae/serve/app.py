@@ -117,9 +117,8 @@ def create_app(
         ids, arrays = ref_columns[0]
         sid = str(ids[row])
         fields: dict[str, Any] = {c: _opt(arr[row]) for c, arr in arrays}
-        return m.SliceRef(
-            slice_id=sid, image_url=f"/api/slices/{_quote(sid)}/image.png", **fields, **extra
-        )
+        url = f"/api/slices/{_quote(sid)}/image.png" if view.images is not None else None
+        return m.SliceRef(slice_id=sid, image_url=url, **fields, **extra)
 
     def row_of(slice_id: str) -> int:
         row = view.row_of.get(slice_id)
@@ -164,7 +163,7 @@ def create_app(
             levels=view.levels,
             has_features=view.features_file is not None,
             text_search=text_mode,
-            image_search=view.encoder is not None,
+            image_search=view.encoder is not None and not view.imported,
             counts=view.counts,
             concepts=concepts,
             upload_limit_bytes=upload_limit,

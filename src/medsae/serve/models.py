@@ -61,7 +61,9 @@ class FeatureListOut(BaseModel):
 
 class SliceRef(BaseModel):
     slice_id: str
-    image_url: str
+    image_url: str | None = Field(
+        default=None, description="The slice's PNG; null when the workspace has no images."
+    )
     modality: str | None = None
     plane: str | None = None
     subject_key: str | None = None

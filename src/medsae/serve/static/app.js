@@ -23,7 +23,7 @@ function tile(s) {
   const extra = s.activation !== null && s.activation !== undefined ? `act ${fmt(s.activation, 2)}`
     : s.score !== null && s.score !== undefined ? `score ${fmt(s.score, 2)}` : "";
   return `<a class="tile" href="#/slice/${encodeURIComponent(s.slice_id)}" data-slice="${esc(s.slice_id)}">
-    <img loading="lazy" src="${esc(s.image_url)}" alt="${esc(s.slice_id)}">
+    ${s.image_url ? `<img loading="lazy" src="${esc(s.image_url)}" alt="${esc(s.slice_id)}">` : `<div class="noimg">${esc(s.slice_id)}</div>`}
     <div class="cap">${esc(s.modality || "")} ${esc(s.plane || "")} · ${esc(extra)}<br><span class="muted">${esc(s.slice_id)}</span></div></a>`;
 }
 function grid(items) {
@@ -164,12 +164,12 @@ async function slicePage(sliceId) {
     .map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
   const fp = d.fingerprint.length ? `<table><thead><tr><th>Feature</th><th>Activation</th><th>Description</th></tr></thead><tbody>${
     d.fingerprint.map(x => `<tr><td><a href="#/feature/${x.latent}">#${x.latent}</a></td><td class="num">${fmt(x.activation, 3)}</td><td>${esc(x.description || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No active features.</p>`;
-  const mapLatent = d.fingerprint.length ? d.fingerprint[0].latent : null;
+  const mapLatent = d.fingerprint.length && d.slice.image_url ? d.fingerprint[0].latent : null;
   const mapPick = mapLatent === null ? "" : `<label>Feature <select id="map-latent">${d.fingerprint.map(x =>
     `<option value="${x.latent}">#${x.latent} ${esc((x.description || "").slice(0, 40))}</option>`).join("")}</select></label>`;
   app.innerHTML = `<h1>${esc(d.slice.slice_id)}</h1>
   ${mapLatent === null ? "" : mapControls().replace('<span class="muted" id="map-label">', mapPick + '<span class="muted" id="map-label">')}
-  <div class="cols"><div class="big"><img src="${esc(d.slice.image_url)}?size=384" alt="${esc(d.slice.slice_id)}">${mapLatent === null ? "" : overlayImg(d.slice.slice_id, mapLatent)}</div>
+  <div class="cols"><div class="big">${d.slice.image_url ? `<img src="${esc(d.slice.image_url)}?size=384" alt="${esc(d.slice.slice_id)}">` : `<div class="noimg">no image in this workspace</div>`}${mapLatent === null ? "" : overlayImg(d.slice.slice_id, mapLatent)}</div>
   <div class="card"><dl class="meta">${meta}</dl></div></div>
   <div class="card"><h2>Fingerprint (strongest features)</h2>${fp}</div>
   <h2>Similar slices</h2><div id="similar"><p class="muted">Searching…</p></div>`;
