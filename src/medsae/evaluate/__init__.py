@@ -7,6 +7,8 @@ Public API (imported lazily so that ``medsae --help`` does not import torch)::
     EvaluateConfig, RankConfig                                     configs
     reconstruction_report, sparsity_from_codes                     reconstruction and sparsity
     run_probes, performance_recovery                               linear probes and recovery
+    linear_probes(features, labels)                                probes on your own arrays
+    reconstruction_report(sae, x)                                  reconstruction of any (N, d) array
     monosemanticity, concept_map                                   feature-level scores
     derive_tasks, filter_tasks                                     probe tasks from the data
 
@@ -27,6 +29,7 @@ _EXPORTS = {
     "reconstruction_report": "medsae.evaluate.reconstruction",
     "sparsity_from_codes": "medsae.evaluate.reconstruction",
     "run_probes": "medsae.evaluate.probes",
+    "linear_probes": "medsae.evaluate.arrays",
     "performance_recovery": "medsae.evaluate.recovery",
     "monosemanticity": "medsae.evaluate.monosemantic",
     "concept_map": "medsae.evaluate.concepts",

@@ -1,6 +1,7 @@
 """Reconstruction and sparsity of an SAE, per split and per Matryoshka level.
 
-Streams the embedding store in batches through any object with ``preprocess``, ``encode``,
+Streams the rows (an embedding store, or any ``(N, d)`` array: NumPy, memory-mapped or a
+torch tensor) in batches through any object with ``preprocess``, ``encode``,
 ``decode(codes, level=None)`` and ``cfg.levels`` (the interface of ``medsae.sae.load_sae``),
 comparing ``preprocess(x)`` with ``decode(encode(x), level)`` for every level ``L`` (the
 reconstruction from the first ``L`` latents). Formulas (:mod:`medsae.metrics.reconstruction`):
@@ -20,14 +21,14 @@ from stored codes alone (when no checkpoint is available).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from medsae.encode.store import EmbeddingStore
+from medsae.errors import InputError
 from medsae.metrics.reconstruction import ReconstructionAccumulator, firing_stats
 
 
@@ -65,26 +66,52 @@ def _firing(counts: np.ndarray, n: int, level: int, l0_sum: float) -> dict[str, 
     }
 
 
+def iter_blocks(x: Any, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start_row, float32 block)`` of an embedding store (its ``iter_chunks``) or of an
+    ``(N, d)`` array (NumPy, memory-mapped, torch), never loading more than a block."""
+    if hasattr(x, "iter_chunks"):
+        yield from x.iter_chunks(chunk_rows=batch_size)
+        return
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+    if len(x.shape) != 2:
+        raise InputError("x", f"expected an (N, d) array of rows, got shape {tuple(x.shape)}")
+    for start in range(0, int(x.shape[0]), batch_size):
+        yield start, np.asarray(x[start : start + batch_size], dtype=np.float32)
+
+
 def reconstruction_report(
     sae: SAELike,
-    store: EmbeddingStore,
-    split_of_row: np.ndarray,
+    x: Any,
+    split_of_row: np.ndarray | None = None,
     levels: Sequence[int] | None = None,
     batch_size: int = 4096,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{split: {str(level): metrics}}`` for every split of ``split_of_row`` and ``all``."""
+    """``{split: {str(level): metrics}}`` for every split of ``split_of_row`` and ``all``.
+
+    ``x``: the rows, an :class:`~medsae.encode.store.EmbeddingStore` or an ``(N, d)`` array
+    in the units the SAE takes (its ``preprocess`` applies its input transform);
+    ``split_of_row``: a group name per row (None: every row in ``all`` only). Works for any
+    SAE with the interface above, medsae's or an exported one wrapped in it.
+    """
+    n_rows = x.n_rows if hasattr(x, "n_rows") else int(x.shape[0])
+    if split_of_row is None:
+        split_of_row = np.full(n_rows, "all", dtype=object)
+    elif len(split_of_row) != n_rows:
+        raise InputError("split_of_row", f"{len(split_of_row)} split names for {n_rows} rows of x")
     levels = sorted(levels or sae_levels(sae))
     split_of_row = np.asarray(split_of_row)
-    splits = [*sorted(set(split_of_row.tolist())), "all"]
-    acc = {(s, lv): ReconstructionAccumulator(d=store.dim) for s in splits for lv in levels}
+    splits = sorted(set(split_of_row.tolist()) | {"all"}, key=lambda s: (s == "all", s))
+    d = int(sae.cfg.d_in)
+    acc = {(s, lv): ReconstructionAccumulator(d=d) for s in splits for lv in levels}
     n_latents = int(sae.cfg.n_latents)
     fires = {s: np.zeros(n_latents, dtype=np.int64) for s in splits}
     l0 = {(s, lv): 0.0 for s in splits for lv in levels}
     with torch.no_grad():
-        for start, block in store.iter_chunks(chunk_rows=batch_size):
-            x = torch.from_numpy(np.array(block, dtype=np.float32, copy=True))
-            target = _np(sae.preprocess(x))
-            codes_t = sae.encode(x)
+        for start, block in iter_blocks(x, batch_size):
+            xb = torch.from_numpy(np.array(block, dtype=np.float32, copy=True))
+            target = _np(sae.preprocess(xb))
+            codes_t = sae.encode(xb)
             codes = _np(codes_t)
             nz = codes != 0
             cum = np.cumsum(nz, axis=1)
