@@ -11,6 +11,13 @@ Parameters (``D`` latents, ``d`` input dimension)::
 Encoding ``pre = (x' - b_dec) W_enc^T + b_enc`` with ``x' = preprocess(x)``; decoding
 ``x_hat = z W_dec + b_dec``; a Matryoshka level ``m`` decodes from ``z[:, :m]`` only.
 
+Spaces: :meth:`~SparseAutoencoder.encode` takes raw inputs (in the units of the embeddings);
+:meth:`~SparseAutoencoder.decode` returns the reconstruction of ``x'``, the *preprocessed*
+input (unit-norm rows under the default ``l2`` transform, ``input_scale * x`` under an
+unfolded ``scale``); :meth:`~SparseAutoencoder.reconstruct` returns it in the raw input's
+units for every transform (``l2``: times ``||x||``; ``scale``: divided by ``input_scale``
+unless folded into the weights; ``none``: unchanged).
+
 Training loss (per batch, ``FVU(a, b) = ||a - b||^2 / ||a - mean(a)||^2`` over the batch)::
 
     loss = sum_l w_l FVU(x', x_hat_l) + aux_coefficient * AuxK
@@ -97,21 +104,28 @@ class SparseAutoencoder(nn.Module):
 
     # ------------------------------------------------------------ transforms
     def preprocess(self, x: Any) -> torch.Tensor:
-        """The input as the SAE sees it: float32 tensor, L2-normalised or scaled if configured."""
+        """The input as the SAE sees it (``x'``): a float32 tensor on the SAE's device,
+        L2-normalised per row (``l2``) or multiplied by ``input_scale`` (``scale``, unless
+        folded into the weights) as configured. The inverse per row: :meth:`to_input_units`."""
+        x_bd = self.as_input(x)
+        if self.cfg.input_transform == "l2":
+            return x_bd / x_bd.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if self.cfg.input_transform == "scale" and not self.cfg.scale_folded:
+            return x_bd * self.cfg.input_scale
+        return x_bd
+
+    def as_input(self, x: Any) -> torch.Tensor:
+        """Raw ``x`` (array or tensor) as a float32 ``(B, d_in)`` tensor on the SAE's device,
+        untransformed; an :class:`InputError` for another shape."""
         if not isinstance(x, torch.Tensor):
             arr = np.asarray(x, dtype=np.float32)
             x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-        x_bd = x
-        x_bd = x_bd.to(device=self.W_dec.device, dtype=torch.float32)
+        x_bd = x.to(device=self.W_dec.device, dtype=torch.float32)
         if x_bd.ndim != 2 or x_bd.shape[1] != self.cfg.d_in:
             raise InputError(
                 f"SAE {self.cfg.run or self.cfg.arch}",
                 f"input of shape {tuple(x_bd.shape)} does not match d_in={self.cfg.d_in} (expected (B, {self.cfg.d_in}))",
             )
-        if self.cfg.input_transform == "l2":
-            return x_bd / x_bd.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        if self.cfg.input_transform == "scale" and not self.cfg.scale_folded:
-            return x_bd * self.cfg.input_scale
         return x_bd
 
     def pre_activation(self, x_pre_bd: torch.Tensor) -> torch.Tensor:
@@ -120,14 +134,35 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: Any) -> torch.Tensor:
-        """Dense ``(B, n_latents)`` codes of raw inputs in the inference form."""
+        """Dense ``(B, n_latents)`` codes of *raw* inputs (the embeddings' own units; the
+        input transform is applied here) in the inference form."""
         return self.infer(self.pre_activation(self.preprocess(x)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Any, level: int | None = None) -> torch.Tensor:
+        """Reconstruction of raw ``x`` in ``x``'s own units, for every input transform:
+        ``to_input_units(decode(encode(x), level), x)``."""
+        x_raw = self.as_input(x)
+        return self.to_input_units(self.decode(self.encode(x_raw), level=level), x_raw)
+
+    def to_input_units(self, x_hat_bd: torch.Tensor, x_raw: Any) -> torch.Tensor:
+        """Map a reconstruction of ``preprocess(x)`` back to the units of the raw ``x``:
+        times the row norms of ``x`` (``l2``), divided by ``input_scale`` (``scale`` not yet
+        folded), unchanged otherwise (``none``, folded ``scale``)."""
+        if self.cfg.input_transform == "l2":
+            norms = self.as_input(x_raw).norm(dim=1, keepdim=True).clamp_min(1e-12)
+            return x_hat_bd * norms
+        if self.cfg.input_transform == "scale" and not self.cfg.scale_folded:
+            return x_hat_bd / self.cfg.input_scale
+        return x_hat_bd
 
     def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def decode(self, codes_bD: torch.Tensor, level: int | None = None) -> torch.Tensor:
-        """Reconstruction of ``preprocess(x)`` from the first ``level`` latents (all by default)."""
+        """Reconstruction of ``preprocess(x)`` (the *preprocessed* space: unit-norm rows under
+        ``l2``) from the first ``level`` latents (all by default). In the raw input's units:
+        :meth:`reconstruct`, or :meth:`to_input_units` of this."""
         codes_bD = torch.as_tensor(codes_bD).to(self.W_dec)
         m = self.cfg.n_latents if level is None else int(level)
         if not 0 < m <= self.cfg.n_latents:
