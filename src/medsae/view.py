@@ -10,7 +10,6 @@ missing is ``None`` (or empty) rather than an error, so that a page can say "not
 from __future__ import annotations
 
 import io
-import json
 import threading
 from collections.abc import Callable
 from functools import lru_cache
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from medsae.artifacts import MissingArtifact, check_rows, load_json, read_artifact, read_optional
 from medsae.data.query_image import QueryFormat, QueryIntensity
 from medsae.data.table import (
     IMAGES_FILE,
@@ -98,22 +98,14 @@ class once(Generic[T]):  # lower case: a decorator, like functools.cached_proper
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    """A JSON file's content, None when it is missing (not computed); a damaged file raises
+    :class:`medsae.artifacts.DamagedArtifact` naming it."""
+    return read_optional(path, load_json)
 
 
 def read_parquet(path: Path) -> pd.DataFrame | None:
-    """A Parquet table, or None when it is missing or unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    try:
-        return pd.read_parquet(p)
-    except (OSError, ValueError):
-        return None
+    """A Parquet table, None when it is missing; a damaged file raises (as :func:`read_json`)."""
+    return read_optional(path, pd.read_parquet)
 
 
 def image_to_png(img: np.ndarray, size: int | None = None) -> bytes:
@@ -233,10 +225,14 @@ class WorkspaceView:
     # ------------------------------------------------------------------ artifacts
     @once
     def images(self) -> np.ndarray | None:
+        """The slice images (memory-mapped), None when not computed; damaged (unreadable,
+        truncated, another row count than the slice table) raises naming the file."""
         try:
-            return open_images(self.ws.slices)
-        except ArtifactError:
+            images = open_images(self.ws.slices)
+        except MissingArtifact:
             return None
+        check_rows(self.ws.slices / IMAGES_FILE, len(images), self.n_slices, "the slice table")
+        return images
 
     @once
     def imported(self) -> bool:
@@ -574,18 +570,9 @@ def _png_cached(view: WorkspaceView, row: int, size: int | None) -> bytes:
 def _parquet_footer(path: Path) -> Any:
     """The footer of a Parquet file (rows, schema; milliseconds at any size), or an
     :class:`ArtifactError` naming a missing or damaged file."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.is_file():
-        read_slices(path.parent)  # the error naming the missing slice table
-    try:
-        return pq.ParquetFile(path).metadata
-    except (OSError, pa.ArrowException) as e:
-        raise ArtifactError(
-            f"{path}: unreadable slice table (truncated or corrupt: {e}); "
-            "rerun `medsae prepare --force`"
-        ) from e
+    return read_artifact(path, lambda p: pq.ParquetFile(p).metadata, "slice table not found")
 
 
 def _lift(label: str, c_act: Any, n_act: Any, c_all: Any, n_all: Any) -> dict[str, Any]:

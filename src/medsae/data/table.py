@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medsae.artifacts import read_artifact
 from medsae.data.io import (
     AREA_FILE,
     IMAGES_FILE,
@@ -94,18 +95,29 @@ class Anatomy:
 
 def read_slices(slices_dir: Path) -> pd.DataFrame:
     """The slice table of a ``slices`` artifact."""
-    p = Path(slices_dir) / SLICES_FILE
-    if not p.is_file():
-        raise ArtifactError(f"{p}: slice table not found; run `medsae prepare` first")
-    return pd.read_parquet(p)
+    return read_artifact(Path(slices_dir) / SLICES_FILE, _read_table, "slice table not found")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """A Parquet table, its ``slice_id`` / ``subject_key`` columns required where named."""
+    table = pd.read_parquet(path)
+    needed = {
+        "slices.parquet": ("slice_id", "subject_key"),
+        "split.parquet": ("subject_key", "split"),
+    }
+    missing = [c for c in needed.get(path.name, ()) if c not in table.columns]
+    if missing:
+        raise KeyError(f"no column {', '.join(missing)}")
+    return table
 
 
 def open_images(slices_dir: Path) -> np.ndarray:
     """The slice images, memory-mapped read-only (uint8, ``(N, S, S)`` or ``(N, S, S, 3)``)."""
-    p = Path(slices_dir) / IMAGES_FILE
-    if not p.is_file():
-        raise ArtifactError(f"{p}: slice images not found; run `medsae prepare` first")
-    return np.load(p, mmap_mode="r")
+    return read_artifact(
+        Path(slices_dir) / IMAGES_FILE,
+        lambda p: np.load(p, mmap_mode="r"),
+        "slice images not found",
+    )
 
 
 def read_anatomy(slices_dir: Path, mmap: bool = True) -> Anatomy:
@@ -153,10 +165,7 @@ def read_label_columns(slices_dir: Path) -> list[str]:
 
 
 def read_split(split_dir: Path) -> pd.DataFrame:
-    p = Path(split_dir) / SPLIT_FILE
-    if not p.is_file():
-        raise ArtifactError(f"{p}: split not found; run `medsae split` first")
-    return pd.read_parquet(p)
+    return read_artifact(Path(split_dir) / SPLIT_FILE, _read_table, "split not found")
 
 
 def slices_with_split(slices_dir: Path, split_dir: Path) -> pd.DataFrame:

@@ -51,18 +51,20 @@ class EmbeddingStore:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        from medsae.artifacts import load_json_object, read_artifact
+
         meta_path = self.folder / STORE_FILE
-        if not meta_path.is_file():
-            raise ArtifactError(
-                f"{meta_path}: embedding store not found; run `medsae encode` first"
-            )
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+
+        def read_meta(path: Path) -> tuple[dict[str, Any], list[Shard]]:
+            meta = load_json_object(path)
+            shards = [Shard(s["file"], int(s["start"]), int(s["stop"])) for s in meta["shards"]]
+            int(meta["dim"]), int(meta["n_rows"]), str(meta["encoder"])  # the schema's fields
+            return meta, shards
+
+        self.meta, self.shards = read_artifact(meta_path, read_meta, "embedding store not found")
         self.encoder: str = self.meta["encoder"]
         self.dim: int = int(self.meta["dim"])
         self.n_rows: int = int(self.meta["n_rows"])
-        self.shards = [
-            Shard(s["file"], int(s["start"]), int(s["stop"])) for s in self.meta["shards"]
-        ]
         covered = sum(s.stop - s.start for s in self.shards)
         if covered != self.n_rows:
             raise ArtifactError(

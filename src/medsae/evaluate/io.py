@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +44,11 @@ FIGURE_MONOSEMANTICITY = "monosemanticity.png"
 
 
 def read_ranking(ranking_dir: Path) -> dict[str, Any]:
-    """``ranking.json`` of a ranking folder as a dict; ``{}`` when absent or unreadable."""
-    try:
-        data = json.loads((Path(ranking_dir) / RANKING).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """``ranking.json`` of a ranking folder as a dict; ``{}`` when absent (not computed);
+    :class:`medsae.artifacts.DamagedArtifact` naming it when unreadable."""
+    from medsae.artifacts import read_json_optional
+
+    return read_json_optional(Path(ranking_dir) / RANKING) or {}
 
 
 def best_run(ws: Workspace, encoder: str | None = None) -> tuple[str, str] | None:

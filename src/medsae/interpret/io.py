@@ -97,9 +97,8 @@ def read_descriptions(folder: Path) -> list[dict[str, Any]]:
 
 
 def read_scores(folder: Path) -> dict[str, Any]:
-    """:data:`SCORES` of a features folder as a dict; ``{}`` when absent or unreadable."""
-    try:
-        data = json.loads((Path(folder) / SCORES).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """:data:`SCORES` of a features folder as a dict; ``{}`` when absent (not computed);
+    :class:`medsae.artifacts.DamagedArtifact` naming it when unreadable."""
+    from medsae.artifacts import read_json_optional
+
+    return read_json_optional(Path(folder) / SCORES) or {}

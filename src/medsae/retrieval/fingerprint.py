@@ -260,17 +260,15 @@ class FingerprintIndex:
     def load(cls, folder: Path) -> FingerprintIndex:
         """Read an index written by :meth:`save`."""
         folder = Path(folder)
+        from medsae.artifacts import read_artifact
+
+        def arrays(p: Path) -> tuple[np.ndarray, ...]:
+            with np.load(p) as z:
+                return tuple(np.asarray(z[k]) for k in ("indptr", "rows", "values", "subject_ids"))
+
         p = folder / FINGERPRINT_INDEX
-        if not p.is_file():
-            raise ArtifactError(f"{p}: fingerprint index not found; run `medsae index` first")
-        with np.load(p) as z:
-            indptr, rows, values, subject_ids = (
-                z["indptr"],
-                z["rows"],
-                z["values"],
-                z["subject_ids"],
-            )
-        table = pd.read_parquet(folder / FINGERPRINT_ROWS)
+        indptr, rows, values, subject_ids = read_artifact(p, arrays, "fingerprint index not found")
+        table = read_artifact(folder / FINGERPRINT_ROWS, pd.read_parquet)
         keys_by_id = dict(zip(subject_ids.tolist(), table["subject_key"].astype(str), strict=True))
         keys = [keys_by_id.get(i, f"row:{i}") for i in range(int(subject_ids.max(initial=-1)) + 1)]
         return cls(indptr, rows, values, subject_ids, keys, table)

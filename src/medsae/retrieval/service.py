@@ -313,11 +313,8 @@ def _open_index(view: WorkspaceView) -> FingerprintIndex | None:
 
     folder = view.ws.index(view.encoder, view.run)
     index = None
-    if read_manifest(folder) is not None:
-        try:
-            index = FingerprintIndex.load(folder)
-        except MedsaeError:  # an unreadable index artifact: index the open codes
-            index = None
+    if read_manifest(folder) is not None:  # a damaged index artifact raises, naming its file
+        index = FingerprintIndex.load(folder)
     if index is None or index.n_rows != len(view.table):
         index = FingerprintIndex.build(view.codes, view.table)
     return index

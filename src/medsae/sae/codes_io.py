@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from medsae.artifacts import describe, load_json_object, read_artifact
 from medsae.errors import ArtifactError
 from medsae.sae.io import CODES, CODES_META, CODES_STATS
 
@@ -74,18 +75,13 @@ def _codes_path(folder: Path) -> Path:
 
 
 def _unreadable(path: Path, e: BaseException) -> ArtifactError:
-    return ArtifactError(
-        f"{path}: unreadable sparse codes (truncated or corrupt: {type(e).__name__}: {e}); "
-        "rerun `medsae codes --force`"
-    )
+    from medsae.artifacts import DamagedArtifact
+
+    return DamagedArtifact(path, f"unreadable sparse codes, truncated or corrupt: {describe(e)}")
 
 
 def load_codes_meta(folder: Path) -> dict[str, Any]:
-    p = Path(folder) / CODES_META
-    if not p.is_file():
-        raise ArtifactError(f"{p}: codes metadata not found; run `medsae codes` first")
-    data: dict[str, Any] = json.loads(p.read_text())
-    return data
+    return read_artifact(Path(folder) / CODES_META, load_json_object, "codes metadata not found")
 
 
 def latent_stats(codes: sp.csr_matrix) -> dict[str, np.ndarray]:

@@ -82,7 +82,7 @@ def create_app(
     """
     view = workspace if isinstance(workspace, WorkspaceView) else WorkspaceView(workspace)
     search: SearchBackend = backend or WorkspaceSearch(view)
-    query_format = dataclasses.replace(view.query_format, limits=query_limits or QueryLimits())
+    limits = query_limits or QueryLimits()
     heavy = HeavyWork(heavy_workers, heavy_wait_s)
     # Nothing large is read before the app exists: the server listens at once. A
     # background thread opens the parts in the order the pages need them (the first page's
@@ -295,6 +295,7 @@ def create_app(
             limit = ("upload_bytes", len(data), upload_limit)
             raise UploadRefused(QueryImageError(name, problem, "too_large", limit))
         with heavy:  # decoding and encoding: a bounded number at once
+            query_format = dataclasses.replace(view.query_format, limits=limits)
             try:
                 query = query_format.prepare(data, plane=UPLOAD_PLANE, name=name)
             except QueryImageError as e:
@@ -325,6 +326,13 @@ def create_app(
         # names the file and the fix, as the command line says it
         status = 400 if isinstance(exc, InputError) else 500
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # anything else is still a JSON answer (the server logs the traceback)
+        return JSONResponse(
+            {"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500
+        )
 
     app.include_router(map_router(view))  # GET /api/slices/{id}/map?latent= (medsae.serve.maps)
     return app
