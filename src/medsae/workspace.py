@@ -31,7 +31,6 @@ interrupted run never leaves a half artifact that looks whole, and never loses t
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -47,6 +46,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from medsae import __version__
+from medsae.atomic import atomic_path, is_disk_full, remove_stale_temporaries
 from medsae.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -58,19 +58,10 @@ SUMMARY = "summary.json"
 artifact folder (``WS/eval/<enc>/<run>/summary.json``, ``WS/ranking/summary.json``, ...)."""
 
 
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
-"""``OSError`` numbers of a write that found no room: a full disk, a file size limit, a quota."""
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """Whether ``error`` is a write that found no room (see :data:`DISK_FULL_ERRNOS`)."""
-    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
-
-
-def _log(message: str) -> None:
+def _log(message: str, style: str | None = None) -> None:
     from medsae.progress import console
 
-    console.print(message)
+    console.print(message, style=style)
 
 
 def canonical_json(obj: Any) -> str:
@@ -138,23 +129,33 @@ def fingerprint_file_content(path: Path, chunk: int = 1 << 20) -> str:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str)
+    with atomic_path(path, needed=len(text)) as tmp:
+        tmp.write_text(text)
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of an artifact folder, or None when there is none (or it is unreadable)."""
-    p = Path(folder) / MANIFEST
-    if not p.is_file():
-        return None
+    """The manifest of an artifact folder, or None when there is none.
+
+    A manifest that exists but cannot be read raises
+    :class:`medsae.artifacts.DamagedArtifact` naming it and how to rebuild it.
+    """
+    from medsae.artifacts import read_json_optional
+
+    return read_json_optional(Path(folder) / MANIFEST)
+
+
+def _finished_manifest(out_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """The manifest of a finished artifact and "" when it and its files read; else the
+    manifest (None when unreadable or absent) and why the artifact is damaged."""
+    from medsae.artifacts import DamagedArtifact, damage_in
+
     try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+        old = read_manifest(out_dir)
+        damage = damage_in(out_dir) if old is not None else None
+    except DamagedArtifact as e:
+        old, damage = None, e
+    return old, "" if damage is None else f"{damage.path} is damaged ({damage.problem})"
 
 
 def artifact_key(folder: Path) -> str:
@@ -229,7 +230,9 @@ def stage_status(
     """("up-to-date" | "stale" | "missing", reason) for an artifact folder, without building."""
     cfg = config_dict(config)
     key = compute_key(stage, cfg, inputs)
-    old = read_manifest(out_dir)
+    old, damaged = _finished_manifest(out_dir)
+    if damaged:
+        return "stale", damaged
     if old is None:
         return "missing", ""
     if old.get("key") == key:
@@ -275,16 +278,18 @@ def run_stage(
     out_dir = Path(out_dir)
     cfg = config_dict(config)
     key = compute_key(stage, cfg, inputs)
-    old = read_manifest(out_dir)
-    if old is not None and old.get("key") == key and not force:
+    old, damaged = _finished_manifest(out_dir)  # damaged output is never up to date
+    if old is not None and old.get("key") == key and not force and not damaged:
         if not quiet:
-            _log(f"[dim]{stage}: up to date, skipped ({out_dir})[/dim]")
+            _log(f"{stage}: up to date, skipped ({out_dir})", style="dim")
         return StageOutcome(stage, out_dir, "skipped", old)
     reason = ""
-    if old is not None:
+    if damaged:
+        reason = damaged
+    elif old is not None:
         reason = "forced" if old.get("key") == key else _stale_reason(old, cfg, inputs)
-        if not quiet:
-            _log(f"[yellow]{stage}: {reason}; rebuilding {out_dir}[/yellow]")
+    if reason and not quiet:
+        _log(f"{stage}: {reason}; rebuilding {out_dir}", style="yellow")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(out_dir, stage):
@@ -299,7 +304,7 @@ def run_stage(
             if not resumable:
                 shutil.rmtree(partial)
             elif not quiet:
-                _log(f"[cyan]{stage}: resuming an interrupted build in {partial}[/cyan]")
+                _log(f"{stage}: resuming an interrupted build in {partial}", style="cyan")
         partial.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, {"key": key, "stage": stage})
 
@@ -331,10 +336,11 @@ def run_stage(
                 f"resumes from {partial}"
             ) from e
         marker.unlink(missing_ok=True)
+        remove_stale_temporaries(partial, all_of_them=True)  # none in a finished artifact
         _swap_into_place(partial, out_dir)
-        status = "rebuilt" if old is not None else "built"
+        status = "rebuilt" if old is not None or damaged else "built"
         if not quiet:
-            _log(f"[green]{stage}: {status} {out_dir} in {seconds:.1f} s[/green]")
+            _log(f"{stage}: {status} {out_dir} in {seconds:.1f} s", style="green")
         return StageOutcome(stage, out_dir, status, manifest, reason)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -24,9 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import TextColumn
 
-from medsae.progress import make_progress
+from medsae.progress import make_progress, plain_column
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.data import TrainStream
@@ -202,10 +200,11 @@ class GridTrainer:
         """Write the resumable state atomically (temporary file + rename)."""
         if self.state_path is None:
             return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(f".{STATE_FILE}.tmp-{os.getpid()}")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, self.state_path)
+        from medsae.atomic import atomic_path
+
+        state = self.state_dict()
+        with atomic_path(self.state_path, needed=_state_bytes(state)) as tmp:
+            torch.save(state, tmp)
 
     def _maybe_resume(self) -> None:
         path = self.state_path
@@ -213,7 +212,17 @@ class GridTrainer:
             return
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception:  # a corrupt checkpoint: start over rather than fail
+        except Exception as e:  # a damaged checkpoint: said by name, then training starts over
+            from medsae.artifacts import describe
+            from medsae.progress import console
+
+            console.print(
+                f"{path}: damaged training checkpoint ({describe(e)}); it is removed and "
+                "training starts over",
+                style="yellow",
+                markup=False,
+            )
+            path.unlink(missing_ok=True)
             return
         if state.get("total_steps") != self.total_steps or set(state["runs"]) != set(self.runs):
             return
@@ -244,7 +253,7 @@ class GridTrainer:
         last_ckpt = time.monotonic()
         t0 = time.perf_counter()
         done0 = self.step
-        with make_progress(TextColumn("{task.fields[stats]}")) as progress:
+        with make_progress(plain_column("{task.fields[stats]}")) as progress:
             task = progress.add_task(
                 "train SAEs", total=self.total_steps, completed=self.step, stats=""
             )
@@ -313,3 +322,14 @@ class GridTrainer:
             f"{rate:,.0f} samples/s  loss {mean('loss'):.4f}  FVU {mean('fvu'):.4f}  "
             f"L0 {mean('l0'):.1f}  dead {100 * mean('dead_fraction'):.1f}%"
         )
+
+
+def _state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) state: the size of its checkpoint file, roughly."""
+    if isinstance(state, torch.Tensor):
+        return int(state.numel() * state.element_size())
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(_state_bytes(v) for v in state)
+    return 0
