@@ -60,14 +60,17 @@ def main() -> None:
     try:
         app()
     except MedsaeError as e:
+        from rich.text import Text
+
         from medsae.progress import console
 
-        console.print(f"[bold red]error:[/bold red] {e}", markup=True, highlight=False)
+        console.print(Text.assemble(("error:", "bold red"), f" {e}"))
         sys.exit(2)
     except KeyboardInterrupt:
         from medsae.progress import console
 
         console.print(
-            "[yellow]interrupted; finished artifacts are intact and the stage resumes on rerun[/yellow]"
+            "interrupted; finished artifacts are intact and the stage resumes on rerun",
+            style="yellow",
         )
         sys.exit(130)

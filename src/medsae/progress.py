@@ -1,4 +1,9 @@
-"""One console and progress bars shared by every stage (rich), quiet when not a terminal."""
+"""One console and progress bars shared by every stage (rich), quiet when not a terminal.
+
+The console never reads markup or emoji codes in what it prints: messages carry subject
+ids, file names and paths, where ``[/x]`` or ``:zero:`` are text. A message is coloured
+with ``style=`` (``console.print(msg, style="yellow")``) or built as a ``rich.text.Text``.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,12 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+
+def plain_column(template: str, style: str = "") -> TextColumn:
+    """A progress column whose text (a task's description or fields) is never markup."""
+    return TextColumn(template, style=style, markup=False)
 
 
 def progress_enabled() -> bool:
@@ -33,7 +43,7 @@ def make_progress(*extra_columns: TextColumn) -> Progress:
     ``TextColumn("{task.fields[rate]}")`` for throughput.
     """
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        plain_column("{task.description}", "bold"),
         BarColumn(),
         MofNCompleteColumn(),
         *extra_columns,

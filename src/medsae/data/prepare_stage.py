@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.text import Text
 
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
@@ -133,9 +134,8 @@ def prepare(
 
 
 def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: bool) -> StageResult:
-    from rich.progress import TextColumn
 
-    from medsae.progress import console, make_progress
+    from medsae.progress import console, make_progress, plain_column
 
     cases, dataset_warnings = discover(root, config)
     if not cases:
@@ -148,7 +148,7 @@ def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: boo
             f"prepare: resuming, {len(cases) - len(todo)} of {len(cases)} volume(s) already done"
         )
     failures: list[dict[str, Any]] = []
-    with make_progress(TextColumn("{task.fields[rate]}")) as progress:
+    with make_progress(plain_column("{task.fields[rate]}")) as progress:
         task = progress.add_task("prepare: volumes", total=len(cases), rate="")
         progress.update(task, advance=len(cases) - len(todo))
         n_slices = 0
@@ -197,11 +197,11 @@ def _build(partial: Path, root: Path, config: PrepareConfig, allow_failures: boo
     report_path = partial / FAILURES_FILE
     report_path.write_text(json.dumps(report, indent=2))
     for w in warnings[:20]:
-        console.print(f"[yellow]warning:[/yellow] {w}", markup=True, highlight=False)
+        console.print(Text.assemble(("warning:", "yellow"), f" {w}"))
     if len(warnings) > 20:
-        console.print(f"[yellow]... {len(warnings) - 20} more warnings in {FAILURES_FILE}[/yellow]")
+        console.print(f"... {len(warnings) - 20} more warnings in {FAILURES_FILE}", style="yellow")
     for f in report["failures"]:
-        console.print(f"[red]failed:[/red] {f['error']}", markup=True, highlight=False)
+        console.print(Text.assemble(("failed:", "red"), f" {f['error']}"))
     if failures and not allow_failures:
         raise StageFailures("prepare", [f["subject_key"] for f in report["failures"]], report_path)
     done = [i for i in range(len(cases)) if piece_done(pieces / f"{i:05d}")]

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress, TaskID, TextColumn
+from rich.progress import Progress, TaskID
 
 from medsae.encode.store import Shard, save_shard, shard_header, shard_name
 from medsae.errors import ArtifactError
-from medsae.progress import make_progress
+from medsae.progress import make_progress, plain_column
 
 
 def plan_shards(n_rows: int, shard_rows: int) -> list[Shard]:
@@ -124,7 +124,7 @@ class RateProgress:
     """A progress bar over slices that shows the encoding rate (slices/s) of this run."""
 
     def __init__(self, total: int, description: str, done: int = 0) -> None:
-        self.progress: Progress = make_progress(TextColumn("{task.fields[rate]}"))
+        self.progress: Progress = make_progress(plain_column("{task.fields[rate]}"))
         self.task: TaskID = self.progress.add_task(
             description, total=total, completed=done, rate=""
         )

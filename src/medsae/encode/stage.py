@@ -116,7 +116,7 @@ def _take_from_parts(
         cfg = manifest.get("config") or {}
         if manifest.get("inputs") != inputs or {k: cfg.get(k) for k in content} != content:
             console.print(
-                f"[yellow]encode: ignoring {part} (made with another config or input)[/yellow]"
+                f"encode: ignoring {part} (made with another config or input)", style="yellow"
             )
             continue
         for file in list(wanted):
@@ -224,7 +224,8 @@ def encode(
         if config.num_shards > 1:
             if stage_status(out_dir, "encode", content, inputs)[0] == "up-to-date" and not force:
                 console.print(
-                    f"[dim]encode: {out_dir} is already complete; nothing to do for this job[/dim]"
+                    f"encode: {out_dir} is already complete; nothing to do for this job",
+                    style="dim",
                 )
                 return StageOutcome("encode", out_dir, "skipped", read_manifest(out_dir) or {})
             part_dir = (

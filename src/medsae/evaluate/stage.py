@@ -381,7 +381,7 @@ def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> d
             run.skipped_parts.append({"part": part, "reason": "not requested (config.parts)"})
             continue
         t0 = time.perf_counter()
-        console.print(f"[dim]evaluate {inputs.encoder}/{inputs.run}: {part}[/dim]")
+        console.print(f"evaluate {inputs.encoder}/{inputs.run}: {part}", style="dim")
         getattr(run, part)(out)
         run.timings[part] = round(time.perf_counter() - t0, 3)
     run.summary["n_skipped_tasks"] = len(run.skipped_tasks)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from medsae.retrieval.config import ASK_MODES, AskConfig, SearchConfig
 
@@ -154,7 +155,7 @@ def ask_cmd(
         mode=mode,
         filters=_filters(filter_) or None,
     )
-    console.print(f"[bold]{query}[/bold] -> features:")
+    console.print(Text.assemble((query, "bold"), " -> features:"))
     for c in result.features:
         console.print(
             f"  latent {c.latent:>6}  weight {c.weight:.2f}  sim {c.similarity:.2f}  {c.description}"

@@ -155,11 +155,11 @@ def _text_stage_part(
     where = ws.features(encoder, run) / FEATURES
     features = _load_features(ws, encoder, run) if embedder is not None else None
     if features is None:
-        console.print(f"[dim]index: no {where}; query suite not evaluated[/dim]")
+        console.print(f"index: no {where}; query suite not evaluated", style="dim")
         return {}
     if not _has_descriptions(features):
         console.print(
-            f"[yellow]index: {where} has no descriptions; query suite not evaluated[/yellow]"
+            f"index: {where} has no descriptions; query suite not evaluated", style="yellow"
         )
         return {"text_retrieval": "skipped: no feature descriptions"}
     retriever = TextRetriever(index, features, embedder, cfg.ask)

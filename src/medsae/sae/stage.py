@@ -87,7 +87,7 @@ def train(
     ws, store, table = _open(workspace, encoder)
     runs, skipped = expand_grid(cfg, store.dim, encoder=encoder)
     for s in skipped:
-        console.print(f"[yellow]train: skipped {s['combo']}: {s['reason']}[/yellow]")
+        console.print(f"train: skipped {s['combo']}: {s['reason']}", style="yellow")
     if not runs:
         raise InputError("train config", f"no valid SAE in the grid; skipped: {skipped}")
     rows = {s: split_rows(table, s) for s in SPLITS}
@@ -130,11 +130,12 @@ def train(
         idle = auxk_idle(runs, budget)
         if idle:
             console.print(
-                f"[yellow]train: AuxK never engages for {len(idle)} of {len(runs)} runs: "
+                f"train: AuxK never engages for {len(idle)} of {len(runs)} runs: "
                 f"dead_after_samples ({cfg.dead_after_samples:,}) is not below the training "
                 f"budget ({budget:,} samples); set train.dead_after_samples to a few epochs "
                 f"of the train split ({len(rows['train']):,} slices) to revive dead "
-                "latents[/yellow]"
+                "latents",
+                style="yellow",
             )
         saes = trainer.fit()
         trainer.save_checkpoint()
