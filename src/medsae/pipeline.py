@@ -21,12 +21,13 @@ structure to point at, beside their Gaussian-blob ``*_baseline``).
 from __future__ import annotations
 
 import importlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from rich.text import Text
 
 from medsae.config import PipelineConfig, build_config
 from medsae.data.io import PHANTOM_MARKER
@@ -41,6 +42,7 @@ from medsae.workspace import (
     SUMMARY,
     StageOutcome,
     Workspace,
+    build_lock,
     read_manifest,
     write_json_atomic,
 )
@@ -292,7 +294,7 @@ class Pipeline:
             if stage == "report":
                 # the report shows the summary: write it first
                 self.result.summary = write_summary(self.ws)
-            console.rule(f"[bold]{stage}")
+            console.rule(Text(stage, style="bold"))
             self._cpu0 = time.process_time()
             self.run_stage(PIPELINE[STAGES.index(stage)])
         if "report" not in chosen and {"evaluate", "rank"} & set(chosen):
@@ -311,11 +313,9 @@ def run_pipeline(
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    from medsae.artifacts import read_json_optional
+
+    return read_json_optional(path) or {}
 
 
 def collect_summary(
@@ -416,6 +416,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "epochs": 60,
         "batch_size": 256,
         "val_every_epochs": 5,
+        "checkpoint_every_seconds": 30,  # a killed demo loses at most half a minute
     },
     "codes": {},
     "evaluate": {
@@ -459,12 +460,14 @@ def make_demo_data(ws: Workspace, phantom: dict[str, Any]) -> Path:
     marker = out / PHANTOM_MARKER
     wanted = cfg.model_dump(mode="json")
     if marker.is_file() and _read(marker) == wanted:
-        console.print(f"[dim]phantom: up to date, skipped ({out})[/dim]")
+        console.print(f"phantom: up to date, skipped ({out})", style="dim")
         return out
     t0 = time.perf_counter()
-    _function("medsae.data", "make_phantom", "phantom")(out, cfg)
-    write_json_atomic(marker, wanted)
-    console.print(f"[green]phantom: wrote {out} in {time.perf_counter() - t0:.1f} s[/green]")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(out, "phantom"):  # a second demo on this workspace is refused by name
+        _function("medsae.data", "make_phantom", "phantom")(out, cfg)
+        write_json_atomic(marker, wanted)
+    console.print(f"phantom: wrote {out} in {time.perf_counter() - t0:.1f} s", style="green")
     return out
 
 

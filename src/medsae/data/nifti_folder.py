@@ -119,7 +119,10 @@ def _case(
     config: PrepareConfig,
     names: dict[int, str],
 ) -> Case:
-    subject = clean_text(row.get("subject")) or f"row{i + 1}"
+    raw = row.get("subject")
+    # a subject id is text as written ("nan", "NA" and "none" are ids); only an empty cell
+    # (or a missing value of a Parquet table) falls back to the row number
+    subject = (raw.strip() if isinstance(raw, str) else clean_text(raw)) or f"row{i + 1}"
     modality = (clean_text(row.get("modality")) or config.modality or "CT").upper()
     modality = {"MRI": "MR"}.get(modality, modality)
     where = f"{table} row {i + 1} ({subject})"

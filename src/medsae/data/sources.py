@@ -168,6 +168,12 @@ def totalsegmentator_cases(folder: Path) -> tuple[list[Case], list[str]]:
         warnings.append(f"{meta_path}: not found; metadata of {folder.name} is unknown")
     expected = STRUCTURES_BY_MODALITY[modality]
     known = set(ALL_STRUCTURES)
+    # a folder with its own metadata table and no meta.csv is likely a NIfTI folder
+    hint = (
+        "; if this is a NIfTI folder with a metadata table, pass --source-kind nifti"
+        if not meta_path.is_file() and is_nifti_folder(folder)
+        else ""
+    )
     cases = []
     for d in subject_dirs:
         subject = d.name
@@ -191,7 +197,7 @@ def totalsegmentator_cases(folder: Path) -> tuple[list[Case], list[str]]:
         seg = d / "segmentations"
         case.mask_dir = str(seg)
         if not seg.is_dir():
-            case.problems.append(f"{case.key}: missing segmentation folder {seg}")
+            case.problems.append(f"{case.key}: missing segmentation folder {seg}{hint}")
         else:
             files = {nifti_stem(p): p for p in seg.iterdir() if p.name.endswith(_NII)}
             if not files:
