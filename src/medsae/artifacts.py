@@ -75,35 +75,38 @@ def stage_of(path: Path) -> str | None:
     return None
 
 
-def rebuild_hint(path: Path) -> str:
-    """How to rebuild the artifact that holds ``path``."""
-    stage = stage_of(path)
+def rebuild_hint(path: Path, stage: str | None = None) -> str:
+    """How to rebuild the artifact that holds ``path`` (``stage`` when given, else the stage
+    of the workspace folder it lies in)."""
+    stage = stage or stage_of(path)
     if stage is None:
         return "rebuild it with the stage that wrote it and --force"
     return f"rebuild it with `medsae {stage} --force`"
 
 
-def make_hint(path: Path) -> str:
-    """The command that makes a missing artifact."""
-    stage = stage_of(path)
+def make_hint(path: Path, stage: str | None = None) -> str:
+    """The command that makes a missing artifact (``stage`` as in :func:`rebuild_hint`)."""
+    stage = stage or stage_of(path)
     return f"run `medsae {stage}` first" if stage else "run the stage that writes it first"
 
 
 class DamagedArtifact(ArtifactError):
     """An artifact file that exists but cannot be read; names it and how to rebuild it."""
 
-    def __init__(self, path: Path | str, problem: str) -> None:
+    def __init__(self, path: Path | str, problem: str, stage: str | None = None) -> None:
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"{path}: damaged ({problem}); {rebuild_hint(self.path)}")
+        super().__init__(f"{path}: damaged ({problem}); {rebuild_hint(self.path, stage)}")
 
 
 class MissingArtifact(ArtifactError):
     """An artifact file that was not computed; names it and the command that makes it."""
 
-    def __init__(self, path: Path | str, what: str = "not computed") -> None:
+    def __init__(
+        self, path: Path | str, what: str = "not computed", stage: str | None = None
+    ) -> None:
         self.path = Path(path)
-        super().__init__(f"{path}: {what}; {make_hint(self.path)}")
+        super().__init__(f"{path}: {what}; {make_hint(self.path, stage)}")
 
 
 def describe(error: BaseException) -> str:
@@ -112,18 +115,23 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
 
 
-def read_artifact(path: Path | str, read: Callable[[Path], T], what: str = "not computed") -> T:
+def read_artifact(
+    path: Path | str,
+    read: Callable[[Path], T],
+    what: str = "not computed",
+    stage: str | None = None,
+) -> T:
     """``read(path)``; :class:`MissingArtifact` when the file is absent, :class:`DamagedArtifact`
-    when reading it fails."""
+    when reading it fails (``stage``: the stage that writes it, else found from the path)."""
     p = Path(path)
     if not p.exists():
-        raise MissingArtifact(p, what)
+        raise MissingArtifact(p, what, stage)
     try:
         return read(p)
     except DamagedArtifact:
         raise
     except DAMAGE_ERRORS as e:
-        raise DamagedArtifact(p, describe(e)) from e
+        raise DamagedArtifact(p, describe(e), stage) from e
 
 
 def read_optional(path: Path | str, read: Callable[[Path], T]) -> T | None:

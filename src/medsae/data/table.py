@@ -95,7 +95,9 @@ class Anatomy:
 
 def read_slices(slices_dir: Path) -> pd.DataFrame:
     """The slice table of a ``slices`` artifact."""
-    return read_artifact(Path(slices_dir) / SLICES_FILE, _read_table, "slice table not found")
+    return read_artifact(
+        Path(slices_dir) / SLICES_FILE, _read_table, "slice table not found", "prepare"
+    )
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -117,6 +119,7 @@ def open_images(slices_dir: Path) -> np.ndarray:
         Path(slices_dir) / IMAGES_FILE,
         lambda p: np.load(p, mmap_mode="r"),
         "slice images not found",
+        "prepare",
     )
 
 
@@ -165,7 +168,7 @@ def read_label_columns(slices_dir: Path) -> list[str]:
 
 
 def read_split(split_dir: Path) -> pd.DataFrame:
-    return read_artifact(Path(split_dir) / SPLIT_FILE, _read_table, "split not found")
+    return read_artifact(Path(split_dir) / SPLIT_FILE, _read_table, "split not found", "split")
 
 
 def slices_with_split(slices_dir: Path, split_dir: Path) -> pd.DataFrame:

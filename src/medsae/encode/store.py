@@ -61,7 +61,9 @@ class EmbeddingStore:
             int(meta["dim"]), int(meta["n_rows"]), str(meta["encoder"])  # the schema's fields
             return meta, shards
 
-        self.meta, self.shards = read_artifact(meta_path, read_meta, "embedding store not found")
+        self.meta, self.shards = read_artifact(
+            meta_path, read_meta, "embedding store not found", "encode"
+        )
         self.encoder: str = self.meta["encoder"]
         self.dim: int = int(self.meta["dim"])
         self.n_rows: int = int(self.meta["n_rows"])

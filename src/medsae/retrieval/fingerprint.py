@@ -267,8 +267,10 @@ class FingerprintIndex:
                 return tuple(np.asarray(z[k]) for k in ("indptr", "rows", "values", "subject_ids"))
 
         p = folder / FINGERPRINT_INDEX
-        indptr, rows, values, subject_ids = read_artifact(p, arrays, "fingerprint index not found")
-        table = read_artifact(folder / FINGERPRINT_ROWS, pd.read_parquet)
+        indptr, rows, values, subject_ids = read_artifact(
+            p, arrays, "fingerprint index not found", "index"
+        )
+        table = read_artifact(folder / FINGERPRINT_ROWS, pd.read_parquet, stage="index")
         keys_by_id = dict(zip(subject_ids.tolist(), table["subject_key"].astype(str), strict=True))
         keys = [keys_by_id.get(i, f"row:{i}") for i in range(int(subject_ids.max(initial=-1)) + 1)]
         return cls(indptr, rows, values, subject_ids, keys, table)

@@ -77,11 +77,14 @@ def _codes_path(folder: Path) -> Path:
 def _unreadable(path: Path, e: BaseException) -> ArtifactError:
     from medsae.artifacts import DamagedArtifact
 
-    return DamagedArtifact(path, f"unreadable sparse codes, truncated or corrupt: {describe(e)}")
+    problem = f"unreadable sparse codes, truncated or corrupt: {describe(e)}"
+    return DamagedArtifact(path, problem, "codes")
 
 
 def load_codes_meta(folder: Path) -> dict[str, Any]:
-    return read_artifact(Path(folder) / CODES_META, load_json_object, "codes metadata not found")
+    return read_artifact(
+        Path(folder) / CODES_META, load_json_object, "codes metadata not found", "codes"
+    )
 
 
 def latent_stats(codes: sp.csr_matrix) -> dict[str, np.ndarray]:
