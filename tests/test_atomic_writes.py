@@ -107,7 +107,12 @@ def test_no_temporary_reaches_a_finished_artifact(tmp_path: Path) -> None:
     assert (out / "run" / "cfg.json").is_file()
 
 
-def test_a_damaged_training_checkpoint_is_reported(tmp_path: Path, capsys) -> None:
+def test_a_damaged_training_checkpoint_is_reported(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsae.progress import console
+
+    monkeypatch.setattr(console, "width", 10_000)  # the long temporary path on one line
     path = tmp_path / "train_state.pt"
     path.write_bytes(b"PK\x03\x04 not a checkpoint")
     trainer = SimpleNamespace(state_path=path, device="cpu")

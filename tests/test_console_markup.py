@@ -18,6 +18,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     buf = io.StringIO()
     console = progress.console
     monkeypatch.setattr(console, "file", buf)
+    monkeypatch.setattr(console, "width", 10_000)  # long temporary paths on one line
     return buf
 
 

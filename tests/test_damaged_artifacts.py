@@ -25,8 +25,8 @@ GARBAGE = b"\xff\xfe\x00garbage\x80\x81" * 40  # binary: not UTF-8, not JSON, no
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from medsae.report.fixtures import write_fixture_artifacts
-    from medsae.testing import make_synthetic_workspace
+    from tests.support.fixtures import write_fixture_artifacts
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(
         tmp_path_factory.mktemp("damaged") / "ws", n_subjects=6, slices_per_plane=4

@@ -175,8 +175,10 @@ def test_concurrent_uploads_through_one_encoder_get_their_own_answers(
     ws, truth = full_workspace
     encoder = get_encoder("efficientnet-lite0", device="cpu", input_size=64, pooling="multiscale")
     sae = ProjectionSAE(encoder.dim, truth.n_latents)
-    monkeypatch.setattr("medsae.retrieval.query_image.load_image_encoder", lambda folder: encoder)
-    monkeypatch.setattr("medsae.retrieval.query_image.load_image_sae", lambda folder: sae)
+    monkeypatch.setattr(
+        "medsae.retrieval.query_image.load_image_encoder", lambda folder, **kw: encoder
+    )
+    monkeypatch.setattr("medsae.retrieval.query_image.load_image_sae", lambda folder, **kw: sae)
     client = TestClient(create_app(WorkspaceView(ws.root), load_text_model=False, heavy_workers=3))
     rng = np.random.default_rng(2)
     uploads = []
@@ -193,7 +195,7 @@ def test_concurrent_uploads_through_one_encoder_get_their_own_answers(
         return r.status_code, r.json()
 
     alone = [ask(p) for p in uploads]
-    assert all(status == 200 for status, _ in alone)
+    assert all(status == 200 for status, _ in alone), alone[:2]
     assert len({str(a["features"]) for _, a in alone}) > 1  # the images differ in their answers
     with ThreadPoolExecutor(12) as pool:
         together = list(pool.map(ask, uploads * 4))
