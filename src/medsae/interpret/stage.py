@@ -8,7 +8,8 @@ One run: load the inputs; compute the training statistics of the alive features;
 features to describe (:mod:`medsae.interpret.selection`, on ``selection_split`` only); build
 the endpoint client when a component needs one; describe with the registered describer and
 score with the registered scorer (:mod:`medsae.interpret.registry`) on the held-out splits;
-write the three files.
+write the three files and the described features' concept profiles
+(:mod:`medsae.interpret.profiles`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from medsae.interpret.config import InterpretConfig
 from medsae.interpret.describe import Description
 from medsae.interpret.features import FeatureStats, feature_statistics
 from medsae.interpret.inputs import InterpretInputs, load_inputs, reported_concepts
+from medsae.interpret.profiles import concept_profiles, write_profiles
 from medsae.interpret.registry import (
     NEEDS_CLIENT,
     SCORER_METHODS,
@@ -387,6 +389,9 @@ def build_features(
     io.write_features(out, rows)
     io.write_descriptions(out, records)
     io.write_scores(out, scores)
+    write_profiles(
+        out, concept_profiles(inp.codes, inp.labels, inp.train, sorted(described), concepts[0])
+    )
     return StageResult(
         counts=dict(scores["counts"]),
         extra={

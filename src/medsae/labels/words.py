@@ -17,6 +17,7 @@ A description names the anatomy a feature needs absent in a closing clause led b
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -238,17 +239,58 @@ def absent_words(names: list[str]) -> list[str]:
     return [label_phrase(n) for n in sorted(names, key=lambda n: not n.startswith("group="))]
 
 
+_ABSENT_BEFORE = re.compile(
+    r"\b(?:without|no|not showing|not including|absence of|lacking|excluding|except|sparing)\b"
+)
+_ABSENT_AFTER = re.compile(
+    r"\b(?:absent|not visible|not seen|not shown|not in view|not included|missing|not present|"
+    r"excluded)\b"
+)
+_SCOPE_END = re.compile(r",|\bbut\b|\bwith\b|\bshowing\b|\bwhile\b")
+
+
+def _clause_polarity(clause: str) -> tuple[str, str]:
+    """(shown, absent) words of one clause of a description."""
+    low = clause.lower()
+    if low.startswith(ABSENT_LEAD):
+        return "", clause[len(ABSENT_LEAD) :].strip()
+    after = _ABSENT_AFTER.search(low)
+    if after is not None:  # "..., kidneys absent": back to the previous comma
+        start = low.rfind(",", 0, after.start()) + 1
+        shown = (clause[:start].rstrip(" ,") + " " + clause[after.end() :].lstrip(" ,.")).strip()
+        absent = clause[start : after.start()].strip(" ,:")
+        more_shown, more_absent = _clause_polarity(shown) if shown != clause else (shown, "")
+        return more_shown, ", ".join(a for a in (absent, more_absent) if a)
+    before = _ABSENT_BEFORE.search(low)
+    if before is None:
+        return clause.strip(), ""
+    end = _SCOPE_END.search(low, before.end())
+    stop = end.start() if end is not None else len(clause)
+    absent = clause[before.end() : stop].strip(" ,:")
+    rest = clause[stop:].lstrip(", ")
+    rest_shown, rest_absent = _clause_polarity(rest) if rest else ("", "")
+    shown = " ".join(x for x in (clause[: before.start()].strip(" ,"), rest_shown) if x)
+    return shown, ", ".join(a for a in (absent, rest_absent) if a)
+
+
 def split_absent(description: str) -> tuple[str, str]:
-    """``(what the description says is shown, what it says is not in view)``.
+    """``(what the description says is shown, what it says is absent)``: a description read
+    with polarity, so that anatomy named as absent never counts as shown.
+
+    Absent are: a clause led by :data:`ABSENT_LEAD`; the words after ``without``, ``no``,
+    ``absence of``, ``excluding`` (and the like) up to the next comma, ``but``, ``with`` or
+    ``showing``; the words before ``absent``, ``not visible``, ``not seen``, ``missing`` (and
+    the like) back to the previous comma.
 
     ``"axial CT through the abdomen: liver; not in view: lungs, heart"`` ->
-    ``("axial CT through the abdomen: liver", "lungs, heart")``.
+    ``("axial CT through the abdomen: liver", "lungs, heart")``; ``"coronal MRI without
+    kidneys, liver visible"`` -> ``("coronal MRI liver visible", "kidneys")``.
     """
     shown, absent = [], []
-    for clause in description.split(";"):
-        c = clause.strip()
-        if c.lower().startswith(ABSENT_LEAD):
-            absent.append(c[len(ABSENT_LEAD) :].strip())
-        elif c:
-            shown.append(c)
+    for clause in re.split(r";|\.(?:\s|$)", description):
+        s, a = _clause_polarity(clause.strip())
+        if s:
+            shown.append(s)
+        if a:
+            absent.append(a)
     return "; ".join(shown), ", ".join(absent)

@@ -432,8 +432,12 @@ def text_section(ctx: Context, search: Any, k: int, n_examples: int = 4) -> str:
         tiles = "".join(
             ctx.tile(r, f"{s:.2f}") for r, s in zip(hits.rows, hits.scores, strict=False)
         )
+        reading = getattr(hits, "reading", None) or {}
+        read_as = (
+            f'<br><span class="muted">read as: {esc(reading["summary"])}</span>' if reading else ""
+        )
         parts.append(
-            f'<div class="grid"><div class="q"><b>“{esc(text)}”</b><br><span class="muted">{esc(hits.method)}</span></div>{tiles or "<p class=missing>no results</p>"}</div>'
+            f'<div class="grid"><div class="q"><b>“{esc(text)}”</b><br><span class="muted">{esc(hits.method)}</span>{read_as}</div>{tiles or "<p class=missing>no results</p>"}</div>'
         )
     return "".join(parts)
 

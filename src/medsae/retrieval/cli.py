@@ -140,8 +140,13 @@ def ask_cmd(
     filter_: list[str] = typer.Option(
         None, "--filter", help="Restrict results: column=value[,value]."
     ),
+    metadata_filter: bool = typer.Option(
+        None,
+        "--metadata-filter/--no-metadata-filter",
+        help=AskConfig.model_fields["metadata_filter"].description,
+    ),
 ) -> None:
-    """Slices matching a text query, through the descriptions of SAE features."""
+    """Slices matching a text query, through the SAE features (concept profiles or descriptions)."""
     from medsae.progress import console
     from medsae.retrieval.index import ask
 
@@ -154,11 +159,18 @@ def ask_cmd(
         features=features,
         mode=mode,
         filters=_filters(filter_) or None,
+        metadata_filter=metadata_filter,
     )
+    if result.reading is not None:
+        console.print(Text.assemble("read as: ", result.reading.summary()))
     console.print(Text.assemble((query, "bold"), " -> features:"))
     for c in result.features:
+        concept = f"[{'not ' if c.negated else ''}{c.concept}] " if c.concept else ""
         console.print(
-            f"  latent {c.latent:>6}  weight {c.weight:.2f}  sim {c.similarity:.2f}  {c.description}"
+            f"  latent {c.latent:>6}  weight {c.weight:.2f}  sim {c.similarity:.2f}  "
+            f"{concept}{c.description}",
+            markup=False,
+            highlight=False,
         )
     _print_results(result.results, "results")
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from medsae.config import StageConfig
 
 Split = Literal["train", "val", "test"]
-AskMode = Literal["coverage", "aspects", "similarity"]
+AskMode = Literal["concepts", "coverage", "aspects", "similarity"]
 ASK_MODES: tuple[str, ...] = get_args(AskMode)
 """Every way of choosing features for a text query (``AskConfig.mode``)."""
 
@@ -45,15 +45,20 @@ class SearchConfig(StageConfig):
 
 
 class AskConfig(StageConfig):
-    """Text-to-image retrieval through feature descriptions."""
+    """Text-to-image retrieval through SAE features (concept profiles or descriptions)."""
 
     features: int = Field(
-        default=3, ge=1, description="Features composed per query (m; the paper uses 3)."
+        default=3,
+        ge=1,
+        description="Features composed per query in the description modes (m; the paper uses 3).",
     )
     n: int = Field(default=10, ge=1, description="Results per query (one per subject).")
     mode: AskMode = Field(
-        default="coverage",
-        description="'coverage': among the descriptions that state all of the query's "
+        default="concepts",
+        description="'concepts': the query read into concepts of the label vocabulary, every "
+        "concept composed through the features its concept profile associates with it "
+        "('coverage' where the run has no profiles); "
+        "'coverage': among the descriptions that state all of the query's "
         "metadata terms (CT/MRI, plane, sex, age; 'aspects' when none does), the m closest to the "
         "query's anatomy words, plus the m closest to the whole query as a backfill (suits "
         "describers that write conjunctions, like the offline one); 'similarity': the m "
@@ -61,6 +66,44 @@ class AskConfig(StageConfig):
         "'aspects': one feature per metadata term found in the query (CT/MRI, plane, sex, age) "
         "chosen through its description, the rest of the m features by similarity to the "
         "remaining anatomy words.",
+    )
+    concept_features: int = Field(
+        default=32,
+        ge=1,
+        description="'concepts' mode: features per concept (best F1 for its labels).",
+    )
+    concept_min_auroc: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="'concepts' mode: a feature stands for a label only with at least this "
+        "training AUROC (and a lift above 1).",
+    )
+    concept_relative_f1: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="'concepts' mode: a concept's features are kept only with at least this "
+        "fraction of the best one's F1 (0 keeps all).",
+    )
+    concept_evidence: Literal["max", "mean"] = Field(
+        default="mean",
+        description="'concepts' mode: a concept's evidence on a slice is the strongest of its "
+        "features (precision times normalised activation; 'max') or their precision-weighted "
+        "mean ('mean').",
+    )
+    similarity_floor: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="Words outside the vocabulary take the meaning of the nearest vocabulary "
+        "phrase by sentence embedding when the cosine is at least this; else they are "
+        "reported as not understood.",
+    )
+    metadata_filter: bool = Field(
+        default=False,
+        description="Also restrict the results by the slices' own modality and plane metadata "
+        "to those the query names (answers come from the features alone when off).",
     )
     min_similarity: float = Field(
         default=0.0, description="Descriptions less similar than this are never chosen."

@@ -28,6 +28,7 @@ from medsae.retrieval.config import AskConfig, IndexConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
 from medsae.retrieval.io import DESCRIPTIONS, FINGERPRINT_EVAL, TEXT_RETRIEVAL
 from medsae.retrieval.language import FeatureChoice, Selector, TextRetriever, load_descriptions
+from medsae.retrieval.understand import Reading
 from medsae.workspace import (
     StageOutcome,
     StageResult,
@@ -58,6 +59,13 @@ def index_config(workspace: str | Path | Workspace, encoder: str, run: str) -> I
 def _load_features(ws: Workspace, encoder: str, run: str) -> pd.DataFrame | None:
     p = ws.features(encoder, run) / FEATURES
     return pd.read_parquet(p) if p.is_file() else None
+
+
+def load_profiles(ws: Workspace, encoder: str, run: str) -> pd.DataFrame | None:
+    """The run's concept profiles (:mod:`medsae.interpret.profiles`), None without them."""
+    from medsae.interpret.profiles import read_profiles
+
+    return read_profiles(ws.features(encoder, run))
 
 
 def _index_inputs(
@@ -162,9 +170,12 @@ def _text_stage_part(
             f"index: {where} has no descriptions; query suite not evaluated", style="yellow"
         )
         return {"text_retrieval": "skipped: no feature descriptions"}
-    retriever = TextRetriever(index, features, embedder, cfg.ask)
+    profiles = load_profiles(ws, encoder, run)
+    retriever = TextRetriever(index, features, embedder, cfg.ask, profiles=profiles)
     result = _evaluate_text(ws, tmp, retriever, table, cfg)
-    return {"text_precision_at_10": result.get("text_precision_at_10")}
+    return {
+        key: result.get(key) for key in ("text_precision_at_10", "text_precision_at_10_achievable")
+    }
 
 
 def build_index(
@@ -296,6 +307,7 @@ class AskResult:
     query: str
     features: list[FeatureChoice]
     results: pd.DataFrame
+    reading: Reading | None = None
 
 
 def cached_description_embeddings(
@@ -345,7 +357,8 @@ def text_retriever(
     cached = cached_description_embeddings(ws.index(encoder, run), features, embedder)
     if index is None:
         index = load_index(ws, encoder, run)
-    return TextRetriever(index, features, embedder, config, cached, selector)
+    profiles = load_profiles(ws, encoder, run)
+    return TextRetriever(index, features, embedder, config, cached, selector, profiles)
 
 
 def ask(
@@ -359,6 +372,7 @@ def ask(
     filters: Mapping[str, Any] | None = None,
     embedder: TextEmbedder | None = None,
     selector: Selector | None = None,
+    metadata_filter: bool | None = None,
 ) -> AskResult:
     """Slices matching a text query, found through feature descriptions (one per subject).
 
@@ -366,7 +380,8 @@ def ask(
     ``n``, ``features`` and ``mode`` default to the index stage's :class:`AskConfig` (the
     settings its query-suite evaluation used; ``AskConfig``'s defaults, mode ``coverage``,
     unless the stage was configured otherwise). ``filters`` optionally restricts the
-    results by metadata (never used to answer the query).
+    results by metadata (never used to answer the query). The result's ``reading`` is how
+    the query was read (concepts, words not understood).
     """
     if not query or not query.strip():
         raise InputError("query", "empty query; describe the images you are looking for")
@@ -379,6 +394,10 @@ def ask(
         cfg.n = n
     if mode:
         cfg.mode = mode  # type: ignore[assignment]  # validated on assignment
+    if metadata_filter is not None:
+        cfg.metadata_filter = metadata_filter
     retriever = text_retriever(ws, encoder, run, cfg, embedder, selector)
-    choices, results = retriever.search(query, cfg.n, retriever.index.filter_mask(filters))
-    return AskResult(query, choices, results)
+    found = retriever.answer(query, cfg.n, retriever.index.filter_mask(filters))
+    return AskResult(
+        query, found.features, retriever.index.describe_hits(found.hits), found.reading
+    )

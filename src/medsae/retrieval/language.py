@@ -1,7 +1,12 @@
-"""Text-to-image retrieval through feature descriptions.
+"""Text-to-image retrieval through SAE features.
 
-A query never touches slice metadata: it is matched with the *descriptions* of SAE features,
-and slices are ranked by the activations of the chosen features.
+A query never touches slice metadata (unless the user asks for a metadata filter): it is
+matched with what the features are known to show, and slices are ranked by the activations
+of the chosen features. ``mode="concepts"`` (default) reads the query into concepts of the
+label vocabulary (:mod:`medsae.retrieval.understand`) and composes them through the
+features' concept profiles (:mod:`medsae.retrieval.compose`); a run without profiles (a
+workspace interpreted before they existed) falls back to ``"coverage"``. The other modes
+match the query with the *descriptions* of the features:
 
 1. **Choose features.** ``mode="coverage"`` (default): a query is a conjunction of terms,
    and so is a description. A description *contradicts* the query when it names another
@@ -49,8 +54,10 @@ from medsae.errors import InputError
 from medsae.interpret.io import FEATURES
 from medsae.labels.words import embedding_phrase, split_absent
 from medsae.llm.embed import TextEmbedder, shared_embedder
+from medsae.retrieval.compose import ConceptFeatures, ConceptRanker, context_of, metadata_mask
 from medsae.retrieval.config import AskConfig
 from medsae.retrieval.fingerprint import FingerprintIndex, Hits, top_subjects
+from medsae.retrieval.understand import QueryReader, Reading
 
 # (aspect, phrase used for matching (a label's words where one label is meant), pattern in the
 # query, pattern in descriptions)
@@ -102,6 +109,17 @@ class FeatureChoice:
     similarity: float
     description: str
     matched: str  # the query text (or aspect phrase) it was matched with
+    concept: str = ""  # the query concept it stands for ('concepts' mode)
+    negated: bool = False  # the concept excludes
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A query's reading, its chosen features and the slices found."""
+
+    reading: Reading
+    features: list[FeatureChoice]
+    hits: Hits
 
 
 def load_descriptions(features: pd.DataFrame) -> pd.DataFrame:
@@ -147,12 +165,24 @@ class TextRetriever:
         config: AskConfig | None = None,
         description_embeddings: np.ndarray | None = None,
         selector: Selector | None = None,
+        profiles: pd.DataFrame | None = None,
     ) -> None:
         self.index = index
         self.features = load_descriptions(features)
         self.embedder = embedder or shared_embedder()
         self.config = config or AskConfig()
         self.selector = selector
+        self.reader = QueryReader(self.embedder, self.config.similarity_floor)
+        self.concepts: ConceptFeatures | None = None
+        if profiles is not None and not profiles.empty:
+            self.concepts = ConceptFeatures(
+                profiles,
+                self.features,
+                self.config.concept_min_auroc,
+                self.config.concept_features,
+                self.config.concept_relative_f1,
+            )
+        self._ranker = ConceptRanker(index, self.config.concept_evidence)
         # what a description says is shown: "not in view: lungs" must not match a lung query
         texts = [split_absent(t)[0] for t in self.features["description"].astype(str)]
         if description_embeddings is None or len(description_embeddings) != len(texts):
@@ -174,9 +204,11 @@ class TextRetriever:
         if not query or not query.strip():
             raise InputError("query", "empty query; describe the images you are looking for")
         m = m or self.config.features
-        mode = mode or self.config.mode
+        mode = self.effective_mode(mode)
         if self.selector is not None:
             return _normalise(self.selector(query, self.features)[:m])
+        if mode == "concepts":
+            return self._concept_choices(self.read(query))
         if mode == "similarity":
             return _normalise(self._top(query, m, exclude=set()))
         if mode == "coverage":
@@ -196,6 +228,56 @@ class TextRetriever:
         if remainder or not picked:
             picked += self._top(remainder or query, max(1, m - len(picked)), exclude=used)
         return _normalise(picked)
+
+    def effective_mode(self, mode: str | None = None) -> str:
+        """The mode a query is answered in: ``concepts`` needs profiles, else ``coverage``."""
+        mode = mode or self.config.mode
+        return "coverage" if mode == "concepts" and self.concepts is None else mode
+
+    def read(self, query: str) -> Reading:
+        """How a query is read (its concepts, the words not understood and the concepts no
+        feature of this run stands for)."""
+        if not query or not query.strip():
+            raise InputError("query", "empty query; describe the images you are looking for")
+        reading = self.reader.read(query)
+        if self.concepts is None:
+            return reading
+        missing = tuple(
+            c.words() for c in reading.concepts if not self.concepts.of(c, context_of(reading, c))
+        )
+        return Reading(reading.query, reading.concepts, reading.not_understood, missing)
+
+    def _concept_choices(self, reading: Reading) -> list[FeatureChoice]:
+        assert self.concepts is not None
+        desc = dict(
+            zip(self._latents.tolist(), self.features["description"].astype(str), strict=True)
+        )
+        out = []
+        for c in reading.concepts:
+            for f in self.concepts.of(c, context_of(reading, c)):
+                out.append(
+                    FeatureChoice(
+                        f.latent,
+                        f.weight,
+                        f.auroc,
+                        desc.get(f.latent, ""),
+                        f.label,
+                        c.text,
+                        c.negated,
+                    )
+                )
+        return out
+
+    def answer(self, query: str, n: int | None = None, mask: np.ndarray | None = None) -> Answer:
+        """Read, choose and rank: the one path of the command line, library, report and
+        browser (``metadata_filter`` adds the query's modality and plane as a filter)."""
+        reading = self.read(query)
+        choices = self.choose(query)
+        if self.config.metadata_filter:
+            meta = metadata_mask(self.index, reading)
+            if meta is not None:
+                mask = meta if mask is None else mask & meta
+        return Answer(reading, choices, self.rank(choices, n or self.config.n, mask))
 
     def _covering(self, query: str, m: int) -> list[FeatureChoice] | None:
         """Features whose descriptions state the query's terms and contradict none of them.
@@ -305,8 +387,11 @@ class TextRetriever:
     def rank(
         self, choices: Sequence[FeatureChoice], n: int, mask: np.ndarray | None = None
     ) -> Hits:
-        """One slice per subject ranked by the weighted normalised activations of ``choices``."""
+        """One slice per subject ranked by the weighted normalised activations of ``choices``
+        (by concept evidence when they stand for concepts)."""
         idx = self.index
+        if any(c.concept for c in choices):
+            return self._rank_concepts(choices, n, mask)
         product = self.config.combine == "product"
         acc = np.zeros(idx.n_rows, dtype=np.float64)
         if product:  # log of prod_i (eps + a_i)^w_i, starting from a_i = 0 everywhere
@@ -331,10 +416,26 @@ class TextRetriever:
         cand = np.flatnonzero(touched)
         return top_subjects(cand, acc[cand], idx.subject_ids[cand], n)
 
+    def _rank_concepts(
+        self, choices: Sequence[FeatureChoice], n: int, mask: np.ndarray | None
+    ) -> Hits:
+        from medsae.retrieval.compose import ConceptFeature
+
+        groups: dict[tuple[str, bool], list[ConceptFeature]] = {}
+        for c in choices:
+            feature = ConceptFeature(c.latent, c.weight, c.matched, c.similarity)
+            groups.setdefault((c.concept, c.negated), []).append(feature)
+        positive = [g for (_, neg), g in groups.items() if not neg]
+        negative = [g for (_, neg), g in groups.items() if neg]
+        return self._ranker.rank(positive, negative, n, mask)
+
     def search(
         self, query: str, n: int | None = None, mask: np.ndarray | None = None, m: int | None = None
     ) -> tuple[list[FeatureChoice], pd.DataFrame]:
         """Chosen features and the results table (rank, row, score, subject_key, metadata)."""
+        if m is None:
+            found = self.answer(query, n, mask)
+            return found.features, self.index.describe_hits(found.hits)
         choices = self.choose(query, m)
         hits = self.rank(choices, n or self.config.n, mask)
         return choices, self.index.describe_hits(hits)

@@ -47,6 +47,12 @@ class Query:
     source: str = "suite"
     notes: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def intent(self) -> str:
+        """What the query asks for: queries worded differently for one intent share it (the
+        query's own id when it has no ``intent``)."""
+        return str(self.notes.get("intent", self.id))
+
     def aspect_truth(self, aspect: str) -> dict[str, Any]:
         """The part of the ground-truth filter that belongs to one aspect."""
         return {k: v for k, v in self.truth.items() if k in ASPECT_KEYS[aspect]}
@@ -142,6 +148,22 @@ def load_queries(path: str | Path | None = None) -> list[Query]:
     if dup:
         raise InputError(where, f"duplicate query ids {dup}")
     return queries
+
+
+SPLIT_SEED = 0
+"""Seed of the split of the suite into a tune half and a report half (by intent)."""
+HALVES = ("tune", "report")
+
+
+def split_halves(queries: Sequence[Query], seed: int = SPLIT_SEED) -> dict[str, str]:
+    """Query id -> ``"tune"`` or ``"report"``: the suite's intents (sorted) in a seeded random
+    order, the first half (rounded up) tune, the rest report; every wording of one intent
+    falls in one half. Settings are chosen on the tune half only; figures are reported on the
+    report half."""
+    intents = sorted({q.intent for q in queries})
+    order = np.random.default_rng(seed).permutation(len(intents))
+    tune = {intents[i] for i in order[: (len(intents) + 1) // 2]}
+    return {q.id: ("tune" if q.intent in tune else "report") for q in queries}
 
 
 def truth_mask(

@@ -48,6 +48,7 @@ class SearchHits:
     scores: list[float]
     method: str
     features: list[dict[str, Any]] = field(default_factory=list)
+    reading: dict[str, Any] | None = None
 
 
 class SearchBackend(Protocol):
@@ -166,7 +167,7 @@ class WorkspaceSearch:
         assert view.encoder is not None and view.run is not None
         from medsae.llm.embed import shared_embedder
         from medsae.retrieval.batching import BatchingEmbedder
-        from medsae.retrieval.index import cached_description_embeddings
+        from medsae.retrieval.index import cached_description_embeddings, load_profiles
 
         embedder = shared_embedder()
         try:
@@ -175,7 +176,10 @@ class WorkspaceSearch:
             )
             # concurrent requests share embedding batches and a cache of embedded texts
             batching: Any = BatchingEmbedder(embedder)
-            return TextRetriever(index, features, batching, self.ask_config, cached)
+            profiles = load_profiles(view.ws, view.encoder, view.run)
+            return TextRetriever(
+                index, features, batching, self.ask_config, cached, profiles=profiles
+            )
         except MedsaeError:  # no usable descriptions: the keyword match answers
             return None
 
@@ -185,22 +189,23 @@ class WorkspaceSearch:
         retriever = self.retriever()
         if retriever is None:
             return self._keyword_text(query, k)
-        choices = retriever.choose(query)
-        hits = retriever.rank(choices, k)
+        found = retriever.answer(query, k)
         feats = [
             {
                 "latent": c.latent,
                 "weight": c.weight,
                 "similarity": c.similarity,
                 "description": c.description,
+                **({"concept": c.concept, "negated": c.negated} if c.concept else {}),
             }
-            for c in choices
+            for c in found.features
         ]
         return SearchHits(
-            rows=[int(r) for r in hits.rows],
-            scores=[float(x) for x in hits.scores],
+            rows=[int(r) for r in found.hits.rows],
+            scores=[float(x) for x in found.hits.scores],
             method="interpret.ask",
             features=feats,
+            reading=found.reading.as_dict(),
         )
 
     def _keyword_text(self, query: str, k: int) -> SearchHits:

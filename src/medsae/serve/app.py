@@ -4,7 +4,7 @@ Routes (documented by ``/openapi.json``):
 
 * ``GET /api/info``                                workspace, SAE run, counts, capabilities
 * ``GET /api/features``                            features, sortable and filterable
-* ``GET /api/features/{latent}``                   one feature: top slices, histogram, ...
+* ``GET /api/features/{latent}``                   one feature: top slices, histogram, profile...
 * ``GET /api/slices/{slice_id}``                   one slice: metadata and fingerprint
 * ``GET /api/slices/{slice_id}/image.png``         the slice image (PNG, cached)
 * ``GET /api/slices/{slice_id}/similar``           slices with similar fingerprints
@@ -34,6 +34,7 @@ from medsae import __version__
 from medsae.data.query_image import QueryImageError
 from medsae.data.query_limits import QueryLimits
 from medsae.errors import InputError, MedsaeError
+from medsae.interpret.profiles import profile_of, read_profiles
 from medsae.retrieval.service import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve import models as m
 from medsae.serve.io import STATIC_PAGE
@@ -126,6 +127,18 @@ def create_app(
             raise HTTPException(404, f"slice {slice_id!r} not found in the slice table")
         return row
 
+    profile_cache: list[pd.DataFrame | None] = []
+
+    def profiles() -> pd.DataFrame | None:
+        """The run's concept profiles (read once; None without them)."""
+        if not profile_cache:
+            found = None
+            if view.encoder is not None and view.run is not None:
+                with contextlib.suppress(MedsaeError):
+                    found = read_profiles(view.ws.features(view.encoder, view.run))
+            profile_cache.append(found)
+        return profile_cache[0]
+
     def feature_out(latent: int) -> m.FeatureOut:
         return m.FeatureOut.model_validate(view.feature_row(latent))
 
@@ -134,7 +147,12 @@ def create_app(
     ) -> m.SearchOut:
         items = [ref(r, score=float(s)) for r, s in zip(hits.rows, hits.scores, strict=False)]
         return m.SearchOut(
-            query=query, method=hits.method, items=items, features=hits.features, upload_kind=kind
+            query=query,
+            method=hits.method,
+            items=items,
+            features=hits.features,
+            upload_kind=kind,
+            reading=getattr(hits, "reading", None),
         )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -231,6 +249,7 @@ def create_app(
                 for qd in view.quantile_rows(latent)
             ],
             enrichment=[m.Enrichment(**e) for e in view.enrichment(latent)],
+            profile=[m.ProfileRow(**p) for p in profile_of(profiles(), latent)],
         )
 
     @app.get("/api/slices/{slice_id}", response_model=m.SliceDetailOut, responses=NOT_FOUND)

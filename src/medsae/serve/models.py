@@ -92,12 +92,27 @@ class Enrichment(BaseModel):
     lift: float = Field(description="rate_active / rate_all.")
 
 
+class ProfileRow(BaseModel):
+    label: str
+    auroc: float | None = Field(description="AUROC of the activation for the label (training).")
+    lift: float = Field(description="P(label | active) / P(label) on training slices.")
+    p_active: float = Field(description="P(label | feature active), training slices.")
+    p_base: float = Field(description="P(label) over training slices where it is defined.")
+    n_active_with_label: int
+    n_label: int
+    concept_map: bool = Field(description="The label is the feature's concept-map concept.")
+
+
 class FeatureDetailOut(BaseModel):
     feature: FeatureOut
     top: list[SliceRef]
     histogram: Histogram
     quantiles: list[Quantile]
     enrichment: list[Enrichment]
+    profile: list[ProfileRow] = Field(
+        default_factory=list,
+        description="The concept profile: every label with its training AUROC and lift.",
+    )
 
 
 class FingerprintItem(BaseModel):
@@ -120,3 +135,8 @@ class SearchOut(BaseModel):
         default_factory=list, description="Features the search went through."
     )
     upload_kind: str | None = Field(None, description="Detected type of an uploaded file.")
+    reading: dict[str, Any] | None = Field(
+        None,
+        description="How a text query was read: concepts of the label vocabulary (aspect, "
+        "labels, negated, how recognised), words not understood, and a one-line summary.",
+    )

@@ -152,9 +152,31 @@ async function featurePage(latent) {
   <h2>Top-activating slices</h2>${mapControls()}<div id="top-slices">${grid(d.top)}</div>
   <div class="cols" style="margin-top:16px"><div class="card"><h2>Activation histogram</h2>${hist}</div>
   <div class="card"><h2>Label enrichment</h2>${enr}</div></div>
+  <div class="card" style="margin-top:16px"><h2>Concept profile (training slices)</h2><div id="profile"></div></div>
   <h2>Slices at activation quantiles</h2>${grid(d.quantiles.map(q => ({ ...q.slice, activation: q.activation, plane: `${q.slice.plane || ""} q${Math.round(q.quantile * 100)}` })))}`;
   document.querySelectorAll("#top-slices a.tile").forEach(a => a.insertAdjacentHTML("beforeend", overlayImg(a.dataset.slice, f.latent)));
   bindMapControls();
+  profileTable(d.profile || [], "auroc", true);
+}
+
+// The concept profile: every label with its AUROC and lift; a header click sorts by it.
+const PROFILE_COLUMNS = [["label", "Label"], ["auroc", "AUROC"], ["lift", "Lift"], ["p_active", "P(label | active)"],
+  ["p_base", "Base rate"], ["n_active_with_label", "Active with label"], ["concept_map", "Concept map"]];
+function profileTable(rows, key, descending) {
+  const box = document.getElementById("profile");
+  if (!box) return;
+  if (!rows.length) { box.innerHTML = `<p class="muted">No concept profile (run \`medsae interpret\` again).</p>`; return; }
+  const sorted = [...rows].sort((a, b) => {
+    const x = a[key] ?? -Infinity, y = b[key] ?? -Infinity;
+    return (x < y ? -1 : x > y ? 1 : 0) * (descending ? -1 : 1);
+  });
+  const cell = (r, k) => k === "label" ? `<td>${esc(r.label)}</td>` : k === "concept_map" ? `<td>${r.concept_map ? "✓" : ""}</td>`
+    : `<td class="num">${fmt(r[k], k.startsWith("n_") ? 0 : 3)}</td>`;
+  box.innerHTML = `<table id="profile-table"><thead><tr>${PROFILE_COLUMNS.map(([k, t]) =>
+    `<th data-key="${k}" class="sortable">${t}${k === key ? (descending ? " ▼" : " ▲") : ""}</th>`).join("")}</tr></thead><tbody>${
+    sorted.map(r => `<tr>${PROFILE_COLUMNS.map(([k]) => cell(r, k)).join("")}</tr>`).join("")}</tbody></table>`;
+  box.querySelectorAll("th[data-key]").forEach(th => th.addEventListener("click", () =>
+    profileTable(rows, th.dataset.key, th.dataset.key === key ? !descending : th.dataset.key !== "label")));
 }
 
 // ---------------------------------------------------------------- one slice
@@ -219,7 +241,8 @@ async function showResults(promise) {
     const r = await promise;
     const feats = r.features.length ? `<p>Through features: ${r.features.map(f =>
       `<a class="pill" href="#/feature/${f.latent}">#${f.latent}${f.description ? " " + esc(f.description) : ""}</a>`).join(" ")}</p>` : "";
-    box.innerHTML = `<div class="card"><p class="muted">${r.items.length} result(s) · method: ${esc(r.method)}${r.upload_kind ? " · file: " + esc(r.upload_kind) : ""}</p>${feats}</div>
+    const reading = r.reading ? `<p id="reading">Read as: <b>${esc(r.reading.summary)}</b></p>` : "";
+    box.innerHTML = `<div class="card">${reading}<p class="muted">${r.items.length} result(s) · method: ${esc(r.method)}${r.upload_kind ? " · file: " + esc(r.upload_kind) : ""}</p>${feats}</div>
       <div id="search-results">${grid(r.items)}</div>`;
   } catch (e) { box.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
 }

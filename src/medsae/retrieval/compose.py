@@ -1,0 +1,218 @@
+"""Composition: slices on which every concept of a query holds, through the features each
+concept is associated with (``AskConfig.mode = "concepts"``).
+
+A query is read into concepts (:mod:`medsae.retrieval.understand`); each asks for any of
+its labels. From the described features' concept profiles
+(:mod:`medsae.interpret.profiles`, training split):
+
+1. **Features of a concept.** Within the query's stratum (its modality and plane where it
+   names one of each, other than the concept's own kind; the profiles of that stratum of
+   the training slices, else of a broader one), for each of its labels ``L``, the features with
+   ``auroc >= concept_min_auroc`` and ``lift > 1``, ranked by ``F1 = 2 p r / (p + r)`` with
+   precision ``p = P(L | active)`` (``p_active``) and recall ``r = |A ∩ L| / |L|``; the
+   ``concept_features`` best over the concept's labels are kept (a feature listed for two
+   labels keeps its better precision). A feature whose description reads the label as absent
+   (:func:`medsae.labels.words.split_absent`) is never one of its features.
+   Of these, those with an F1 below ``concept_relative_f1`` times the best are left out.
+2. **Evidence of a concept on a slice.** With ``g_j(r) = min(1, a_{r,j} / scale_j)``,
+   ``scale_j`` the 99th percentile of feature ``j``'s active values:
+   ``concept_evidence="max"``: ``s_c(r) = max_j p_j g_j(r)``, the precision of the strongest
+   evidence, damped where the feature fires weakly; ``"mean"``: ``s_c(r) = Σ_j p_j g_j(r) /
+   Σ_j p_j``, the share of the concept's features that agree.
+3. **Every aspect must hold.** ``score(r) = Π_c (eps + s_c(r)) · Π_n (1 - s_n(r))`` over
+   the positive concepts ``c`` and the negated concepts ``n`` (``eps = 0.05``; ``s_n`` always
+   the ``"max"`` evidence: any strong evidence excludes): a slice that
+   lacks one concept scores at most ``eps`` times the rest. Slices on which no feature of a
+   positive concept fires are not returned. One slice per subject, best first.
+
+Metadata is read only when the user asks for it (``AskConfig.metadata_filter``): then the
+query's modality and plane concepts also restrict the results by the slices' own metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from medsae.labels.words import aliases, split_absent
+from medsae.retrieval.fingerprint import FingerprintIndex, Hits, top_subjects
+from medsae.retrieval.understand import Concept, Reading
+
+PRODUCT_EPS = 0.05
+
+
+@dataclass(frozen=True)
+class ConceptFeature:
+    """A feature chosen for a concept: latent, precision weight, label and its AUROC."""
+
+    latent: int
+    weight: float
+    label: str
+    auroc: float
+
+
+class ConceptFeatures:
+    """Per label, the described features associated with it (from the profiles)."""
+
+    def __init__(
+        self,
+        profiles: pd.DataFrame,
+        descriptions: pd.DataFrame | None = None,
+        min_auroc: float = 0.6,
+        per_concept: int = 8,
+        relative_f1: float = 0.0,
+    ) -> None:
+        p = profiles[(profiles["lift"] > 1) & (profiles["auroc"] >= min_auroc)].copy()
+        recall = p["n_active_with_label"] / np.maximum(p["n_label"], 1)
+        prec = p["p_active"].astype(np.float64)
+        p["f1"] = np.where(
+            prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0
+        )
+        p = p.sort_values(["f1", "latent"], ascending=[False, True], kind="stable")
+        self.per_concept = per_concept
+        self.relative_f1 = relative_f1
+        stratum = p["stratum"] if "stratum" in p else pd.Series("", index=p.index)
+        self.labels = frozenset(profiles["label"].astype(str))
+        self._by_label = {
+            (str(st), str(lab)): g for (st, lab), g in p.groupby([stratum, "label"], sort=False)
+        }
+        self._absent: dict[int, str] = {}
+        if descriptions is not None and "description" in descriptions:
+            for j, d in zip(descriptions["latent"], descriptions["description"], strict=True):
+                absent = split_absent(str(d))[1].lower() if isinstance(d, str) else ""
+                if absent:
+                    self._absent[int(j)] = absent
+
+    def available(self, concept: Concept) -> tuple[str, ...]:
+        """The concept's labels this run has profiles for."""
+        return tuple(x for x in concept.labels if x in self.labels)
+
+    def of(self, concept: Concept, context: Sequence[str] = ()) -> list[ConceptFeature]:
+        """The features of a concept (see the module docstring), best first, from the profiles
+        of the query's stratum: ``context`` the modality and plane labels the query asks for
+        (the broadest stratum with profiles for the label is used when the narrowest has
+        none)."""
+        best: dict[int, ConceptFeature] = {}
+        rank: dict[int, float] = {}
+        for label in concept.labels:
+            group = None
+            for stratum in _strata(context):
+                group = self._by_label.get((stratum, label))
+                if group is not None:
+                    break
+            if group is None:
+                continue
+            words = aliases(label)
+            for row in group.head(self.per_concept * 2).itertuples(index=False):
+                j = int(row.latent)
+                absent = self._absent.get(j, "")
+                if absent and any(w in absent for w in words):
+                    continue  # the description says the label is not in view
+                if j not in best or row.p_active > best[j].weight:
+                    best[j] = ConceptFeature(j, float(row.p_active), label, float(row.auroc))
+                rank[j] = max(rank.get(j, -1.0), float(row.f1))
+        order = sorted(best, key=lambda j: (-rank[j], j))[: self.per_concept]
+        if order:
+            floor = self.relative_f1 * rank[order[0]]
+            order = [j for j in order if rank[j] >= floor]
+        return [best[j] for j in order]
+
+
+class ConceptRanker:
+    """Scores slices by concept evidence on one index (activation scales cached per latent)."""
+
+    def __init__(self, index: FingerprintIndex, combine: str = "mean") -> None:
+        self.index = index
+        self.combine = combine
+        self._scale: dict[int, float] = {}
+
+    def scale(self, latent: int) -> float:
+        """The 99th percentile of a latent's active values (1 when it never fires)."""
+        s = self._scale.get(latent)
+        if s is None:
+            a, b = self.index.indptr[latent], self.index.indptr[latent + 1]
+            vals = self.index.values[a:b]
+            s = float(np.percentile(vals, 99)) if len(vals) else 1.0
+            s = s if s > 0 else 1.0
+            self._scale[latent] = s
+        return s
+
+    def evidence(
+        self, features: Sequence[ConceptFeature], combine: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows where a feature fires, ``s_c`` on every row) of one concept."""
+        idx = self.index
+        combine = combine or self.combine
+        score = np.zeros(idx.n_rows, dtype=np.float32)
+        touched = np.zeros(idx.n_rows, dtype=bool)
+        for f in features:
+            a, b = idx.indptr[f.latent], idx.indptr[f.latent + 1]
+            rows = idx.rows[a:b]
+            act = np.minimum(1.0, idx.values[a:b] / self.scale(f.latent)) * f.weight
+            if combine == "max":
+                score[rows] = np.maximum(score[rows], act)
+            else:
+                score[rows] += act
+            touched[rows] = True
+        if combine != "max" and features:
+            score /= sum(f.weight for f in features)
+        return touched, score
+
+    def rank(
+        self,
+        positive: Sequence[Sequence[ConceptFeature]],
+        negative: Sequence[Sequence[ConceptFeature]],
+        n: int,
+        mask: np.ndarray | None = None,
+    ) -> Hits:
+        """One slice per subject by ``Π (eps + s_c) · Π (1 - s_n)`` (module docstring)."""
+        idx = self.index
+        log_score = np.zeros(idx.n_rows, dtype=np.float64)
+        candidates = np.zeros(idx.n_rows, dtype=bool)
+        for feats in positive:
+            touched, s = self.evidence(feats)
+            log_score += np.log(PRODUCT_EPS + s)
+            candidates |= touched
+        for feats in negative:  # any strong evidence excludes
+            _, s = self.evidence(feats, "max")
+            log_score += np.log(np.maximum(1.0 - s, 1e-6))
+        if mask is not None:
+            candidates &= mask
+        cand = np.flatnonzero(candidates)
+        return top_subjects(cand, np.exp(log_score[cand]), idx.subject_ids[cand], n)
+
+
+def _strata(context: Sequence[str]) -> list[str]:
+    """Strata to try for a context, narrowest first: ``modality=CT&plane=axial``, then each
+    part, then all slices (``""``)."""
+    parts = sorted(context)  # "modality=..." before "plane=..."
+    out = ["&".join(parts)] if len(parts) > 1 else []
+    return [*out, *parts, ""]
+
+
+def context_of(reading: Reading, concept: Concept) -> tuple[str, ...]:
+    """The modality and plane labels of a query that condition a concept's features: those
+    the query asks for with one value, other than the concept's own kind."""
+    out = []
+    for c in reading.concepts:
+        if c is concept or c.negated or len(c.labels) != 1 or c.kind == concept.kind:
+            continue
+        if c.kind in ("modality", "plane"):
+            out.append(c.labels[0])
+    return tuple(out)
+
+
+def metadata_mask(index: FingerprintIndex, reading: Reading) -> np.ndarray | None:
+    """The slices whose own modality and plane are those the query asks for (the
+    ``metadata_filter`` the user may ask for); None when the query names neither."""
+    filters: dict[str, list[str]] = {}
+    for c in reading.concepts:
+        if c.negated or c.kind not in ("modality", "plane"):
+            continue
+        if index.table is None or c.kind not in index.table.columns:
+            continue
+        filters[c.kind] = [x.split("=", 1)[1] for x in c.labels]
+    return index.filter_mask(filters) if filters else None
