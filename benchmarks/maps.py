@@ -40,8 +40,7 @@ import torch
 
 from medsae.encode import get_encoder
 from medsae.maps import latent_maps, to_pixels
-from medsae.sae.config import SAEConfig
-from medsae.sae.registry import build_sae
+from medsae.sae.registry import build_sae, sae_config
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_MS = 50.0
@@ -61,7 +60,7 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
 def run(pooling: str, size: int, n_latents: int, repeats: int) -> dict[str, Any]:
     enc = get_encoder("efficientnet-lite0", input_size=size, device="cpu", pooling=pooling)
     sae = build_sae(
-        SAEConfig(arch="matryoshka", d_in=enc.dim, n_latents=n_latents, k=16, levels=[n_latents])
+        sae_config(arch="matryoshka", d_in=enc.dim, n_latents=n_latents, k=16, levels=[n_latents])
     ).eval()
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (1, size, size), dtype=np.uint8)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from medsae.sae.config import SAEConfig, TrainConfig
-from medsae.sae.registry import build_sae
+from medsae.sae.registry import build_sae, sae_config
 from medsae.sae.trainer import RunState
 
 
@@ -168,7 +168,7 @@ def quality(
         x = torch.nn.functional.embedding_bag(idx, feats, per_sample_weights=w, mode="sum")
         return x + 0.01 * torch.randn(n, d, generator=g)
 
-    cfg = SAEConfig(
+    cfg = sae_config(
         arch=arch,
         d_in=d,
         n_latents=D,
@@ -267,11 +267,13 @@ def main() -> None:
 
     gen = torch.Generator().manual_seed(0)
     x1024 = torch.nn.functional.normalize(torch.randn(B, 1024, generator=gen), dim=1).to(device)
-    topk = SAEConfig(arch="topk", d_in=1024, n_latents=8192, k=40)
-    matry = SAEConfig(
+    topk = sae_config(arch="topk", d_in=1024, n_latents=8192, k=40)
+    matry = sae_config(
         arch="matryoshka", d_in=1024, n_latents=8192, levels=[128, 512, 2048, 8192], k=40
     )
-    perlevel = matry.model_copy(update={"arch": "matryoshka-perlevel", "k_levels": [5, 10, 20, 40]})
+    perlevel = sae_config(
+        {**matry.model_dump(), "arch": "matryoshka-perlevel", "k_levels": [5, 10, 20, 40]}
+    )
     fns = {
         "ours_topk": ours_step_fn(topk, x1024, device, bf16),
         "sparsify": sparsify_step_fn(1024, 8192, 40, x1024, device, bf16),
@@ -301,7 +303,7 @@ def main() -> None:
     ks = [20, 40, 80, 160] if not args.quick else [160]
     fns = {}
     for kk in ks:
-        c = SAEConfig(
+        c = sae_config(
             arch="matryoshka", d_in=1536, n_latents=8192, levels=[128, 512, 2048, 8192], k=kk
         )
         fns[f"matryoshka_D128-512-2048-8192_K{kk}_d1536"] = ours_step_fn(c, x1536, device, bf16)

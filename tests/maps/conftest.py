@@ -17,8 +17,7 @@ from medsae.encode.spatial import SpatialFeatures
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.checkpoint import save_sae
 from medsae.sae.codes_io import save_codes
-from medsae.sae.config import SAEConfig
-from medsae.sae.registry import build_sae
+from medsae.sae.registry import build_sae, sae_config
 from medsae.workspace import Workspace
 
 
@@ -36,18 +35,14 @@ def random_sae(
     **cfg: Any,
 ) -> SparseAutoencoder:
     """An SAE with random unit-scale encoder rows and non-zero biases (so the bias terms matter)."""
-    k = None if arch == "relu" else min(4, n_latents)
+    if arch != "relu":
+        cfg.setdefault("k", min(4, n_latents))
     sae = build_sae(
-        SAEConfig(
-            arch=arch,  # type: ignore[arg-type]
-            d_in=d_in,
-            n_latents=n_latents,
-            k=k,
-            input_transform=transform,  # type: ignore[arg-type]
-            run="test-run",
+        sae_config(
+            arch=arch, d_in=d_in, n_latents=n_latents, input_transform=transform, run="test-run",
             **cfg,
         )
-    )
+    )  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         sae.W_enc.copy_(torch.randn(n_latents, d_in, generator=gen) / d_in**0.5)

@@ -7,17 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medsae.sae import kernels
-from medsae.sae.config import SAEConfig
-from medsae.sae.registry import build_sae
+from medsae.sae.registry import build_sae, sae_config
 
 ARCHES = ["topk", "batchtopk", "matryoshka", "matryoshka-perlevel"]
 
 
 def _pair(arch: str, d: int, D: int, k: int, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     levels = [D // 4, D] if arch.startswith("matryoshka") else [D]
-    kl = [max(1, min(k, levels[0]) // 2), k] if arch == "matryoshka-perlevel" else None
-    cfg = SAEConfig(
-        arch=arch, d_in=d, n_latents=D, levels=levels, k=k, k_levels=kl, dead_after_samples=1
+    extra = {"k_levels": [max(1, min(k, levels[0]) // 2), k]} if arch.endswith("perlevel") else {}
+    cfg = sae_config(
+        arch=arch, d_in=d, n_latents=D, levels=levels, k=k, dead_after_samples=1, **extra
     )
     fast, ref = build_sae(cfg, fast=True, seed=seed), build_sae(cfg, fast=False, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -91,7 +90,7 @@ def test_batch_topk_fallback_when_one_row_dominates() -> None:
 @given(B=st.integers(1, 30), D=st.integers(2, 50), k=st.integers(1, 10), seed=st.integers(0, 1000))
 def test_topk_exactly_k_per_sample(B: int, D: int, k: int, seed: int) -> None:
     k = min(k, D)
-    cfg = SAEConfig(arch="topk", d_in=4, n_latents=D, k=k, input_transform="none")
+    cfg = sae_config(arch="topk", d_in=4, n_latents=D, k=k, input_transform="none")
     sae = build_sae(cfg, seed=seed)
     with torch.no_grad():
         sae.b_enc.fill_(10.0)  # every pre-activation positive: exactly k non-zero

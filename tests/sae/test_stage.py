@@ -14,9 +14,8 @@ from medsae.errors import ArtifactError, InputError
 from medsae.sae import CodesConfig, TrainConfig, load_sae, train, write_codes
 from medsae.sae.checkpoint import save_sae
 from medsae.sae.codes_io import load_codes, load_codes_meta
-from medsae.sae.config import SAEConfig
 from medsae.sae.io import trained_runs
-from medsae.sae.registry import build_sae
+from medsae.sae.registry import build_sae, sae_config
 from medsae.sae.trainer import TrainingInterrupted, auxk_idle
 from medsae.workspace import Workspace
 from tests.support.synthetic import make_synthetic_workspace
@@ -83,10 +82,10 @@ def test_train_names_runs_whose_auxk_cannot_engage(
     grid = json.loads((ws.saes(enc) / "grid.json").read_text())
     assert grid["auxk_idle"] == sorted(runs)
     cfgs = [
-        SAEConfig(arch="topk", d_in=8, n_latents=16, k=2, run="a", dead_after_samples=500),
-        SAEConfig(arch="topk", d_in=8, n_latents=16, k=2, run="b", dead_after_samples=5000),
-        SAEConfig(arch="relu", d_in=8, n_latents=16, run="c", dead_after_samples=5000),
-        SAEConfig(
+        sae_config(arch="topk", d_in=8, n_latents=16, k=2, run="a", dead_after_samples=500),
+        sae_config(arch="topk", d_in=8, n_latents=16, k=2, run="b", dead_after_samples=5000),
+        sae_config(arch="relu", d_in=8, n_latents=16, run="c", dead_after_samples=5000),
+        sae_config(
             arch="topk", d_in=8, n_latents=16, k=2, run="d", dead_after_samples=5000,
             aux_coefficient=0.0,
         ),
@@ -133,7 +132,7 @@ def test_stage_resumes_after_interruption_bit_identically(
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path: Path) -> None:
-    cfg = SAEConfig(
+    cfg = sae_config(
         arch="matryoshka", d_in=8, n_latents=32, levels=[8, 32], k=3, run="r", encoder="e"
     )
     sae = build_sae(cfg, seed=1)
@@ -156,16 +155,16 @@ def test_checkpoint_round_trip_and_corruption(tmp_path: Path) -> None:
 
 
 def test_d_in_mismatch_is_a_clear_error() -> None:
-    sae = build_sae(SAEConfig(arch="topk", d_in=8, n_latents=16, k=2, run="r1"))
+    sae = build_sae(sae_config(arch="topk", d_in=8, n_latents=16, k=2, run="r1"))
     with pytest.raises(InputError, match="d_in=8"):
         sae.encode(np.zeros((3, 5), dtype=np.float32))
 
 
 def test_k_larger_than_level_is_rejected() -> None:
     with pytest.raises(ValueError, match="k=40 is larger than the dictionary"):
-        SAEConfig(arch="topk", d_in=8, n_latents=16, k=40)
+        sae_config(arch="topk", d_in=8, n_latents=16, k=40)
     with pytest.raises(ValueError, match="k=20 is invalid for level 16"):
-        SAEConfig(
+        sae_config(
             arch="matryoshka-perlevel",
             d_in=8,
             n_latents=64,

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from medsae.sae.config import SAEConfig, TrainConfig, expand_grid
+from medsae.sae.config import TrainConfig
 from medsae.sae.data import TrainStream
-from medsae.sae.registry import build_sae
+from medsae.sae.grid import expand_grid
+from medsae.sae.registry import build_sae, sae_config
 from medsae.sae.trainer import GridTrainer, TrainingInterrupted
 
 from .conftest import make_store, planted
@@ -178,7 +179,7 @@ def test_decoder_rows_unit_norm_after_steps(tmp_path: Path, data: np.ndarray) ->
 
 
 def test_scale_transform_folds_into_weights() -> None:
-    cfg = SAEConfig(
+    cfg = sae_config(
         arch="batchtopk", d_in=6, n_latents=12, k=2, input_transform="scale", input_scale=0.37
     )
     sae = build_sae(cfg, seed=3)
@@ -199,7 +200,7 @@ def test_scale_transform_folds_into_weights() -> None:
 
 
 def test_matryoshka_prefix_decoding() -> None:
-    cfg = SAEConfig(arch="matryoshka", d_in=5, n_latents=16, levels=[4, 8, 16], k=3)
+    cfg = sae_config(arch="matryoshka", d_in=5, n_latents=16, levels=[4, 8, 16], k=3)
     sae = build_sae(cfg, seed=0)
     codes = torch.rand(7, 16)
     for m in (4, 8, 16):
@@ -209,7 +210,7 @@ def test_matryoshka_prefix_decoding() -> None:
 
 
 def test_perlevel_firings_of_every_level_reset_the_dead_counter() -> None:
-    cfg = SAEConfig(
+    cfg = sae_config(
         arch="matryoshka-perlevel", d_in=6, n_latents=8, levels=[2, 8], k=2, k_levels=[1, 2]
     )
     sae = build_sae(cfg, seed=0)
@@ -228,9 +229,9 @@ def test_perlevel_firings_of_every_level_reset_the_dead_counter() -> None:
 def test_perlevel_metrics_record_nominal_k_beside_l0() -> None:
     from medsae.sae.evaluation import nominal_k
 
-    per = SAEConfig(
+    per = sae_config(
         arch="matryoshka-perlevel", d_in=6, n_latents=8, levels=[2, 8], k=2, k_levels=[1, 2]
     )
     assert nominal_k(per) == {2: 1, 8: 2}
-    flat = SAEConfig(arch="matryoshka", d_in=6, n_latents=8, levels=[2, 8], k=3)
+    flat = sae_config(arch="matryoshka", d_in=6, n_latents=8, levels=[2, 8], k=3)
     assert nominal_k(flat) == {2: None, 8: 3}

@@ -5,8 +5,10 @@ Public API (imported lazily so that ``medsae --help`` does not import torch)::
     load_sae(run_folder)                     a trained SAE (see docs/ARTIFACTS.md "saes")
     train(workspace, encoder, config)        the ``train`` stage (a grid of runs)
     write_codes(workspace, encoder, run)     the ``codes`` stage
-    TrainConfig, SAEConfig, CodesConfig      configs
-    REGISTRY, build_sae                      architecture registry
+    TrainConfig, CodesConfig                 stage configs
+    SAEConfig                                base of every architecture's config
+    sae_config(arch=..., ...)                one SAE's config (the architecture's class)
+    register, REGISTRY, build_sae            architecture registry (docs/sae.md)
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ _EXPORTS = {
     "TrainConfig": "medsae.sae.config",
     "SAEConfig": "medsae.sae.config",
     "CodesConfig": "medsae.sae.config",
-    "expand_grid": "medsae.sae.config",
-    "run_name": "medsae.sae.config",
+    "expand_grid": "medsae.sae.grid",
+    "run_name": "medsae.sae.grid",
     "REGISTRY": "medsae.sae.registry",
     "build_sae": "medsae.sae.registry",
+    "register": "medsae.sae.registry",
+    "sae_config": "medsae.sae.registry",
     "SparseAutoencoder": "medsae.sae.base",
 }
 

@@ -1,4 +1,4 @@
-"""The sparse autoencoder base module shared by every architecture.
+"""The sparse autoencoder base module shared by every architecture, with its traits.
 
 Parameters (``D`` latents, ``d`` input dimension)::
 
@@ -24,12 +24,18 @@ Training loss (per batch, ``FVU(a, b) = ||a - b||^2 / ||a - mean(a)||^2`` over t
 
 AuxK (Gao et al. 2024): with ``e = x' - x_hat`` (detached), the top ``k_aux`` pre-activations
 among dead latents reconstruct ``e`` (no bias): ``AuxK = ||e - e_hat||^2 / ||e - mean(e)||^2``.
+
+An architecture is a subclass that states its traits as class attributes (what the grid,
+the run name, the codes stage, evaluation, the trainer and the exporters ask of it) and
+registers with :func:`medsae.sae.registry.register`; see docs/sae.md, "Adding an
+architecture".
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -58,15 +64,40 @@ def batch_fvu(x_bd: torch.Tensor, x_hat_bd: torch.Tensor, total_var: torch.Tenso
     return (x_bd - x_hat_bd).pow(2).sum() / total_var
 
 
+KRule = Literal["none", "last", "per_level"]
+
+
+class GridSkip(ValueError):
+    """A grid combination an architecture cannot take (the reason is the message)."""
+
+
 class SparseAutoencoder(nn.Module):
     """Base class: parameters, preprocessing, inference encode/decode, decoder constraints.
 
-    Subclasses implement :meth:`select_train` (the training selections, main first) and
-    :meth:`infer` (dense inference codes from the pre-activation), and may override
-    :meth:`train_loss`.
+    Subclasses implement :meth:`infer` (dense inference codes from the pre-activation) and
+    either :meth:`select_train` (the training selections, main first; the sparse loss of
+    :meth:`train_loss`) or their own :meth:`train_loss` (``trained_by = "sgd"``), or
+    :meth:`fit_step` (``trained_by = "fit"``: fitted batch by batch without an optimiser, e.g.
+    in closed form). The class attributes below are the architecture's traits.
     """
 
-    uses_threshold = False
+    name: ClassVar[str] = ""
+    """Registry name, equal to the config's ``arch``; the first part of run names."""
+    config_class: ClassVar[type[SAEConfig]] = SAEConfig
+    """The architecture's own pydantic config class (``arch: Literal[name]``)."""
+    levels_rule: ClassVar[Literal["ladder", "last"]] = "last"
+    """Which prefix sizes a grid ladder gives: all of them (nested levels) or only the last."""
+    k_rule: ClassVar[KRule] = "none"
+    """Which k a grid k ladder gives: none, its last value (``k``) or one per level (``k_levels``)."""
+    inference: ClassVar[Literal["topk", "jumprelu", "relu"]] = "relu"
+    """Inference form of :meth:`infer` (``codes.json`` ``mode``; what the exporters write)."""
+    trained_by: ClassVar[Literal["sgd", "fit"]] = "sgd"
+    """``sgd``: Adam steps on :meth:`train_loss`; ``fit``: :meth:`fit_step` per batch, no optimiser."""
+    uses_threshold: ClassVar[bool] = False
+    """Whether training keeps the running JumpReLU threshold (:meth:`update_threshold`)."""
+    uses_auxk: ClassVar[bool] = False
+    """Whether the AuxK loss revives dead latents (``train`` warns when it cannot engage)."""
+
     threshold: torch.Tensor
     samples_since_fire: torch.Tensor
     threshold_updates: torch.Tensor
@@ -178,9 +209,13 @@ class SparseAutoencoder(nn.Module):
     def select_train(self, pre_bD: torch.Tensor) -> list[Selection]:
         raise NotImplementedError
 
+    def aux_settings(self) -> tuple[int, float]:
+        """``(k_aux, coefficient)`` of the AuxK loss; ``(0, 0.0)``: none."""
+        return 0, 0.0
+
     def _aux_selection(self, pre_bD: torch.Tensor) -> list[Selection]:
-        k_aux = self.cfg.aux_k if self.cfg.aux_coefficient > 0 else 0
-        if k_aux <= 0:
+        k_aux, coefficient = self.aux_settings()
+        if k_aux <= 0 or coefficient <= 0:
             return []
         dead_idx = self.dead_mask.nonzero(as_tuple=True)[0]
         if dead_idx.numel() == 0:
@@ -236,7 +271,7 @@ class SparseAutoencoder(nn.Module):
             e_hat = self._decode_sparse(a_vals, a_rows, a_cols, B)
             aux = (e_bd - e_hat).pow(2).sum() / (e_bd - e_bd.mean(0)).pow(2).sum().clamp_min(1e-12)
             aux = torch.nan_to_num(aux, nan=0.0)
-            loss = loss + self.cfg.aux_coefficient * aux
+            loss = loss + self.aux_settings()[1] * aux
             aux_value = float(aux.detach())
         f_vals = main[-1][0]
         kept = f_vals.detach()
@@ -263,14 +298,60 @@ class SparseAutoencoder(nn.Module):
         self.samples_since_fire += batch_size
         self.samples_since_fire[out.fired_cols] = 0
         if self.uses_threshold and out.min_kept is not None:
-            n = int(self.threshold_updates)
-            old = float(self.threshold[0])
-            decay = min(
-                self.cfg.threshold_decay, n / (n + 1)
-            )  # a plain mean until the window fills
-            new = decay * old + (1 - decay) * out.min_kept
-            self.threshold.fill_(new)
-            self.threshold_updates += 1
+            self.update_threshold(out.min_kept)
+
+    def update_threshold(self, min_kept: float) -> None:
+        """Fold one batch's smallest kept activation into the threshold (``uses_threshold``)."""
+        raise NotImplementedError
+
+    def fit_step(self, x_bd: torch.Tensor) -> TrainOutput:
+        """``trained_by = "fit"``: take one preprocessed batch into the fit (no gradient)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained by {self.trained_by!r}")
+
+    def end_training(self) -> None:
+        """Called once when training ends (e.g. to solve a closed-form fit); nothing by default."""
+
+    # ------------------------------------------------------------ grid traits
+    @classmethod
+    def grid_fields(cls, ladder: Sequence[int], ks: Sequence[int]) -> dict[str, Any]:
+        """Config fields of one (dictionary ladder, k ladder) grid combination.
+
+        Follows ``levels_rule`` and ``k_rule``; raises :class:`GridSkip` with the reason
+        when the combination does not fit the architecture.
+        """
+        levels = list(ladder) if cls.levels_rule == "ladder" else [ladder[-1]]
+        fields: dict[str, Any] = {"n_latents": levels[-1], "levels": levels}
+        if cls.k_rule == "per_level":
+            if len(ks) != len(levels):
+                raise GridSkip(f"{len(ks)} k values for {len(levels)} levels")
+            for kk, m in zip(ks, levels, strict=True):
+                if kk > m:
+                    raise GridSkip(f"k={kk} > level {m}")
+            fields["k_levels"] = list(ks)
+        if cls.k_rule != "none":
+            if ks[-1] > levels[-1]:
+                raise GridSkip(f"k={ks[-1]} > dictionary size {levels[-1]}")
+            fields["k"] = ks[-1]
+        return fields
+
+    @classmethod
+    def name_part(cls, cfg: SAEConfig) -> str:
+        """The run name's last part (after the levels): ``K40``, ``K5-10-20-40``, ..."""
+        if cls.k_rule == "per_level":
+            return "K" + "-".join(str(x) for x in getattr(cfg, "k_levels", None) or [])
+        if cls.k_rule == "last":
+            return f"K{getattr(cfg, 'k', '')}"
+        return ""
+
+    @classmethod
+    def nominal_k(cls, cfg: SAEConfig) -> dict[int, int | None]:
+        """The training k of each level (``k_nominal`` in the metrics; None where none)."""
+        levels = [int(m) for m in cfg.levels]
+        if cls.k_rule == "per_level":
+            ks = getattr(cfg, "k_levels", None) or [None] * len(levels)
+            return {m: (int(k) if k is not None else None) for m, k in zip(levels, ks, strict=True)}
+        k = getattr(cfg, "k", None) if cls.k_rule == "last" else None
+        return {m: (int(k) if k is not None and m == levels[-1] else None) for m in levels}
 
     @torch.no_grad()
     def project_decoder_grad(self) -> None:

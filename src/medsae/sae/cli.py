@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
         arch: str | None = typer.Option(
             None,
             "--arch",
-            help="Comma-separated: topk, batchtopk, matryoshka, matryoshka-perlevel, relu.",
+            help="Comma-separated architecture names from the registry (built in: topk, "
+            "batchtopk, matryoshka, matryoshka-perlevel, relu; others by entry point).",
         ),
         levels: str | None = typer.Option(
             None,

@@ -26,6 +26,7 @@ from medsae.metrics.reconstruction import ReconstructionAccumulator, firing_stat
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.config import SAEConfig
 from medsae.sae.data import iter_split
+from medsae.sae.registry import get
 
 METRIC_NOTES = {
     "r2": "1 - FVU = 1 - sum_j SSE_j / sum_j SST_j: variance-weighted per-dimension R^2 "
@@ -41,11 +42,8 @@ METRIC_NOTES = {
 
 
 def nominal_k(cfg: SAEConfig) -> dict[int, int | None]:
-    """The training k of each level: ``k_levels`` (per-level BatchTopK), else ``k`` at the full level."""
-    levels = list(cfg.levels)
-    if cfg.arch == "matryoshka-perlevel" and cfg.k_levels:
-        return {int(m): int(k) for m, k in zip(levels, cfg.k_levels, strict=True)}
-    return {int(m): (int(cfg.k) if cfg.k is not None and m == levels[-1] else None) for m in levels}
+    """The training k of each level, as the architecture states it (``k_nominal``)."""
+    return get(cfg.arch).nominal_k(cfg)
 
 
 @torch.no_grad()

@@ -14,21 +14,78 @@ reconstructs from the first ``m_l`` latents only, and the loss sums (or weights)
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, model_validator
 
 from medsae.sae import kernels
-from medsae.sae.base import SparseAutoencoder
 from medsae.sae.kernels import Selection
-from medsae.sae.topk import jumprelu
+from medsae.sae.registry import register
+from medsae.sae.topk import ThresholdConfig, ThresholdFamily
 
 
-class MatryoshkaBatchTopKSAE(SparseAutoencoder):
+class _NestedConfig(ThresholdConfig):
+    """Fields of both Matryoshka variants: the loss weight of each level."""
+
+    level_weights: list[float] | None = Field(
+        default=None,
+        description="Matryoshka loss weight of each level's reconstruction (default: 1 each, i.e. summed).",
+    )
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> _NestedConfig:
+        if self.level_weights is not None and len(self.level_weights) != len(self.levels):
+            raise ValueError(
+                f"level_weights {self.level_weights} must have one weight per level {self.levels}"
+            )
+        return self
+
+    @property
+    def weights(self) -> list[float]:
+        """Loss weight of each level (1 each unless configured)."""
+        if self.level_weights is not None:
+            return list(self.level_weights)
+        return [1.0] * len(self.levels)
+
+
+class MatryoshkaConfig(_NestedConfig):
+    """Matryoshka BatchTopK: one BatchTopK with ``k`` over the whole dictionary."""
+
+    arch: Literal["matryoshka"] = Field(default="matryoshka", description="Architecture name.")
+
+
+class MatryoshkaPerLevelConfig(_NestedConfig):
+    """Matryoshka with a separate BatchTopK per level (``k_levels``); ``k`` is the last level's."""
+
+    arch: Literal["matryoshka-perlevel"] = Field(
+        default="matryoshka-perlevel", description="Architecture name."
+    )
+    k_levels: list[int] = Field(
+        description="A separate BatchTopK k for each level (same length as levels)."
+    )
+
+    @model_validator(mode="after")
+    def _check_k_levels(self) -> MatryoshkaPerLevelConfig:
+        if len(self.k_levels) != len(self.levels):
+            raise ValueError(
+                f"matryoshka-perlevel needs one k per level: levels {self.levels}, k_levels {self.k_levels}"
+            )
+        for kk, m in zip(self.k_levels, self.levels, strict=True):
+            if kk <= 0 or kk > m:
+                raise ValueError(f"k={kk} is invalid for level {m} (need 0 < k <= level)")
+        return self
+
+
+@register
+class MatryoshkaBatchTopKSAE(ThresholdFamily):
     """One BatchTopK over the full dictionary; prefix reconstructions are truncations."""
 
-    uses_threshold = True
+    name = "matryoshka"
+    config_class = MatryoshkaConfig
+    levels_rule = "ladder"
 
     def select_train(self, pre_bD: torch.Tensor) -> list[Selection]:
-        assert self.cfg.k is not None
         return [kernels.batch_topk_select(pre_bD, self.cfg.k)]
 
     def reconstructions(
@@ -45,17 +102,18 @@ class MatryoshkaBatchTopKSAE(SparseAutoencoder):
         recons = partial.view(L, B, -1).cumsum(0) + self.b_dec
         return list(recons.unbind(0))
 
-    def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
-        return jumprelu(pre_bD, self.threshold)
 
-
-class MatryoshkaPerLevelSAE(SparseAutoencoder):
+@register
+class MatryoshkaPerLevelSAE(ThresholdFamily):
     """A separate BatchTopK (own k) per level, as in the paper's code."""
 
-    uses_threshold = True
+    cfg: MatryoshkaPerLevelConfig
+    name = "matryoshka-perlevel"
+    config_class = MatryoshkaPerLevelConfig
+    levels_rule = "ladder"
+    k_rule = "per_level"
 
     def select_train(self, pre_bD: torch.Tensor) -> list[Selection]:
-        assert self.cfg.k_levels is not None
         return [
             kernels.batch_topk_select(pre_bD[:, :m], kk)
             for m, kk in zip(self.cfg.levels, self.cfg.k_levels, strict=True)
@@ -71,6 +129,3 @@ class MatryoshkaPerLevelSAE(SparseAutoencoder):
         cols = torch.cat([c for _, _, c in main])
         partial = self._decode_sparse(vals, bag, cols, len(main) * B)
         return list((partial.view(len(main), B, -1) + self.b_dec).unbind(0))
-
-    def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
-        return jumprelu(pre_bD, self.threshold)

@@ -7,13 +7,40 @@ the support is not small early in training.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, model_validator
 
 from medsae.sae.base import SparseAutoencoder, TrainOutput, batch_fvu
+from medsae.sae.config import SAEConfig
+from medsae.sae.registry import register
 
 
+class ReLUConfig(SAEConfig):
+    """ReLU SAE (one level) with an L1 penalty on the codes."""
+
+    arch: Literal["relu"] = Field(default="relu", description="Architecture name.")
+    l1_coefficient: float = Field(default=1e-3, ge=0, description="L1 penalty on the codes.")
+
+    @model_validator(mode="after")
+    def _flat(self) -> ReLUConfig:
+        self.single_level()
+        return self
+
+
+@register
 class ReLUSAE(SparseAutoencoder):
     """ReLU SAE with an L1 sparsity penalty."""
+
+    cfg: ReLUConfig
+    name = "relu"
+    config_class = ReLUConfig
+    inference = "relu"
+
+    @classmethod
+    def name_part(cls, cfg: SAEConfig) -> str:
+        return f"L1-{getattr(cfg, 'l1_coefficient', 0.0):g}"
 
     def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
         return torch.relu(pre_bD)

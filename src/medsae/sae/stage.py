@@ -27,9 +27,10 @@ from medsae.progress import console, make_progress
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.checkpoint import load_sae, save_sae
 from medsae.sae.codes_io import save_codes
-from medsae.sae.config import CodesConfig, TrainConfig, expand_grid
+from medsae.sae.config import CodesConfig, TrainConfig
 from medsae.sae.data import TrainStream, check_finite, scan_rows, split_rows
 from medsae.sae.evaluation import evaluate_splits, val_summary
+from medsae.sae.grid import expand_grid
 from medsae.sae.io import GRID, HISTORY, METRICS, trained_runs
 from medsae.sae.trainer import GridTrainer, auxk_idle
 from medsae.workspace import (
@@ -232,11 +233,15 @@ def write_codes(
                     f"{ws.sae(encoder, name)}: SAE expects d_in={sae.cfg.d_in}, embeddings have dim {store.dim}"
                 )
             csr = encode_to_csr(sae, store, cfg.batch_size, table)
-            mode = {"topk": "topk", "relu": "relu"}.get(sae.cfg.arch, "jumprelu")
             save_codes(
                 tmp,
                 csr,
-                {"encoder": encoder, "run": name, "levels": list(sae.cfg.levels), "mode": mode},
+                {
+                    "encoder": encoder,
+                    "run": name,
+                    "levels": list(sae.cfg.levels),
+                    "mode": sae.inference,
+                },
             )
             return StageResult(counts={"rows": int(csr.shape[0]), "nnz": int(csr.nnz)})
 

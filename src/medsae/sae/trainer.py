@@ -29,7 +29,7 @@ from medsae.sae.base import SparseAutoencoder
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.data import TrainStream
 from medsae.sae.io import TRAIN_STATE
-from medsae.sae.registry import build_sae
+from medsae.sae.registry import build_sae, get, sae_config
 
 STATE_FILE = TRAIN_STATE
 
@@ -54,7 +54,9 @@ def auxk_idle(cfgs: list[SAEConfig], total_samples: int) -> list[str]:
     return [
         str(c.run)
         for c in cfgs
-        if c.arch != "relu" and c.aux_coefficient > 0 and c.dead_after_samples >= total_samples
+        if get(c.arch).uses_auxk
+        and getattr(c, "aux_coefficient", 0) > 0
+        and c.dead_after_samples >= total_samples
     ]
 
 
@@ -93,26 +95,33 @@ def lr_lambda(
 
 
 class RunState:
-    """One SAE of the grid with its optimiser, scheduler and history."""
+    """One SAE of the grid with its optimiser, scheduler and history.
+
+    An architecture trained by ``fit`` (its ``trained_by`` trait) has no optimiser: each batch
+    goes to its :meth:`~medsae.sae.base.SparseAutoencoder.fit_step`.
+    """
 
     def __init__(self, sae: SparseAutoencoder, tcfg: TrainConfig, total_steps: int) -> None:
         self.sae = sae
         self.lr = tcfg.lr_for(sae.cfg.n_latents)
-        kwargs: dict[str, Any] = {"lr": self.lr, "betas": tuple(tcfg.adam_betas)}
-        if sae.W_dec.device.type in ("cpu", "cuda"):
-            # one fused kernel per parameter: ~9x faster than the foreach path on CPU
-            kwargs["fused"] = True
-        self.opt = torch.optim.Adam(sae.parameters(), **kwargs)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt,
-            lr_lambda(
-                total_steps,
-                tcfg.warmup_fraction,
-                tcfg.lr_min_ratio,
-                tcfg.lr_schedule,
-                tcfg.decay_fraction,
-            ),
-        )
+        self.opt: torch.optim.Adam | None = None
+        self.sched: torch.optim.lr_scheduler.LambdaLR | None = None
+        if sae.trained_by == "sgd":
+            kwargs: dict[str, Any] = {"lr": self.lr, "betas": tuple(tcfg.adam_betas)}
+            if sae.W_dec.device.type in ("cpu", "cuda"):
+                # one fused kernel per parameter: ~9x faster than the foreach path on CPU
+                kwargs["fused"] = True
+            self.opt = torch.optim.Adam(sae.parameters(), **kwargs)
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.opt,
+                lr_lambda(
+                    total_steps,
+                    tcfg.warmup_fraction,
+                    tcfg.lr_min_ratio,
+                    tcfg.lr_schedule,
+                    tcfg.decay_fraction,
+                ),
+            )
         self.history: list[dict[str, Any]] = []
         self.last: dict[str, float] = {}
 
@@ -121,14 +130,20 @@ class RunState:
     ) -> dict[str, float]:
         sae = self.sae
         x_bd = sae.preprocess(x_raw_bd)
-        self.opt.zero_grad(set_to_none=True)
-        with autocast:
-            out = sae.train_loss(x_bd)
-        out.loss.backward()
-        sae.project_decoder_grad()
-        self.opt.step()
-        self.sched.step()
-        sae.normalize_decoder()
+        if self.opt is None or self.sched is None:
+            with torch.no_grad():
+                out = sae.fit_step(x_bd)
+            lr = 0.0
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            with autocast:
+                out = sae.train_loss(x_bd)
+            out.loss.backward()
+            sae.project_decoder_grad()
+            self.opt.step()
+            self.sched.step()
+            sae.normalize_decoder()
+            lr = self.opt.param_groups[0]["lr"]
         sae.after_step(out, x_bd.shape[0])
         self.last = {
             "loss": float(out.loss.detach()),
@@ -136,7 +151,7 @@ class RunState:
             "l0": out.l0,
             "aux_loss": out.aux_loss,
             "dead_fraction": float(sae.dead_mask.float().mean()),
-            "lr": self.opt.param_groups[0]["lr"],
+            "lr": lr,
         }
         return self.last
 
@@ -188,8 +203,8 @@ class GridTrainer:
                 name: {
                     "cfg": r.sae.cfg.model_dump(mode="json"),
                     "model": r.sae.state_dict(),
-                    "opt": r.opt.state_dict(),
-                    "sched": r.sched.state_dict(),
+                    "opt": r.opt.state_dict() if r.opt is not None else None,
+                    "sched": r.sched.state_dict() if r.sched is not None else None,
                     "history": r.history,
                 }
                 for name, r in self.runs.items()
@@ -228,10 +243,11 @@ class GridTrainer:
             return
         for name, r in self.runs.items():
             s = state["runs"][name]
-            r.sae.cfg = SAEConfig.model_validate(s["cfg"])
+            r.sae.cfg = sae_config(s["cfg"])
             r.sae.load_state_dict(s["model"])
-            r.opt.load_state_dict(s["opt"])
-            r.sched.load_state_dict(s["sched"])
+            if r.opt is not None and r.sched is not None:
+                r.opt.load_state_dict(s["opt"])
+                r.sched.load_state_dict(s["sched"])
             r.history = list(s["history"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
@@ -289,6 +305,8 @@ class GridTrainer:
                         raise TrainingInterrupted(f"stopped after step {self.step}")
                     if self.step >= self.total_steps:
                         break
+        for r in self.runs.values():
+            r.sae.end_training()
         return {name: r.sae for name, r in self.runs.items()}
 
     def _log_row(self, epoch: int, end_of_epoch: bool) -> None:

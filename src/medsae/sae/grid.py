@@ -1,0 +1,78 @@
+"""A training grid expanded into one SAE config per valid combination, and run names.
+
+Every (architecture, dictionary ladder, k ladder) combination of a :class:`TrainConfig` asks
+the architecture's class which fields it makes (:meth:`SparseAutoencoder.grid_fields`:
+its level rule and k rule), adds the train table's fields that the architecture's config
+declares (``level_weights``, ``l1_coefficient``, AuxK and threshold options, ...), then the
+architecture's own ``arch_options``, and validates the result as that config class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from medsae.sae.base import GridSkip
+from medsae.sae.config import SAEConfig, TrainConfig
+from medsae.sae.registry import get
+
+GRID_FIELDS = frozenset({"arch", "levels", "k", "arch_options"})
+
+
+def run_name(cfg: SAEConfig) -> str:
+    """The run name, deterministic from the config: ``<arch>_D<levels>[_<name part>]``.
+
+    ``matryoshka-perlevel_D128-512-2048-8192_K5-10-20-40``, ``matryoshka_D128-512_K40``,
+    ``topk_D8192_K40``, ``relu_D8192_L1-0.001``.
+    """
+    d = "D" + "-".join(str(m) for m in cfg.levels)
+    part = get(cfg.arch).name_part(cfg)
+    return f"{cfg.arch}_{d}_{part}" if part else f"{cfg.arch}_{d}"
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        return "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+    return str(e).splitlines()[-1]
+
+
+def expand_grid(
+    cfg: TrainConfig, d_in: int, encoder: str = ""
+) -> tuple[list[SAEConfig], list[dict[str, str]]]:
+    """The SAEs of a grid and the skipped combinations (each ``{"combo", "reason"}``).
+
+    Duplicate run names (e.g. two k ladders ending with the same k for a flat architecture)
+    are trained once.
+    """
+    runs: list[SAEConfig] = []
+    skipped: list[dict[str, str]] = []
+    seen: set[str] = set()
+    shared = {
+        name: getattr(cfg, name)
+        for name in type(cfg).model_fields
+        if name not in GRID_FIELDS and getattr(cfg, name) is not None
+    }
+    for arch in cfg.arch:
+        cls = get(arch)
+        declared = cls.config_class.model_fields
+        common: dict[str, Any] = {k: v for k, v in shared.items() if k in declared}
+        common.update(cfg.arch_options.get(arch, {}))
+        for levels in cfg.levels:
+            for ks in cfg.k:
+                combo = f"{arch} levels={levels} k={ks}"
+                try:
+                    fields = cls.grid_fields(levels, ks)
+                    sae = cls.config_class.model_validate(
+                        {**common, **fields, "arch": arch, "d_in": d_in, "encoder": encoder}
+                    )
+                except (GridSkip, ValueError) as e:
+                    skipped.append({"combo": combo, "reason": _reason(e)})
+                    continue
+                name = run_name(sae)
+                if name in seen:
+                    continue
+                seen.add(name)
+                sae.run = name
+                runs.append(sae)
+    return runs, skipped
