@@ -1,6 +1,6 @@
 """Architectures from outside src: registered here, they train, resume, evaluate and load.
 
-``ShrinkTopK`` (per-sample TopK whose kept values shrink by its own ``shrink`` option) and
+``PenaltyTopK`` (per-sample TopK with an L2 penalty on the codes, its own option) and
 ``MeanOnly`` (fitted batch by batch without an optimiser: ``b_dec`` is the data mean) are
 defined in this file only; nothing in src names them. Also: registry errors, entry points,
 the discriminated union of configs and the migration of version-1 checkpoints.
@@ -37,16 +37,18 @@ from tests.support.synthetic import make_synthetic_workspace
 V1 = Path(__file__).parent / "data" / "v1"
 
 
-class ShrinkConfig(SAEConfig):
-    arch: Literal["shrink-topk"] = "shrink-topk"
+class PenaltyConfig(SAEConfig):
+    arch: Literal["penalty-topk"] = "penalty-topk"
     k: int = Field(gt=0, description="Active latents per sample.")
-    shrink: float = Field(default=0.5, ge=0, le=1, description="Factor on the kept values.")
+    penalty: float = Field(default=0.1, ge=0, description="L2 penalty on the kept values.")
 
 
-class ShrinkTopK(SparseAutoencoder):
-    cfg: ShrinkConfig
-    name = "shrink-topk"
-    config_class = ShrinkConfig
+class PenaltyTopK(SparseAutoencoder):
+    """Per-sample TopK whose loss adds ``penalty * mean_b sum_j z_bj^2`` (its own option)."""
+
+    cfg: PenaltyConfig
+    name = "penalty-topk"
+    config_class = PenaltyConfig
     k_rule = "last"
     inference = "topk"
 
@@ -56,17 +58,22 @@ class ShrinkTopK(SparseAutoencoder):
     def reconstructions(
         self, x_bd: torch.Tensor, main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     ) -> list[torch.Tensor]:
-        vals, rows, cols = main[0]
-        return [self._decode_sparse(vals * self.cfg.shrink, rows, cols, x_bd.shape[0]) + self.b_dec]
+        self._penalty = self.cfg.penalty * main[0][0].pow(2).sum() / x_bd.shape[0]
+        return super().reconstructions(x_bd, main)
+
+    def train_loss(self, x_bd: torch.Tensor) -> TrainOutput:
+        out = super().train_loss(x_bd)
+        out.loss = out.loss + self._penalty
+        return out
 
     def infer(self, pre_bD: torch.Tensor) -> torch.Tensor:
         vals, idx = pre_bD.topk(self.cfg.k, dim=1, sorted=False)
-        return torch.zeros_like(pre_bD).scatter_(1, idx, self.cfg.shrink * vals.clamp_min(0))
+        return torch.zeros_like(pre_bD).scatter_(1, idx, vals.clamp_min(0))
 
     @classmethod
     def name_part(cls, cfg: SAEConfig) -> str:
-        assert isinstance(cfg, ShrinkConfig)
-        return f"K{cfg.k}-S{cfg.shrink:g}"
+        assert isinstance(cfg, PenaltyConfig)
+        return f"K{cfg.k}-P{cfg.penalty:g}"
 
 
 class MeanOnlyConfig(SAEConfig):
@@ -102,10 +109,10 @@ class MeanOnly(SparseAutoencoder):
 
 @pytest.fixture
 def toy_archs() -> Iterator[None]:
-    register(ShrinkTopK)
+    register(PenaltyTopK)
     register(MeanOnly)
     yield
-    registry.REGISTRY.pop("shrink-topk")
+    registry.REGISTRY.pop("penalty-topk")
     registry.REGISTRY.pop("mean-only")
 
 
@@ -120,14 +127,14 @@ def test_outside_architecture_trains_resumes_evaluates_and_loads(
     from ..evaluate.conftest import small_config
 
     cfg = TrainConfig(
-        arch=["shrink-topk", "mean-only"],
-        arch_options={"shrink-topk": {"shrink": 0.25}},
+        arch=["penalty-topk", "mean-only"],
+        arch_options={"penalty-topk": {"penalty": 0.25}},
         checkpoint_every_steps=4,
         **SMALL,  # type: ignore[arg-type]
     )
     ws_full, truth = make_synthetic_workspace(tmp_path / "full", dim=32)
     grid = train(ws_full, truth.encoder, cfg).manifest["extra"]
-    assert grid["runs"] == ["mean-only_D64", "shrink-topk_D64_K4-S0.25"]
+    assert grid["runs"] == ["mean-only_D64", "penalty-topk_D64_K4-P0.25"]
     ws, _ = make_synthetic_workspace(tmp_path / "ws", dim=32)
     with pytest.raises(TrainingInterrupted):
         train(ws, truth.encoder, cfg, stop_after_steps=10)
@@ -138,8 +145,8 @@ def test_outside_architecture_trains_resumes_evaluates_and_loads(
         for key, t in a.state_dict().items():
             assert torch.equal(t, b.state_dict()[key]), (run, key)
 
-    toy = load_sae(ws.sae(truth.encoder, "shrink-topk_D64_K4-S0.25"))
-    assert isinstance(toy, ShrinkTopK) and toy.cfg.shrink == 0.25
+    toy = load_sae(ws.sae(truth.encoder, "penalty-topk_D64_K4-P0.25"))
+    assert isinstance(toy, PenaltyTopK) and toy.cfg.penalty == 0.25
     metrics = json.loads((ws.sae(truth.encoder, toy.cfg.run) / "metrics.json").read_text())
     test = metrics["splits"]["test"]["64"]
     assert test["k_nominal"] == 4 and abs(test["l0"] - 4) < 1e-9 and test["r2"] > 0.2
@@ -166,7 +173,7 @@ def test_registry_refuses_unknown_duplicate_and_mismatched_architectures() -> No
     with pytest.raises(ValueError, match="unknown SAE architecture"):
         TrainConfig(arch=["nope"])
 
-    class Clash(ShrinkTopK):
+    class Clash(PenaltyTopK):
         name = "topk"
 
     with pytest.raises(TypeError, match="Literal\\['topk'\\]"):
@@ -199,7 +206,7 @@ def test_configs_are_a_discriminated_union_on_arch() -> None:
 
 def test_entry_point_registers_an_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
     ep = importlib.metadata.EntryPoint(
-        "shrink-topk", f"{__name__}:ShrinkTopK", registry.ENTRY_POINT_GROUP
+        "penalty-topk", f"{__name__}:PenaltyTopK", registry.ENTRY_POINT_GROUP
     )
     real = importlib.metadata.entry_points
 
@@ -211,10 +218,10 @@ def test_entry_point_registers_an_architecture(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(importlib.metadata, "entry_points", fake)
     monkeypatch.setattr(registry, "_loaded", False)
     try:
-        assert "shrink-topk" in registry.names()
-        assert registry.get("shrink-topk") is ShrinkTopK
+        assert "penalty-topk" in registry.names()
+        assert registry.get("penalty-topk") is PenaltyTopK
     finally:
-        registry.REGISTRY.pop("shrink-topk", None)
+        registry.REGISTRY.pop("penalty-topk", None)
 
 
 @pytest.mark.parametrize("arch", ["matryoshka", "matryoshka-perlevel", "topk", "relu"])
