@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from medsae.sae import fit
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.registry import build_sae, sae_config
 from medsae.sae.trainer import RunState
@@ -168,39 +169,46 @@ def quality(
         x = torch.nn.functional.embedding_bag(idx, feats, per_sample_weights=w, mode="sum")
         return x + 0.01 * torch.randn(n, d, generator=g)
 
-    cfg = sae_config(
-        arch=arch,
-        d_in=d,
-        n_latents=D,
-        k=k,
-        input_transform="none",
-        dead_after_samples=200_000,
-    )
-    sae = build_sae(cfg, seed=1).to(device)
     steps = samples // B
     lr = lr if lr is not None else QUALITY_LR
-    tcfg = TrainConfig(lr=lr, warmup_fraction=0.01, lr_schedule="wsd")
-    run = RunState(sae, tcfg, steps)
-    g = torch.Generator().manual_seed(2)
-    sae.init_b_dec(batch(4096, g).to(device))
-    fired = torch.zeros(D, dtype=torch.bool, device=device)
-    for s in range(steps):
-        run.step(batch(B, g).to(device), contextlib.nullcontext())
-        if s >= steps - max(1, 500_000 // B):
-            fired |= sae.samples_since_fire == 0
-    print(f"[sae_train] quality: trained {steps} steps", file=sys.stderr, flush=True)
-    sae.eval()
+
+    def batches() -> Any:
+        g = torch.Generator().manual_seed(2)
+        while True:
+            yield batch(B, g)
+
+    # the users' path: medsae.sae.fit (b_dec init, threshold restart, AuxK, as the stage)
+    tcfg = TrainConfig(
+        arch=[arch],  # type: ignore[list-item]
+        levels=[[D]],
+        k=[[k]],
+        input_transform="none",
+        dead_after_samples=200_000,
+        lr=lr,
+        warmup_fraction=0.01,
+        lr_schedule="wsd",
+        batch_size=B,
+        max_samples=steps * B,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        seed=1,
+    )
+    grid = fit(batches(), tcfg)
+    (sae,) = grid.saes.values()
+    print(f"[sae_train] quality: trained {grid.steps} steps", file=sys.stderr, flush=True)
+    # alive: fired within the last 500K training samples
+    window = max(1, 500_000 // B) * B
+    alive = float((sae.samples_since_fire < window).float().mean())
     cos = feats.to(device) @ sae.W_dec.detach().t()
     recovered = float((cos.max(1).values >= 0.9).float().mean())
     xt = batch(8192, torch.Generator().manual_seed(3)).to(device)
-    with torch.no_grad():
-        xh = sae.decode(sae.encode(xt))
+    xh = sae.reconstruct(xt)
     r2 = 1 - float((xt - xh).pow(2).sum() / (xt - xt.mean(0)).pow(2).sum())
     return {
         "recovered_fraction": recovered,
-        "alive_fraction": float(fired.float().mean()),
+        "alive_fraction": alive,
         "r2": r2,
-        "samples": steps * B,
+        "samples": grid.samples,
         "arch": arch,
         "lr": lr,
         "d": d,

@@ -167,7 +167,7 @@ def import_embeddings(
         )
     )
     if not (split_df["split"] == "train").any():
-        console.print("[yellow]import: no subject is in the train split; train needs one[/yellow]")
+        console.print("import: no subject is in the train split; train needs one", style="yellow")
     outcomes.append(write_embedding_store(ws, arr, None, cfg, file, force))
     return outcomes
 

@@ -214,8 +214,9 @@ def label_columns(meta: pd.DataFrame, cfg: ImportConfig, where: str | Path) -> l
             out.append(str(c))
         else:
             console.print(
-                f"[yellow]import: column {c!r} has {n_values} values; kept in the slice table "
-                "but not used as a label (name it in label_columns to use it)[/yellow]"
+                f"import: column {c!r} has {n_values} values; kept in the slice table "
+                "but not used as a label (name it in label_columns to use it)",
+                style="yellow",
             )
     return out
 

@@ -2,6 +2,7 @@
 
 Public API (imported lazily so that ``medsae --help`` does not import torch)::
 
+    fit(data, config, val=None)              train a grid on an array, tensor or batches
     load_sae(run_folder)                     a trained SAE (see docs/ARTIFACTS.md "saes")
     train(workspace, encoder, config)        the ``train`` stage (a grid of runs)
     write_codes(workspace, encoder, run)     the ``codes`` stage
@@ -16,6 +17,8 @@ from __future__ import annotations
 from medsae._lazy import lazy_exports
 
 _EXPORTS = {
+    "fit": "medsae.sae.fitting",
+    "TrainedGrid": "medsae.sae.fitting",
     "load_sae": "medsae.sae.checkpoint",
     "save_sae": "medsae.sae.checkpoint",
     "train": "medsae.sae.stage",

@@ -11,28 +11,25 @@ checkpoints live in the partial folder, so an interrupted build resumes where it
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from medsae.data.table import SLICES_FILE, slices_with_split
 from medsae.device import describe_device, resolve_device
 from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError, InputError
-from medsae.progress import console, make_progress
+from medsae.progress import make_progress
 from medsae.sae.base import SparseAutoencoder
-from medsae.sae.checkpoint import load_sae, save_sae
+from medsae.sae.checkpoint import load_sae
 from medsae.sae.codes_io import save_codes
 from medsae.sae.config import CodesConfig, TrainConfig
-from medsae.sae.data import TrainStream, check_finite, scan_rows, split_rows
-from medsae.sae.evaluation import evaluate_splits, val_summary
-from medsae.sae.grid import expand_grid
-from medsae.sae.io import GRID, HISTORY, METRICS, trained_runs
-from medsae.sae.trainer import GridTrainer, auxk_idle
+from medsae.sae.data import check_finite, scan_rows, split_rows
+from medsae.sae.evaluation import evaluate_splits
+from medsae.sae.fitting import Rows, fit, grid_runs
+from medsae.sae.io import METRICS, trained_runs
 from medsae.workspace import (
     StageOutcome,
     StageResult,
@@ -65,10 +62,6 @@ def _open(
     return ws, store, table
 
 
-def _write_history(path: Path, rows: list[dict[str, object]]) -> None:
-    pd.DataFrame(rows).to_csv(path, index=False)
-
-
 def train(
     workspace: str | Path | Workspace,
     encoder: str,
@@ -86,80 +79,37 @@ def train(
     cfg = config or TrainConfig()
     device = resolve_device(cfg.device, "train.device")
     ws, store, table = _open(workspace, encoder)
-    runs, skipped = expand_grid(cfg, store.dim, encoder=encoder)
-    for s in skipped:
-        console.print(f"train: skipped {s['combo']}: {s['reason']}", style="yellow")
-    if not runs:
-        raise InputError("train config", f"no valid SAE in the grid; skipped: {skipped}")
+    grid_runs(cfg, store.dim, encoder, quiet=True)  # an invalid grid fails before any work
     rows = {s: split_rows(table, s) for s in SPLITS}
     if len(rows["train"]) == 0:
         raise InputError(str(ws.split), "the train split is empty: nothing to train on")
     inputs = {"embeddings": artifact_key(ws.embeddings(encoder)), "split": artifact_key(ws.split)}
 
     def build(tmp: Path) -> StageResult:
-        if device.type == "cpu":
-            torch.set_num_threads(cfg.threads or max(1, os.cpu_count() or 1))
-        all_rows = np.sort(np.concatenate([rows[s] for s in SPLITS]))
-        stats = scan_rows(store, all_rows, table, cfg.chunk_rows)
-        train_stats = (
-            scan_rows(store, rows["train"], None, cfg.chunk_rows)
-            if cfg.input_transform == "scale"
-            else stats
-        )
-        scale = 1.0 / float(np.sqrt(max(train_stats.mean_sq_norm, 1e-24)))
-        for r in runs:
-            r.input_scale = scale if cfg.input_transform == "scale" else 1.0
-        stream = TrainStream(store, rows["train"], cfg.batch_size, cfg.seed, cfg.chunk_rows)
-        rng = np.random.default_rng([cfg.seed, 7])
-        sample_idx = np.sort(
-            rng.choice(
-                rows["train"], size=min(cfg.median_sample, len(rows["train"])), replace=False
-            )
-        )
-        sample = torch.from_numpy(store.read(sample_idx)).to(device)
-        trainer = GridTrainer(
-            runs,
+        scan_rows(store, rows["test"], table, cfg.chunk_rows)  # fit checks train and val
+        grid = fit(
+            Rows(store, rows["train"], table),
             cfg,
-            stream,
-            sample,
-            device,
+            val=Rows(store, rows["val"], table),
+            encoder=encoder,
             state_dir=tmp,
-            val_fn=lambda sae: val_summary(sae, store, rows["val"]),
+            stop_after_steps=stop_after_steps,
         )
-        trainer.stop_after_steps = stop_after_steps
-        budget = trainer.total_steps * cfg.batch_size
-        idle = auxk_idle(runs, budget)
-        if idle:
-            console.print(
-                f"train: AuxK never engages for {len(idle)} of {len(runs)} runs: "
-                f"dead_after_samples ({cfg.dead_after_samples:,}) is not below the training "
-                f"budget ({budget:,} samples); set train.dead_after_samples to a few epochs "
-                f"of the train split ({len(rows['train']):,} slices) to revive dead "
-                "latents",
-                style="yellow",
-            )
-        saes = trainer.fit()
-        trainer.save_checkpoint()
-        for name, sae in saes.items():
-            sae.eval()
-            sae.fold_input_scale()
-            folder = tmp / name
-            save_sae(folder, sae)
+        grid.save(tmp)
+        for name, sae in grid.saes.items():
             metrics = evaluate_splits(sae, store, rows)
-            metrics["training"] = {"steps": trainer.step, "samples": trainer.step * cfg.batch_size}
-            (folder / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
-            _write_history(folder / HISTORY, trainer.runs[name].history)
-        grid = {"runs": sorted(saes), "skipped": skipped, "auxk_idle": sorted(idle)}
-        (tmp / GRID).write_text(json.dumps(grid, indent=2, sort_keys=True))
-        trainer.remove_checkpoint()
+            metrics["training"] = {"steps": grid.steps, "samples": grid.samples}
+            (tmp / name / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        if grid.trainer is not None:
+            grid.trainer.remove_checkpoint()
         return StageResult(
             counts={
-                "runs": len(saes),
-                "skipped": len(skipped),
-                "steps": trainer.step,
+                "runs": len(grid.saes),
+                "skipped": len(grid.skipped),
+                "steps": grid.steps,
                 "train_rows": len(rows["train"]),
             },
-            extra=grid,
+            extra=grid.grid,
         )
 
     return run_stage(
