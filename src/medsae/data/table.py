@@ -103,10 +103,7 @@ def read_slices(slices_dir: Path) -> pd.DataFrame:
 def _read_table(path: Path) -> pd.DataFrame:
     """A Parquet table, its ``slice_id`` / ``subject_key`` columns required where named."""
     table = pd.read_parquet(path)
-    needed = {
-        "slices.parquet": ("slice_id", "subject_key"),
-        "split.parquet": ("subject_key", "split"),
-    }
+    needed = {SLICES_FILE: ("slice_id", "subject_key"), SPLIT_FILE: ("subject_key", "split")}
     missing = [c for c in needed.get(path.name, ()) if c not in table.columns]
     if missing:
         raise KeyError(f"no column {', '.join(missing)}")
