@@ -119,9 +119,10 @@ def mixed_requests(client: Any, n: int) -> list[tuple[str, str, dict[str, Any]]]
     pngs = [client.get(f"/api/slices/{sid}/image.png").content for sid in slices[:60]]
     texts = unique_queries(n, offset=97)
     requests: list[tuple[str, str, dict[str, Any]]] = []
-    total = sum(w for _, w in MIX)
+    pattern = [kind for kind, weight in MIX for _ in range(weight)]
+    np.random.default_rng(0).shuffle(pattern)  # every round mixes the kinds
     for i in range(n):
-        kind = next(k for k, w in _cumulative(MIX) if i % total < w)
+        kind = pattern[i % len(pattern)]
         if kind == "text":
             requests.append((kind, "/api/search", {"params": {"q": texts[i], "k": 12}}))
         elif kind == "similar":
@@ -141,14 +142,6 @@ def mixed_requests(client: Any, n: int) -> list[tuple[str, str, dict[str, Any]]]
             else:
                 requests.append((kind, f"/api/slices/{quote(slices[i % len(slices)])}", {}))
     return requests
-
-
-def _cumulative(mix: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
-    out, total = [], 0
-    for kind, weight in mix:
-        total += weight
-        out.append((kind, total))
-    return out
 
 
 def _send(client: Any, path: str, kwargs: dict[str, Any]) -> tuple[float, int, Any]:
@@ -218,6 +211,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--mixed-rounds", type=int, default=4)
+    ap.add_argument("--encoder", default=None, help="encoder to serve (default: the best run's)")
+    ap.add_argument("--run", default=None, help="SAE run to serve (default: the best run)")
     args = ap.parse_args()
 
     import httpx
@@ -228,7 +223,8 @@ def main() -> None:
         # the server runs in its own process, as `medsae serve` does (the client threads
         # of this process would otherwise compete with it for the interpreter lock)
         code = (
-            f"from medsae.serve import serve; serve({str(root)!r}, host='127.0.0.1', port={port})"
+            f"from medsae.serve import serve; serve({str(root)!r}, host='127.0.0.1', port={port}, "
+            f"encoder={args.encoder!r}, run={args.run!r})"
         )
         t0 = time.perf_counter()
         server = subprocess.Popen(
@@ -285,6 +281,7 @@ def main() -> None:
         "rounds": args.rounds,
         "text_search": text_mode,
         "workspace": label,
+        "run": info.get("run"),
         "startup_s": round(startup_s, 2),
         "target_p95_ms": 500,
         "mixed": mixed,
