@@ -2,9 +2,9 @@
 
 Synthetic data of the target size (8,192 latents, 10,000 training, 5,000 validation and 5,000
 test slices, about 40 tasks, 1,024-d dense embeddings, ~64 active latents per slice) goes
-through the same library calls as ``medsae evaluate``: dense and sparse probes (an L2 grid
-of 4, selected on validation) and performance recovery (N in 1..100, L1 path and mean
-difference). Monosemanticity and the concept map are timed beside them.
+through the same library calls as ``medsae evaluate``: dense and sparse probes (the
+configured L2 rule: by default one fixed strength, C = 1) and performance recovery (N in
+1..100, L1 path and mean difference). Monosemanticity and the concept map are timed beside them.
 
     python benchmarks/evaluate.py [--quick]
 
@@ -30,7 +30,7 @@ from medsae.evaluate.concepts import concept_map, labels_from_tasks
 from medsae.evaluate.config import EvaluateConfig
 from medsae.evaluate.monosemantic import monosemanticity
 from medsae.evaluate.probes import run_probes, scale_sparse, standardize_dense
-from medsae.evaluate.recovery import recovery_with_config
+from medsae.evaluate.recovery import recovery_with_config, task_rows
 from medsae.evaluate.tasks import Task
 
 
@@ -112,17 +112,22 @@ def main() -> None:
     timings["scaling"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    dense_res, _ = run_probes(dense_s, rows, tasks, cfg.l2_grid, cfg.max_iter, "dense")
+    dense_res, _ = run_probes(
+        dense_s, rows, tasks, cfg.l2_grid, cfg.max_iter, "dense", cfg.l2_select, cfg.probe_c
+    )
     timings["probes_dense"] = time.perf_counter() - t
     t = time.perf_counter()
-    sparse_res, chosen = run_probes(sparse_s, rows, tasks, cfg.l2_grid, cfg.max_iter, "sparse")
+    sparse_res, chosen = run_probes(
+        sparse_s, rows, tasks, cfg.l2_grid, cfg.max_iter, "sparse", cfg.l2_select, cfg.probe_c
+    )
     timings["probes_sparse"] = time.perf_counter() - t
 
     dense_auc = {(r["task"], r["split"]): r["roc_auc"] for r in dense_res}
     t = time.perf_counter()
-    rec = recovery_with_config(
-        sparse_s, raw["train"][:, kept], rows, tasks, dense_auc, cfg, chosen["coef"]
+    heads, scored = recovery_with_config(
+        sparse_s, raw["train"][:, kept], rows, tasks, cfg, chosen["coef"]
     )
+    rec = task_rows(heads, rows, scored, dense_auc, cfg.recovery_dense_floor)
     timings["recovery"] = time.perf_counter() - t
     cpu_probes_recovery = time.process_time() - cpu0
 

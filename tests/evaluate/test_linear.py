@@ -66,3 +66,18 @@ def test_warm_start_from_a_prefix_reaches_the_same_solution() -> None:
     )
     np.testing.assert_allclose(warm_w, cold_w, atol=2e-3)
     np.testing.assert_allclose(warm_b, cold_b, atol=2e-3)
+
+
+def test_fixed_c_matches_sklearn_c_with_balanced_classes() -> None:
+    from medsae.evaluate.linear import fixed_c_lambda
+
+    x, y = _data()
+    valid = np.ones((len(y), 1), bool)
+    w = balanced_weights(y[:, None], valid)
+    lam = fixed_c_lambda(valid, 1.0)
+    assert lam[0] == pytest.approx(1 / len(y))
+    fit = fit_logistic(Design(x), y[:, None], w, lam, max_iter=300, tol=1e-9)
+    ref = LogisticRegression(C=1.0, class_weight="balanced", tol=1e-10, max_iter=10_000).fit(x, y)
+    np.testing.assert_allclose(fit.w_dh[:, 0], ref.coef_[0], atol=2e-3)
+    with pytest.raises(ValueError, match="probe_c"):
+        fixed_c_lambda(valid, 0.0)

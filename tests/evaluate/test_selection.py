@@ -222,3 +222,48 @@ def test_r2_variance_weighted_and_uniform_by_hand() -> None:
     x3 = np.array([[1.0, 0.0], [1.0, 2.0]])
     m3 = reconstruction_metrics(x3, np.array([[1.0, 0.0], [1.0, 1.0]]))
     assert m3["r2_uniform"] == pytest.approx(1 - 1 / 2)
+
+
+def _probe_data(seed: int = 0) -> tuple[dict, dict, list[Task]]:
+    rng = np.random.default_rng(seed)
+    n = 300
+    labels = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 8)) + np.eye(8)[labels] * 0.8
+    rows = {"train": np.arange(0, 150), "val": np.arange(150, 225), "test": np.arange(225, 300)}
+    task = Task("t", "metadata", ("a", "b", "c"), labels.astype(np.int64))
+    features = {k: x[r].astype(np.float32) for k, r in rows.items()}
+    return features, rows, [task]
+
+
+def test_probe_strength_is_not_chosen_on_the_validation_scores() -> None:
+    from medsae.evaluate.config import EvaluateConfig
+    from medsae.evaluate.probes import run_probes
+
+    assert EvaluateConfig().l2_select == "fixed"
+    features, rows, tasks = _probe_data()
+    # the same training data, two different validation sets: the fixed-C probe (the
+    # default) is the same model; choosing on validation may pick another strength
+    other = dict(features, val=np.random.default_rng(9).normal(size=features["val"].shape))
+    grid = [1e-4, 1.0]
+    res, chosen = run_probes(features, rows, tasks, grid, 100, "dense")
+    _, chosen2 = run_probes(other, rows, tasks, grid, 100, "dense")
+    np.testing.assert_allclose(chosen["coef"], chosen2["coef"])
+    assert all(r["l2"] == pytest.approx(1 / 150) for r in res)  # C = 1: 1 / (C n_train)
+    _, by_val = run_probes(features, rows, tasks, grid, 100, "dense", l2_select="val")
+    _, by_val2 = run_probes(other, rows, tasks, grid, 100, "dense", l2_select="val")
+    assert not np.allclose(by_val["coef"], by_val2["coef"])
+    with pytest.raises(ValueError, match="l2_select"):
+        run_probes(features, rows, tasks, grid, 100, "dense", l2_select="cv")
+
+
+def test_recovery_refits_ignore_the_validation_scores() -> None:
+    features, rows, tasks = _probe_data(1)
+    sparse = {k: sp.csr_matrix(np.clip(v, 0, None)) for k, v in features.items()}
+    dense_auc = {("t", "val"): 0.9, ("t", "test"): 0.9}
+    kw = dict(ns=[1, 3], methods=["mean_diff"], l2_grid=[1e-4, 1.0], max_iter=80)
+    noisy = dict(sparse, val=sp.csr_matrix(np.random.default_rng(3).random((75, 8))))
+    a = performance_recovery(sparse, sparse["train"], rows, tasks, dense_auc, **kw)
+    b = performance_recovery(noisy, sparse["train"], rows, tasks, dense_auc, **kw)
+    test_a = [r["roc_auc"] for r in a if r["split"] == "test"]
+    test_b = [r["roc_auc"] for r in b if r["split"] == "test"]
+    assert test_a == pytest.approx(test_b)

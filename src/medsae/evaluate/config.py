@@ -68,13 +68,29 @@ class EvaluateConfig(StageConfig):
     min_examples: int = Field(
         default=10,
         ge=1,
-        description="A task is kept only when every class has at least this many slices in the training "
-        "sample, the validation split and the test split; otherwise it is skipped with the reason.",
+        description="A class is kept only when it has at least this many slices in the training "
+        "sample and in the validation split (the test split never decides); a short class is "
+        "dropped from its task, a task left with fewer than two classes is skipped, each with "
+        "the reason.",
+    )
+    l2_select: Literal["fixed", "val"] = Field(
+        default="fixed",
+        description="L2 strength of the probes and the recovery refits: 'fixed' = C = probe_c for "
+        "every classifier (the paper's fixed C = 1), so validation only scores; 'val' = the "
+        "strength of l2_grid / recovery_l2_grid with the best validation ROC-AUC per classifier "
+        "(validation then also tunes the probes whose figures rank the runs).",
+    )
+    probe_c: float = Field(
+        default=1.0,
+        gt=0,
+        description="Inverse L2 strength when l2_select = 'fixed': lambda = 1 / (C n), n the "
+        "classifier's training slices (scikit-learn's C with class_weight='balanced').",
     )
     l2_grid: list[float] = Field(
         default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1],
-        description="L2 strengths (lambda, on the class-balanced mean log-loss) tried for every probe; "
-        "each one-vs-rest classifier keeps the one with the best validation ROC-AUC.",
+        description="L2 strengths (lambda, on the class-balanced mean log-loss) tried for every probe "
+        "when l2_select = 'val'; each one-vs-rest classifier keeps the one with the best "
+        "validation ROC-AUC.",
     )
     max_iter: int = Field(
         default=100, ge=1, description="L-BFGS iterations of a probe fit (all tasks jointly)."
@@ -134,7 +150,8 @@ class EvaluateConfig(StageConfig):
     )
     recovery_l2_grid: list[float] = Field(
         default_factory=lambda: [1e-3, 1e-2],
-        description="L2 strengths tried for each N-feature refit (chosen on validation).",
+        description="L2 strengths tried for each N-feature refit when l2_select = 'val' "
+        "(chosen on validation).",
     )
     recovery_max_iter: int = Field(
         default=50, ge=1, description="L-BFGS iterations of each N-feature refit."

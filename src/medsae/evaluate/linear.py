@@ -84,6 +84,19 @@ def balanced_weights(y_nh: np.ndarray, valid_nh: np.ndarray) -> np.ndarray:
     return (y * (0.5 / n_pos) + neg * (0.5 / n_neg)).astype(np.float32)
 
 
+def fixed_c_lambda(valid_nh: np.ndarray, c: float) -> np.ndarray:
+    """L2 strength per head of a fixed inverse strength ``C``: ``1 / (C n_h)``, ``(H,)``.
+
+    ``n_h`` is the head's number of valid training rows: with the class-balanced weights of
+    :func:`balanced_weights` (summing to 1) this is scikit-learn's ``C`` with
+    ``class_weight="balanced"`` (whose weights sum to ``n_h``), the paper's ``C = 1``.
+    """
+    if not c > 0:
+        raise ValueError(f"probe_c: expected a positive number, got {c}")
+    n = np.maximum(np.asarray(valid_nh).sum(0), 1).astype(np.float64)
+    return np.asarray(1.0 / (c * n), dtype=np.float32)
+
+
 @dataclass
 class LinearFit:
     """Weights ``(d, H)`` and intercepts ``(H,)`` of jointly fitted heads."""
@@ -173,15 +186,17 @@ def fit_logistic_blocks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit one classifier per head and L2 strength, head ``h`` on its own columns ``x_hnd[h]``.
 
-    Returns weights ``(H, G, d)`` and intercepts ``(H, G)`` for the ``G`` strengths ``lam_g``.
+    Returns weights ``(H, G, d)`` and intercepts ``(H, G)`` for the ``G`` strengths ``lam_g``
+    (``(G,)`` shared by every head, or ``(H, G)`` per head).
     ``init`` = (weights ``(H, G, d0)``, intercepts ``(H, G)``) warm-starts the first ``d0 <= d``
     columns (the others start at 0), e.g. from the fit on a prefix of the columns.
     """
     x = torch.from_numpy(np.ascontiguousarray(x_hnd, dtype=np.float32))
     y = torch.from_numpy(np.asarray(y_nh, dtype=np.float32)).T.unsqueeze(2)  # (H, n, 1)
     s = torch.from_numpy(np.asarray(weights_nh, dtype=np.float32)).T.unsqueeze(2)
-    lam = torch.from_numpy(np.asarray(lam_g, dtype=np.float32)).view(1, -1, 1)
     n_heads, _, d = x.shape
+    lam_arr = np.asarray(lam_g, dtype=np.float32)
+    lam = torch.from_numpy(lam_arr.reshape(n_heads if lam_arr.ndim == 2 else 1, -1, 1).copy())
     g = lam.shape[1]
     w0 = torch.zeros(n_heads, d, g)
     b0 = torch.zeros(n_heads, 1, g)

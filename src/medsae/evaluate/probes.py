@@ -9,8 +9,10 @@ Inputs are scaled with training-sample statistics only:
 Every task becomes one-vs-rest L2 logistic classifiers (one for a binary task, one per class
 otherwise) with class-balanced sample weights, fitted jointly for every task
 (:mod:`medsae.evaluate.linear`), along the L2 grid from the strongest penalty to the weakest,
-each fit warm-started from the previous one. Each classifier keeps the strength with
-the best validation ROC-AUC (ties go to the stronger penalty). Reported per task, feature
+each fit warm-started from the previous one. The strength is fixed (``l2_select =
+"fixed"``: ``C = probe_c`` for every classifier, the paper's rule) or, with ``l2_select =
+"val"``, each classifier keeps the strength with the best validation ROC-AUC (ties go to the
+stronger penalty). Reported per task, feature
 kind and evaluation split: one-vs-rest macro ROC-AUC, balanced accuracy and macro F1
 (:mod:`medsae.metrics.classification`).
 """
@@ -24,7 +26,13 @@ from typing import Any, TypeAlias
 import numpy as np
 import scipy.sparse as sp
 
-from medsae.evaluate.linear import Design, LinearFit, balanced_weights, fit_logistic
+from medsae.evaluate.linear import (
+    Design,
+    LinearFit,
+    balanced_weights,
+    fit_logistic,
+    fixed_c_lambda,
+)
 from medsae.evaluate.tasks import Task
 from medsae.metrics.classification import classification_report, roc_auc
 
@@ -121,6 +129,15 @@ class HeadTable:
         return out
 
 
+L2_SELECT = ("fixed", "val")
+
+
+def check_l2_select(l2_select: str) -> None:
+    """Refuse an unknown way of choosing the L2 strength."""
+    if l2_select not in L2_SELECT:
+        raise ValueError(f"l2_select: expected one of {L2_SELECT}, got {l2_select!r}")
+
+
 def select_by_validation(auc_hg: np.ndarray) -> np.ndarray:
     """Index of the best column per head (``auc_hg`` ordered from strongest to weakest penalty)."""
     filled = np.where(np.isnan(auc_hg), -np.inf, auc_hg)
@@ -141,6 +158,34 @@ def task_reports(
     return out
 
 
+def target_score(task: Task, k: int, scores_nk: np.ndarray) -> np.ndarray:
+    """The one-vs-rest score of class ``k`` from a task's head scores ``(n, n_heads)``.
+
+    A binary task's one head scores its second class; its first class is scored by the
+    negated score (the same ROC-AUC).
+    """
+    if task.n_heads == 1:
+        return np.asarray(scores_nk[:, 0] if k == 1 else -scores_nk[:, 0])
+    return np.asarray(scores_nk[:, k])
+
+
+def target_aucs(
+    heads: HeadTable, rows: np.ndarray, scores_nh: np.ndarray
+) -> list[tuple[str, str, float]]:
+    """``(task, class, ROC-AUC)`` of every class against the rest of its task, on ``rows``.
+
+    NaN where the class, or the rest, is absent from ``rows``.
+    """
+    out = []
+    for t, task in enumerate(heads.tasks):
+        lab = task.labels[rows]
+        m = lab >= 0
+        block = scores_nh[m][:, heads.slices[t]]
+        for k, cls in enumerate(task.classes):
+            out.append((task.name, cls, roc_auc(lab[m] == k, target_score(task, k, block))))
+    return out
+
+
 def run_probes(
     features: Mapping[str, Features],
     rows: Mapping[str, np.ndarray],
@@ -148,6 +193,8 @@ def run_probes(
     l2_grid: Sequence[float],
     max_iter: int = 150,
     feature_kind: str = "dense",
+    l2_select: str = "fixed",
+    probe_c: float = 1.0,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Fit and score the probes of every task on one kind of features.
 
@@ -156,7 +203,11 @@ def run_probes(
     features: ``{'train': X, 'val': X, 'test': X, ...}`` already scaled (see
         :func:`standardize_dense`, :func:`scale_sparse`), rows aligned with ``rows``.
     rows: the slice-table rows of each split (labels are read from the tasks at these rows).
-    tasks: the kept tasks; the L2 strength is selected on ``'val'``.
+    tasks: the kept tasks.
+    l2_select: ``"fixed"``: every head uses the strength of ``C = probe_c``
+        (:func:`medsae.evaluate.linear.fixed_c_lambda`; the paper's fixed ``C = 1``) and
+        ``l2_grid`` is not used; ``"val"``: each head keeps the strength of ``l2_grid`` with
+        the best ``'val'`` ROC-AUC (validation then serves twice when it also ranks runs).
 
     Returns
     -------
@@ -166,25 +217,35 @@ def run_probes(
     """
     if not tasks:
         return [], {}
+    check_l2_select(l2_select)
     heads = HeadTable.build(tasks)
-    grid = np.array(sorted(l2_grid, reverse=True), dtype=np.float32)  # strongest first
-    n_h, n_g = heads.n_heads, len(grid)
+    n_h = heads.n_heads
     y, valid = heads.targets(rows["train"])
     weights = balanced_weights(y, valid)
     design = Design(features["train"])
-    fits: list[LinearFit] = []
-    for lam in grid:  # strongest penalty first, each fit warm-starts the next (a path)
-        fits.append(
-            fit_logistic(
-                design, y, weights, np.full(n_h, lam), max_iter, init=fits[-1] if fits else None
+    if l2_select == "fixed":
+        lam_h = fixed_c_lambda(valid, probe_c)
+        fit = fit_logistic(design, y, weights, lam_h, max_iter)
+        val_scores = fit.decision(features["val"])
+        chosen_cols = np.arange(n_h)
+        lam_of = lam_h.astype(np.float64)
+    else:
+        grid = np.array(sorted(l2_grid, reverse=True), dtype=np.float32)  # strongest first
+        fits: list[LinearFit] = []
+        for lam in grid:  # strongest penalty first, each fit warm-starts the next (a path)
+            fits.append(
+                fit_logistic(
+                    design, y, weights, np.full(n_h, lam), max_iter, init=fits[-1] if fits else None
+                )
             )
+        fit = LinearFit(
+            np.concatenate([f.w_dh for f in fits], 1), np.concatenate([f.b_h for f in fits]), 0
         )
-    fit = LinearFit(
-        np.concatenate([f.w_dh for f in fits], 1), np.concatenate([f.b_h for f in fits]), 0
-    )
-    val_scores = fit.decision(features["val"])
-    best_g = select_by_validation(heads.head_auc(rows["val"], val_scores).reshape(n_g, n_h).T)
-    chosen_cols = best_g * n_h + np.arange(n_h)
+        val_scores = fit.decision(features["val"])
+        auc = heads.head_auc(rows["val"], val_scores).reshape(len(grid), n_h).T
+        best_g = select_by_validation(auc)
+        chosen_cols = best_g * n_h + np.arange(n_h)
+        lam_of = grid[best_g].astype(np.float64)
     results: list[dict[str, Any]] = []
     chosen: dict[str, np.ndarray] = {"coef": fit.w_dh[:, chosen_cols]}
     n_train = [int(valid[:, sl.start].sum()) for sl in heads.slices]
@@ -206,7 +267,7 @@ def run_probes(
                     "f1": rep["f1"],
                     "n_train": int(n_train[t]),
                     "n_eval": int(rep["n"]),
-                    "l2": float(np.median(grid[best_g[heads.slices[t]]])),
+                    "l2": float(np.median(lam_of[heads.slices[t]])),
                 }
             )
     return results, chosen

@@ -9,6 +9,8 @@ reconstruction from the first ``L`` latents). Formulas (:mod:`medsae.metrics.rec
 * ``r2`` = 1 - SSE / sum_j sum_i (x_ij - mean_j)^2 (per-dimension means), ``fvu`` = 1 - r2;
 * ``r2_grand_mean``: the paper's form, one scalar mean over all entries; reported for
   comparison only (it is inflated when dimensions have different means);
+* ``r2_grand_mean_batched`` (validation split only): the paper's reported figure, the same
+  form per batch of 2,048 validation rows in order, averaged weighted by batch size;
 * ``cosine``: mean over slices of cos(x_i, x_hat_i);
 * ``l0``: mean number of non-zero latents among the first ``L`` per slice;
 * ``dead_fraction``: latents (of the first ``L``) that never fire on the split;
@@ -29,7 +31,14 @@ import scipy.sparse as sp
 import torch
 
 from medsae.errors import InputError
-from medsae.metrics.reconstruction import ReconstructionAccumulator, firing_stats
+from medsae.metrics.reconstruction import (
+    BatchedGrandMeanR2,
+    ReconstructionAccumulator,
+    firing_stats,
+)
+
+PAPER_SPLIT = "val"
+"""The split of the paper's reported R² (``r2_grand_mean_batched``)."""
 
 
 class SAELike(Protocol):
@@ -107,6 +116,8 @@ def reconstruction_report(
     n_latents = int(sae.cfg.n_latents)
     fires = {s: np.zeros(n_latents, dtype=np.int64) for s in splits}
     l0 = {(s, lv): 0.0 for s in splits for lv in levels}
+    # the paper's batched grand-mean R², on the validation split's rows in order
+    paper = {lv: BatchedGrandMeanR2() for lv in levels} if PAPER_SPLIT in splits else {}
     with torch.no_grad():
         for start, block in iter_blocks(x, batch_size):
             xb = torch.from_numpy(np.array(block, dtype=np.float32, copy=True))
@@ -125,6 +136,8 @@ def reconstruction_report(
                 for lv in levels:
                     acc[(s, lv)].update(target[m], recon[lv][m])
                     l0[(s, lv)] += float(cum[m, lv - 1].sum())
+                    if s == PAPER_SPLIT:
+                        paper[lv].update(target[m], recon[lv][m])
     out: dict[str, dict[str, dict[str, float]]] = {}
     for s in splits:
         out[s] = {}
@@ -134,6 +147,8 @@ def reconstruction_report(
                 continue
             res = a.result()
             res.update(_firing(fires[s], a.n, lv, l0[(s, lv)]))
+            if s == PAPER_SPLIT:
+                res["r2_grand_mean_batched"] = paper[lv].result()
             out[s][str(lv)] = res
     return out
 

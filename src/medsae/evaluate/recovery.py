@@ -19,7 +19,7 @@ ranked on the training sample in one of two modes:
   every class uses the same N latents.
 
 For each N, an L2 logistic classifier is refitted per class on its top-N latents only (L2
-strength chosen on validation as for the full probes) and scored. Reported per task, method,
+strength fixed by ``C``, or chosen on validation, as for the full probes) and scored. Reported per task, method,
 mode, N and evaluation split::
 
     ROC-AUC(N),   recovery(N) = ROC-AUC(N) / dense ROC-AUC   (the paper's ratio),
@@ -34,6 +34,7 @@ and ``above_floor``: whether the task's dense validation ROC-AUC reaches ``dense
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,42 +42,24 @@ import scipy.sparse as sp
 import torch
 
 from medsae.evaluate.config import EvaluateConfig
+from medsae.evaluate.headline import (  # noqa: F401  (re-exported)
+    RECOVERY_THRESHOLDS,
+    mean_features_to_threshold,
+)
 from medsae.evaluate.linear import (
     Design,
     balanced_weights,
     block_decision,
     fit_logistic_blocks,
+    fixed_c_lambda,
     threads_for,
 )
-from medsae.evaluate.probes import HeadTable, select_by_validation
+from medsae.evaluate.paper import PAPER_TASKS  # noqa: F401  (re-exported)
+from medsae.evaluate.probes import HeadTable, check_l2_select, select_by_validation
 from medsae.evaluate.tasks import Task
 from medsae.metrics.classification import classification_report, roc_auc
 
 BLOCK_ELEMENTS = 48_000_000  # floats per gathered (heads, rows, N) block (~190 MB)
-RECOVERY_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-"""Fractions of the dense ROC-AUC of the paper's Table 1 term."""
-PAPER_TASKS = (
-    "modality",
-    "plane",
-    "sex",
-    "age_group_extremes",
-    "kvp",
-    "institute",
-    "manufacturer",
-    "scanner_model",
-    "pathology",
-    "structure:gallbladder",
-    "structure:kidney_left",
-    "structure:liver",
-    "structure:spleen",
-    "structure:prostate",
-    "structure:brain",
-    "structure:heart",
-    "structure:sternum",
-    "structure:clavicula_left",
-    "structure:clavicula_right",
-)
-"""The tasks of the paper's probes and recovery figures, under this package's task names."""
 
 
 def shared_ranking(coef_dh: np.ndarray, heads: HeadTable, n_top: int) -> np.ndarray:
@@ -96,52 +79,6 @@ def shared_ranking(coef_dh: np.ndarray, heads: HeadTable, n_top: int) -> np.ndar
         order = np.lexsort((np.arange(len(score)), -score))[: out.shape[1]]
         out[sl] = order
     return out
-
-
-def mean_features_to_threshold(
-    curves: Sequence[tuple[str, int, float, float]],
-    ns: Sequence[int],
-    thresholds: Sequence[float] = RECOVERY_THRESHOLDS,
-    dense_min: float = 0.6,
-    unmet: str = "paper",
-) -> float | None:
-    """The paper's Table 1 performance term: mean N needed to reach each fraction of dense.
-
-    ``curves`` holds ``(target, N, roc_auc(N), dense roc_auc)`` rows. For every target with
-    dense ROC-AUC ``> dense_min`` and every threshold ``t``, ``N_t`` = the smallest N with
-    ``roc_auc(N) / dense >= t``. A threshold a target never reaches counts
-    (``unmet = "paper"``, the paper's ``evaluate_sae_configs.py``) the largest ``N_t`` that
-    any target needed for that threshold, plus one, or ``max(ns)`` when no target reached it;
-    (``unmet = "grid"``) ``max(ns) + 1``. The result is the mean over targets and thresholds;
-    lower is better. ``None`` when no target passes the filter.
-    """
-    if unmet not in ("paper", "grid"):
-        raise ValueError(f"unmet: expected 'paper' or 'grid', got {unmet!r}")
-    by_target: dict[str, list[tuple[int, float, float]]] = {}
-    for target, n, auc, dense in curves:
-        by_target.setdefault(str(target), []).append((int(n), float(auc), float(dense)))
-    table: list[list[float]] = []
-    for rows in by_target.values():
-        dense = rows[0][2]
-        if not np.isfinite(dense) or dense <= dense_min:
-            continue
-        met = []
-        for t in thresholds:
-            hits = [n for n, auc, _ in rows if np.isfinite(auc) and auc / dense >= t]
-            met.append(float(min(hits)) if hits else np.nan)
-        table.append(met)
-    if not table:
-        return None
-    arr = np.asarray(table, dtype=np.float64)
-    n_max = float(max(ns))
-    for c in range(arr.shape[1]):
-        col = arr[:, c]
-        if unmet == "grid":
-            fill = n_max + 1
-        else:
-            fill = float(np.nanmax(col)) + 1 if np.isfinite(col).any() else n_max
-        col[~np.isfinite(col)] = fill
-    return float(arr.mean())
 
 
 def mean_diff_ranking(
@@ -247,12 +184,20 @@ def _gather(x_csc: sp.csc_matrix, ranking_hk: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block.reshape(x_csc.shape[0], h, k).transpose(1, 0, 2))
 
 
-def performance_recovery(
+@dataclass
+class RecoveryScores:
+    """The refitted classifiers' scores of one ranking rule: ``(N, split) -> (rows, heads)``."""
+
+    method: str
+    mode: str
+    scores: dict[tuple[int, str], np.ndarray]
+
+
+def recovery_scores(
     features: Mapping[str, sp.csr_matrix],
     raw_train: sp.csr_matrix,
     rows: Mapping[str, np.ndarray],
     tasks: Sequence[Task],
-    dense_auc: Mapping[tuple[str, str], float],
     ns: Sequence[int],
     methods: Sequence[str] = ("l1", "mean_diff"),
     l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
@@ -263,39 +208,41 @@ def performance_recovery(
     seed: int = 0,
     modes: Sequence[str] = ("per_class",),
     coef: np.ndarray | None = None,
-    dense_floor: float = 0.55,
-) -> list[dict[str, Any]]:
-    """ROC-AUC(N) and recovery(N) per task, selection method and mode, N and evaluation split.
+    l2_select: str = "fixed",
+    probe_c: float = 1.0,
+) -> tuple[HeadTable, list[RecoveryScores]]:
+    """Rank the latents and refit every head on its top N, for every rule and N.
 
-    ``features`` are the scaled codes per split (``'train'``, ``'val'``, ...), ``raw_train`` the
-    unscaled training codes with the same columns (for ``mean_diff``), ``dense_auc`` maps
-    ``(task, split)`` to the dense probe's ROC-AUC. ``modes``: ``per_class`` runs every rule
-    of ``methods``; ``shared`` runs the ``coef`` rule, which needs ``coef`` ``(latents, heads)``,
-    the full sparse probe's weights on the same scaled columns. ``dense_floor``: a task whose
-    dense validation ROC-AUC is below it gets ``above_floor = False``.
+    Parameters as :func:`performance_recovery`; returns the heads and, per rule, the scores
+    of every evaluation split (the input of :func:`task_rows` and
+    :func:`medsae.evaluate.headline.target_rows`).
     """
+    check_l2_select(l2_select)
+    heads = HeadTable.build(tasks)
     if not tasks:
-        return []
+        return heads, []
     for mode in modes:
         if mode not in ("per_class", "shared"):
             raise ValueError(f"unknown recovery mode {mode!r}; expected 'per_class' or 'shared'")
     if "shared" in modes and coef is None:
         raise ValueError("coef: the shared mode needs the full sparse probe's weights")
-    heads = HeadTable.build(tasks)
     y, valid = heads.targets(rows["train"])
     weights = balanced_weights(y, valid)
     n_cols = features["train"].shape[1]
     n_max = min(max(ns), n_cols)
     ns_eff = sorted({min(n, n_cols) for n in ns})
-    grid = np.array(sorted(l2_grid, reverse=True), dtype=np.float32)
+    if l2_select == "fixed":
+        lam = fixed_c_lambda(valid, probe_c)[:, None]  # (H, 1): one strength per head
+    else:
+        lam = np.array(sorted(l2_grid, reverse=True), dtype=np.float32)
     eval_splits = [sp_ for sp_ in features if sp_ != "train"]
     csc = {k: sp.csc_matrix(v, dtype=np.float32) for k, v in features.items()}
     yv, vv = heads.targets(rows["val"])
     vv = vv.astype(bool)
-    results: list[dict[str, Any]] = []
     plans: list[tuple[str, str]] = [(m, "per_class") for m in methods if "per_class" in modes]
     if "shared" in modes:
         plans.append(("coef", "shared"))
+    out: list[RecoveryScores] = []
     for method, mode in plans:
         if method == "l1":
             ranking = l1_path_ranking(
@@ -317,53 +264,110 @@ def performance_recovery(
         for lo in range(0, heads.n_heads, chunk):
             hs = np.arange(lo, min(lo + chunk, heads.n_heads))
             blocks = {k: _gather(csc[k], ranking[hs]) for k in csc}
+            lam_block = lam[hs] if lam.ndim == 2 else lam
             init: tuple[np.ndarray, np.ndarray] | None = None
             for n in ns_eff:  # increasing N: each fit starts from the previous one
                 w, b = fit_logistic_blocks(
-                    blocks["train"][:, :, :n], y[:, hs], weights[:, hs], grid, max_iter, init
+                    blocks["train"][:, :, :n], y[:, hs], weights[:, hs], lam_block, max_iter, init
                 )
                 init = (w, b)
                 z_val = block_decision(blocks["val"][:, :, :n], w, b)  # (h, n_val, G)
-                auc = np.array(
-                    [
-                        [roc_auc(yv[vv[:, h], h], z_val[i, vv[:, h], g]) for g in range(len(grid))]
-                        for i, h in enumerate(hs)
-                    ]
-                )
-                best = select_by_validation(auc)
+                if l2_select == "fixed":
+                    best = np.zeros(len(hs), dtype=np.int64)
+                else:
+                    auc = np.array(
+                        [
+                            [
+                                roc_auc(yv[vv[:, h], h], z_val[i, vv[:, h], g])
+                                for g in range(len(lam))
+                            ]
+                            for i, h in enumerate(hs)
+                        ]
+                    )
+                    best = select_by_validation(auc)
                 for sp_ in eval_splits:
                     z = z_val if sp_ == "val" else block_decision(blocks[sp_][:, :, :n], w, b)
                     scores[(n, sp_)][:, hs] = z[np.arange(len(hs)), :, best].T
-        for n in ns_eff:
-            for sp_ in eval_splits:
-                for t, task in enumerate(heads.tasks):
-                    lab = task.labels[rows[sp_]]
-                    m = lab >= 0
-                    rep = classification_report(
-                        lab[m], scores[(n, sp_)][m][:, heads.slices[t]], task.n_classes
-                    )
-                    dense = float(dense_auc.get((task.name, sp_), np.nan))
-                    dense_val = float(dense_auc.get((task.name, "val"), np.nan))
-                    results.append(
-                        {
-                            "task": task.name,
-                            "kind": task.kind,
-                            "method": method,
-                            "mode": mode,
-                            "n_features": n,
-                            "split": sp_,
-                            "roc_auc": rep["roc_auc"],
-                            "balanced_accuracy": rep["balanced_accuracy"],
-                            "f1": rep["f1"],
-                            "dense_roc_auc": dense,
-                            "recovery": rep["roc_auc"] / dense if dense > 0 else float("nan"),
-                            "recovery_above_chance": (rep["roc_auc"] - 0.5) / (dense - 0.5)
-                            if dense > 0.5
-                            else float("nan"),
-                            "above_floor": bool(dense_val >= dense_floor),
-                        }
-                    )
+        out.append(RecoveryScores(method, mode, scores))
+    return heads, out
+
+
+def task_rows(
+    heads: HeadTable,
+    rows: Mapping[str, np.ndarray],
+    scored: Sequence[RecoveryScores],
+    dense_auc: Mapping[tuple[str, str], float],
+    dense_floor: float = 0.55,
+) -> list[dict[str, Any]]:
+    """One row per task, rule, N and split: macro ROC-AUC(N), recovery, ``above_floor``."""
+    results: list[dict[str, Any]] = []
+    for rs in scored:
+        for (n, sp_), score in rs.scores.items():
+            for t, task in enumerate(heads.tasks):
+                lab = task.labels[rows[sp_]]
+                m = lab >= 0
+                rep = classification_report(lab[m], score[m][:, heads.slices[t]], task.n_classes)
+                dense = float(dense_auc.get((task.name, sp_), np.nan))
+                dense_val = float(dense_auc.get((task.name, "val"), np.nan))
+                results.append(
+                    {
+                        "task": task.name,
+                        "kind": task.kind,
+                        "method": rs.method,
+                        "mode": rs.mode,
+                        "n_features": n,
+                        "split": sp_,
+                        "roc_auc": rep["roc_auc"],
+                        "balanced_accuracy": rep["balanced_accuracy"],
+                        "f1": rep["f1"],
+                        "dense_roc_auc": dense,
+                        "recovery": rep["roc_auc"] / dense if dense > 0 else float("nan"),
+                        "recovery_above_chance": (rep["roc_auc"] - 0.5) / (dense - 0.5)
+                        if dense > 0.5
+                        else float("nan"),
+                        "above_floor": bool(dense_val >= dense_floor),
+                    }
+                )
+    results.sort(key=lambda r: (r["n_features"], r["split"]))
     return results
+
+
+def performance_recovery(
+    features: Mapping[str, sp.csr_matrix],
+    raw_train: sp.csr_matrix,
+    rows: Mapping[str, np.ndarray],
+    tasks: Sequence[Task],
+    dense_auc: Mapping[tuple[str, str], float],
+    ns: Sequence[int],
+    methods: Sequence[str] = ("l1", "mean_diff"),
+    l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
+    max_iter: int = 100,
+    path_length: int = 20,
+    path_ratio: float = 1e-3,
+    path_iter: int = 20,
+    seed: int = 0,
+    modes: Sequence[str] = ("per_class",),
+    coef: np.ndarray | None = None,
+    dense_floor: float = 0.55,
+    l2_select: str = "fixed",
+    probe_c: float = 1.0,
+) -> list[dict[str, Any]]:
+    """ROC-AUC(N) and recovery(N) per task, selection method and mode, N and evaluation split.
+
+    ``features`` are the scaled codes per split (``'train'``, ``'val'``, ...), ``raw_train`` the
+    unscaled training codes with the same columns (for ``mean_diff``), ``dense_auc`` maps
+    ``(task, split)`` to the dense probe's ROC-AUC. ``modes``: ``per_class`` runs every rule
+    of ``methods``; ``shared`` runs the ``coef`` rule, which needs ``coef`` ``(latents, heads)``,
+    the full sparse probe's weights on the same scaled columns. ``dense_floor``: a task whose
+    dense validation ROC-AUC is below it gets ``above_floor = False``. ``l2_select``:
+    ``"fixed"`` refits with ``C = probe_c``; ``"val"`` keeps the strength of ``l2_grid`` with
+    the best validation ROC-AUC per head.
+    """
+    heads, scored = recovery_scores(
+        features, raw_train, rows, tasks, ns, methods, l2_grid, max_iter, path_length,
+        path_ratio, path_iter, seed, modes, coef, l2_select, probe_c,
+    )  # fmt: skip
+    return task_rows(heads, rows, scored, dense_auc, dense_floor)
 
 
 def recovery_with_config(
@@ -371,17 +375,15 @@ def recovery_with_config(
     raw_train: sp.csr_matrix,
     rows: Mapping[str, np.ndarray],
     tasks: Sequence[Task],
-    dense_auc: Mapping[tuple[str, str], float],
     cfg: EvaluateConfig,
     coef: np.ndarray | None = None,
-) -> list[dict[str, Any]]:
-    """:func:`performance_recovery` with every setting taken from an ``EvaluateConfig``."""
-    return performance_recovery(
+) -> tuple[HeadTable, list[RecoveryScores]]:
+    """:func:`recovery_scores` with every setting taken from an ``EvaluateConfig``."""
+    return recovery_scores(
         features,
         raw_train,
         rows,
         tasks,
-        dense_auc,
         cfg.recovery_ns,
         cfg.recovery_methods,
         cfg.recovery_l2_grid,
@@ -392,5 +394,6 @@ def recovery_with_config(
         seed=cfg.seed,
         modes=cfg.recovery_modes,
         coef=coef,
-        dense_floor=cfg.recovery_dense_floor,
+        l2_select=cfg.l2_select,
+        probe_c=cfg.probe_c,
     )

@@ -19,6 +19,8 @@ import pandas as pd
 
 from medsae.device import describe_device, resolve_device
 from medsae.evaluate.config import EvaluateConfig
+from medsae.evaluate.headline import TARGET_COLUMNS, recovery_figures
+from medsae.evaluate.headline import mean_finite as _mean
 from medsae.evaluate.inputs import EvalInputs, input_keys, load_inputs, sample_rows
 from medsae.evaluate.io import (
     CONCEPTS,
@@ -26,6 +28,7 @@ from medsae.evaluate.io import (
     PROBES,
     RECONSTRUCTION,
     RECOVERY,
+    RECOVERY_TARGETS,
     SKIPPED_TASKS,
     SUMMARY,
 )
@@ -36,7 +39,9 @@ from medsae.workspace import StageOutcome, StageResult, Workspace, run_stage, wr
 RECON_NOTE = (
     "r2 = 1 - SSE / sum of per-dimension variance = 1 - fvu (variance-weighted per-dimension R2); "
     "r2_uniform = mean over dimensions of 1 - SSE_j / SST_j; r2_grand_mean is the paper's "
-    "form (one grand scalar mean), reported for comparison only"
+    "form (one grand scalar mean), reported for comparison only; r2_grand_mean_batched "
+    "(val only) is the paper's reported figure: that form per batch of 2,048 validation rows, "
+    "averaged weighted by batch size"
 )
 
 
@@ -51,6 +56,8 @@ class _Run:
         self.skipped_parts: list[dict[str, str]] = []
         self.summary: dict[str, Any] = {"encoder": inputs.encoder, "run": inputs.run}
         self.dense_auc: dict[tuple[str, str], float] = {}
+        self.dense_target_auc: dict[tuple[str, str, str], float] = {}
+        self.paper_targets: list[dict[str, Any]] = []
         self.sparse_coef: np.ndarray | None = None
         self.selection: dict[str, Any] = {"split": config.selection_split}
         self._probe_data: dict[str, Any] | None = None
@@ -94,11 +101,14 @@ class _Run:
             "dense_fraction",
         ):
             self.summary[key] = head.get(key)
+        paper = report["splits"].get("val", {}).get(str(max(self.inp.levels)), {})
+        self.summary["r2_grand_mean_val_paper"] = paper.get("r2_grand_mean_batched")
 
     # -- probes and recovery --------------------------------------------------------------
     def _prepare_probes(self) -> dict[str, Any]:
         if self._probe_data is not None:
             return self._probe_data
+        from medsae.evaluate.paper import paper_target_status
         from medsae.evaluate.probes import scale_sparse, standardize_dense
         from medsae.evaluate.tasks import derive_tasks, filter_tasks
 
@@ -116,8 +126,11 @@ class _Run:
             cfg.group_tasks,
             inp.label_columns,
         )
-        kept, skipped = filter_tasks(tasks, rows, cfg.min_examples)
+        # which tasks and classes exist is decided on train and validation only, never test
+        deciding = {s: rows[s] for s in TASK_FILTER_SPLITS}
+        kept, skipped = filter_tasks(tasks, deciding, cfg.min_examples)
         self.skipped_tasks = unformed + skipped
+        self.paper_targets = paper_target_status(tasks, kept, self.skipped_tasks)
         dense = standardize_dense(
             {k: inp.store.read(r, normalize=cfg.dense_normalize) for k, r in rows.items()}
         )
@@ -134,7 +147,7 @@ class _Run:
         return self._probe_data
 
     def probes(self, out: Path) -> None:
-        from medsae.evaluate.probes import run_probes
+        from medsae.evaluate.probes import HeadTable, run_probes, target_aucs
 
         d = self._prepare_probes()
         self._probes_done = True
@@ -142,20 +155,32 @@ class _Run:
             self.skipped_parts.append(
                 {
                     "part": "probes",
-                    "reason": f"no task has {self.cfg.min_examples} examples of every "
-                    "class in train, val and test (see tasks)",
+                    "reason": f"no task has two classes with {self.cfg.min_examples} "
+                    "examples each in train and val (see tasks)",
                 }
             )
         results: list[dict[str, Any]] = []
         for kind in ("dense", "sparse"):
             t0 = time.perf_counter()
             res, chosen = run_probes(
-                d[kind], d["rows"], d["tasks"], self.cfg.l2_grid, self.cfg.max_iter, kind
+                d[kind],
+                d["rows"],
+                d["tasks"],
+                self.cfg.l2_grid,
+                self.cfg.max_iter,
+                kind,
+                self.cfg.l2_select,
+                self.cfg.probe_c,
             )
             self.timings[f"probes_{kind}"] = round(time.perf_counter() - t0, 3)
             results += res
             if kind == "sparse":
                 self.sparse_coef = chosen.get("coef")
+            elif d["tasks"]:
+                heads = HeadTable.build(d["tasks"])
+                for split in ("val", "test"):
+                    for task, cls, auc in target_aucs(heads, d["rows"][split], chosen[split]):
+                        self.dense_target_auc[(task, cls, split)] = auc
         frame = pd.DataFrame.from_records(results, columns=PROBE_COLUMNS)
         frame.to_parquet(out / PROBES, index=False)
         dense = frame[frame["features"] == "dense"]
@@ -166,26 +191,37 @@ class _Run:
         self.summary["sparse_auroc"] = _mean(head.loc[head["features"] == "sparse", "roc_auc"])
 
     def recovery(self, out: Path) -> None:
-        from medsae.evaluate.recovery import recovery_with_config
+        from medsae.evaluate.headline import target_rows
+        from medsae.evaluate.paper import paper_target_keys
+        from medsae.evaluate.recovery import recovery_with_config, task_rows
 
         if not self._probes_done:
             self.probes(out)
         d = self._prepare_probes()
         cfg = self.cfg
-        res = recovery_with_config(
+        heads, scored = recovery_with_config(
             d["sparse"],
             d["raw"]["train"][:, d["latents"]],
             d["rows"],
             d["tasks"],
-            self.dense_auc,
             cfg,
             self.sparse_coef,
         )
+        res = task_rows(heads, d["rows"], scored, self.dense_auc, cfg.recovery_dense_floor)
         frame = pd.DataFrame.from_records(res, columns=RECOVERY_COLUMNS)
         frame.to_parquet(out / RECOVERY, index=False)
-        head = recovery_figures(frame, cfg, cfg.headline_split)
-        self.summary.update(head)
-        self.selection.update(recovery_figures(frame, cfg, cfg.selection_split))
+        per_target = target_rows(
+            heads,
+            d["rows"],
+            scored,
+            self.dense_target_auc,
+            cfg.recovery_dense_floor,
+            paper_target_keys(d["tasks"]),
+        )
+        targets = pd.DataFrame.from_records(per_target, columns=TARGET_COLUMNS)
+        targets.to_parquet(out / RECOVERY_TARGETS, index=False)
+        self.summary.update(recovery_figures(frame, cfg, cfg.headline_split, targets))
+        self.selection.update(recovery_figures(frame, cfg, cfg.selection_split, targets))
 
     # -- monosemanticity and concepts -----------------------------------------------------
     def monosemanticity(self, out: Path) -> None:
@@ -288,82 +324,8 @@ RECOVERY_COLUMNS = [
     "above_floor",
 ]
 SUMMARY_KEYS = ("r2", "l0", "alive_fraction", "recovery_at_10", "monosemanticity", "dense_auroc")
-
-
-def _mean(values: Any) -> float | None:
-    arr = np.asarray(values, dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    return float(arr.mean()) if len(arr) else None
-
-
-def recovery_figures(frame: pd.DataFrame, cfg: EvaluateConfig, split: str) -> dict[str, Any]:
-    """Summary figures of the recovery curves on one split (tasks above the dense floor only).
-
-    * ``recovery_at_10`` / ``roc_auc_at_10`` / ``recovery_above_chance_at_10``: mean over tasks
-      at N = 10, per-class mode, ``headline_method`` (other methods: ``_<method>`` suffix);
-    * ``recovery_at_10_shared``: the same in the shared mode (the paper's ranking);
-    * ``..._paper_tasks``: the same means over the paper's tasks (``PAPER_TASKS``) only;
-    * ``mean_n_features``: the paper's Table 1 term on the curves of ``table1_mode``
-      (:func:`medsae.evaluate.recovery.mean_features_to_threshold`), and
-      ``mean_n_features_<mode>`` for each mode run;
-    * ``recovery_curve``: ``{method: {N: mean recovery}}`` (per-class) and ``{"shared": ...}``.
-    """
-    from medsae.evaluate.recovery import PAPER_TASKS, mean_features_to_threshold
-
-    out: dict[str, Any] = {}
-    on_split = frame[(frame["split"] == split) & frame["above_floor"].astype(bool)]
-    per_class = on_split[on_split["mode"] == "per_class"]
-    shared = on_split[on_split["mode"] == "shared"]
-    curves: dict[str, dict[int, float | None]] = {
-        str(method): {int(n): _mean(sub["recovery"]) for n, sub in per.groupby("n_features")}
-        for method, per in per_class.groupby("method")
-    }
-    if not shared.empty:
-        curves["shared"] = {
-            int(n): _mean(sub["recovery"]) for n, sub in shared.groupby("n_features")
-        }
-    out["recovery_curve"] = curves
-    paper = set(PAPER_TASKS)
-    at10 = on_split[on_split["n_features"] == 10]
-    groups: list[tuple[str, pd.DataFrame]] = [
-        (
-            "" if m == cfg.headline_method else f"_{m}",
-            at10[(at10["mode"] == "per_class") & (at10["method"] == m)],
-        )
-        for m in cfg.recovery_methods
-    ]
-    if "shared" in cfg.recovery_modes:
-        groups.append(("_shared", at10[at10["mode"] == "shared"]))
-    for suffix, sub in groups:
-        out[f"recovery_at_10{suffix}"] = _mean(sub["recovery"])
-        out[f"roc_auc_at_10{suffix}"] = _mean(sub["roc_auc"])
-        out[f"recovery_above_chance_at_10{suffix}"] = _mean(sub["recovery_above_chance"])
-        out[f"recovery_at_10{suffix}_paper_tasks"] = _mean(
-            sub.loc[sub["task"].isin(paper), "recovery"]
-        )
-    out["n_recovery_tasks"] = int(on_split["task"].nunique())
-    out["n_paper_tasks"] = int(on_split.loc[on_split["task"].isin(paper), "task"].nunique())
-    for mode in cfg.recovery_modes:
-        sub = shared if mode == "shared" else per_class[per_class["method"] == cfg.headline_method]
-        value = mean_features_to_threshold(
-            list(
-                zip(
-                    sub["task"],
-                    sub["n_features"],
-                    sub["roc_auc"],
-                    sub["dense_roc_auc"],
-                    strict=True,
-                )
-            ),
-            cfg.recovery_ns,
-            dense_min=cfg.table1_dense_min,
-            unmet=cfg.table1_unmet,
-        )
-        out[f"mean_n_features_{mode}"] = value
-        if mode == cfg.table1_mode:
-            out["mean_n_features"] = value
-    out.setdefault("mean_n_features", None)
-    return out
+TASK_FILTER_SPLITS = ("train", "val")
+"""The splits that decide which tasks and classes exist (never the test split)."""
 
 
 def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> dict[str, Any]:
@@ -385,6 +347,8 @@ def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> d
         getattr(run, part)(out)
         run.timings[part] = round(time.perf_counter() - t0, 3)
     run.summary["n_skipped_tasks"] = len(run.skipped_tasks)
+    run.summary["task_filter_splits"] = list(TASK_FILTER_SPLITS)
+    run.summary["paper_targets"] = run.paper_targets
     run.summary["selection"] = run.selection
     run.summary["timings"] = run.timings
     write_json_atomic(
@@ -422,7 +386,11 @@ def evaluate(
                 "latents": int(inputs.codes.shape[1]),
                 "tasks": summary.get("n_tasks"),
             },
-            extra={k: summary.get(k) for k in SUMMARY_KEYS},
+            extra={
+                **{k: summary.get(k) for k in SUMMARY_KEYS},
+                "task_filter_splits": list(TASK_FILTER_SPLITS),
+                "paper_targets": summary.get("paper_targets", []),
+            },
         )
 
     return run_stage(

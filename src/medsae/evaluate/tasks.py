@@ -13,10 +13,14 @@ never counting it as a negative. Tasks:
   present if any member is present, absent if no member is present and at least one member
   is annotated, missing if no member is annotated.
 
-:func:`filter_tasks` keeps a task only when it has at least two classes and every class has
-``min_examples`` slices in the training sample and in each evaluation split; the others are
-returned with the reason (the paper's institute probe fails this test: test institutes never
-appear in training).
+* ``kvp_80_vs_120``: kVp 80 against 120 (the paper's kVp targets; other voltages missing).
+
+:func:`filter_tasks` decides which tasks and classes exist from the splits it is given (the
+stage gives the training sample and the validation split, never the test split): a class
+with fewer than ``min_examples`` slices in one of them is dropped from its task (its slices
+become missing for that task), and a task left with fewer than two classes is dropped. Every
+drop is returned with the reason. The paper's target list (:data:`PAPER_TARGETS`) maps each
+of the paper's one-vs-rest targets to a task and class here.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import pandas as pd
 
 from medsae.data.structures import GROUPS
 
+KVP_PAPER_TASK = "kvp_80_vs_120"
+"""kVp 80 against kVp 120, the paper's kVp targets (other voltages are missing)."""
 METADATA_COLUMNS: tuple[str, ...] = (
     "modality",
     "plane",
@@ -146,6 +152,9 @@ def derive_tasks(
         if col == "age_group":
             ext = table[col].where(table[col].isin(["<40", ">=80"]))
             tasks.append(categorical_task("age_group_extremes", ext))
+        if col == "kvp":
+            kvp = pd.to_numeric(table[col], errors="coerce")
+            tasks.append(categorical_task(KVP_PAPER_TASK, kvp.where(kvp.isin([80.0, 120.0]))))
     if structure_tasks and len(structures):
         for j, name in enumerate(structures):
             tasks.append(
@@ -161,13 +170,25 @@ def derive_tasks(
     return tasks, skipped
 
 
+def drop_classes(task: Task, drop: Sequence[int]) -> Task:
+    """``task`` without the classes ``drop`` (their slices become missing); labels renumbered."""
+    keep = [k for k in range(task.n_classes) if k not in set(drop)]
+    remap = np.full(task.n_classes + 1, -1, dtype=np.int64)
+    remap[np.array(keep, dtype=np.int64)] = np.arange(len(keep))
+    labels = remap[np.where(task.labels >= 0, task.labels, task.n_classes)]
+    return Task(task.name, task.kind, tuple(task.classes[k] for k in keep), labels)
+
+
 def filter_tasks(
     tasks: Sequence[Task], split_rows: Mapping[str, np.ndarray], min_examples: int
 ) -> tuple[list[Task], list[dict[str, Any]]]:
-    """Keep tasks whose every class has ``min_examples`` rows in every split of ``split_rows``.
+    """Keep the classes with ``min_examples`` rows in every split of ``split_rows``.
 
-    ``split_rows`` maps a split name (the training sample first) to its row indices. Returns the
-    kept tasks and one record per skipped task: ``task``, ``kind``, ``reason``, ``counts``.
+    ``split_rows`` maps the splits that decide (the stage: the training sample and the
+    validation split, never the test split) to their row indices. A class short in one of
+    them is dropped from its task; a task left with fewer than two classes is dropped.
+    Returns the kept tasks (short classes removed) and one record per drop: ``task``,
+    ``kind``, ``reason``, ``counts`` and, for a dropped class of a kept task, ``class``.
     """
     kept: list[Task] = []
     skipped: list[dict[str, Any]] = []
@@ -179,27 +200,36 @@ def filter_tasks(
             for split, rows in split_rows.items()
         }
         by_class = {split: dict(zip(task.classes, c, strict=True)) for split, c in counts.items()}
-        reason = ""
         total = np.sum(list(counts.values()), axis=0) if counts else np.zeros(task.n_classes)
         observed = [task.classes[k] for k in range(task.n_classes) if total[k] > 0]
+        short: dict[int, str] = {}
+        for split, c in counts.items():
+            for k, n in enumerate(c):
+                if n < min_examples and k not in short:
+                    short[k] = f"{n} in {split} (< {min_examples})"
+        remaining = task.n_classes - len(short)
+        record = {"task": task.name, "kind": task.kind, "counts": by_class}
         if not observed:
-            reason = "no labelled slices"
+            skipped.append({**record, "reason": "no labelled slices"})
         elif len(observed) == 1:
-            reason = f"one class only ('{observed[0]}' in every labelled slice)"
-        else:
-            for split, c in counts.items():
-                short = [
-                    f"'{task.classes[k]}' has {n}" for k, n in enumerate(c) if n < min_examples
-                ]
-                if short:
-                    reason = (
-                        f"too few examples in {split}: {', '.join(short[:4])} (< {min_examples})"
-                    )
-                    break
-        if reason:
             skipped.append(
-                {"task": task.name, "kind": task.kind, "reason": reason, "counts": by_class}
+                {**record, "reason": f"one class only ('{observed[0]}' in every labelled slice)"}
+            )
+        elif remaining < 2:
+            detail = ", ".join(
+                f"'{task.classes[k]}' has {why}" for k, why in list(short.items())[:4]
+            )
+            skipped.append(
+                {**record, "reason": f"fewer than two classes with enough examples: {detail}"}
             )
         else:
-            kept.append(task)
+            for k, why in short.items():
+                skipped.append(
+                    {
+                        **record,
+                        "class": task.classes[k],
+                        "reason": f"class '{task.classes[k]}' dropped: {why}",
+                    }
+                )
+            kept.append(drop_classes(task, list(short)) if short else task)
     return kept, skipped

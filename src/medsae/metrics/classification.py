@@ -74,14 +74,16 @@ def binary_f1(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 def macro_roc_auc(labels: np.ndarray, scores_nk: np.ndarray) -> float:
     """One-vs-rest macro ROC-AUC of class scores ``(n, K)`` for integer labels in ``0..K-1``.
 
-    For ``K == 2`` with a single score column, that column scores class 1.
+    The mean is over the classes with both positives and negatives in ``labels`` (a class
+    absent from an evaluation split has no AUC; NaN when no class has one). For ``K == 2``
+    with a single score column, that column scores class 1.
     """
     labels = np.asarray(labels)
     if scores_nk.ndim == 1 or scores_nk.shape[1] == 1:
         return roc_auc(labels == 1, scores_nk.reshape(-1))
-    return float(
-        np.mean([roc_auc(labels == k, scores_nk[:, k]) for k in range(scores_nk.shape[1])])
-    )
+    aucs = np.array([roc_auc(labels == k, scores_nk[:, k]) for k in range(scores_nk.shape[1])])
+    aucs = aucs[np.isfinite(aucs)]
+    return float(aucs.mean()) if aucs.size else float("nan")
 
 
 def balanced_accuracy(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
