@@ -12,9 +12,10 @@ Keys that belong to the pipeline rather than to a stage's config:
   ranking) or ``"all"``.
 
 After the stages, ``WS/summary.json`` collects the headline figures from the artifacts
-(never recomputed): ``best_config``, ``r2``, ``l0``, ``alive_fraction``, ``recovery_at_10``,
+(never recomputed): ``best_config``, ``r2``, ``l0``, ``alive_fraction``, ``recovery_at_10``
+(shared: at most 10 latents per task; ``recovery_at_10_per_class`` beside it),
 ``detection_balanced_accuracy``, ``text_precision_at_10``, ``fingerprint_agreement``,
-``pointing_game`` and ``energy_in_mask`` (medians over the described features with a
+``pointing_game`` and ``energy_in_mask`` (means over the described features with a
 structure to point at, beside their Gaussian-blob ``*_baseline``).
 """
 
@@ -123,9 +124,11 @@ SUMMARY_KEYS = (
 
 EVAL_DETAIL_KEYS = (
     "r2_uniform",
-    "recovery_at_10_shared",
+    "r2_grand_mean_val_paper",
+    "recovery_at_10_per_class",
     "recovery_at_10_paper_tasks",
-    "recovery_at_10_shared_paper_tasks",
+    "recovery_at_10_per_class_paper_tasks",
+    "auc_at_10_mean",
     "mean_n_features",
 )
 """Figures of the chosen run's evaluation copied into the summary beside the headline ones,
@@ -348,6 +351,8 @@ def collect_summary(
     ev = _read(ws.eval(encoder, run) / SUMMARY)
     for key in ("r2", "l0", "alive_fraction", "recovery_at_10", *EVAL_DETAIL_KEYS):
         summary[key] = ev.get(key)
+    # the paper's Figure 2G is a validation figure: its twin from the selection block
+    summary["auc_at_10_mean_val"] = (ev.get("selection") or {}).get("auc_at_10_mean")
     summary["selection_split"] = read_ranking(ws.ranking).get("selection_split")
     scores = _read(ws.features(encoder, run) / SCORES)
     dba = scores.get("detection_balanced_accuracy")

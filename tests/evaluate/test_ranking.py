@@ -153,3 +153,30 @@ def test_saturated_top10_monosemanticity_is_tie_broken_by_the_top100_score() -> 
         "r1": 1,
         "r2": 2,
     }
+
+
+def test_sail_final_ranks_are_shared_and_the_tie_break_is_named() -> None:
+    from medsae.evaluate.ranking import tie_break_note
+
+    def row(run: str, n: float, top10: float, top100: float) -> dict[str, object]:
+        sel = {"mean_n_features": n, "monosemanticity": top10, "monosemanticity_top100": top100}
+        return {"encoder": "e", "run": run, "selection": {"split": "val", **sel}}
+
+    # r1 best on mean N, worst on top-10; r2 the reverse; r3 between on both: sail's mean
+    # ranks are 2, 2 and 2, one shared final rank
+    rows = [row("r1", 5.0, 0.5, 0.4), row("r2", 9.0, 0.9, 0.3), row("r3", 7.0, 0.7, 0.2)]
+    table = build_table(rows)
+    assert table.set_index("run")["sail_final_rank"].to_dict() == {"r1": 1, "r2": 1, "r3": 1}
+    note = tie_break_note(table)
+    assert note["sail_final_rank"] == 1 and len(note["sail_tied"]) == 3
+    assert note["decided_by"] == "performance term" and table.iloc[0]["run"] == "r1"
+    # equal top-10 scores: the top-100 tie-break of the monosemanticity rank decides
+    rows = [row("r1", 5.0, 0.9, 0.4), row("r2", 5.0, 0.9, 0.8)]
+    table = build_table(rows)
+    assert set(table["sail_final_rank"]) == {1}
+    assert tie_break_note(table)["decided_by"] == "monosemanticity top-100 tie-break"
+    assert table.iloc[0]["run"] == "r2"
+    # no tie: sail's rank alone
+    table = build_table([row("r1", 5.0, 0.9, 0.4), row("r2", 9.0, 0.5, 0.8)])
+    assert table.set_index("run")["sail_final_rank"].to_dict() == {"r1": 1, "r2": 2}
+    assert tie_break_note(table)["decided_by"] == "sail rank"

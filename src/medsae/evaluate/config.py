@@ -146,7 +146,9 @@ class EvaluateConfig(StageConfig):
         "needed for it + 1 (max(recovery_ns) if none reached it); 'grid' = max(recovery_ns) + 1.",
     )
     headline_method: Method = Field(
-        default="l1", description="Selection rule whose recovery at 10 is the headline figure."
+        default="l1",
+        description="Per-class selection rule of recovery_at_10_per_class (the headline "
+        "recovery_at_10 is the shared mode).",
     )
     recovery_l2_grid: list[float] = Field(
         default_factory=lambda: [1e-3, 1e-2],

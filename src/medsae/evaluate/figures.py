@@ -61,7 +61,8 @@ def frontier_figure(table: pd.DataFrame, path: Path, dpi: int) -> bool:
 
 
 def recovery_figure(folders: list[Path], path: Path, dpi: int) -> bool:
-    """Mean recovery against N per configuration (headline split and method)."""
+    """Mean recovery against N per configuration (headline split; the shared mode, the
+    headline, when it was run, else the per-class ``headline_method``)."""
     import json
 
     plt = _plt()
@@ -73,11 +74,13 @@ def recovery_figure(folders: list[Path], path: Path, dpi: int) -> bool:
             continue
         summary = json.loads((folder / SUMMARY).read_text())
         rec = pd.read_parquet(rec_path)
-        keep = (rec["split"] == summary.get("headline_split", "test")) & (
-            rec["method"] == summary.get("headline_method", "l1")
-        )
-        if "mode" in rec.columns:
-            keep &= rec["mode"] == "per_class"
+        keep = rec["split"] == summary.get("headline_split", "test")
+        if "mode" in rec.columns and (rec["mode"] == "shared").any():
+            keep &= rec["mode"] == "shared"
+        else:
+            keep &= rec["method"] == summary.get("headline_method", "l1")
+            if "mode" in rec.columns:
+                keep &= rec["mode"] == "per_class"
         if "above_floor" in rec.columns:
             keep &= rec["above_floor"].astype(bool)
         rec = rec[keep]

@@ -19,9 +19,14 @@ smallest rank; a missing figure ranks last):
 * ``overall_rank`` = ``combined_rank`` with ranks taken over every row;
 * ``rank_r2``, ``rank_l0``, ``rank_alive``: reported figures, not part of the choice.
 
+* ``sail_final_rank``: the paper's own final rank (``evaluate_sae_configs.py``): the same two
+  ranks with method "min" and no tie-break (top-10 monosemanticity only), their mean ranked
+  again with method "min", so tied configurations share a final rank.
+
 ``ranking.json`` names the ``best`` configuration (lowest ``overall_rank``; ties: the better
 performance term, then higher monosemanticity), the best per encoder (lowest
-``combined_rank``), the selection split and the rule used.
+``combined_rank``), the selection split, the rule used and ``tie_break``: the runs sharing
+the best one's sail final rank and which tie-break of this package chose among them.
 """
 
 from __future__ import annotations
@@ -55,8 +60,10 @@ REPORTED_COLUMNS = (
     "alive_fraction",
     "mean_n_features",
     "recovery_at_10",
-    "recovery_at_10_shared",
-    "recovery_at_10_shared_paper_tasks",
+    "recovery_at_10_per_class",
+    "recovery_at_10_paper_tasks",
+    "auc_at_10_mean",
+    "r2_grand_mean_val_paper",
     "monosemanticity",
     "monosemanticity_top100",
     "dense_auroc",
@@ -179,12 +186,63 @@ def build_table(
     ) / 2
     term_col, term_ascending = _sel(performance_term), PERFORMANCE_TERMS[performance_term][1]
     frame["overall_rank"] = (_mono_rank(frame) + rank_values(frame[term_col], term_ascending)) / 2
+    frame["sail_final_rank"] = _per_group(
+        frame, within_encoder, lambda f: sail_final_rank(f, term_col, term_ascending)
+    )
     order = frame.sort_values(
         ["overall_rank", term_col, _sel("monosemanticity"), _sel("monosemanticity_top100")],
         ascending=[True, term_ascending, False, False],
         na_position="last",
     )
     return order.reset_index(drop=True)
+
+
+def sail_final_rank(frame: pd.DataFrame, term_col: str, ascending: bool) -> pd.Series:
+    """The paper's final rank: ranks with method "min" and no tie-break anywhere.
+
+    The monosemanticity rank (top-10 score only) and the performance rank are averaged and
+    the average is ranked again with method "min": tied configurations share a final rank.
+    """
+    mono = rank_values(frame[_sel("monosemanticity")], False)
+    perf = rank_values(frame[term_col], ascending)
+    return rank_values((mono + perf) / 2, True)
+
+
+def tie_break_note(
+    frame: pd.DataFrame, performance_term: str = "mean_n_features", within_encoder: bool = True
+) -> dict[str, Any]:
+    """Which of this package's tie-breaks chose the best row among those sail ranks first.
+
+    ``frame`` is :func:`build_table`'s output (best row first). Returns ``sail_final_rank``
+    of the best row, ``sail_tied``: the runs sharing it (within its encoder when ranks are),
+    and ``decided_by``: ``"sail rank"`` (no tie), ``"monosemanticity top-100 tie-break"``
+    (the monosemanticity rank's own tie-break), then the sort that orders equal overall
+    ranks: ``"performance term"``, ``"monosemanticity"``, ``"monosemanticity top-100"``, or
+    ``"row order"``.
+    """
+    if frame.empty:
+        return {"sail_final_rank": None, "sail_tied": [], "decided_by": None}
+    best = frame.iloc[0]
+    group = frame[frame["encoder"] == best["encoder"]] if within_encoder else frame
+    tied = group[group["sail_final_rank"] == best["sail_final_rank"]]
+    runs = [f"{e}/{r}" for e, r in zip(tied["encoder"], tied["run"], strict=True)]
+    out: dict[str, Any] = {"sail_final_rank": int(best["sail_final_rank"]), "sail_tied": runs}
+    level = tied[tied["overall_rank"] == best["overall_rank"]]
+    if len(tied) == 1:
+        out["decided_by"] = "sail rank"
+    elif len(level) == 1:
+        out["decided_by"] = "monosemanticity top-100 tie-break"
+    else:
+        out["decided_by"] = "row order"
+        for col, name in (
+            (_sel(performance_term), "performance term"),
+            (_sel("monosemanticity"), "monosemanticity"),
+            (_sel("monosemanticity_top100"), "monosemanticity top-100"),
+        ):
+            if level[col].nunique(dropna=False) > 1:
+                out["decided_by"] = name
+                break
+    return out
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
@@ -274,6 +332,7 @@ def rank(
         table.to_csv(tmp / TABLE1_CSV, index=False)
         (tmp / TABLE1_MD).write_text(to_markdown(table))
         info = _best(table, cfg.performance_term)
+        info["tie_break"] = tie_break_note(table, cfg.performance_term, cfg.rank_within_encoder)
         figures = write_figures(folders, table, tmp / FIGURES, cfg.figure_dpi)
         info.update(
             n_configs=len(table),

@@ -79,7 +79,10 @@ def headline(ctx: Context) -> str:
         "r2": "R² (test)",
         "l0": "L0",
         "alive_fraction": "alive fraction",
-        "recovery_at_10": "recovery at 10",
+        "recovery_at_10": "recovery at 10 (shared: ≤ 10 latents per task)",
+        "recovery_at_10_per_class": "recovery at 10 (per class: ≤ 10 per class)",
+        "auc_at_10_mean_val": "ROC-AUC at 10, paper targets (val, Fig. 2G)",
+        "r2_grand_mean_val_paper": "R², the paper's form (val)",
         "detection_balanced_accuracy": "detection score (median)",
         "text_precision_at_10": "text retrieval P@10",
         "fingerprint_agreement": "fingerprint agreement",
@@ -140,6 +143,20 @@ def table1(ctx: Context) -> str:
     )
     if ranking.get("rule"):
         note += f"<p>Rule: {esc(ranking['rule'])}.</p>"
+    tie = ranking.get("tie_break") or {}
+    if tie.get("sail_tied"):
+        tied = tie["sail_tied"]
+        note += (
+            "<p>Column <code>sail_final_rank</code> is the paper's own final rank (method "
+            '"min", no tie-break: tied configurations share it). '
+            + (
+                f"{len(tied)} configurations share sail's final rank {tie.get('sail_final_rank')}"
+                f" ({esc(', '.join(tied))}); this package's order chose the run by: "
+                f"<b>{esc(tie.get('decided_by'))}</b>.</p>"
+                if len(tied) > 1
+                else "The chosen run is sail's unique first.</p>"
+            )
+        )
     alternative = ranking.get("alternative") or {}
     if alternative.get("column"):
         note += (
