@@ -427,7 +427,6 @@ DEMO_CONFIG: dict[str, Any] = {
     },
     "codes": {},
     "evaluate": {
-        "l2_grid": [1e-2],
         "max_iter": 60,
         "recovery_ns": [1, 2, 5, 10, 20],
         "recovery_methods": ["mean_diff"],

@@ -38,6 +38,14 @@ def test_grid_plus_bias_equals_the_pre_activation(pooling: str, transform: str) 
     assert lm.grid.shape[2:] == ((2, 2) if pooling == "mean" else (32, 32))
     # the map is not flat: positions differ in what they contribute
     assert lm.grid.std(axis=(2, 3)).min() > 0
+    # the image part leaves out - W_enc[j] . b_dec, spread evenly over the cells
+    assert lm.dec_bias is not None
+    np.testing.assert_allclose(
+        lm.image_grid.sum(axis=(2, 3)) + lm.dec_bias[None, :] + lm.bias[None, :],
+        pre[:, latents],
+        atol=1e-5,
+    )
+    np.testing.assert_array_equal(lm.fires, lm.activation > 0)
 
 
 def test_single_part_grid_is_the_per_position_formula() -> None:

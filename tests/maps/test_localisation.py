@@ -99,3 +99,50 @@ def test_target_structures_from_concept_rule_or_description() -> None:
     found = target_structures(None, [], "axial slices through the left kidney; not in view: liver")
     assert found == ["kidney_left"]
     assert target_structures("plane=axial", [], "sagittal slices") == []
+
+
+def test_pointing_game_tolerance_and_flat_maps() -> None:
+    from medsae.maps.localisation import POINTING_TOLERANCE, pointing_hit
+
+    size = 128
+    mask = np.zeros((size, size), bool)
+    mask[60:70, 60:70] = True
+    near = np.zeros((size, size))
+    near[60, 52] = 1.0  # 8 pixels left of the mask
+    assert pointing_hit(near, mask) == 0.0  # no tolerance: a miss
+    tol = POINTING_TOLERANCE * size  # Zhang et al.: 15 px at 224 -> 8.57 px at 128
+    assert tol == pytest.approx(15 / 224 * 128)
+    assert pointing_hit(near, mask, tol) == 1.0
+    far = np.zeros((size, size))
+    far[60, 50] = 1.0  # 10 pixels away
+    assert pointing_hit(far, mask, tol) == 0.0
+    # a flat map points nowhere: a miss, even when its first pixel is inside the mask
+    corner = np.zeros((size, size), bool)
+    corner[:5, :5] = True
+    assert pointing_hit(np.full((size, size), 0.3), corner, tol) == 0.0
+    assert score_map(np.zeros((size, size)), corner).pointing == 0.0
+
+
+def test_energy_leaves_out_the_decoder_bias_spread() -> None:
+    size = 16
+    mask = np.zeros((size, size), bool)
+    mask[:4, :4] = True
+    image = np.zeros((size, size))
+    image[1, 1] = 1.0  # all of the image's contribution inside the mask
+    shifted = image + 0.05  # a positive bias term spread evenly over every pixel
+    s = score_map(shifted, mask, image_map=image)
+    assert s.energy < 0.5 and s.energy_image == 1.0 and s.pointing == 1.0
+    assert np.isnan(score_map(shifted, mask).energy_image)
+
+
+def test_summary_is_the_mean_with_the_tolerance_recorded(tmp_path: Path) -> None:
+    p = make_planted(tmp_path / "ws")
+    table = pd.DataFrame({"latent": [p.latent, 1], "concept": ["structure=liver"] * 2})
+    res = localisation_scores(p.ws, "square", p.run, table, p.rows, spatial_encoder=p.encoder)
+    scored = res.features[res.features["localisation_slices"] > 0]
+    assert res.summary["pointing_game"] == pytest.approx(scored["pointing"].mean(), abs=1e-4)
+    assert res.summary["pointing_game_median"] == pytest.approx(
+        scored["pointing"].median(), abs=1e-4
+    )
+    assert res.summary["pointing_tolerance_px"] > 0
+    assert 0 <= res.summary["energy_in_mask_image"] <= 1

@@ -91,6 +91,13 @@ def test_map_route_returns_a_png_overlay_with_its_label(served: tuple[Workspace,
     assert alpha.max() == 255 and alpha.min() < 255  # strongest pixel opaque, others less
     other = client.get(f"/api/slices/{sid}/map", params={"latent": 4})
     assert other.content != r.content
+    # below its threshold a latent does not fire: the map says so
+    maker = app.state.map_maker
+    for latent in range(maker.n_latents()):
+        smap = maker.slice_map(0, latent)
+        res = client.get(f"/api/slices/{sid}/map", params={"latent": latent})
+        assert res.headers["X-Map-Fires"] == ("true" if smap.activation > 0 else "false")
+        assert smap.fires == (smap.activation > 0)
 
 
 def test_map_route_errors_name_the_problem(served: tuple[Workspace, Any]) -> None:

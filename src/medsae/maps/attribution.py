@@ -64,6 +64,9 @@ class LatentMaps:
         Whether the grid sums to the pre-activation by construction.
     method:
         What the maps were made from (``approximate`` is said when not exact).
+    dec_bias:
+        float64 ``(L,)``: ``- W_enc[j] . b_dec``, the part of the pre-activation that is not
+        the image's; spread evenly over the grid's cells (see :attr:`image_grid`).
     """
 
     grid: np.ndarray
@@ -73,6 +76,21 @@ class LatentMaps:
     activation: np.ndarray
     exact: bool
     method: str
+    dec_bias: np.ndarray | None = None
+
+    @property
+    def image_grid(self) -> np.ndarray:
+        """The grid without the ``- W_enc[j] . b_dec`` term spread over its cells: the
+        contributions of the image's feature maps alone, ``(B, L, H, W)``."""
+        if self.dec_bias is None:
+            return self.grid
+        h, w = self.grid.shape[2:]
+        return np.asarray(self.grid - self.dec_bias[None, :, None, None] / (h * w))
+
+    @property
+    def fires(self) -> np.ndarray:
+        """Whether each latent fires on each image (its code is above 0), ``(B, L)``."""
+        return np.asarray(self.activation > 0)
 
     @property
     def residual(self) -> np.ndarray:
@@ -183,6 +201,7 @@ def latent_maps(
         activation=code,
         exact=bool(features.exact),
         method=features.method,
+        dec_bias=-(w_enc @ b_dec),
     )
 
 

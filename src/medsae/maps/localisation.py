@@ -6,9 +6,17 @@ structures), the target mask ``M`` of a slice is the set of pixels of the slice'
 fires (code > 0) and ``M`` is not empty, with ``m`` the feature's pixel map
 (:func:`medsae.maps.attribution.to_pixels`):
 
-* pointing game: ``hit = [argmax_x m(x) in M]`` (the first maximum in row-major order);
+* pointing game (Zhang et al. 2016): ``hit = [dist(argmax_x m(x), M) <= tol]``, the peak (the
+  first maximum in row-major order) within ``tol`` pixels of the mask; ``tol`` is Zhang et
+  al.'s 15 pixels at 224 pixels scaled to the slice (``POINTING_TOLERANCE`` x its side: 8.6
+  pixels at 128); a flat map (no single peak) is a miss;
 * energy inside the mask: ``E = sum_{x in M} m+(x) / sum_x m+(x)`` with ``m+ = max(m, 0)``
-  (NaN when the map has no positive part).
+  (NaN when the map has no positive part). ``m`` carries the ``- W_enc[j] . b_dec`` term,
+  which belongs to no position, spread evenly over the slice: a uniform shift of every
+  pixel, so ``E`` depends on it (a negative term removes a uniform pedestal, a positive one
+  adds mass everywhere and pulls ``E`` toward the mask's share of the slice). ``E_image``, the
+  same share of the image's own contributions (the map without that term), is reported
+  beside it.
 
 Baseline, the same measures for a centred Gaussian blob of the same size:
 ``g(x) = exp(-((r - r0)^2 / (2 s_r^2) + (c - c0)^2 / (2 s_c^2)))`` centred on the image
@@ -18,7 +26,8 @@ column coordinates under the weights ``m+`` (at least half a pixel). A map that 
 
 A feature's ``pointing`` and ``energy_in_mask`` are means over its scored slices (the
 ``max_slices`` highest activations among those where it fires and the target is present);
-the summary gives their medians over the features with a target, beside the baseline's.
+the summary gives their means over the features with a target (the standard pointing-game
+figure), beside the baseline's, and the medians beside them.
 """
 
 from __future__ import annotations
@@ -38,66 +47,18 @@ from medsae.errors import ArtifactError, InputError
 from medsae.evaluate.io import CONCEPTS
 from medsae.maps.attribution import check_latents, latent_maps, sae_name, to_pixels
 from medsae.maps.io import SCORE_COLUMNS
+from medsae.maps.pointing import (  # noqa: F401  (re-exported)
+    POINTING_TOLERANCE,
+    SliceScore,
+    energy_share,
+    gaussian_blob,
+    pointing_hit,
+    score_map,
+    spread,
+)
 from medsae.workspace import Workspace
 
 NOT_COMPUTED = "not computed"
-
-
-@dataclass(frozen=True)
-class SliceScore:
-    """The localisation measures of one map on one slice (and its Gaussian-blob baseline)."""
-
-    pointing: float
-    energy: float
-    pointing_baseline: float
-    energy_baseline: float
-
-
-def gaussian_blob(size: int, sigma_rc: tuple[float, float]) -> np.ndarray:
-    """A centred Gaussian ``(size, size)`` with row / column standard deviations ``sigma_rc``."""
-    centre = (size - 1) / 2
-    r = (np.arange(size) - centre) / max(sigma_rc[0], 1e-6)
-    c = (np.arange(size) - centre) / max(sigma_rc[1], 1e-6)
-    return np.asarray(np.exp(-0.5 * r[:, None] ** 2) * np.exp(-0.5 * c[None, :] ** 2))
-
-
-def spread(weights: np.ndarray) -> tuple[float, float]:
-    """Standard deviations of the row and column coordinates under non-negative ``weights``
-    (at least 0.5 pixel; the whole image's spread when the weights are all zero)."""
-    h, w = weights.shape
-    total = float(weights.sum())
-    if not total > 0:
-        return (h / np.sqrt(12), w / np.sqrt(12))
-    rows = weights.sum(axis=1) / total
-    cols = weights.sum(axis=0) / total
-    r, c = np.arange(h), np.arange(w)
-    var_r = float(rows @ (r - rows @ r) ** 2)
-    var_c = float(cols @ (c - cols @ c) ** 2)
-    return (max(np.sqrt(var_r), 0.5), max(np.sqrt(var_c), 0.5))
-
-
-def energy_share(weights: np.ndarray, mask: np.ndarray) -> float:
-    """``sum(weights[mask]) / sum(weights)`` of non-negative weights (NaN when they sum to 0)."""
-    total = float(weights.sum())
-    return float(weights[mask].sum()) / total if total > 0 else float("nan")
-
-
-def score_map(pixel_map: np.ndarray, mask: np.ndarray) -> SliceScore:
-    """Pointing game and energy inside ``mask`` of one pixel map, and of its Gaussian blob."""
-    if pixel_map.shape != mask.shape:
-        raise ValueError(f"map {pixel_map.shape} and mask {mask.shape} differ in shape")
-    positive = np.clip(pixel_map.astype(np.float64), 0.0, None)
-    peak = np.unravel_index(int(np.argmax(pixel_map)), pixel_map.shape)
-    blob = gaussian_blob(pixel_map.shape[0], spread(positive))
-    blob_peak = np.unravel_index(int(np.argmax(blob)), blob.shape)
-    return SliceScore(
-        pointing=float(mask[peak]),
-        energy=energy_share(positive, mask),
-        pointing_baseline=float(mask[blob_peak]),
-        energy_baseline=energy_share(blob, mask),
-    )
-
-
 _LITERAL = re.compile(r"^(structure|group)=(.+)$")
 _PRETTY = sorted(
     [(pretty(s), s) for s in ALL_STRUCTURES] + [(g.replace("_", " "), g) for g in GROUPS],
@@ -144,7 +105,8 @@ class LocalisationResult:
 
     ``features``: one row per requested latent with ``latent`` and :data:`SCORE_COLUMNS`
     (NaN where a feature has no target or no scored slice). ``summary``: ``status``,
-    ``pointing_game`` / ``energy_in_mask`` (medians over the features scored) beside
+    ``pointing_game`` / ``energy_in_mask`` (means over the features scored; ``*_median``
+    beside them) beside
     ``pointing_game_baseline`` / ``energy_in_mask_baseline``, counts, ``exact`` and ``method``
     of the maps, ``reason`` when not computed.
     """
@@ -224,6 +186,7 @@ def localisation_scores(
     batch_size: int = 32,
     device: str = "auto",
     spatial_encoder: SpatialEncoder | None = None,
+    pointing_tolerance: float = POINTING_TOLERANCE,
 ) -> LocalisationResult:
     """Pointing game and energy inside the mask of every feature, on held-out ``rows``.
 
@@ -241,6 +204,9 @@ def localisation_scores(
         Slices per feature: the highest activations where it fires and its target is present.
     spatial_encoder:
         The encoder to use (default: rebuilt from the embedding store).
+    pointing_tolerance:
+        Pointing-game tolerance as a fraction of the slice side (0: the peak must be inside
+        the mask).
 
     Returns a :class:`LocalisationResult`; ``computed`` is False, with the reason, when the
     workspace has no label maps (the flag that writes them is named) or the encoder offers
@@ -307,6 +273,8 @@ def localisation_scores(
                 break
 
     sums = np.zeros((len(latents), 4))
+    image_sums = np.zeros(len(latents))
+    image_counts = np.zeros(len(latents), dtype=np.int64)
     counts = np.zeros(len(latents), dtype=np.int64)
     residual = 0.0
     exact, method = True, ""
@@ -320,11 +288,18 @@ def localisation_scores(
             lm = latent_maps(sae, feats.select(k), [int(latents[f]) for f, _ in wanted])
             residual = max(residual, float(np.abs(lm.residual).max()))
             label_map = np.asarray(labels[row])
-            pixels = to_pixels(lm.grid[0], label_map.shape[0])
+            size = label_map.shape[0]
+            pixels = to_pixels(lm.grid[0], size)
+            image_part = to_pixels(lm.image_grid[0], size)
             for t, (f, ids) in enumerate(wanted):
-                s = score_map(pixels[t], np.isin(label_map, ids))
+                s = score_map(
+                    pixels[t], np.isin(label_map, ids), pointing_tolerance * size, image_part[t]
+                )
                 sums[f] += (s.pointing, s.energy, s.pointing_baseline, s.energy_baseline)
                 counts[f] += 1
+                if np.isfinite(s.energy_image):
+                    image_sums[f] += s.energy_image
+                    image_counts[f] += 1
 
     frame = _empty_scores(latents)
     scored = counts > 0
@@ -334,17 +309,25 @@ def localisation_scores(
     frame["localisation_slices"] = counts
     frame["localisation_target"] = [",".join(t) for t in targets["target"]]
 
-    def median(col: str) -> float | None:
+    def over_features(col: str, fn: Any = np.mean) -> float | None:
         v = frame.loc[scored, col].to_numpy(np.float64)
         v = v[np.isfinite(v)]
-        return round(float(np.median(v)), 4) if v.size else None
+        return round(float(fn(v)), 4) if v.size else None
 
     summary = {
         "status": "computed",
-        "pointing_game": median("pointing"),
-        "energy_in_mask": median("energy_in_mask"),
-        "pointing_game_baseline": median("pointing_baseline"),
-        "energy_in_mask_baseline": median("energy_in_mask_baseline"),
+        "pointing_game": over_features("pointing"),
+        "energy_in_mask": over_features("energy_in_mask"),
+        "pointing_game_baseline": over_features("pointing_baseline"),
+        "energy_in_mask_baseline": over_features("energy_in_mask_baseline"),
+        "pointing_game_median": over_features("pointing", np.median),
+        "energy_in_mask_median": over_features("energy_in_mask", np.median),
+        "pointing_tolerance_px": round(pointing_tolerance * int(labels.shape[1]), 2),
+        "energy_in_mask_image": (
+            round(float(np.mean(image_sums[image_counts > 0] / image_counts[image_counts > 0])), 4)
+            if (image_counts > 0).any()
+            else None
+        ),
         "n_features": len(latents),
         "n_features_with_target": int(sum(bool(t) for t in targets["target"])),
         "n_features_scored": int(scored.sum()),

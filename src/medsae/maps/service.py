@@ -40,6 +40,13 @@ class SliceMap:
         return "exact" if self.exact else "approximate"
 
     @property
+    def fires(self) -> bool:
+        """Whether the latent fires on the slice (its code is above 0: the pre-activation
+        passed the latent's threshold). A map of a latent that does not fire shows what would
+        push it up, not where it fires; every display says so."""
+        return self.activation > 0
+
+    @property
     def vmax(self) -> float:
         """``max |values|``: the value at the ends of the colour bar."""
         return float(np.max(np.abs(self.values))) if self.values.size else 0.0
@@ -52,6 +59,7 @@ class SliceMap:
             "X-Map-Method": self.method,
             "X-Map-Vmax": f"{self.vmax:.6g}",
             "X-Map-Activation": f"{self.activation:.6g}",
+            "X-Map-Fires": "true" if self.fires else "false",
         }
 
 

@@ -201,6 +201,8 @@ class CardMaps:
             self.methods.add(smap.method)
             sid = _esc(self.view.table.at[int(row), "slice_id"])
             tag = "APPROXIMATE" if not smap.exact else "exact"
+            if not smap.fires:
+                tag += " · does not fire"
             tiles.append(
                 f'<figure class="tile map" title="{sid}"><img src="{name}" '
                 f'alt="feature map of #{int(latent)} on {sid} ({smap.label})">'

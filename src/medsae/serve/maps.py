@@ -4,7 +4,9 @@ The PNG is a transparent RGBA overlay at the stored image size (colours and alph
 :mod:`medsae.maps.render`); the page lays it over the slice image with an opacity slider and
 a colour bar. Response headers say whether the map is exact (``X-Map-Exact``,
 ``X-Map-Label``: ``exact`` / ``approximate``), how it was made (``X-Map-Method``), the value
-at the ends of the colour bar (``X-Map-Vmax``) and the latent's activation.
+at the ends of the colour bar (``X-Map-Vmax``), the latent's activation and whether it fires
+on the slice (``X-Map-Fires``: ``false`` when its code is 0, below its threshold; the browser
+then labels the map "does not fire").
 
 Errors: 404 for an unknown slice id, 422 for a latent out of range or an encoder without
 feature maps (the message names the encoder and the pooling that would work).
@@ -26,7 +28,14 @@ if TYPE_CHECKING:
     from medsae.maps.service import MapMaker
     from medsae.view import WorkspaceView
 
-MAP_HEADERS = ("X-Map-Exact", "X-Map-Label", "X-Map-Method", "X-Map-Vmax", "X-Map-Activation")
+MAP_HEADERS = (
+    "X-Map-Exact",
+    "X-Map-Label",
+    "X-Map-Method",
+    "X-Map-Vmax",
+    "X-Map-Activation",
+    "X-Map-Fires",
+)
 
 
 def map_router(view: WorkspaceView) -> APIRouter:

@@ -53,7 +53,8 @@ async function describeMap(url) {
     const res = await fetch(url);
     if (!res.ok) { const b = await res.json().catch(() => ({})); label.innerHTML = `<span class="error">${esc(b.detail || res.statusText)}</span>`; return; }
     const kind = res.headers.get("X-Map-Label") || "";
-    label.textContent = `${kind === "approximate" ? "APPROXIMATE map" : "exact map"} · ${res.headers.get("X-Map-Method") || ""}`;
+    const silent = res.headers.get("X-Map-Fires") === "false" ? " · does not fire on this slice" : "";
+    label.textContent = `${kind === "approximate" ? "APPROXIMATE map" : "exact map"} · ${res.headers.get("X-Map-Method") || ""}${silent}`;
     const vmax = Number(res.headers.get("X-Map-Vmax"));
     document.getElementById("map-vmax").textContent = Number.isFinite(vmax) ? `+${vmax.toPrecision(3)}` : "+";
   } catch (e) { label.innerHTML = `<span class="error">${esc(e.message)}</span>`; }
