@@ -236,3 +236,15 @@ def test_batched_maps_equal_single_slice_maps(spatial_workspace, tmp_path):
         np.testing.assert_allclose(made.values, one.values, rtol=1e-5, atol=1e-7)
         assert made.activation == pytest.approx(one.activation, rel=1e-5, abs=1e-7)
         assert made.exact == one.exact
+
+
+def test_a_card_map_of_a_latent_that_does_not_fire_says_so(spatial_workspace, tmp_path):
+    ws, truth = spatial_workspace
+    root = _copy(ws, tmp_path)
+    maker = MapMaker(root, truth.encoder, truth.run, spatial_encoder=ApproximateCellEncoder())
+    html = (build_report(root, _config(), map_maker=maker).path / "index.html").read_text()
+    captions = re.findall(r"<figcaption>APPROXIMATE · act ([^<]*)</figcaption>", html)
+    assert captions
+    for text in captions:
+        value = float(text.split(" ")[0])
+        assert text.endswith("· does not fire") == (not value > 0)

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from medsae.errors import InputError
 from medsae.evaluate.config import EvaluateConfig
 from medsae.evaluate.probes import run_probes, scale_sparse, standardize_dense
-from medsae.evaluate.tasks import Task, categorical_task, filter_tasks
+from medsae.evaluate.tasks import TASK_FILTER_SPLITS, Task, categorical_task, filter_tasks
 
 
 def _as_features(x: Any) -> np.ndarray | sp.csr_matrix:
@@ -74,26 +74,34 @@ def linear_probes(
     max_iter: int | None = None,
     min_examples: int | None = None,
     kind: str | None = None,
+    l2_select: str | None = None,
+    probe_c: float | None = None,
 ) -> pd.DataFrame:
     """Probe scores of ``features`` on ``labels``, one row per task and evaluation split.
 
     ``features``: ``{"train": X, "val": X, "test": X}`` (``test`` optional; NumPy, torch or
     SciPy sparse), rows aligned with ``labels`` (see :func:`tasks_from_labels`). The L2
-    strength of each one-vs-rest classifier is chosen on ``val``, never on ``test``. Sparse
+    strength is the fixed ``C = probe_c`` by default (``l2_select = "val"``: chosen per
+    one-vs-rest classifier on ``val``), never chosen on ``test``. Sparse
     features (the codes of an SAE) are divided by their training standard deviation and
     latents that never fire in training are dropped; dense ones are standardised. Defaults
-    are the ``evaluate`` stage's (:class:`~medsae.evaluate.config.EvaluateConfig`). Tasks
-    without ``min_examples`` rows of every class in every split are left out (a warning
-    lists them in the result's ``attrs["skipped"]``).
+    are the ``evaluate`` stage's (:class:`~medsae.evaluate.config.EvaluateConfig`). As there,
+    ``train`` and ``val`` decide which classes exist: a class without ``min_examples`` rows in
+    both is dropped, a task left with fewer than two classes is left out (the drops are
+    listed in the result's ``attrs["skipped"]``).
     """
     defaults = EvaluateConfig()
     for needed in ("train", "val"):
         if needed not in features:
-            raise InputError("features", f"needs a {needed!r} split (val chooses the L2 strength)")
+            raise InputError(
+                "features", f"needs a {needed!r} split (train and val decide the classes)"
+            )
     feats = {s: _as_features(x) for s, x in features.items()}
     tasks, rows = tasks_from_labels(labels, {s: int(x.shape[0]) for s, x in feats.items()})
     kept, skipped = filter_tasks(
-        tasks, rows, defaults.min_examples if min_examples is None else min_examples
+        tasks,
+        {s: rows[s] for s in TASK_FILTER_SPLITS},
+        defaults.min_examples if min_examples is None else min_examples,
     )
     sparse = all(sp.issparse(x) for x in feats.values())
     if sparse:
@@ -109,6 +117,8 @@ def linear_probes(
         defaults.l2_grid if l2_grid is None else l2_grid,
         defaults.max_iter if max_iter is None else max_iter,
         kind or ("sparse" if sparse else "dense"),
+        defaults.l2_select if l2_select is None else l2_select,
+        defaults.probe_c if probe_c is None else probe_c,
     )
     frame = pd.DataFrame.from_records(results)
     frame.attrs["skipped"] = skipped

@@ -14,7 +14,7 @@ Two kinds of rows feed them:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from medsae.metrics.classification import roc_auc
 
 if TYPE_CHECKING:
     from medsae.evaluate.recovery import RecoveryScores
+    from medsae.evaluate.tasks import Task
 
 RECOVERY_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 """Fractions of the dense ROC-AUC of the paper's Table 1 term."""
@@ -92,6 +93,19 @@ def mean_features_to_threshold(
     return float(arr.mean())
 
 
+def task_blocks(
+    heads: HeadTable, rows: Mapping[str, np.ndarray], scored: Sequence[RecoveryScores]
+) -> Iterator[tuple[RecoveryScores, int, str, Task, np.ndarray, np.ndarray]]:
+    """``(rule, N, split, task, labels, scores)`` for every rule, N, split and task: the
+    task's labelled rows of the split and its heads' scores there."""
+    for rs in scored:
+        for (n, sp_), score in rs.scores.items():
+            for t, task in enumerate(heads.tasks):
+                lab = task.labels[rows[sp_]]
+                m = lab >= 0
+                yield rs, n, sp_, task, lab[m], score[m][:, heads.slices[t]]
+
+
 def target_rows(
     heads: HeadTable,
     rows: Mapping[str, np.ndarray],
@@ -107,32 +121,27 @@ def target_rows(
     pairs of the paper's target list (``paper`` column).
     """
     out: list[dict[str, Any]] = []
-    for rs in scored:
-        for (n, sp_), score in rs.scores.items():
-            for t, task in enumerate(heads.tasks):
-                lab = task.labels[rows[sp_]]
-                m = lab >= 0
-                block = score[m][:, heads.slices[t]]
-                for k, cls in enumerate(task.classes):
-                    auc = roc_auc(lab[m] == k, target_score(task, k, block))
-                    dense = float(dense_target_auc.get((task.name, cls, sp_), np.nan))
-                    dense_val = float(dense_target_auc.get((task.name, cls, "val"), np.nan))
-                    out.append(
-                        {
-                            "task": task.name,
-                            "target": cls,
-                            "paper": (task.name, cls) in paper,
-                            "method": rs.method,
-                            "mode": rs.mode,
-                            "n_features": n,
-                            "split": sp_,
-                            "roc_auc": auc,
-                            "dense_roc_auc": dense,
-                            "dense_val_roc_auc": dense_val,
-                            "recovery": auc / dense if dense > 0 else float("nan"),
-                            "above_floor": bool(dense_val >= dense_floor),
-                        }
-                    )
+    for rs, n, sp_, task, lab, block in task_blocks(heads, rows, scored):
+        for k, cls in enumerate(task.classes):
+            auc = roc_auc(lab == k, target_score(task, k, block))
+            dense = float(dense_target_auc.get((task.name, cls, sp_), np.nan))
+            dense_val = float(dense_target_auc.get((task.name, cls, "val"), np.nan))
+            out.append(
+                {
+                    "task": task.name,
+                    "target": cls,
+                    "paper": (task.name, cls) in paper,
+                    "method": rs.method,
+                    "mode": rs.mode,
+                    "n_features": n,
+                    "split": sp_,
+                    "roc_auc": auc,
+                    "dense_roc_auc": dense,
+                    "dense_val_roc_auc": dense_val,
+                    "recovery": auc / dense if dense > 0 else float("nan"),
+                    "above_floor": bool(dense_val >= dense_floor),
+                }
+            )
     return out
 
 

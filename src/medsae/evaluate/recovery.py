@@ -45,6 +45,7 @@ from medsae.evaluate.config import EvaluateConfig
 from medsae.evaluate.headline import (  # noqa: F401  (re-exported)
     RECOVERY_THRESHOLDS,
     mean_features_to_threshold,
+    task_blocks,
 )
 from medsae.evaluate.linear import (
     Design,
@@ -301,33 +302,29 @@ def task_rows(
 ) -> list[dict[str, Any]]:
     """One row per task, rule, N and split: macro ROC-AUC(N), recovery, ``above_floor``."""
     results: list[dict[str, Any]] = []
-    for rs in scored:
-        for (n, sp_), score in rs.scores.items():
-            for t, task in enumerate(heads.tasks):
-                lab = task.labels[rows[sp_]]
-                m = lab >= 0
-                rep = classification_report(lab[m], score[m][:, heads.slices[t]], task.n_classes)
-                dense = float(dense_auc.get((task.name, sp_), np.nan))
-                dense_val = float(dense_auc.get((task.name, "val"), np.nan))
-                results.append(
-                    {
-                        "task": task.name,
-                        "kind": task.kind,
-                        "method": rs.method,
-                        "mode": rs.mode,
-                        "n_features": n,
-                        "split": sp_,
-                        "roc_auc": rep["roc_auc"],
-                        "balanced_accuracy": rep["balanced_accuracy"],
-                        "f1": rep["f1"],
-                        "dense_roc_auc": dense,
-                        "recovery": rep["roc_auc"] / dense if dense > 0 else float("nan"),
-                        "recovery_above_chance": (rep["roc_auc"] - 0.5) / (dense - 0.5)
-                        if dense > 0.5
-                        else float("nan"),
-                        "above_floor": bool(dense_val >= dense_floor),
-                    }
-                )
+    for rs, n, sp_, task, lab, block in task_blocks(heads, rows, scored):
+        rep = classification_report(lab, block, task.n_classes)
+        dense = float(dense_auc.get((task.name, sp_), np.nan))
+        dense_val = float(dense_auc.get((task.name, "val"), np.nan))
+        results.append(
+            {
+                "task": task.name,
+                "kind": task.kind,
+                "method": rs.method,
+                "mode": rs.mode,
+                "n_features": n,
+                "split": sp_,
+                "roc_auc": rep["roc_auc"],
+                "balanced_accuracy": rep["balanced_accuracy"],
+                "f1": rep["f1"],
+                "dense_roc_auc": dense,
+                "recovery": rep["roc_auc"] / dense if dense > 0 else float("nan"),
+                "recovery_above_chance": (rep["roc_auc"] - 0.5) / (dense - 0.5)
+                if dense > 0.5
+                else float("nan"),
+                "above_floor": bool(dense_val >= dense_floor),
+            }
+        )
     results.sort(key=lambda r: (r["n_features"], r["split"]))
     return results
 

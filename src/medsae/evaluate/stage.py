@@ -32,6 +32,7 @@ from medsae.evaluate.io import (
     SKIPPED_TASKS,
     SUMMARY,
 )
+from medsae.evaluate.tasks import TASK_FILTER_SPLITS
 from medsae.jsonsafe import json_safe
 from medsae.progress import console
 from medsae.workspace import StageOutcome, StageResult, Workspace, run_stage, write_json_atomic
@@ -324,8 +325,6 @@ RECOVERY_COLUMNS = [
     "above_floor",
 ]
 SUMMARY_KEYS = ("r2", "l0", "alive_fraction", "recovery_at_10", "monosemanticity", "dense_auroc")
-TASK_FILTER_SPLITS = ("train", "val")
-"""The splits that decide which tasks and classes exist (never the test split)."""
 
 
 def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> dict[str, Any]:

@@ -34,6 +34,8 @@ import pandas as pd
 
 from medsae.data.structures import GROUPS
 
+TASK_FILTER_SPLITS = ("train", "val")
+"""The splits that decide which tasks and classes exist (never the test split)."""
 KVP_PAPER_TASK = "kvp_80_vs_120"
 """kVp 80 against kVp 120, the paper's kVp targets (other voltages are missing)."""
 METADATA_COLUMNS: tuple[str, ...] = (

@@ -201,12 +201,11 @@ class CardMaps:
             self.methods.add(smap.method)
             sid = _esc(self.view.table.at[int(row), "slice_id"])
             tag = "APPROXIMATE" if not smap.exact else "exact"
-            if not smap.fires:
-                tag += " · does not fire"
+            silent = "" if smap.fires else " · does not fire"
             tiles.append(
                 f'<figure class="tile map" title="{sid}"><img src="{name}" '
                 f'alt="feature map of #{int(latent)} on {sid} ({smap.label})">'
-                f"<figcaption>{tag} · act {_num(smap.activation)}</figcaption></figure>"
+                f"<figcaption>{tag} · act {_num(smap.activation)}{silent}</figcaption></figure>"
             )
         if not tiles:
             why = problems[0] if problems else "the feature has no top slice"
