@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from medsae.interpret.describe import OfflineDescriber, compose_phrase
 from medsae.interpret.features import build_label_table, feature_statistics
 from medsae.interpret.scorers import PHRASE_WEIGHT, EmbeddingScorer, LabelScorer
-from medsae.labels.concepts_study import study_labels, study_values
+from medsae.labels.concepts_study import study_codes, study_values
 from medsae.labels.words import label_phrase, slice_text
 
 
@@ -61,8 +61,11 @@ def test_study_values_normalise_the_metadata() -> None:
 
 def test_study_labels_and_their_defined_rows() -> None:
     table = _table()
-    names, values, defined = study_labels(table)
-    got = {n: (v.tolist(), d.tolist()) for n, v, d in zip(names, values, defined, strict=True)}
+    got = {
+        f"{facet}={value}": ((codes == i).tolist(), (codes >= 0).tolist())
+        for facet, (codes, values) in study_codes(table).items()
+        for i, value in enumerate(values)
+    }
     assert got["study=head"] == (
         [False, False, True, False, False],
         [True, True, True, False, False],
@@ -76,7 +79,7 @@ def test_study_labels_and_their_defined_rows() -> None:
     assert got["pathology=liver lesion"][1] == [True, True, True, False, True]
     # a facet with a single value sets nothing apart and is left out
     one = pd.DataFrame({"kvp": [120, 120, None], "study_type": ["ct abdomen", "ct head", None]})
-    assert study_labels(one)[0] == ["study=abdomen", "study=head"]
+    assert {f: v for f, (_, v) in study_codes(one).items()} == {"study": ["abdomen", "head"]}
     labels = build_label_table(table, None, geometry=False)
     assert {"study=head", "kvp=120", "field_strength=1.5", "pathology=none"} <= set(labels.names)
 

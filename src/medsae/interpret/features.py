@@ -23,7 +23,14 @@ import scipy.sparse as sp
 from medsae.errors import ArtifactError
 from medsae.labels.table import LabelTable, build_label_table
 
-__all__ = ["FeatureStats", "LabelTable", "build_label_table", "feature_statistics", "latent_levels"]
+__all__ = [
+    "FeatureStats",
+    "LabelTable",
+    "build_label_table",
+    "feature_statistics",
+    "label_enrichment",
+    "latent_levels",
+]
 
 
 @dataclass
@@ -75,6 +82,23 @@ def _diverse(rows: np.ndarray, codes: sp.csr_matrix, k: int) -> list[int]:
         chosen.append(nxt)
         dist = np.minimum(dist, 1.0 - x @ x[nxt])
     return [int(rows[i]) for i in chosen]
+
+
+def label_enrichment(
+    hits: np.ndarray, hits_defined: np.ndarray, label_count: np.ndarray, label_defined: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(P(L | A), P(L), lift)`` per label (module docstring): ``hits`` active slices carry
+    the label among ``hits_defined`` where it is defined; ``label_count`` slices of the base
+    set carry it among ``label_defined``. The lift of a label absent from the base set is 0.
+
+    The one enrichment arithmetic: the interpret stage's (base set: the training split) and
+    the browser's and report's (base set: every slice, :mod:`medsae.frontend.features`).
+    """
+    p_active = hits / np.maximum(hits_defined, 1)
+    base = label_count / np.maximum(label_defined, 1)
+    out = np.zeros(np.shape(p_active), dtype=np.result_type(p_active, base))
+    lift = np.divide(p_active, base, out=out, where=base > 0)
+    return p_active, base, lift
 
 
 def _enrichment(
@@ -146,7 +170,7 @@ def feature_statistics(
     v_train = labels.values[train_rows].astype(np.float32)
     d_train = labels.defined[train_rows].astype(np.float32)
     label_count = v_train.sum(0)
-    base = label_count / np.maximum(d_train.sum(0), 1)
+    label_defined = d_train.sum(0)
     active_ind = (sub[:, wanted] != 0).astype(np.float32).T.tocsr()  # (F, n_train)
     hits = np.asarray(active_ind @ v_train)  # (F, L)
     hits_defined = np.asarray(active_ind @ d_train)
@@ -164,9 +188,10 @@ def feature_statistics(
         display = _diverse(top_rows, codes, n_display)
         bins = np.array_split(np.arange(len(local))[::-1], min(n_quantiles, len(local)))
         quantile_rows = [int(train_rows[local[rng.choice(b)]]) for b in bins if len(b)]
-        p_active = hits[f] / np.maximum(hits_defined[f], 1)
+        p_active, base, lift = label_enrichment(
+            hits[f], hits_defined[f], label_count, label_defined
+        )
         gain = np.where(hits_defined[f] > 0, p_active - base, -np.inf)
-        lift = p_active / np.maximum(base, 1e-12)
         f1 = 2 * hits[f] / np.maximum(len(local) + label_count, 1e-12)
         best = int(np.argmax(f1)) if len(f1) else -1
         enrich = _enrichment(

@@ -78,23 +78,22 @@ def study_values(table: pd.DataFrame, facet: str) -> pd.Series:
     )
 
 
-def study_labels(table: pd.DataFrame) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Names, values and defined masks (bool ``(N,)`` each) of the four facets' labels.
+def study_codes(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Label codes of the four facets: per facet, the code of every row (``-1`` where the
+    facet is unknown) and its sorted values (label ``facet=value``).
 
     A facet whose column is missing or has fewer than two values is left out (it cannot
     set any slice apart).
     """
-    names: list[str] = []
-    values: list[np.ndarray] = []
-    defined: list[np.ndarray] = []
+    out: dict[str, tuple[np.ndarray, list[str]]] = {}
     for facet in STUDY_FACETS:
         vals = study_values(table, facet)
         known = vals.notna().to_numpy()
         levels = sorted(set(vals[known]))
         if len(levels) < 2:
             continue
-        for level in levels:
-            names.append(f"{facet}={level}")
-            values.append(np.asarray((vals == level).to_numpy() & known, dtype=bool))
-            defined.append(known)
-    return names, values, defined
+        position = {level: i for i, level in enumerate(levels)}
+        codes = np.full(len(vals), -1, dtype=np.int64)
+        codes[known] = [position[v] for v in vals[known]]
+        out[facet] = (codes, [str(v) for v in levels])
+    return out

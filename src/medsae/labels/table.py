@@ -33,7 +33,7 @@ from medsae.data.structures import GROUPS
 from medsae.data.table import Anatomy
 from medsae.errors import ArtifactError
 from medsae.labels.concepts_extra import extra_labels
-from medsae.labels.concepts_study import study_labels
+from medsae.labels.concepts_study import study_codes
 
 
 def label_kind(name: str) -> str:
@@ -116,6 +116,48 @@ class LabelTable:
 
 
 META_LABELS = ("modality", "plane", "sex", "age_group", "manufacturer")
+"""Slice table columns whose values are labels (``modality=CT``, ...)."""
+
+LabelCodes = dict[str, tuple[np.ndarray, list[str]]]
+"""Per label kind: the code of every row (``-1`` where the label is not defined) and the
+kind's values (label ``kind=values[code]``)."""
+
+
+def factorise(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes ``(N,)`` (int64, ``-1`` where null) of a column's values read as text, and its
+    sorted values."""
+    known = values.notna().to_numpy()
+    text = values[known].astype(str).to_numpy()
+    uniques, inverse = np.unique(text, return_inverse=True)
+    codes = np.full(len(values), -1, dtype=np.int64)
+    codes[known] = inverse
+    return codes, [str(u) for u in uniques]
+
+
+def metadata_codes(table: pd.DataFrame, label_columns: Sequence[str] = ()) -> LabelCodes:
+    """The :data:`META_LABELS` columns of the slice table, and the further categorical
+    ``label_columns`` (the user labels of imported embeddings), as label codes."""
+    columns = (*META_LABELS, *label_columns)
+    return {c: factorise(table[c]) for c in columns if c in table.columns}
+
+
+def label_codes(table: pd.DataFrame, label_columns: Sequence[str] = ()) -> LabelCodes:
+    """Every label kind that is a value per slice: the metadata columns
+    (:func:`metadata_codes`) and the study and acquisition facets
+    (:func:`medsae.labels.concepts_study.study_codes`). The label table's labels of these
+    kinds are exactly these codes' values."""
+    return {**metadata_codes(table, label_columns), **study_codes(table)}
+
+
+def _add_codes(
+    codes: LabelCodes, names: list[str], values: list[np.ndarray], defined: list[np.ndarray]
+) -> None:
+    for kind, (code, uniques) in codes.items():
+        known = code >= 0
+        for i, value in enumerate(uniques):
+            names.append(f"{kind}={value}")
+            values.append(code == i)
+            defined.append(known)
 
 
 def build_label_table(
@@ -137,15 +179,7 @@ def build_label_table(
     names: list[str] = []
     values: list[np.ndarray] = []
     defined: list[np.ndarray] = []
-    for column in (*META_LABELS, *label_columns):
-        if column not in table.columns:
-            continue
-        col = table[column]
-        known = col.notna().to_numpy()
-        for value in sorted(col.dropna().astype(str).unique()):
-            names.append(f"{column}={value}")
-            values.append(np.asarray((col.astype(str) == value).to_numpy() & known, dtype=bool))
-            defined.append(known)
+    _add_codes(metadata_codes(table, label_columns), names, values, defined)
     if anatomy is not None:
         presence = np.asarray(anatomy.presence)
         if presence.shape[0] != n:
@@ -174,10 +208,7 @@ def build_label_table(
         names += extra_names
         values += extra_values
         defined += extra_defined
-    study_names, study_vals, study_defined = study_labels(table)
-    names += study_names
-    values += study_vals
-    defined += study_defined
+    _add_codes(study_codes(table), names, values, defined)
     if not names:
         return LabelTable([], np.zeros((n, 0), bool), np.zeros((n, 0), bool))
     return LabelTable(names, np.stack(values, axis=1), np.stack(defined, axis=1))
