@@ -10,6 +10,7 @@ carry the ``cuda`` marker: they are skipped where no CUDA device is present.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run_models() -> Iterator[None]:
+    """Each test loads (or fakes) the run models it uses: none is left in the process cache."""
+    from medsae.sae.run_models import clear_run_models
+
+    clear_run_models()
+    yield
+    clear_run_models()

@@ -52,7 +52,7 @@ def _garble(path: Path) -> None:
 
 
 def _view(ws: Workspace):
-    from medsae.view import WorkspaceView
+    from medsae.frontend.view import WorkspaceView
 
     return WorkspaceView(ws.root)
 
@@ -135,7 +135,7 @@ CASES: dict[str, tuple[Callable[[Workspace], Path], Callable[[Path], None], Call
 
 
 def _search(ws: Workspace):
-    from medsae.retrieval.service import WorkspaceSearch
+    from medsae.frontend.search import WorkspaceSearch
 
     return WorkspaceSearch(_view(ws), use_interpret=False)
 
@@ -207,7 +207,7 @@ def test_any_unexpected_error_in_the_browser_is_json(ws: Workspace, monkeypatch)
     from medsae.serve import create_app
 
     app = create_app(ws.root, load_text_model=False)
-    monkeypatch.setattr("medsae.view.WorkspaceView.slice_png", lambda *a: 1 / 0)
+    monkeypatch.setattr("medsae.frontend.view.WorkspaceView.slice_png", lambda *a: 1 / 0)
     sid = str(pd.read_parquet(ws.slices / "slices.parquet")["slice_id"].iloc[0])
     r = TestClient(app, raise_server_exceptions=False).get(f"/api/slices/{sid}/image.png")
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from medsae.config import PipelineConfig, build_config
 from medsae.encode.import_stage import import_embeddings
+from medsae.frontend.view import WorkspaceView
 from medsae.pipeline import run_pipeline
 from medsae.serve import create_app
-from medsae.view import WorkspaceView
 from tests.encode.test_import import make_files
 
 SMALL = {

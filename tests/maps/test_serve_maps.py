@@ -62,9 +62,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Any]:
         root, n_subjects=6, slices_per_plane=3, dim=DIM, n_latents=N_LATENTS
     )
     save_sae(ws.sae(truth.encoder, truth.run), random_sae(DIM, N_LATENTS, encoder=truth.encoder))
-    from medsae.retrieval.service import WorkspaceSearch
+    from medsae.frontend.search import WorkspaceSearch
+    from medsae.frontend.view import WorkspaceView
     from medsae.serve import create_app
-    from medsae.view import WorkspaceView
 
     view = WorkspaceView(ws.root)
     app = create_app(view, backend=WorkspaceSearch(view, use_interpret=False))

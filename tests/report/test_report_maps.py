@@ -221,8 +221,8 @@ def test_overlay_png_is_a_valid_image(spatial_workspace, tmp_path):
 
 
 def test_batched_maps_equal_single_slice_maps(spatial_workspace, tmp_path):
+    from medsae.frontend.view import WorkspaceView
     from medsae.report.maps import CardMaps
-    from medsae.view import WorkspaceView
 
     ws, truth = spatial_workspace
     maker = MapMaker(ws, truth.encoder, truth.run, spatial_encoder=CellEncoder())

@@ -7,13 +7,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from medsae.data.query_image import fit_to_size, read_query_image
 from medsae.errors import InputError
-from medsae.retrieval import query_image as qi
 from medsae.retrieval.index import search_similar
+from medsae.sae import run_models
 from medsae.sae.codes_io import load_codes
+from medsae.workspace import Workspace
 from tests.support.synthetic import make_synthetic_workspace
 
 
@@ -74,17 +76,25 @@ def test_search_by_image_runs_encoder_and_sae(
     row = 5
     seen: dict[str, object] = {}
 
-    def fake_encode(image: np.ndarray, folder: Path) -> np.ndarray:
-        seen["shape"] = image.shape
-        seen["folder"] = folder
-        return np.ones(truth.dim, dtype=np.float32)
+    class FakeEncoder:
+        def encode(self, images: np.ndarray) -> np.ndarray:
+            seen["shape"] = images.shape[1:]
+            return np.ones((len(images), truth.dim), dtype=np.float32)
 
-    def fake_code(embedding: np.ndarray, folder: Path) -> np.ndarray:
-        seen["sae"] = folder
-        return codes[row].toarray().ravel()
+    class FakeSAE:
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(codes[row].toarray()).float().expand(len(x), -1)
 
-    monkeypatch.setattr(qi, "encode_image", fake_encode)
-    monkeypatch.setattr(qi, "code_embedding", fake_code)
+    def fake_encoder(ws_: Workspace, encoder: str, device: str) -> FakeEncoder:
+        seen["folder"] = ws_.embeddings(encoder)
+        return FakeEncoder()
+
+    def fake_sae(ws_: Workspace, encoder: str, run: str) -> FakeSAE:
+        seen["sae"] = ws_.sae(encoder, run)
+        return FakeSAE()
+
+    monkeypatch.setattr(run_models, "load_run_encoder", fake_encoder)
+    monkeypatch.setattr(run_models, "load_run_sae", fake_sae)
     img = np.random.default_rng(0).integers(0, 255, size=(50, 40)).astype(np.uint8)
     res = search_similar(ws, image=img, k=5, n=3)
     assert seen["shape"] == (32, 32)  # the workspace's image size

@@ -98,9 +98,7 @@ def test_search_similar_by_slice_id(workspace) -> None:
 
 def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     ws, truth = workspace
-    assert resolve_run(
-        ws,
-    ) == (truth.encoder, truth.run)
+    assert resolve_run(ws) == (truth.encoder, truth.run)
     ws.ranking.mkdir(parents=True, exist_ok=True)
     ranking = ws.ranking / RANKING
     # a second run with codes: the ranking decides between the two
@@ -108,20 +106,14 @@ def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
     shutil.copytree(ws.codes(truth.encoder, truth.run), other)
     try:
         with pytest.raises(ArtifactError, match="several SAE runs"):
-            resolve_run(
-                ws,
-            )
+            resolve_run(ws)
         ranking.write_text(json.dumps({"best": {"encoder": truth.encoder, "run": "r7"}}))
-        assert resolve_run(
-            ws,
-        ) == (truth.encoder, "r7")
+        assert resolve_run(ws) == (truth.encoder, "r7")
         assert resolve_run(ws, "x", "y") == ("x", "y")
         # a ranking that names a run no longer in the workspace is not followed
         ranking.write_text(json.dumps({"best": {"encoder": "enc-b", "run": "gone"}}))
         shutil.rmtree(other)
-        assert resolve_run(
-            ws,
-        ) == (truth.encoder, truth.run)
+        assert resolve_run(ws) == (truth.encoder, truth.run)
     finally:
         ranking.unlink()
         shutil.rmtree(other, ignore_errors=True)

@@ -45,8 +45,8 @@ def modes_used(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_cli_browser_and_evaluation_use_the_library_default(indexed, modes_used) -> None:
     from medsae.cli import app
+    from medsae.frontend.view import WorkspaceView
     from medsae.serve import create_app
-    from medsae.view import WorkspaceView
 
     ws, _truth = indexed
     evaluated = json.loads((ws.index("synthetic", "synthetic-run") / TEXT_RETRIEVAL).read_text())
@@ -70,10 +70,10 @@ def test_browser_uses_the_mode_the_index_was_built_with(indexed, modes_used, tmp
     import shutil
 
     from medsae.cli import app
+    from medsae.frontend.search import WorkspaceSearch
+    from medsae.frontend.view import WorkspaceView
     from medsae.retrieval.config import IndexConfig
     from medsae.retrieval.index import build_index
-    from medsae.retrieval.service import WorkspaceSearch
-    from medsae.view import WorkspaceView
     from medsae.workspace import Workspace
 
     ws0, _truth = indexed

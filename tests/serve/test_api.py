@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from medsae.retrieval.service import SearchHits, WorkspaceSearch
+from medsae.frontend.search import SearchHits, WorkspaceSearch
+from medsae.frontend.view import WorkspaceView
 from medsae.serve import create_app
-from medsae.view import WorkspaceView
 
 
 class FakeImageSearch(WorkspaceSearch):

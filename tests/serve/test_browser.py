@@ -21,9 +21,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def base_url(full_workspace) -> Iterator[str]:
-    from medsae.retrieval.service import WorkspaceSearch
+    from medsae.frontend.search import WorkspaceSearch
+    from medsae.frontend.view import WorkspaceView
     from medsae.serve import create_app
-    from medsae.view import WorkspaceView
 
     ws, _ = full_workspace
     view = WorkspaceView(ws.root)

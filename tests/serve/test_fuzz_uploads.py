@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from medsae.frontend.view import WorkspaceView
 from medsae.serve import create_app
-from medsae.view import WorkspaceView
 from tests.fuzz_inputs import malformed
 from tests.rss import peak_rss_growth
 from tests.serve.test_api import FakeImageSearch

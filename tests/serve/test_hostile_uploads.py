@@ -22,8 +22,8 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from medsae.frontend.view import WorkspaceView
 from medsae.serve import create_app
-from medsae.view import WorkspaceView
 from tests.rss import peak_rss_growth
 from tests.serve.test_api import FakeImageSearch
 
@@ -175,10 +175,8 @@ def test_concurrent_uploads_through_one_encoder_get_their_own_answers(
     ws, truth = full_workspace
     encoder = get_encoder("efficientnet-lite0", device="cpu", input_size=64, pooling="multiscale")
     sae = ProjectionSAE(encoder.dim, truth.n_latents)
-    monkeypatch.setattr(
-        "medsae.retrieval.query_image.load_image_encoder", lambda folder, **kw: encoder
-    )
-    monkeypatch.setattr("medsae.retrieval.query_image.load_image_sae", lambda folder, **kw: sae)
+    monkeypatch.setattr("medsae.sae.run_models.load_run_encoder", lambda *a: encoder)
+    monkeypatch.setattr("medsae.sae.run_models.load_run_sae", lambda *a: sae)
     client = TestClient(create_app(WorkspaceView(ws.root), load_text_model=False, heavy_workers=3))
     rng = np.random.default_rng(2)
     uploads = []

@@ -16,9 +16,9 @@ SCRIPT = textwrap.dedent(
     import json, sys
     import medsae.cli, medsae.serve
     from fastapi.testclient import TestClient
-    from medsae.retrieval.service import WorkspaceSearch
+    from medsae.frontend.search import WorkspaceSearch
     from medsae.serve import create_app
-    from medsae.view import WorkspaceView
+    from medsae.frontend.view import WorkspaceView
 
     loaded = {"import": [m for m in HEAVY if m in sys.modules]}
     view = WorkspaceView(sys.argv[1])

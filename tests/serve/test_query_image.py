@@ -57,10 +57,8 @@ def models(workspace, monkeypatch: pytest.MonkeyPatch) -> PixelEncoder:
     _ws, truth = workspace
     encoder = PixelEncoder()
     sae = ProjectionSAE(32 * 32, truth.n_latents)
-    monkeypatch.setattr(
-        "medsae.retrieval.query_image.load_image_encoder", lambda folder, device="auto": encoder
-    )
-    monkeypatch.setattr("medsae.retrieval.query_image.load_image_sae", lambda folder: sae)
+    monkeypatch.setattr("medsae.sae.run_models.load_run_encoder", lambda *a: encoder)
+    monkeypatch.setattr("medsae.sae.run_models.load_run_sae", lambda *a: sae)
     return encoder
 
 
@@ -75,8 +73,8 @@ def test_cli_and_browser_give_the_same_image_and_results(
     workspace, models: PixelEncoder, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     from medsae.cli import app
+    from medsae.frontend.view import WorkspaceView
     from medsae.serve import create_app
-    from medsae.view import WorkspaceView
 
     ws, _truth = workspace
     path = _dicom(name)

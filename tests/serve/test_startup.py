@@ -13,16 +13,18 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+import medsae.frontend.search as service
+import medsae.frontend.view as view_module
 import medsae.llm.embed as embed
-import medsae.retrieval.service as service
-import medsae.view as view_module
 from medsae.errors import ArtifactError
+from medsae.frontend.parts import once
+from medsae.frontend.search import WorkspaceSearch
+from medsae.frontend.view import WorkspaceView
+from medsae.labels.table import build_label_table
 from medsae.llm.embed import TextEmbedder
-from medsae.retrieval.service import WorkspaceSearch
 from medsae.sae.codes_io import latent_stats, load_codes, load_latent_stats
 from medsae.sae.io import CODES_STATS
 from medsae.serve import create_app
-from medsae.view import WorkspaceView, once
 
 
 def test_first_page_answers_before_the_slice_table_is_read(full_workspace, monkeypatch):
@@ -103,20 +105,14 @@ def test_stored_latent_stats_equal_the_codes_and_the_fallback(full_workspace, tm
 
 
 def _enrichment_brute_force(view: WorkspaceView, latent: int, top=10, min_count=3, min_support=0.1):
-    """Every label's lift over dense masks of every slice (the definition, slowly)."""
+    """Every label's lift over the label table's dense masks of every slice (the definition,
+    slowly): its value labels (metadata, study and acquisition) and its structures."""
     rows, _ = view.activations(latent)
     active = np.zeros(len(view.table), dtype=bool)
     active[rows] = True
     min_count = max(min_count, int(np.ceil(min_support * len(rows))))
-    labels = []
-    for col in view_module.METADATA_LABELS:
-        if col not in view.table.columns:
-            continue
-        values = view.table[col]
-        defined = values.notna().to_numpy()
-        for value in values.dropna().unique():
-            has = (values == value).fillna(False).to_numpy(dtype=bool)
-            labels.append((f"{col}={value}", has, defined))
+    table = build_label_table(view.table, None, geometry=False)
+    labels = [(n, table.values[:, i], table.defined[:, i]) for i, n in enumerate(table.names)]
     presence = np.asarray(view.anatomy.presence)
     for j, name in enumerate(view.anatomy.structures):
         labels.append((f"structure={name}", presence[:, j] == 1, presence[:, j] != -1))
@@ -137,7 +133,7 @@ def _enrichment_brute_force(view: WorkspaceView, latent: int, top=10, min_count=
                 "lift": lift,
             }
         )
-    out.sort(key=lambda d: (-d["lift"], -d["count_active"]))
+    out.sort(key=lambda d: (-d["lift"], -d["count_active"], d["label"]))
     return out[:top]
 
 

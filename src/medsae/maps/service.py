@@ -1,8 +1,9 @@
 """Maps of single slices on demand (the browser's map route and the report's overlays).
 
-:class:`MapMaker` loads the SAE, rebuilds the encoder from its embedding store (once) and
-keeps the feature maps of the last few slices, so that switching latents on one slice costs
-only the attribution (a few milliseconds), not another forward pass.
+:class:`MapMaker` uses the run's SAE and the encoder rebuilt from its embedding store (loaded
+once per process, :mod:`medsae.sae.run_models`) and keeps the feature maps of the last few
+slices, so that switching latents on one slice costs only the attribution (a few
+milliseconds), not another forward pass.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from medsae.encode.spatial import SpatialEncoder, SpatialFeatures
 from medsae.errors import InputError
 from medsae.evaluate.io import resolve_run
 from medsae.maps.attribution import check_latents, latent_maps, sae_name, to_pixels
+from medsae.sae.run_models import RunModels, run_models
 from medsae.workspace import Workspace
 
 
@@ -92,29 +94,30 @@ class MapMaker:
         self.device = device
         self.cache_slices = cache_slices
         self._enc = spatial_encoder
-        self._sae: Any = None
+        self._models: RunModels | None = None
         self._images: np.ndarray | None = None
         self._cache: OrderedDict[int, SpatialFeatures] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
-    def sae(self) -> Any:
-        if self._sae is None:
-            from medsae.sae import load_sae
+    def models(self) -> RunModels:
+        """The run's encoder and SAE, loaded once per process (:mod:`medsae.sae.run_models`:
+        the browser's image search and the report share them)."""
+        if self._models is None:
+            self._models = run_models(self.ws, self.encoder, self.run, self.device)
+        return self._models
 
-            self._sae = load_sae(self.ws.sae(self.encoder, self.run))
-        return self._sae
+    @property
+    def sae(self) -> Any:
+        return self.models.sae
 
     @property
     def spatial_encoder(self) -> SpatialEncoder:
         """The encoder (rebuilt from the store on first use); InputError when it has no maps."""
         if self._enc is None:
-            from medsae.encode.registry import encoder_from_store
             from medsae.encode.spatial import require_spatial
-            from medsae.encode.store import EmbeddingStore
 
-            store = EmbeddingStore(self.ws.embeddings(self.encoder))
-            self._enc = require_spatial(encoder_from_store(store, device=self.device))
+            self._enc = require_spatial(self.models.encoder)
         return self._enc
 
     @property

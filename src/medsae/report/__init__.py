@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 from medsae._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from medsae.frontend.view import WorkspaceView
     from medsae.report.build import ReportConfig, build_report
-    from medsae.view import WorkspaceView
 
 _EXPORTS: dict[str, str] = {
     "ReportConfig": "medsae.report.build",
     "build_report": "medsae.report.build",
-    "WorkspaceView": "medsae.view",
+    "WorkspaceView": "medsae.frontend.view",
 }
 
 __all__ = ["ReportConfig", "WorkspaceView", "build_report"]

@@ -9,10 +9,10 @@ from pydantic import Field
 
 from medsae.config import StageConfig
 from medsae.device import describe_device, device_field, resolve_device
+from medsae.frontend.view import WorkspaceView
 from medsae.report import sections as sec
 from medsae.report.html import page
 from medsae.report.io import REPORT_PAGE
-from medsae.view import WorkspaceView
 from medsae.workspace import (
     MANIFEST,
     SUMMARY,
@@ -54,7 +54,7 @@ class ReportConfig(StageConfig):
     text_search: Literal["interpret", "keyword"] = Field(
         default="interpret",
         description="Text examples through the feature descriptions and the sentence embedder "
-        "(medsae.retrieval.service) or the keyword match (no model).",
+        "(medsae.frontend.search) or the keyword match (no model).",
     )
     title: str = Field(default="medsae report", description="Title of the page.")
     device: str = device_field()
@@ -89,7 +89,7 @@ def build_report(
     """Write ``WS/report/`` (``index.html`` + ``img/`` + ``fig/``) through ``run_stage``.
 
     Every section reads the artifacts that exist; a missing artifact gives a "not computed"
-    note instead of an error. ``search`` (a :class:`medsae.retrieval.service.SearchBackend`)
+    note instead of an error. ``search`` (a :class:`medsae.frontend.search.SearchBackend`)
     provides the fingerprint and text examples; by default the workspace's own.
     ``map_maker`` (a :class:`medsae.maps.MapMaker`) makes the feature cards' map overlays; by
     default one for the shown SAE, its encoder rebuilt from the embedding store.
@@ -103,7 +103,7 @@ def build_report(
         view = WorkspaceView(ws.root, encoder=cfg.encoder, run=cfg.run, device=cfg.device)
         backend = search
         if backend is None and view.codes is not None:
-            from medsae.retrieval.service import WorkspaceSearch
+            from medsae.frontend.search import WorkspaceSearch
 
             # one service for this view: the index and the text model are loaded once
             backend = WorkspaceSearch(view, use_interpret=cfg.text_search == "interpret")

@@ -23,8 +23,8 @@ import numpy as np
 
 from medsae.data.io import LABEL_MAPS_FLAG, has_label_maps
 from medsae.errors import MedsaeError
+from medsae.frontend.view import WorkspaceView
 from medsae.maps.render import colour_bar_css, composite
-from medsae.view import WorkspaceView
 
 MAP_SLICES = 3
 """Default number of top slices per feature card that get a map overlay."""

@@ -12,11 +12,12 @@ from typing import Any
 import pandas as pd
 
 from medsae.evaluate.io import MONOSEMANTICITY, RECOVERY, TABLE1_CSV
+from medsae.frontend.parts import read_json, read_parquet
+from medsae.frontend.view import WorkspaceView
 from medsae.report import figures
 from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
 from medsae.report.io import FIGURES, FRONTIER_FIGURE, RECOVERY_FIGURE
 from medsae.report.maps import MAP_SLICES, CardMaps
-from medsae.view import WorkspaceView, read_json, read_parquet
 from medsae.workspace import MANIFEST, SUMMARY, read_manifest
 
 DEFAULT_QUERIES = (

@@ -1,5 +1,6 @@
 """medsae.retrieval: fingerprint search, text-to-image retrieval (ask), the index stage,
-their evaluations, and the search service the report and the browser share.
+and their evaluations (the search service the report and the browser share is
+:mod:`medsae.frontend.search`).
 
 Names are imported lazily (on first use) so that importing the package, and ``medsae
 --help``, stay fast. Add a name by adding it to ``_EXPORTS`` (name -> defining module).
@@ -29,9 +30,6 @@ _EXPORTS: dict[str, str] = {
     "IndexConfig": "medsae.retrieval.config",
     "ASK_MODES": "medsae.retrieval.config",
     "index_config": "medsae.retrieval.index",
-    "WorkspaceSearch": "medsae.retrieval.service",
-    "SearchHits": "medsae.retrieval.service",
-    "SearchUnavailable": "medsae.retrieval.service",
 }
 
 __all__ = sorted(_EXPORTS)

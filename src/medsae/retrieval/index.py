@@ -290,13 +290,14 @@ def search_similar(
     if slice_id is not None:
         return idx.search(str(slice_id), k=k, n=n, filters=filters)
     from medsae.data.query_image import QueryFormat
-    from medsae.retrieval import query_image as qi
+    from medsae.sae.run_models import run_models
 
+    models = run_models(ws, encoder, run)  # loaded once per process, not once per call
     if embedding is None:
         assert image is not None
         prepared = QueryFormat.of_slices(ws.slices).prepare(image, plane=plane, index=index)
-        embedding = qi.encode_image(prepared.image, ws.embeddings(encoder))
-    codes_n = qi.code_embedding(embedding, ws.sae(encoder, run))
+        embedding = models.embed(prepared.image)
+    codes_n = models.code(embedding)
     return idx.search(codes_n, k=k, n=n, filters=filters, exclude_own_subject=False)
 
 

@@ -42,8 +42,8 @@ def serve(
     import uvicorn
 
     from medsae.device import resolve_device
+    from medsae.frontend.view import WorkspaceView
     from medsae.progress import console
-    from medsae.view import WorkspaceView
 
     resolve_device(device, "--device")
     sock = bind_port(host, port)

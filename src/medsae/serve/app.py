@@ -34,13 +34,13 @@ from medsae import __version__
 from medsae.data.query_image import QueryImageError
 from medsae.data.query_limits import QueryLimits
 from medsae.errors import InputError, MedsaeError
+from medsae.frontend.search import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
+from medsae.frontend.view import WorkspaceView
 from medsae.interpret.profiles import profile_of, read_profiles
-from medsae.retrieval.service import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.serve import models as m
 from medsae.serve.io import STATIC_PAGE
 from medsae.serve.limits import BodySizeLimit, HeavyWork
 from medsae.serve.maps import map_router
-from medsae.view import WorkspaceView
 
 UPLOAD_LIMIT = 20 * 1024 * 1024
 HEAVY_WORKERS = 4  # uploads and feature maps computed at once

@@ -25,8 +25,8 @@ from medsae.errors import MedsaeError
 from medsae.maps.render import colour_bar_css, overlay_png
 
 if TYPE_CHECKING:
+    from medsae.frontend.view import WorkspaceView
     from medsae.maps.service import MapMaker
-    from medsae.view import WorkspaceView
 
 MAP_HEADERS = (
     "X-Map-Exact",

@@ -1,7 +1,7 @@
 """The search service of the front ends (report and browser): text, similar slices, images.
 
 :class:`WorkspaceSearch` answers every search over one open
-:class:`medsae.view.WorkspaceView`, with the same functions as the library API:
+:class:`medsae.frontend.view.WorkspaceView`, with the same functions as the library API:
 
 * similar slices and new images: the run's :class:`FingerprintIndex` (the index stage's
   artifact, else built in memory from the view's codes and table) with the fingerprint
@@ -12,10 +12,11 @@
   the workspace has no descriptions (or ``text_model=False``), a keyword match over
   feature descriptions and concepts (``method="keyword"``);
 * images: prepared by :mod:`medsae.data.query_image` by the caller, then encoded and coded
-  with the workspace's encoder and SAE (:mod:`medsae.retrieval.query_image`).
+  with the run's encoder and SAE, loaded once per process (:mod:`medsae.sae.run_models`,
+  shared with the feature maps and the library's ``search_similar``).
 
-What one service loads (index, retriever, models) belongs to it and goes with it: a front
-end builds one service per open view. A part that cannot run on the workspace raises
+What one service loads (index, retriever) belongs to it and goes with it: a front end builds
+one service per open view. A part that cannot run on the workspace raises
 :class:`SearchUnavailable` (the browser answers 503).
 """
 
@@ -30,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from medsae.errors import MedsaeError
+from medsae.frontend.view import WorkspaceView
 from medsae.retrieval.config import AskConfig, IndexConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
 from medsae.retrieval.language import TextRetriever, load_descriptions
-from medsae.view import WorkspaceView
+from medsae.sae.run_models import RunModels, run_models
 
 
 class SearchUnavailable(Exception):
@@ -95,7 +97,6 @@ class WorkspaceSearch:
         self._lock = threading.RLock()
         self._index: FingerprintIndex | None = _UNSET
         self._retriever: TextRetriever | None = _UNSET
-        self._models: tuple[Any, Any] | None = None
         self._words: list[set[str]] | None = None
         if load_text_model and use_interpret:
             self.text_ready()
@@ -277,18 +278,22 @@ class WorkspaceSearch:
         )
 
     # ----------------------------------------------------------------- images
-    def _image_models(self) -> tuple[Any, Any]:
-        with self._lock:
-            if self._models is None:
-                self._models = _load_image_models(self.view)
-            return self._models
+    def _image_models(self) -> RunModels:
+        view = self.view
+        if view.encoder is None or view.run is None:
+            raise SearchUnavailable("no SAE run with codes in this workspace")
+        return run_models(view.ws, view.encoder, view.run, view.device)
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """Dense SAE codes ``(n_latents,)`` of one prepared uint8 image."""
-        from medsae.retrieval import query_image as qi
-
-        encoder, sae = self._image_models()
-        return qi.code_with(sae, qi.embed_with(encoder, image))
+        models = self._image_models()
+        try:
+            models.load()
+        except Exception as e:  # any failure to rebuild the models means no image search
+            raise SearchUnavailable(
+                f"cannot rebuild encoder {models.encoder_name!r} and SAE {models.run!r}: {e}"
+            ) from e
+        return models.code(models.embed(image))
 
     def image(self, image: np.ndarray, k: int) -> SearchHits:
         """Slices similar to a prepared image (:mod:`medsae.data.query_image`)."""
@@ -323,22 +328,6 @@ def _open_index(view: WorkspaceView) -> FingerprintIndex | None:
     if index is None or index.n_rows != len(view.table):
         index = FingerprintIndex.build(view.codes, view.table)
     return index
-
-
-def _load_image_models(view: WorkspaceView) -> tuple[Any, Any]:
-    """The workspace's encoder (rebuilt from its store) and SAE, or SearchUnavailable."""
-    if view.encoder is None or view.run is None:
-        raise SearchUnavailable("no SAE run with codes in this workspace")
-    from medsae.retrieval import query_image as qi
-
-    try:
-        encoder = qi.load_image_encoder(view.ws.embeddings(view.encoder), device=view.device)
-        sae = qi.load_image_sae(view.ws.sae(view.encoder, view.run))
-    except Exception as e:  # any failure to rebuild the models means no image search
-        raise SearchUnavailable(
-            f"cannot rebuild encoder {view.encoder!r} and SAE {view.run!r}: {e}"
-        ) from e
-    return encoder, sae
 
 
 def _str_or_none(v: Any) -> str | None:
