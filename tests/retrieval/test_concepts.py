@@ -149,13 +149,12 @@ def test_descriptions_are_read_with_polarity(text: str, shown: str, absent: str)
 # ------------------------------------------------------------------ profiles and composition
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from medsae.testing import make_synthetic_workspace
-
     from medsae.data.table import read_anatomy, slices_with_split
     from medsae.interpret.profiles import concept_profiles
     from medsae.labels.table import build_label_table
     from medsae.retrieval.fingerprint import FingerprintIndex
     from medsae.sae.codes_io import load_codes
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(
         tmp_path_factory.mktemp("ws"), n_subjects=18, slices_per_plane=10

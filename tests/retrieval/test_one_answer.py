@@ -20,13 +20,12 @@ QUERY = "axial CT of both kidneys, without the femur"
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from medsae.testing import make_synthetic_workspace
-
     from medsae.data.table import read_anatomy, slices_with_split
     from medsae.interpret.profiles import concept_profiles, write_profiles
     from medsae.labels.table import build_label_table
     from medsae.retrieval.index import build_index
     from medsae.sae.codes_io import load_codes
+    from tests.support.synthetic import make_synthetic_workspace
 
     ws, truth = make_synthetic_workspace(
         tmp_path_factory.mktemp("ws"), n_subjects=15, slices_per_plane=6
