@@ -217,6 +217,8 @@ _WORDS: dict[str, tuple[str, ...]] = {
     "food pipe": _s("esophagus"),
     "oesophagus": _s("esophagus"),
     "bladder": _s("urinary_bladder"),
+    "prostate gland": _s("prostate"),
+    "thyroid": _s("thyroid_gland"),
     "gall bladder": _s("gallbladder"),
     "buttock": _prefixed("gluteus"),
     "buttocks": _prefixed("gluteus"),

@@ -8,7 +8,8 @@ its labels. From the described features' concept profiles
 1. **Features of a concept.** Within the query's stratum (its modality and plane where it
    names one of each, other than the concept's own kind; the profiles of that stratum of
    the training slices, else of a broader one), for each of its labels ``L``, the features with
-   ``auroc >= concept_min_auroc`` and ``lift > 1``, ranked by ``F1 = 2 p r / (p + r)`` with
+   ``auroc >= concept_min_auroc``, ``lift > 1`` and precision at least
+   ``concept_min_precision``, ranked by ``F1 = 2 p r / (p + r)`` with
    precision ``p = P(L | active)`` (``p_active``) and recall ``r = |A ∩ L| / |L|``; the
    ``concept_features`` best over the concept's labels are kept (a feature listed for two
    labels keeps its better precision). A feature whose description reads the label as absent
@@ -64,8 +65,13 @@ class ConceptFeatures:
         min_auroc: float = 0.6,
         per_concept: int = 8,
         relative_f1: float = 0.0,
+        min_precision: float = 0.0,
     ) -> None:
-        p = profiles[(profiles["lift"] > 1) & (profiles["auroc"] >= min_auroc)].copy()
+        p = profiles[
+            (profiles["lift"] > 1)
+            & (profiles["auroc"] >= min_auroc)
+            & (profiles["p_active"] >= min_precision)
+        ].copy()
         recall = p["n_active_with_label"] / np.maximum(p["n_label"], 1)
         prec = p["p_active"].astype(np.float64)
         p["f1"] = np.where(

@@ -79,6 +79,13 @@ class AskConfig(StageConfig):
         description="'concepts' mode: a feature stands for a label only with at least this "
         "training AUROC (and a lift above 1).",
     )
+    concept_min_precision: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="'concepts' mode: a feature stands for a label only when at least this "
+        "share of its active training slices (of the query's stratum) carry the label.",
+    )
     concept_relative_f1: float = Field(
         default=0.0,
         ge=0.0,

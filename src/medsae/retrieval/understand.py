@@ -16,7 +16,7 @@ did not understand. In order:
    (``"similar words"``), else the words are reported as *not understood* and take no
    part in the search.
 
-Filler words (``a``, ``showing``, ``scan``, ``patient``...) are skipped. ``no``,
+Filler words (``a``, ``showing``, ``scan``, ``patient``...) and single letters are skipped. ``no``,
 ``without``, ``not``, ``excluding``, ``except`` negate the concepts that follow up to the next
 ``,``, ``;``, ``.``, ``with``, ``but`` or ``showing``; a negated concept excludes. Concepts
 of one kind of which a slice has a single value (modality, plane, sex, age group) are
@@ -346,7 +346,7 @@ class QueryReader:
                 i += n
                 continue
             after_or = tok == "or"
-            if tok in FILLER or tok.isdigit():
+            if tok in FILLER or tok.isdigit() or len(tok) == 1:
                 leftover.append([])
             else:
                 leftover[-1].append((i, tok))
