@@ -11,7 +11,8 @@ its labels. From the described features' concept profiles
    ``auroc >= concept_min_auroc``, ``lift > 1`` and precision at least
    ``concept_min_precision``, ranked by ``F1 = 2 p r / (p + r)`` with
    precision ``p = P(L | active)`` (``p_active``) and recall ``r = |A ∩ L| / |L|``; the
-   ``concept_features`` best over the concept's labels are kept (a feature listed for two
+   ``concept_features`` best over the concept's labels are kept (a concept with none takes
+   those of the looser ``concept_fallback_auroc`` floor) (a feature listed for two
    labels keeps its better precision). A feature whose description reads the label as absent
    (:func:`medsae.labels.words.split_absent`) is never one of its features.
    Of these, those with an F1 below ``concept_relative_f1`` times the best are left out.
@@ -55,6 +56,23 @@ class ConceptFeature:
     auroc: float
 
 
+def _grouped(
+    profiles: pd.DataFrame, min_auroc: float, min_precision: float
+) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (stratum, label): the profile rows that may stand for it, best F1 first."""
+    p = profiles[
+        (profiles["lift"] > 1)
+        & (profiles["auroc"] >= min_auroc)
+        & (profiles["p_active"] >= min_precision)
+    ].copy()
+    recall = p["n_active_with_label"] / np.maximum(p["n_label"], 1)
+    prec = p["p_active"].astype(np.float64)
+    p["f1"] = np.where(prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0)
+    p = p.sort_values(["f1", "latent"], ascending=[False, True], kind="stable")
+    stratum = p["stratum"] if "stratum" in p else pd.Series("", index=p.index)
+    return {(str(st), str(lab)): g for (st, lab), g in p.groupby([stratum, "label"], sort=False)}
+
+
 class ConceptFeatures:
     """Per label, the described features associated with it (from the profiles)."""
 
@@ -66,25 +84,15 @@ class ConceptFeatures:
         per_concept: int = 8,
         relative_f1: float = 0.0,
         min_precision: float = 0.0,
+        fallback_auroc: float | None = None,
     ) -> None:
-        p = profiles[
-            (profiles["lift"] > 1)
-            & (profiles["auroc"] >= min_auroc)
-            & (profiles["p_active"] >= min_precision)
-        ].copy()
-        recall = p["n_active_with_label"] / np.maximum(p["n_label"], 1)
-        prec = p["p_active"].astype(np.float64)
-        p["f1"] = np.where(
-            prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0
-        )
-        p = p.sort_values(["f1", "latent"], ascending=[False, True], kind="stable")
         self.per_concept = per_concept
         self.relative_f1 = relative_f1
-        stratum = p["stratum"] if "stratum" in p else pd.Series("", index=p.index)
         self.labels = frozenset(profiles["label"].astype(str))
-        self._by_label = {
-            (str(st), str(lab)): g for (st, lab), g in p.groupby([stratum, "label"], sort=False)
-        }
+        self._by_label = _grouped(profiles, min_auroc, min_precision)
+        self._fallback = (
+            {} if fallback_auroc is None else _grouped(profiles, fallback_auroc, min_precision)
+        )
         self._absent: dict[int, str] = {}
         if descriptions is not None and "description" in descriptions:
             for j, d in zip(descriptions["latent"], descriptions["description"], strict=True):
@@ -97,6 +105,17 @@ class ConceptFeatures:
         return tuple(x for x in concept.labels if x in self.labels)
 
     def of(self, concept: Concept, context: Sequence[str] = ()) -> list[ConceptFeature]:
+        """The features of a concept (see :meth:`_of`); where it has none, those of the looser
+        ``fallback_auroc`` floor."""
+        found = self._of(concept, context, self._by_label)
+        return found or self._of(concept, context, self._fallback)
+
+    def _of(
+        self,
+        concept: Concept,
+        context: Sequence[str],
+        by_label: dict[tuple[str, str], pd.DataFrame],
+    ) -> list[ConceptFeature]:
         """The features of a concept (see the module docstring), best first, from the profiles
         of the query's stratum: ``context`` the modality and plane labels the query asks for
         (the broadest stratum with profiles for the label is used when the narrowest has
@@ -106,7 +125,7 @@ class ConceptFeatures:
         for label in concept.labels:
             group = None
             for stratum in _strata(context):
-                group = self._by_label.get((stratum, label))
+                group = by_label.get((stratum, label))
                 if group is not None:
                     break
             if group is None:

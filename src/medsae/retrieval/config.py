@@ -79,6 +79,13 @@ class AskConfig(StageConfig):
         description="'concepts' mode: a feature stands for a label only with at least this "
         "training AUROC (and a lift above 1).",
     )
+    concept_fallback_auroc: float | None = Field(
+        default=0.5,
+        ge=0.5,
+        le=1.0,
+        description="'concepts' mode: a concept with no feature at concept_min_auroc takes "
+        "those at this looser AUROC floor (None: it is reported as having no feature).",
+    )
     concept_min_precision: float = Field(
         default=0.0,
         ge=0.0,

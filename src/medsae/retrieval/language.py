@@ -182,6 +182,7 @@ class TextRetriever:
                 self.config.concept_features,
                 self.config.concept_relative_f1,
                 self.config.concept_min_precision,
+                self.config.concept_fallback_auroc,
             )
         self._ranker = ConceptRanker(index, self.config.concept_evidence)
         # what a description says is shown: "not in view: lungs" must not match a lung query
