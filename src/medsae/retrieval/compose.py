@@ -11,9 +11,9 @@ its labels. From the described features' concept profiles
    ``auroc >= concept_min_auroc``, ``lift > 1`` and precision at least
    ``concept_min_precision``, ranked by ``F1 = 2 p r / (p + r)`` with
    precision ``p = P(L | active)`` (``p_active``) and recall ``r = |A ∩ L| / |L|``; the
-   ``concept_features`` best over the concept's labels are kept (a concept with none takes
-   those of the looser ``concept_fallback_auroc`` floor) (a feature listed for two
-   labels keeps its better precision). A feature whose description reads the label as absent
+   ``concept_features`` best over the concept's labels are kept (a feature listed for two
+   labels keeps its better precision; a concept with none takes those of the looser
+   ``concept_fallback_auroc`` floor). A feature whose description reads the label as absent
    (:func:`medsae.labels.words.split_absent`) is never one of its features.
    Of these, those with an F1 below ``concept_relative_f1`` times the best are left out.
 2. **Evidence of a concept on a slice.** With ``g_j(r) = min(1, a_{r,j} / scale_j)``,
