@@ -1,4 +1,5 @@
-"""Architectures from outside src: registered here, they train, resume, evaluate and load.
+"""Architectures from outside src: registered here, they train, resume, evaluate, load and
+export.
 
 ``PenaltyTopK`` (per-sample TopK with an L2 penalty on the codes, its own option) and
 ``MeanOnly`` (fitted batch by batch without an optimiser: ``b_dec`` is the data mean) are
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import Field
+from safetensors.torch import load_file
 
 from medsae.data.table import slices_with_split
 from medsae.encode.store import EmbeddingStore
@@ -28,6 +30,7 @@ from medsae.sae.base import SparseAutoencoder, TrainOutput, batch_fvu
 from medsae.sae.checkpoint import SCHEMA_VERSION, load_sae, save_sae
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.data import TrainStream, split_rows
+from medsae.sae.export import export_run
 from medsae.sae.kernels import Selection, topk_select
 from medsae.sae.registry import build_sae, register, sae_config
 from medsae.sae.stage import train, write_codes
@@ -159,6 +162,15 @@ def test_outside_architecture_trains_resumes_evaluates_and_loads(
     seen = np.concatenate([x for e in range(3) for _, x in stream.epoch_batches(e)])
     expected = mean.preprocess(torch.from_numpy(seen)).double().mean(0).float()
     torch.testing.assert_close(mean.b_dec, expected, rtol=1e-5, atol=1e-6)
+
+    exported = export_run(ws.sae(truth.encoder, toy.cfg.run), tmp_path / "export", "sparsify")
+    t = load_file(str(exported / "sae.safetensors"))
+    x = toy.preprocess(torch.randn(16, 32))
+    pre = torch.relu((x - t["b_dec"]) @ t["encoder.weight"].t() + t["encoder.bias"])
+    acts, idx = pre.topk(4, dim=1)
+    torch.testing.assert_close(
+        torch.zeros_like(pre).scatter_(1, idx, acts), toy.encode(x), rtol=1e-5, atol=1e-5
+    )
 
     write_codes(ws, truth.encoder, run=toy.cfg.run)
     meta = json.loads((ws.codes(truth.encoder, toy.cfg.run) / "codes.json").read_text())

@@ -1,4 +1,4 @@
-"""Command-line commands of medsae.sae: ``medsae train`` and ``medsae codes``."""
+"""Command-line commands of medsae.sae: ``medsae train``, ``medsae codes`` and ``medsae export``."""
 
 from __future__ import annotations
 
@@ -110,3 +110,17 @@ def register(app: typer.Typer) -> None:
             "command line",
         )
         write_codes(workspace, encoder, run=run, config=cfg, force=force)
+
+    @app.command("export")
+    def export_cmd(
+        run: Path = typer.Argument(..., help="Run folder (WS/saes/<encoder>/<run>)."),
+        out: Path = typer.Argument(..., help="Folder to write (must be new or empty)."),
+        to: str = typer.Option(..., "--to", help="Target library: sparsify | saelens."),
+        force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT."),
+    ) -> None:
+        """Export a trained SAE for another library (sparsify, SAELens) with a model card."""
+        from medsae.progress import console
+        from medsae.sae.export import export_run
+
+        folder = export_run(run, out, to, force=force)
+        console.print(f"export: wrote {folder} ({to}; README.md is the model card)")
