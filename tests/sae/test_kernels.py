@@ -116,3 +116,28 @@ def test_transposed_sparse_mm_matches_dense_with_repeated_entries(
     S = torch.zeros(n_rows, n_cols).index_put((rows, cols), values, accumulate=True)
     got = kernels.transposed_sparse_mm(rows, cols, values, (n_rows, n_cols), dense)
     torch.testing.assert_close(got, S.t() @ dense, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_topk_threshold_path_equals_the_candidate_method() -> None:
+    """The sampled-threshold selection picks the same entries in the same order as the
+    per-row candidate method, at a size where the sample is a strict subset; when the
+    sample misleads it (the sampled entries are the largest) or winners tie at the
+    threshold, the candidate method answers."""
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(512, 2048, generator=gen)
+    k = 16
+    assert pre.numel() > kernels.BATCH_TOPK_SAMPLE
+    got, ref = kernels.batch_topk_select(pre, k), kernels._batch_topk_by_rows(pre, k)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    flat = pre.clone().reshape(-1)
+    stride = flat.numel() // kernels.BATCH_TOPK_SAMPLE
+    flat[::stride] += 50.0  # the sample sees only huge values: the guess is far too high
+    misled = flat.view(512, 2048)
+    got, ref = kernels.batch_topk_select(misled, k), kernels._batch_topk_by_rows(misled, k)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    ties = torch.randint(0, 4, (512, 2048), generator=gen).float()  # many equal values
+    rows, cols = kernels.batch_topk_select(ties, k)
+    assert rows.numel() == k * 512 and torch.all(rows[1:] >= rows[:-1])
+    chosen = torch.zeros_like(ties, dtype=torch.bool)
+    chosen[rows, cols] = True
+    assert ties[chosen].min() >= ties[~chosen].max()

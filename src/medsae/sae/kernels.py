@@ -24,6 +24,7 @@ autograd on the same selection; property tests check the two agree.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,12 +53,44 @@ def topk_select(pre_bD: torch.Tensor, k: int) -> Selection:
 
 
 def batch_topk_select(pre_bD: torch.Tensor, k: int) -> Selection:
-    """BatchTopK: the ``k * B`` largest entries of the whole batch.
+    """BatchTopK: the ``k * B`` largest entries of the whole batch, sorted by (row, column).
 
-    Exact and cheaper than a top-k over all ``B * D`` entries: take each row's
-    ``min(D, 4k)`` best candidates, then the batch top-``k B`` among them. If some row had
-    all its candidates selected, the row might have more winners than candidates and the
-    full top-k is used instead.
+    Exact, and without a per-row top-k: a threshold a little below the batch's
+    ``k B``-th largest value is read from a strided sample of the entries, one comparison
+    pass keeps the entries above it (a few more than ``k B``), and the exact ``k B``-th
+    value among those (``kthvalue``) picks the winners. When the sample's guess is too high
+    (too few entries above it) or the winners tie at the threshold, the candidate method
+    below (:func:`_batch_topk_by_rows`) answers instead; both select the same entries.
+    """
+    B, D = pre_bD.shape
+    n = min(k * B, B * D)
+    flat = pre_bD.reshape(-1)
+    total = flat.numel()
+    m = min(total, BATCH_TOPK_SAMPLE)
+    sample = flat[:: total // m][:m]
+    frac = n / total
+    rank = math.ceil(1.2 * frac * m + 4 * math.sqrt(frac * m) + 8)
+    if n and rank < m:
+        low = sample.topk(rank, sorted=False).values.min()
+        idx = (flat >= low).nonzero().squeeze(1)
+        if idx.numel() >= n:
+            vals = flat[idx]
+            kth = vals.kthvalue(idx.numel() - n + 1).values
+            keep = vals >= kth
+            if int(keep.sum()) == n:
+                win = idx[keep]  # ascending flat index: sorted by row, then column
+                return torch.div(win, D, rounding_mode="floor"), win % D
+    return _batch_topk_by_rows(pre_bD, k)
+
+
+BATCH_TOPK_SAMPLE = 65536
+"""Entries of the batch read to place the threshold of :func:`batch_topk_select`."""
+
+
+def _batch_topk_by_rows(pre_bD: torch.Tensor, k: int) -> Selection:
+    """BatchTopK by candidates: each row's ``min(D, 4k)`` best entries, then the batch
+    top-``k B`` among them. If some row had all its candidates selected, the row might have
+    more winners than candidates and the full top-k is used instead.
     """
     B, D = pre_bD.shape
     n = min(k * B, B * D)
