@@ -96,8 +96,11 @@ class MatryoshkaBatchTopKSAE(ThresholdFamily):
         bounds = torch.tensor(self.cfg.levels[:-1], dtype=cols.dtype, device=cols.device)
         # one decode for all levels: the entries of level l go to "row" l * B + row, so the
         # partial sums of every level come out of a single sparse product
-        bag = torch.bucketize(cols, bounds, right=True) * B + rows
-        order = torch.argsort(bag, stable=True)
+        level = torch.bucketize(cols, bounds, right=True)
+        bag = level * B + rows
+        # the selection is sorted by row, so grouping its entries by level (order kept) sorts
+        # them by (level, row): the stable sort of ``bag`` without a sort
+        order = torch.cat([(level == lv).nonzero().squeeze(1) for lv in range(L)])
         partial = self._decode_sparse(vals[order], bag[order], cols[order], L * B)
         recons = partial.view(L, B, -1).cumsum(0) + self.b_dec
         return list(recons.unbind(0))
