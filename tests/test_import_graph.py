@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medsae"
 
 FOUNDATION = {
     *("medsae", "errors", "_lazy", "npy", "jsonsafe", "metrics", "progress", "config", "device"),
-    *("artifacts", "atomic"),
+    *("artifacts", "atomic", "cli_config"),
 }
 """Units every layer may use: the version, errors, lazy exports, numeric helpers, the JSON
 cleaner, metric formulas, progress output, config files, the device setting, the artifact
@@ -36,7 +36,7 @@ LAYERS: list[set[str]] = [
     {"interpret"},
     {"retrieval"},
     {"frontend", "pipeline"},
-    {"report", "serve"},
+    {"report", "serve", "runs_cli"},
     {"pipeline_cli"},
     {"cli"},
     {"__main__"},
@@ -55,30 +55,38 @@ ALLOWED: dict[str, set[str]] = {
     "device": {"errors"},
     "artifacts": {"errors"},
     "atomic": {"errors"},
+    "cli_config": {"config", "errors"},
     "workspace": {"artifacts", "atomic", "medsae", "config", "errors", "progress"},
-    "data": {"artifacts", "config", "errors", "npy", "progress", "workspace"},
+    "data": {"artifacts", "cli_config", "config", "errors", "npy", "progress", "workspace"},
     "labels": {"data", "errors"},
-    "llm": {"_lazy", "data", "errors"},
-    "encode": {"artifacts", "config", "data", "device", "errors", "npy", "progress", "workspace"},
+    "llm": {"_lazy", "config", "data", "errors", "progress"},
+    "encode": {
+        *("artifacts", "cli_config", "config", "data", "device", "errors", "npy", "progress"),
+        "workspace",
+    },
     "sae": {
         "artifacts",
+        "cli_config",
         "atomic",
         *("_lazy", "config", "data", "device", "encode", "errors", "metrics", "progress"),
         "workspace",
     },
     "evaluate": {
         "artifacts",
+        "cli_config",
         *("_lazy", "config", "data", "device", "encode", "errors", "jsonsafe", "labels"),
         *("metrics", "progress", "sae", "workspace"),
     },
     "maps": {"_lazy", "data", "encode", "errors", "evaluate", "sae", "workspace"},
     "interpret": {
         "artifacts",
+        "cli_config",
         *("_lazy", "config", "data", "device", "errors", "evaluate", "jsonsafe", "labels"),
         *("llm", "maps", "metrics", "progress", "sae", "workspace"),
     },
     "retrieval": {
         "artifacts",
+        "cli_config",
         *("_lazy", "config", "data", "encode", "errors", "evaluate", "interpret", "labels"),
         *("llm", "progress", "sae", "workspace"),
     },
@@ -94,11 +102,12 @@ ALLOWED: dict[str, set[str]] = {
     },
     "report": {
         *("_lazy", "config", "data", "device", "encode", "errors", "evaluate", "frontend"),
-        *("maps", "progress", "workspace"),
+        *("maps", "progress", "workspace", "cli_config", "sae"),
     },
     "serve": {"interpret", "medsae", "data", "device", "errors", "frontend", "maps", "progress"},
+    "runs_cli": {"data", "errors", "evaluate", "progress", "retrieval", "sae", "workspace"},
     "pipeline_cli": {"config", "pipeline", "progress", "report", "serve", "workspace"},
-    "cli": {"medsae", "errors", "progress"},
+    "cli": {"cli_config", "medsae", "errors", "progress"},
     "__main__": {"cli"},
 }
 """The allowed edges between units (each unit's imports of other units)."""

@@ -10,9 +10,16 @@ import pytest
 from typer.testing import CliRunner
 
 from medsae.cli import app
-from medsae.config import PipelineConfig, load_pipeline_config
+from medsae.config import PipelineConfig
 from medsae.errors import InputError
-from medsae.pipeline import SUMMARY_KEYS, collect_summary, demo_config, run_pipeline, write_summary
+from medsae.pipeline import (
+    SUMMARY_KEYS,
+    collect_summary,
+    demo_config,
+    load_pipeline_config,
+    run_pipeline,
+    write_summary,
+)
 from tests.support.fixtures import write_fixture_artifacts
 from tests.support.synthetic import make_synthetic_workspace
 
@@ -94,6 +101,15 @@ def test_example_configs_parse():
     for name in ("demo.toml", "totalsegmentator.toml"):
         cfg = load_pipeline_config(root / name)
         assert cfg.workspace and cfg.train["arch"]
+
+
+def test_config_paths_are_relative_to_the_file(tmp_path, monkeypatch):
+    """`medsae run examples/demo.toml` means the same from any working directory."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    cfg = load_pipeline_config(root / "examples" / "demo.toml", ["split.seed=1"])
+    assert cfg.workspace == str(root / "demo-workspace")
+    assert cfg.prepare["source"] == str(root / "demo-workspace" / "phantom-data")
 
 
 def test_demo_config_sizes(tmp_path):

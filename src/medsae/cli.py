@@ -12,6 +12,7 @@ import sys
 import typer
 
 from medsae import __version__
+from medsae.cli_config import escape_help
 from medsae.errors import MedsaeError
 
 app = typer.Typer(
@@ -29,10 +30,12 @@ COMMAND_MODULES = (
     "medsae.sae.cli",
     "medsae.evaluate.cli",
     "medsae.interpret.cli",
+    "medsae.llm.cli",
     "medsae.retrieval.cli",
     "medsae.report.cli",
     "medsae.serve.cli",
     "medsae.pipeline_cli",
+    "medsae.runs_cli",
 )
 
 
@@ -53,6 +56,7 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
+escape_help(app)
 
 
 def main() -> None:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import tomllib
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medsae.errors import InputError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+PATH_FIELD: dict[str, Any] = {"path": True}
+"""``json_schema_extra`` of a field holding a path: read relative to its config file."""
 
 
 class StageConfig(BaseModel):
@@ -142,8 +149,45 @@ class PipelineConfig(StageConfig):
     report: dict[str, Any] = Field(default_factory=dict, description="ReportConfig fields.")
 
 
-def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    data = read_config_file(path)
-    for item in overrides or []:
-        data = merge_overrides(data, parse_override(item))
-    return build_config(PipelineConfig, data, path)
+def resolve_paths(model: Any, data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``data`` with the path fields of ``model`` made absolute against ``base``."""
+    out = dict(data)
+    for member in model_members(model):
+        for name, info in member.model_fields.items():
+            value = out.get(name)
+            if value is None:
+                continue
+            extra = info.json_schema_extra
+            if isinstance(extra, Mapping) and extra.get("path") and isinstance(value, str):
+                out[name] = str((base / Path(value).expanduser()).resolve())
+            elif model_members(info.annotation) and isinstance(value, dict):
+                out[name] = resolve_paths(info.annotation, value, base)
+    return out
+
+
+def strip_optional(annotation: Any) -> tuple[Any, bool]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+        return typing.Union[tuple(rest)], True  # noqa: UP007
+    return annotation, False
+
+
+def unannotated(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def model_members(annotation: Any) -> list[type[BaseModel]]:
+    """The config classes a type stands for: itself, or each member of a union of configs."""
+    annotation, _ = strip_optional(unannotated(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [unannotated(a) for a in typing.get_args(annotation)]
+        if members and all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+            return list(members)
+    return []

@@ -30,7 +30,14 @@ from typing import Any, Literal
 
 from rich.text import Text
 
-from medsae.config import PipelineConfig, build_config
+from medsae.config import (
+    PipelineConfig,
+    build_config,
+    merge_overrides,
+    parse_override,
+    read_config_file,
+    resolve_paths,
+)
 from medsae.data.io import PHANTOM_MARKER
 from medsae.errors import InputError, MedsaeError
 from medsae.evaluate.io import best_run, read_ranking
@@ -487,3 +494,29 @@ def run_demo(
     make_demo_data(pipeline.ws, phantom)
     pipeline.result.seconds["phantom"] = round(time.perf_counter() - t0, 3)
     return pipeline.run()
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """The pipeline config of a file, ``--set`` overrides applied.
+
+    ``workspace`` and the path fields of the stage tables (``[prepare] source``) are read
+    relative to the file, so that the file means the same from any working directory;
+    overrides are taken as given.
+    """
+    data = resolve_file_paths(read_config_file(path), Path(path).expanduser().resolve().parent)
+    for item in overrides or []:
+        data = merge_overrides(data, parse_override(item))
+    return build_config(PipelineConfig, data, path)
+
+
+def resolve_file_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A pipeline file's ``workspace`` and stage path fields made absolute against ``base``."""
+    out = dict(data)
+    if isinstance(out.get("workspace"), str):
+        out["workspace"] = str((base / Path(out["workspace"]).expanduser()).resolve())
+    for stage in PIPELINE:
+        section = out.get(stage.name)
+        if isinstance(section, dict):
+            model = getattr(importlib.import_module(stage.config[0]), stage.config[1])
+            out[stage.name] = resolve_paths(model, section, base)
+    return out

@@ -86,8 +86,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run the configured stages in order; finished stages are skipped."""
-        from medsae.config import load_pipeline_config
-        from medsae.pipeline import run_pipeline
+        from medsae.pipeline import load_pipeline_config, run_pipeline
 
         cfg = load_pipeline_config(config, overrides)
         result = run_pipeline(cfg, workspace, force=force, stages=stages or None)

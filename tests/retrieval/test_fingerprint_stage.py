@@ -109,7 +109,12 @@ def test_resolve_run_prefers_the_ranking(workspace, tmp_path: Path) -> None:
             resolve_run(ws)
         ranking.write_text(json.dumps({"best": {"encoder": truth.encoder, "run": "r7"}}))
         assert resolve_run(ws) == (truth.encoder, "r7")
-        assert resolve_run(ws, "x", "y") == ("x", "y")
+        assert resolve_run(ws, truth.encoder, "r7") == (truth.encoder, "r7")
+        # a run or encoder that does not exist is refused naming the nearest ones
+        with pytest.raises(InputError, match=r"nearest: r7.*medsae runs --workspace"):
+            resolve_run(ws, truth.encoder, "r8")
+        with pytest.raises(InputError, match=f"nearest: {truth.encoder}"):
+            resolve_run(ws, truth.encoder + "x", "r7")
         # a ranking that names a run no longer in the workspace is not followed
         ranking.write_text(json.dumps({"best": {"encoder": "enc-b", "run": "gone"}}))
         shutil.rmtree(other)

@@ -182,12 +182,14 @@ def test_no_valid_run_in_grid_is_an_error(tmp_path: Path) -> None:
 
 def test_nan_rows_and_tiny_dataset_are_clear_errors(tmp_path: Path) -> None:
     ws, truth = make_synthetic_workspace(tmp_path, dim=16, n_subjects=6, slices_per_plane=4)
-    with pytest.raises(InputError, match="fewer than one batch"):
-        train(
-            ws,
-            truth.encoder,
-            TrainConfig(arch=["topk"], levels=[[32]], k=[[2]], batch_size=4096, epochs=1),
-        )
+    # a batch larger than the train split trains on batches of the whole split, and says so
+    other, _ = make_synthetic_workspace(tmp_path / "b", dim=16, n_subjects=6, slices_per_plane=4)
+    out = train(
+        other,
+        truth.encoder,
+        TrainConfig(arch=["topk"], levels=[[32]], k=[[2]], batch_size=4096, epochs=1),
+    )
+    assert out.manifest["config"]["batch_size"] == out.manifest["counts"]["train_rows"] < 4096
     shard = ws.embeddings(truth.encoder) / "shard-00001.npy"
     arr = np.load(shard)
     arr[3, 2] = np.nan

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from medsae.config import StageConfig
+from medsae.config import PATH_FIELD, StageConfig
 
 Plane = Literal["axial", "coronal", "sagittal"]
 _ALL_PLANES: tuple[Plane, ...] = ("axial", "coronal", "sagittal")
@@ -55,6 +55,7 @@ class PrepareConfig(StageConfig):
     source: str | None = Field(
         default=None,
         description="Dataset folder, or a folder holding several dataset folders side by side.",
+        json_schema_extra=PATH_FIELD,
     )
     source_kind: SourceKind = Field(
         default="auto",

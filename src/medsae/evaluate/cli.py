@@ -1,4 +1,8 @@
-"""Command-line commands of medsae.evaluate: ``medsae evaluate`` and ``medsae rank``."""
+"""Command-line commands of medsae.evaluate: ``medsae evaluate`` and ``medsae rank``.
+
+Every setting is a flag made from :class:`~medsae.evaluate.config.EvaluateConfig` or
+:class:`~medsae.evaluate.config.RankConfig` (:mod:`medsae.cli_config`).
+"""
 
 from __future__ import annotations
 
@@ -7,70 +11,41 @@ from typing import Any
 
 import typer
 
+from medsae.cli_config import config_command
+from medsae.evaluate.config import EvaluateConfig, RankConfig
 from medsae.evaluate.io import TABLE1_MD
 
-
-def _section(config: Path | None, name: str) -> dict[str, Any]:
-    """The ``[name]`` table of a config file (or the whole file when it is flat)."""
-    if config is None:
-        return {}
-    from medsae.config import read_config_file
-
-    raw = read_config_file(config)
-    section = raw.get(name, raw)
-    return dict(section) if isinstance(section, dict) else {}
+WORKSPACE_HELP = "Workspace folder (default: `workspace` of --config)."
 
 
 def register(app: typer.Typer) -> None:
     """Add this subpackage's commands to the main app."""
 
-    @app.command("evaluate")
+    @config_command(app, "evaluate", EvaluateConfig)
     def evaluate_cmd(
-        workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
+        workspace: Path | None = typer.Option(None, "--workspace", "-w", help=WORKSPACE_HELP),
         encoder: str | None = typer.Option(
             None, "--encoder", "-e", help="One encoder (default: every encoder with codes)."
         ),
         run: str | None = typer.Option(
             None, "--run", help="One SAE run (default: every run with codes)."
         ),
-        parts: str | None = typer.Option(
-            None,
-            "--parts",
-            help="Comma-separated subset of reconstruction,probes,recovery,monosemanticity,concepts.",
-        ),
-        config: Path | None = typer.Option(
-            None, "--config", help="TOML/YAML/JSON file (an evaluate table, or flat)."
-        ),
-        max_train: int | None = typer.Option(
-            None, "--max-train", help="Training slices per probe (default 10,000)."
-        ),
-        min_examples: int | None = typer.Option(
-            None, "--min-examples", help="Minimum slices per class and split."
-        ),
-        seed: int | None = typer.Option(None, "--seed", help="Seed."),
         force: bool = typer.Option(False, "--force", help="Re-evaluate even when up to date."),
+        config: Any = None,
     ) -> None:
         """Evaluate SAE runs: reconstruction, probes, recovery, monosemanticity, concepts."""
-        from medsae.config import build_config, merge_overrides
         from medsae.errors import InputError
-        from medsae.evaluate.config import EvaluateConfig
         from medsae.evaluate.inputs import evaluated_runs
         from medsae.evaluate.stage import evaluate
         from medsae.progress import console
+        from medsae.sae.runs import check_run, warn_gone
         from medsae.workspace import Workspace
 
-        overrides = {
-            "parts": [p.strip() for p in parts.split(",") if p.strip()] if parts else None,
-            "max_train": max_train,
-            "min_examples": min_examples,
-            "seed": seed,
-        }
-        cfg = build_config(
-            EvaluateConfig,
-            merge_overrides(_section(config, "evaluate"), overrides),
-            config or "command line",
-        )
+        assert workspace is not None
         ws = Workspace(workspace)
+        warn_gone(ws, "evaluate")
+        if run is not None:
+            check_run(ws, encoder, run)
         targets = [
             (e, r)
             for e, r in evaluated_runs(ws)
@@ -80,33 +55,33 @@ def register(app: typer.Typer) -> None:
             what = f"encoder '{encoder}'" if encoder else "any encoder"
             what += f", run '{run}'" if run else ""
             raise InputError(
-                ws.root / "codes", f"no finished codes for {what}; run `medsae codes` first"
+                ws.root / "codes",
+                f"no finished codes for {what}; run `medsae codes` first "
+                f"(`medsae runs --workspace {workspace}` lists the runs)",
             )
         for enc, r in targets:
-            outcome = evaluate(ws, enc, r, cfg, force=force)
+            outcome = evaluate(ws, enc, r, config, force=force)
             extra = outcome.manifest.get("extra", {})
             shown = ", ".join(
                 f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in extra.items()
                 if v is not None
             )
-            console.print(f"{enc}/{r}: {shown or 'no headline figures'} ({outcome.path})")
+            console.print(
+                f"{enc}/{r}: {shown or 'no headline figures'} ({outcome.path})", markup=False
+            )
 
-    @app.command("rank")
+    @config_command(app, "rank", RankConfig)
     def rank_cmd(
-        workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
-        config: Path | None = typer.Option(
-            None, "--config", help="TOML/YAML/JSON file (a rank table, or flat)."
-        ),
+        workspace: Path | None = typer.Option(None, "--workspace", "-w", help=WORKSPACE_HELP),
         force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
+        config: Any = None,
     ) -> None:
         """Rank every evaluated SAE configuration (the paper's Table 1) and draw the figures."""
-        from medsae.config import build_config
-        from medsae.evaluate.config import RankConfig
         from medsae.evaluate.ranking import rank
         from medsae.progress import console
 
-        cfg = build_config(RankConfig, _section(config, "rank"), config or "command line")
-        outcome = rank(workspace, cfg, force=force)
-        console.print((outcome.path / TABLE1_MD).read_text())
-        console.print(f"best: {outcome.manifest.get('extra', {}).get('best')}")
+        assert workspace is not None
+        outcome = rank(workspace, config, force=force)
+        console.print((outcome.path / TABLE1_MD).read_text(), markup=False)
+        console.print(f"best: {outcome.manifest.get('extra', {}).get('best')}", markup=False)

@@ -21,7 +21,7 @@ from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError
 from medsae.sae.codes_io import CODES_FILE, CODES_META, load_codes, load_codes_meta
 from medsae.sae.io import CFG
-from medsae.workspace import MANIFEST, Workspace, artifact_key, read_manifest, require_artifact
+from medsae.workspace import Workspace, artifact_key, read_manifest, require_artifact
 
 
 @dataclass
@@ -159,12 +159,8 @@ def sample_rows(rows: np.ndarray, n_max: int | None, seed: int) -> np.ndarray:
 
 
 def evaluated_runs(ws: Workspace) -> list[tuple[str, str]]:
-    """Every (encoder, run) with finished codes in the workspace."""
-    base = ws.root / "codes"
-    if not base.is_dir():
-        return []
-    out = []
-    for enc in sorted(p for p in base.iterdir() if p.is_dir()):
-        for run in sorted(p for p in enc.iterdir() if p.is_dir() and (p / MANIFEST).is_file()):
-            out.append((enc.name, run.name))
-    return out
+    """Every (encoder, run) with finished codes whose run still exists
+    (:func:`medsae.sae.runs.runs_with_codes`)."""
+    from medsae.sae.runs import runs_with_codes
+
+    return runs_with_codes(ws)

@@ -58,15 +58,20 @@ def best_run(ws: Workspace, encoder: str | None = None) -> tuple[str, str] | Non
     """The ``(encoder, run)`` that ``medsae rank`` chose, if it still exists in ``ws``.
 
     The one rule every stage and front end uses to pick "the" SAE: the ``best`` entry of
-    ``WS/ranking/ranking.json`` when it names a run with a checkpoint or codes (and, when
-    ``encoder`` is given, of that encoder); else None.
+    ``WS/ranking/ranking.json`` when it names a run that still exists (a checkpoint, or
+    codes of its own: :func:`medsae.sae.runs.run_exists`) and, when ``encoder`` is given, of
+    that encoder; else None.
     """
+    from medsae.sae.runs import run_exists
+
     best = read_ranking(ws.ranking).get("best") or {}
     enc, run = best.get("encoder"), best.get("run")
     if not (enc and run) or (encoder is not None and enc != encoder):
         return None
     enc, run = str(enc), str(run)
-    if (ws.sae(enc, run) / sae_io.CFG).is_file() or (ws.codes(enc, run) / MANIFEST).is_file():
+    if run_exists(ws, enc, run) and (
+        (ws.sae(enc, run) / sae_io.CFG).is_file() or (ws.codes(enc, run) / MANIFEST).is_file()
+    ):
         return enc, run
     return None
 
@@ -76,13 +81,20 @@ def resolve_run(
 ) -> tuple[str, str]:
     """The ``(encoder, run)`` to use: as given; else :func:`best_run`; else the only run with
     codes (of ``encoder`` when given). Raises :class:`ArtifactError` naming what is missing
-    or ambiguous."""
+    or ambiguous; a run or an encoder that does not exist is an :class:`InputError` naming
+    the nearest ones and ``medsae runs`` (runs whose checkpoint is gone never qualify)."""
+    from medsae.sae.runs import check_encoder, check_run, runs_with_codes
+
+    if encoder:
+        check_encoder(ws, encoder)
+    if run:
+        check_run(ws, encoder, run)
     if encoder and run:
         return encoder, run
     best = best_run(ws, encoder)
     if best is not None and run in (None, best[1]):
         return best
-    found = [(e, r) for e, r in ws.runs_with_codes(encoder) if run in (None, r)]
+    found = [(e, r) for e, r in runs_with_codes(ws, encoder) if run in (None, r)]
     if len(found) == 1:
         return found[0]
     if not found:

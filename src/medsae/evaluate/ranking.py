@@ -97,12 +97,19 @@ PERFORMANCE_TERMS = {
 
 
 def eval_folders(ws: Workspace) -> list[Path]:
-    """Finished evaluation folders (``WS/eval/<encoder>/<run>/`` with a manifest)."""
+    """Finished evaluation folders (``WS/eval/<encoder>/<run>/`` with a manifest) of runs
+    that still exist (:func:`medsae.sae.runs.run_exists`)."""
+    from medsae.sae.runs import run_exists
+
     base = ws.root / "eval"
     if not base.is_dir():
         return []
     return sorted(
-        p for p in base.glob("*/*") if (p / MANIFEST).is_file() and (p / SUMMARY).is_file()
+        p
+        for p in base.glob("*/*")
+        if (p / MANIFEST).is_file()
+        and (p / SUMMARY).is_file()
+        and run_exists(ws, p.parent.name, p.name)
     )
 
 
@@ -316,6 +323,9 @@ def rank(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     cfg = config or RankConfig()
+    from medsae.sae.runs import warn_gone
+
+    warn_gone(ws, "rank")
     folders = eval_folders(ws)
     if not folders:
         raise ArtifactError(

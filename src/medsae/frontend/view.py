@@ -44,6 +44,7 @@ from medsae.sae.codes_io import (
     load_codes_meta,
     load_latent_stats,
 )
+from medsae.sae.runs import run_exists, runs_with_codes
 from medsae.workspace import Workspace, read_manifest
 
 COUNTED = ("modality", "plane", "split")
@@ -136,7 +137,7 @@ class WorkspaceView(FeatureQueries):
         return read_ranking(self.ws.ranking) or None
 
     def _choose_run(self, encoder: str | None, run: str | None) -> tuple[str | None, str | None]:
-        available = self.ws.runs_with_codes(encoder)
+        available = runs_with_codes(self.ws, encoder)
         if encoder and run and (encoder, run) not in available:
             raise ArtifactError(
                 f"{self.ws.codes(encoder, run)}: no codes for encoder {encoder!r}, run {run!r}"
@@ -255,7 +256,7 @@ class WorkspaceView(FeatureQueries):
         return read_json(self.ws.index(self.encoder, self.run) / TEXT_RETRIEVAL)
 
     def eval_runs(self) -> list[tuple[str, str]]:
-        """(encoder, run) pairs with a finished evaluation."""
+        """(encoder, run) pairs with a finished evaluation, of runs that still exist."""
         base = self.ws.root / "eval"
         if not base.is_dir():
             return []
@@ -264,7 +265,10 @@ class WorkspaceView(FeatureQueries):
             for e in sorted(base.iterdir())
             if e.is_dir() and not e.name.startswith(".")
             for r in sorted(e.iterdir())
-            if r.is_dir() and not r.name.startswith(".") and read_manifest(r) is not None
+            if r.is_dir()
+            and not r.name.startswith(".")
+            and read_manifest(r) is not None
+            and run_exists(self.ws, e.name, r.name)
         ]
 
     def eval_summary(self, encoder: str, run: str) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ _EXPORTS: dict[str, str] = {
     "LabelScorer": "medsae.interpret.scorers",
     "LLMScorer": "medsae.interpret.scorers",
     "InterpretConfig": "medsae.interpret.config",
-    "LLMConfig": "medsae.interpret.config",
+    "LLMConfig": "medsae.llm.config",
 }
 
 __all__ = sorted(_EXPORTS)

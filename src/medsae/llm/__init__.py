@@ -14,6 +14,7 @@ _EXPORTS: dict[str, str] = {
     "LLMError": "medsae.llm.client",
     "Usage": "medsae.llm.client",
     "TextEmbedder": "medsae.llm.embed",
+    "LLMConfig": "medsae.llm.config",
     "FakeLLMServer": "medsae.llm.fake_server",
     "Faults": "medsae.llm.fake_server",
 }

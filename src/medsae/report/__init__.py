@@ -12,10 +12,11 @@ from medsae._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from medsae.frontend.view import WorkspaceView
-    from medsae.report.build import ReportConfig, build_report
+    from medsae.report.build import build_report
+    from medsae.report.config import ReportConfig
 
 _EXPORTS: dict[str, str] = {
-    "ReportConfig": "medsae.report.build",
+    "ReportConfig": "medsae.report.config",
     "build_report": "medsae.report.build",
     "WorkspaceView": "medsae.frontend.view",
 }

@@ -468,11 +468,15 @@ def _feature_names(q: dict[str, Any]) -> str:
 
 
 def config_section(ctx: Context) -> str:
+    from medsae.sae.runs import gone_runs
+
     ws = ctx.view.ws
+    gone = {ws.root / kind / g.encoder / g.run for g in gone_runs(ws) for kind in g.artifacts}
     manifests = sorted(
         p
         for p in ws.root.rglob(MANIFEST)
         if not any(part.startswith(".") for part in p.relative_to(ws.root).parts)
+        and p.parent not in gone
     )
     rows, blocks = [], []
     for p in manifests:

@@ -11,14 +11,15 @@ from typing import Any
 import typer
 from rich.text import Text
 
-from medsae.retrieval.config import ASK_MODES, AskConfig, SearchConfig
+from medsae.cli_config import config_command
+from medsae.retrieval.config import ASK_MODES, AskConfig, IndexConfig, SearchConfig
 
 _ASK = AskConfig()
 _SEARCH = SearchConfig()
 _SHOWN = ("rank", "score", "slice_id", "modality", "plane", "sex", "age_group", "split")
 
 
-def _filters(items: list[str] | None) -> dict[str, list[str]]:
+def parse_filters(items: list[str] | None) -> dict[str, list[str]]:
     from medsae.errors import InputError
 
     out: dict[str, list[str]] = {}
@@ -58,28 +59,28 @@ def _print_results(results: Any, title: str) -> None:
 
 
 def index_cmd(
-    workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
+    workspace: Path | None = typer.Option(
+        None, "--workspace", "-w", help="Workspace folder (default: `workspace` of --config)."
+    ),
     encoder: str = typer.Option(
         None, help="Encoder (default: the ranking's best, else the only one)."
     ),
     run: str = typer.Option(None, help="SAE run (default: the ranking's best, else the only one)."),
-    k: int = typer.Option(_SEARCH.k, help="Fingerprint size K for the evaluation."),
-    queries: int = typer.Option(
-        _SEARCH.eval_queries, help="Query slices sampled for the fingerprint evaluation."
-    ),
     force: bool = typer.Option(False, help="Rebuild even when up to date."),
+    config: Any = None,
 ) -> None:
     """Build the fingerprint index and evaluate fingerprint and text retrieval."""
     from medsae.progress import console
-    from medsae.retrieval.config import IndexConfig, SearchConfig
     from medsae.retrieval.index import build_index
+    from medsae.sae.runs import warn_gone
 
-    cfg = IndexConfig(search=SearchConfig(k=k, eval_queries=queries))
-    out = build_index(workspace, encoder, run, cfg, force=force)
+    assert workspace is not None
+    warn_gone(workspace, "index")
+    out = build_index(workspace, encoder, run, config, force=force)
     extra = out.manifest.get("extra", {})
     for key in ("fingerprint_agreement", "text_precision_at_10"):
         if extra.get(key) is not None:
-            console.print(f"{key}: {extra[key]:.3f}")
+            console.print(f"{key}: {extra[key]:.3f}", markup=False)
 
 
 def search_cmd(
@@ -115,7 +116,7 @@ def search_cmd(
         index=index,
         k=k,
         n=n,
-        filters=_filters(filter_) or None,
+        filters=parse_filters(filter_) or None,
     )
     _print_results(results, f"similar to {slice_id or image}")
 
@@ -129,7 +130,13 @@ def ask_cmd(
     run: str = typer.Option(None, help="SAE run (default: the ranking's best, else the only one)."),
     n: int = typer.Option(None, help=f"Number of results, one per subject (default: {_ASK.n})."),
     features: int = typer.Option(
-        None, "--features", help=f"Features composed per query (default: {_ASK.features})."
+        None,
+        "--features",
+        help=f"m, the features matched per text (default: {_ASK.features}): 'similarity' "
+        "composes the m descriptions closest to the query; 'aspects' m in all (one per metadata "
+        "term, the rest by the anatomy words); 'coverage' m matched to the anatomy words plus "
+        "a backfill of the m closest to the whole query (weight: the index's ask.backfill), "
+        "so up to 2m. The features used are printed.",
     ),
     mode: str = typer.Option(
         None,
@@ -158,7 +165,7 @@ def ask_cmd(
         n=n,
         features=features,
         mode=mode,
-        filters=_filters(filter_) or None,
+        filters=parse_filters(filter_) or None,
         metadata_filter=metadata_filter,
     )
     if result.reading is not None:
@@ -177,6 +184,11 @@ def ask_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``medsae index``, ``medsae search`` and ``medsae ask`` to the main app."""
-    app.command("index")(index_cmd)
+    config_command(
+        app,
+        "index",
+        IndexConfig,
+        aliases={"search_k": ["--k"], "search_eval_queries": ["--queries"]},
+    )(index_cmd)
     app.command("search")(search_cmd)
     app.command("ask")(ask_cmd)

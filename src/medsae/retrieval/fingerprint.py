@@ -291,8 +291,11 @@ class FingerprintIndex:
         try:
             return self._row_by_id[str(slice_id)]
         except KeyError:
+            from medsae.sae.runs import slice_not_found
+
             raise InputError(
-                f"slice id {slice_id!r}", "not in the slice table of this workspace"
+                f"slice id {slice_id!r}",
+                slice_not_found(slice_id, list(self._row_by_id), "WS"),
             ) from None
 
     def codes_row(self, row: int) -> np.ndarray:

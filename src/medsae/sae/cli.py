@@ -1,115 +1,60 @@
-"""Command-line commands of medsae.sae: ``medsae train``, ``medsae codes`` and ``medsae export``."""
+"""Command-line commands of medsae.sae: ``medsae train``, ``medsae codes`` and ``medsae export``.
+
+Every setting is a flag made from :class:`~medsae.sae.config.TrainConfig` or
+:class:`~medsae.sae.config.CodesConfig` (:mod:`medsae.cli_config`); ``--levels`` and
+``--k`` take ladders as comma lists, ``;`` between ladders.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from medsae.cli_config import config_command
+from medsae.sae.config import CodesConfig, TrainConfig
 
-def _ints(text: str | None, what: str) -> list[list[int]] | None:
-    """``"128,512;256,1024"`` -> ``[[128, 512], [256, 1024]]`` (``;`` separates ladders)."""
-    if text is None:
-        return None
-    from medsae.errors import InputError
-
-    try:
-        return [
-            [int(v) for v in part.split(",") if v.strip()]
-            for part in text.split(";")
-            if part.strip()
-        ]
-    except ValueError as e:
-        raise InputError(
-            what, f"expected comma-separated integers (ladders separated by ';'), got {text!r}"
-        ) from e
+WORKSPACE_HELP = "Workspace folder (default: `workspace` of --config)."
 
 
 def register(app: typer.Typer) -> None:
     """Add this subpackage's commands to the main app."""
 
-    @app.command("train")
+    @config_command(app, "train", TrainConfig)
     def train_cmd(
-        workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
+        workspace: Path | None = typer.Option(None, "--workspace", "-w", help=WORKSPACE_HELP),
         encoder: str = typer.Option(
             ..., "--encoder", "-e", help="Encoder whose embeddings to train on."
         ),
-        config: Path | None = typer.Option(
-            None, "--config", help="TOML/YAML/JSON file (a train table, or flat)."
-        ),
-        arch: str | None = typer.Option(
-            None,
-            "--arch",
-            help="Comma-separated architecture names from the registry (built in: topk, "
-            "batchtopk, matryoshka, matryoshka-perlevel, relu; others by entry point).",
-        ),
-        levels: str | None = typer.Option(
-            None,
-            "--levels",
-            help="Dictionary ladder(s), e.g. 128,512,2048,8192 (';' between ladders).",
-        ),
-        k: str | None = typer.Option(
-            None, "--k", help="k ladder(s), e.g. 5,10,20,40 (';' between ladders)."
-        ),
-        epochs: int | None = typer.Option(None, "--epochs", help="Passes over the train split."),
-        max_samples: int | None = typer.Option(None, "--max-samples", help="Sample budget."),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size."),
-        lr: float | None = typer.Option(
-            None, "--lr", help="Learning rate (default scaled with dictionary size)."
-        ),
-        input_transform: str | None = typer.Option(
-            None, "--input-transform", help="none | l2 | scale."
-        ),
-        seed: int | None = typer.Option(None, "--seed", help="Seed."),
-        device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
         force: bool = typer.Option(False, "--force", help="Retrain even when up to date."),
+        config: Any = None,
     ) -> None:
-        """Train a grid of sparse autoencoders on one encoder's embeddings (train split)."""
-        from medsae.config import build_config, merge_overrides, read_config_file
-        from medsae.sae.config import TrainConfig
+        """Train a grid of sparse autoencoders on one encoder's embeddings (train split).
+
+        The grid replaces the encoder's previous one: runs not in the new grid are removed
+        with their codes, evaluations, features and indexes.
+        """
         from medsae.sae.stage import train
 
-        data: dict[str, object] = {}
-        if config is not None:
-            raw = read_config_file(config)
-            data = dict(raw.get("train", raw)) if isinstance(raw.get("train", raw), dict) else {}
-        overrides = {
-            "arch": [a.strip() for a in arch.split(",")] if arch else None,
-            "levels": _ints(levels, "--levels"),
-            "k": _ints(k, "--k"),
-            "epochs": epochs,
-            "max_samples": max_samples,
-            "batch_size": batch_size,
-            "lr": lr,
-            "input_transform": input_transform,
-            "seed": seed,
-            "device": device,
-        }
-        cfg = build_config(TrainConfig, merge_overrides(data, overrides), config or "command line")
-        train(workspace, encoder, cfg, force=force)
+        assert workspace is not None
+        train(workspace, encoder, config, force=force)
 
-    @app.command("codes")
+    @config_command(app, "codes", CodesConfig)
     def codes_cmd(
-        workspace: Path = typer.Option(..., "--workspace", "-w", help="Workspace folder."),
+        workspace: Path | None = typer.Option(None, "--workspace", "-w", help=WORKSPACE_HELP),
         encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder name."),
         run: str | None = typer.Option(
             None, "--run", help="One run (default: every run of the encoder)."
         ),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="Rows encoded at once."),
-        device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
         force: bool = typer.Option(False, "--force", help="Rewrite even when up to date."),
+        config: Any = None,
     ) -> None:
         """Write the sparse codes (CSR) of every slice for trained SAE run(s)."""
-        from medsae.config import build_config, merge_overrides
-        from medsae.sae.config import CodesConfig
         from medsae.sae.stage import write_codes
 
-        cfg = build_config(
-            CodesConfig,
-            merge_overrides({}, {"batch_size": batch_size, "device": device}),
-            "command line",
-        )
-        write_codes(workspace, encoder, run=run, config=cfg, force=force)
+        assert workspace is not None
+        write_codes(workspace, encoder, run=run, config=config, force=force)
 
     @app.command("export")
     def export_cmd(

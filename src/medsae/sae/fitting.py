@@ -231,7 +231,7 @@ def fit(
         console.print(
             f"train: AuxK never engages for {len(idle)} of {len(runs)} runs: "
             f"dead_after_samples ({cfg.dead_after_samples:,}) is not below the training "
-            f"budget ({budget:,} samples); set train.dead_after_samples to a few epochs "
+            f"budget ({budget:,} samples); set --dead-after-samples (train.dead_after_samples) to a few epochs "
             f"of {n_train} to revive dead latents",
             style="yellow",
         )

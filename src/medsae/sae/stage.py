@@ -83,6 +83,15 @@ def train(
     rows = {s: split_rows(table, s) for s in SPLITS}
     if len(rows["train"]) == 0:
         raise InputError(str(ws.split), "the train split is empty: nothing to train on")
+    if cfg.batch_size > len(rows["train"]):
+        console.print(
+            f"train: batch_size {cfg.batch_size:,} is larger than the train split "
+            f"({len(rows['train']):,} slices); training with batches of {len(rows['train']):,} "
+            "(set --batch-size to choose)",
+            style="yellow",
+            markup=False,
+        )
+        cfg = cfg.model_copy(update={"batch_size": len(rows["train"])})
     inputs = {"embeddings": artifact_key(ws.embeddings(encoder)), "split": artifact_key(ws.split)}
 
     def build(tmp: Path) -> StageResult:
@@ -112,9 +121,13 @@ def train(
             extra=grid.grid,
         )
 
-    return run_stage(
+    outcome = run_stage(
         ws.saes(encoder), "train", cfg, inputs, build, force=force, runtime=describe_device(device)
     )
+    from medsae.sae.runs import remove_gone
+
+    remove_gone(ws, encoder)
+    return outcome
 
 
 def encode_to_csr(
