@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 SHELLS = ("bash", "sh", "shell", "console")
 SKIP = re.compile(r"<!--\s*skip:\s*(\w+)(.*?)-->")
-BLOCK_SECONDS = 420
+BLOCK_SECONDS = 1200
 
 
 def _env() -> dict[str, str]:
@@ -84,6 +84,7 @@ def _sandbox(tmp: Path, workspace: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("document", DOCUMENTS, ids=[str(d.relative_to(ROOT)) for d in DOCUMENTS])
 def test_documented_examples_run(
     document: Path, docs_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
