@@ -101,13 +101,13 @@ def register(app: typer.Typer) -> None:
         from medsae.errors import InputError
         from medsae.progress import console
         from medsae.retrieval.cli import parse_filters
-        from medsae.workspace import Workspace, require_artifact
+        from medsae.workspace import MANIFEST, Workspace, require_artifact
 
         ws = Workspace(workspace)
         require_artifact(ws.slices, "slice table", "run `medsae prepare` first")
         table = (
             slices_with_split(ws.slices, ws.split)
-            if (ws.split / "manifest.json").is_file()
+            if (ws.split / MANIFEST).is_file()
             else read_slices(ws.slices)
         )
         for column, values in parse_filters(filter_).items():
