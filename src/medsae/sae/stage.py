@@ -21,7 +21,7 @@ from medsae.data.table import SLICES_FILE, slices_with_split
 from medsae.device import describe_device, resolve_device
 from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError, InputError
-from medsae.progress import make_progress
+from medsae.progress import console, make_progress
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.checkpoint import load_sae
 from medsae.sae.codes_io import save_codes
