@@ -54,6 +54,7 @@ HAND_WRITTEN = {
     "ask",
     "runs",
     "slices",
+    "export",
 }
 # documented flags that must keep working: command -> arguments
 DOCUMENTED = {
