@@ -19,6 +19,9 @@ FEATURES = "features.parquet"
 DESCRIPTIONS = "descriptions.jsonl"
 """Per feature (one JSON object a line): description, describer, error, top / display / quantile
 slice ids, label enrichment, rule and detection details."""
+PROFILES = "profiles.parquet"
+"""One row per described feature, label and stratum: the concept profiles
+(:mod:`medsae.interpret.profiles`)."""
 SCORES = "scores.json"
 """Headline ``detection_balanced_accuracy`` (median over scored features), medians and means of
 every score, the describer and scorer, the splits that selected and scored, counts, failures,

@@ -37,12 +37,11 @@ import scipy.sparse as sp
 
 from medsae.errors import ArtifactError
 from medsae.evaluate.concepts import auroc_matrix
+from medsae.interpret.io import PROFILES
 from medsae.labels.table import LabelTable
 
 STRATUM_KINDS = ("modality", "plane")
 """Label kinds whose values make the strata of the conditional profiles."""
-PROFILES = "profiles.parquet"
-"""One row per described feature and label (:data:`PROFILE_COLUMNS`)."""
 PROFILE_COLUMNS = [
     "latent",
     "label",
