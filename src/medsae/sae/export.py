@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from medsae.errors import InputError
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.checkpoint import load_sae
+from medsae.sae.io import CFG, EXPORT_MODEL_CARD, EXPORT_SAELENS_WEIGHTS, WEIGHTS
 from medsae.sae.model_card import model_card
 
 Target = Literal["sparsify", "saelens"]
@@ -111,7 +112,7 @@ def _sparsify_files(sae: SparseAutoencoder, what: str) -> tuple[dict[str, Any], 
         "W_dec": t["W_dec"],
         "b_dec": t["b_dec"],
     }
-    return {"cfg.json": cfg}, {"sae.safetensors": weights}
+    return {CFG: cfg}, {WEIGHTS: weights}
 
 
 def _saelens_files(sae: SparseAutoencoder, what: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,7 +150,7 @@ def _saelens_files(sae: SparseAutoencoder, what: str) -> tuple[dict[str, Any], d
     }
     if architecture == "jumprelu":
         weights["threshold"] = t["threshold"]
-    return {"cfg.json": cfg}, {"sae_weights.safetensors": weights}
+    return {CFG: cfg}, {EXPORT_SAELENS_WEIGHTS: weights}
 
 
 WRITERS: dict[str, Callable[[SparseAutoencoder, str], tuple[dict[str, Any], dict[str, Any]]]] = {
@@ -187,7 +188,7 @@ def export_sae(
         (tmp / name).write_text(json.dumps(data, indent=2, sort_keys=True))
     for name, tensors in tensor_files.items():
         save_file(tensors, str(tmp / name), metadata={"format": "pt"})
-    (tmp / "README.md").write_text(model_card(sae, to, run_folder))
+    (tmp / EXPORT_MODEL_CARD).write_text(model_card(sae, to, run_folder))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

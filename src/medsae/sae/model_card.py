@@ -14,7 +14,7 @@ from typing import Any
 
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.io import METRICS
-from medsae.workspace import read_manifest
+from medsae.workspace import SUMMARY, read_manifest
 
 LIBRARY = {"sparsify": "sparsify", "saelens": "saelens"}
 HEADLINE = ("r2", "l0", "k_nominal", "dead_fraction", "cosine")
@@ -59,7 +59,7 @@ def _figures(run_folder: Path | None) -> list[str]:
     else:
         lines.append(f"No test-split metrics in {run_folder / METRICS}.")
     # WS/saes/<encoder>/<run> -> WS/eval/<encoder>/<run>/summary.json
-    summary = _json(run_folder.parents[2] / "eval" / run_folder.parent.name / run_folder.name / "summary.json") if len(run_folder.parents) > 2 else None  # fmt: skip
+    summary = _json(run_folder.parents[2] / "eval" / run_folder.parent.name / run_folder.name / SUMMARY) if len(run_folder.parents) > 2 else None  # fmt: skip
     if summary:
         found = [(k, summary[k]) for k in EVAL_HEADLINE if k in summary]
         if found:
