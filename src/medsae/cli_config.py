@@ -17,7 +17,6 @@ that are not settings of the stage (what to act on: the workspace, an encoder, a
 * Every flag defaults to "not given": the value comes from ``--set``, then from the config
   file, then from the config class, whose default the help shows.
 * Dictionaries have no flag; ``--set section.key=value`` reaches them and every other field.
-
 Values of ``--config`` are read relative to the config file (``workspace`` and fields marked
 as paths), so a config file means the same wherever the command is started from.
 """
