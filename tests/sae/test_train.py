@@ -220,7 +220,7 @@ def test_perlevel_firings_of_every_level_reset_the_dead_counter() -> None:
         enc, _ = sae._encode_train(sae.preprocess(x))
     small = {int(c) for v, _, c in zip(*enc[0], strict=True) if v > 0}
     full = {int(c) for v, _, c in zip(*enc[1], strict=True) if v > 0}
-    assert set(out.fired_cols.tolist()) == small | full
+    assert set(out.fired_cols.nonzero().flatten().tolist()) == small | full
     sae.samples_since_fire.fill_(100)
     sae.after_step(out, 4)
     assert all(int(sae.samples_since_fire[j]) == 0 for j in small | full)

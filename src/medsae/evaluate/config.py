@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from medsae.config import StageConfig
 from medsae.device import device_field
+from medsae.precision import PRECISION_HELP, Precision
 
 Part = Literal["reconstruction", "probes", "recovery", "monosemanticity", "concepts"]
 PARTS: tuple[Part, ...] = ("reconstruction", "probes", "recovery", "monosemanticity", "concepts")
@@ -43,6 +44,10 @@ class EvaluateConfig(StageConfig):
         default=4096, ge=1, description="Rows per batch when streaming embeddings through the SAE."
     )
     device: str = device_field()
+    precision: Precision = Field(
+        default="fp32",
+        description=PRECISION_HELP + " Used by the reconstruction part; default 'fp32'.",
+    )
     headline_split: Split = Field(
         default="test",
         description="Split whose figures go into summary.json (r2, l0, alive, recovery, AUROC): "

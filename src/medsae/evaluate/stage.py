@@ -34,6 +34,7 @@ from medsae.evaluate.io import (
 )
 from medsae.evaluate.tasks import TASK_FILTER_SPLITS
 from medsae.jsonsafe import json_safe
+from medsae.precision import forward_precision
 from medsae.progress import console
 from medsae.workspace import StageOutcome, StageResult, Workspace, run_stage, write_json_atomic
 
@@ -73,11 +74,13 @@ class _Run:
         if self.inp.sae_folder is not None:
             from medsae.sae import load_sae
 
-            sae = load_sae(self.inp.sae_folder, device=resolve_device(self.cfg.device))
+            device = resolve_device(self.cfg.device)
+            sae = load_sae(self.inp.sae_folder, device=device)
             report["source"] = "sae"
-            report["splits"] = reconstruction_report(
-                sae, self.inp.store, split_of_row, self.inp.levels, self.cfg.batch_size
-            )
+            with forward_precision(device, self.cfg.precision):
+                report["splits"] = reconstruction_report(
+                    sae, self.inp.store, split_of_row, self.inp.levels, self.cfg.batch_size
+                )
         else:
             report["source"] = "codes"
             report["splits"] = sparsity_from_codes(self.inp.codes, split_of_row, self.inp.levels)

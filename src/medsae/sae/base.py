@@ -49,14 +49,33 @@ from medsae.sae.kernels import Selection
 
 @dataclass
 class TrainOutput:
-    """One training forward: the loss to backpropagate and detached statistics."""
+    """One training forward: the loss to backpropagate and detached statistics.
+
+    The built-in architectures give every statistic as a tensor on the SAE's device, so that
+    a training step never waits for the device (the trainer reads them when it logs);
+    Python numbers are accepted too. ``fired_cols``: the latents that fired, as indices or
+    as a ``(D,)`` bool mask; ``min_kept``: the smallest kept activation (None, or inf, when
+    nothing was kept).
+    """
 
     loss: torch.Tensor
-    fvu: float
-    l0: float
-    aux_loss: float
+    fvu: torch.Tensor | float
+    l0: torch.Tensor | float
+    aux_loss: torch.Tensor | float
     fired_cols: torch.Tensor
-    min_kept: float | None
+    min_kept: torch.Tensor | float | None
+
+
+def fired_latents(
+    main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], D: int
+) -> torch.Tensor:
+    """``(D,)`` bool: the latents some selection kept with a positive value (no host sync: a
+    count of exact small integers, the same in any summation order)."""
+    vals = main[0][0]
+    hits = torch.zeros(D, dtype=torch.float32, device=vals.device)
+    for v, _, c in main:
+        hits.index_add_(0, c, (v.detach() > 0).to(torch.float32))
+    return hits > 0
 
 
 def batch_fvu(x_bd: torch.Tensor, x_hat_bd: torch.Tensor, total_var: torch.Tensor) -> torch.Tensor:
@@ -98,6 +117,10 @@ class SparseAutoencoder(nn.Module):
     uses_auxk: ClassVar[bool] = False
     """Whether the AuxK loss revives dead latents (``train`` warns when it cannot engage)."""
 
+    sync_free: bool | None = None
+    """Whether training selections avoid host syncs (the fixed-size AuxK selection): None
+    means on any device but the CPU, where a sync costs nothing and the variable-size
+    selection is cheaper. Tests set it to run the GPU path on the CPU."""
     threshold: torch.Tensor
     samples_since_fire: torch.Tensor
     threshold_updates: torch.Tensor
@@ -202,6 +225,10 @@ class SparseAutoencoder(nn.Module):
 
     # --------------------------------------------------------------- training
     @property
+    def _sync_free(self) -> bool:
+        return self.sync_free if self.sync_free is not None else self.W_dec.device.type != "cpu"
+
+    @property
     def dead_mask(self) -> torch.Tensor:
         """Latents that have not fired for ``dead_after_samples`` training samples."""
         return self.samples_since_fire >= self.cfg.dead_after_samples
@@ -217,6 +244,13 @@ class SparseAutoencoder(nn.Module):
         k_aux, coefficient = self.aux_settings()
         if k_aux <= 0 or coefficient <= 0:
             return []
+        if self._sync_free:
+            # on a GPU: a fixed-size top-k over the pre-activation with live latents masked
+            # out, entries of live latents not kept: no host sync (the same AuxK selection)
+            dead = self.dead_mask
+            k_all = min(k_aux, self.cfg.n_latents)
+            rows, cols = kernels.topk_select(pre_bD.masked_fill(~dead, float("-inf")), k_all)
+            return [(rows, cols, dead[cols])]
         dead_idx = self.dead_mask.nonzero(as_tuple=True)[0]
         if dead_idx.numel() == 0:
             return []
@@ -227,6 +261,7 @@ class SparseAutoencoder(nn.Module):
     def _encode_train(
         self, x_bd: torch.Tensor
     ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], bool]:
+        """The training selections' ``(vals, rows, cols)``, AuxK last when ``has_aux``."""
         has_aux = [False]
 
         def selector(pre_bD: torch.Tensor) -> list[Selection]:
@@ -264,29 +299,47 @@ class SparseAutoencoder(nn.Module):
             (w * f for w, f in zip(self.cfg.weights, fvus, strict=True)),
             torch.zeros((), device=x_bd.device),
         )
-        aux_value = 0.0
+        aux_value = torch.zeros((), device=x_bd.device)
         if has_aux:
             a_vals, a_rows, a_cols = enc[-1]
             e_bd = (x_bd - recons[-1]).detach()
             e_hat = self._decode_sparse(a_vals, a_rows, a_cols, B)
             aux = (e_bd - e_hat).pow(2).sum() / (e_bd - e_bd.mean(0)).pow(2).sum().clamp_min(1e-12)
             aux = torch.nan_to_num(aux, nan=0.0)
+            if self._sync_free:  # the fixed-size selection: no term without dead latents
+                aux = aux * self.dead_mask.any()
             loss = loss + self.aux_settings()[1] * aux
-            aux_value = float(aux.detach())
-        f_vals = main[-1][0]
-        kept = f_vals.detach()
-        kept = kept[kept > 0]
+            aux_value = aux.detach()
+        f_vals, f_rows, f_cols = main[-1]
         # A latent fired if any level's selection kept it: a per-level BatchTopK may keep a
         # latent in a small prefix that the full level's selection dropped.
-        fired = torch.cat([c[v.detach() > 0] for v, _, c in main])
         return TrainOutput(
             loss=loss,
-            fvu=float(fvus[-1].detach()),
-            l0=float((f_vals.detach() > 0).sum()) / B,
+            fvu=fvus[-1].detach(),
+            l0=(f_vals.detach() > 0).sum() / B,
             aux_loss=aux_value,
-            fired_cols=torch.unique(fired) if len(main) > 1 else fired,
-            min_kept=float(kept.min()) if kept.numel() else None,
+            fired_cols=fired_latents(main, self.cfg.n_latents),
+            min_kept=self._min_kept(x_bd, f_vals, f_rows, f_cols),
         )
+
+    def _min_kept(
+        self, x_bd: torch.Tensor, vals: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> torch.Tensor:
+        """The smallest positive kept activation as an fp32 scalar (inf when none): under
+        bf16 autocast the entry is found among the bf16 values and its pre-activation
+        recomputed in fp32, so the threshold statistic never averages bf16 roundings."""
+        inf = torch.full((), float("inf"), device=vals.device)
+        if not self.uses_threshold or vals.numel() == 0:
+            return inf
+        v = vals.detach()
+        masked = torch.where(v > 0, v.float(), inf)
+        if v.dtype == torch.float32:
+            return masked.min()
+        j = masked.argmin()
+        with torch.no_grad(), torch.autocast(x_bd.device.type, enabled=False):
+            r, c = rows[j], cols[j]
+            exact = (x_bd[r] - self.b_dec) @ self.W_enc[c] + self.b_enc[c]
+        return torch.where(torch.isfinite(masked[j]), exact.float().clamp_min(0.0), inf)
 
     @torch.no_grad()
     def after_step(self, out: TrainOutput, batch_size: int) -> None:
@@ -296,11 +349,14 @@ class SparseAutoencoder(nn.Module):
         mean over the first ``1 / (1 - threshold_decay)`` updates, then an exponential one.
         """
         self.samples_since_fire += batch_size
-        self.samples_since_fire[out.fired_cols] = 0
+        if out.fired_cols.dtype == torch.bool:
+            self.samples_since_fire.masked_fill_(out.fired_cols, 0)
+        else:
+            self.samples_since_fire[out.fired_cols] = 0
         if self.uses_threshold and out.min_kept is not None:
             self.update_threshold(out.min_kept)
 
-    def update_threshold(self, min_kept: float) -> None:
+    def update_threshold(self, min_kept: torch.Tensor | float) -> None:
         """Fold one batch's smallest kept activation into the threshold (``uses_threshold``)."""
         raise NotImplementedError
 

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from medsae.config import StageConfig
 from medsae.device import device_field
+from medsae.precision import PRECISION_HELP, Precision
 
 InputTransform = Literal["none", "l2", "scale"]
 
@@ -184,6 +185,16 @@ class TrainConfig(StageConfig):
     )
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
     device: str = device_field()
+    precision: Precision = Field(
+        default="auto",
+        description=PRECISION_HELP + " Default 'auto': bf16 on CUDA, fp32 on the CPU.",
+    )
+    deterministic: bool = Field(
+        default=False,
+        description="Use deterministic kernels only (torch.use_deterministic_algorithms; on "
+        "CUDA the dense reference kernels instead of the sparse ones, which add with atomics): "
+        "two runs give the same weights, more slowly. CPU runs are deterministic either way.",
+    )
     threads: int | None = Field(
         default=None, gt=0, description="CPU threads for torch (default: all cores)."
     )
@@ -243,6 +254,9 @@ class CodesConfig(StageConfig):
 
     batch_size: int = Field(default=4096, gt=0, description="Rows encoded at once.")
     device: str = device_field()
+    precision: Precision = Field(
+        default="fp32", description=PRECISION_HELP + " Default 'fp32': exact codes."
+    )
     chunk_rows: int = Field(
         default=65536, gt=0, description="Rows read from the embedding store at once."
     )

@@ -88,8 +88,12 @@ class TrainStream:
     def permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.rows)
 
-    def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        """``(batch_index, x_bd)`` of one epoch from ``start_batch`` on."""
+    def epoch_chunks(
+        self, epoch: int, start_batch: int = 0
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """``(c0, c1, block)`` of one epoch from the chunk holding ``start_batch`` on:
+        ``block`` holds batches ``c0 .. c1 - 1`` (batch ``b`` is rows
+        ``(b - c0) * batch_size`` to ``(b - c0 + 1) * batch_size``)."""
         perm = self.permutation(epoch)
         n_b = self.batches_per_epoch
         bs = self.batch_size
@@ -98,6 +102,12 @@ class TrainStream:
             c1 = min(c0 + self.chunk_batches, n_b)
             block = self.store.read(perm[c0 * bs : c1 * bs])
             self.reads += 1
+            yield c0, c1, block
+
+    def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """``(batch_index, x_bd)`` of one epoch from ``start_batch`` on."""
+        bs = self.batch_size
+        for c0, c1, block in self.epoch_chunks(epoch, start_batch):
             for b in range(max(c0, start_batch), c1):
                 yield b, block[(b - c0) * bs : (b - c0 + 1) * bs]
 

@@ -4,7 +4,9 @@ Notation: ``B`` batch, ``d`` input dimension, ``D`` latents. The encoder weight 
 ``W_enc_Dd`` (one row per latent) so that its gradient rows can be scattered directly.
 
 A selection is a set of active entries ``(rows, cols)`` of the ``(B, D)`` pre-activation,
-``rows`` sorted ascending; its values are ``relu(pre[rows, cols])``.
+``rows`` sorted ascending; its values are ``relu(pre[rows, cols])``. A selection of fixed
+size may carry a third tensor ``keep`` (bool, per entry): entries not kept have value 0 (so
+a selection can be made on a GPU without learning its size on the host).
 
 Fast path (:func:`sparse_encode` + :func:`sparse_decode`):
 
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-Selection = tuple[torch.Tensor, torch.Tensor]  # rows, cols (int64, rows sorted)
+Selection = tuple[torch.Tensor, ...]  # rows, cols (int64, rows sorted)[, keep (bool)]
 Selector = Callable[[torch.Tensor], Sequence[Selection]]
 
 
@@ -100,16 +102,15 @@ def _batch_topk_by_rows(pre_bD: torch.Tensor, k: int) -> Selection:
         _, flat = cand_v.reshape(-1).topk(n, sorted=False)
         rows = torch.div(flat, c, rounding_mode="floor")
         counts = torch.bincount(rows, minlength=B)
-        if int(counts.max()) < c:
+        if int(counts.max()) < c:  # the one host sync of the step: the exactness check
             cols = cand_i.reshape(-1)[flat]
-            return _sort_by_row(rows, cols)
+            return _sort_by_row(rows, cols, D)
     _, flat = pre_bD.reshape(-1).topk(n, sorted=False)
-    return _sort_by_row(torch.div(flat, D, rounding_mode="floor"), flat % D)
+    return _sort_by_row(torch.div(flat, D, rounding_mode="floor"), flat % D, D)
 
 
-def _sort_by_row(rows: torch.Tensor, cols: torch.Tensor) -> Selection:
-    key = rows * (int(cols.max()) + 1 if cols.numel() else 1) + cols
-    order = torch.argsort(key)
+def _sort_by_row(rows: torch.Tensor, cols: torch.Tensor, D: int) -> Selection:
+    order = torch.argsort(rows * D + cols)
     return rows[order], cols[order]
 
 
@@ -133,16 +134,16 @@ class _SparseEncode(torch.autograd.Function):
     ) -> tuple[torch.Tensor, ...]:
         pre_bD = fused_pre(x_bd, W_enc_Dd, b_enc_D, b_dec_d)
         sels = list(selector(pre_bD))
-        vals = [pre_bD[r, c].clamp_min(0.0) for r, c in sels]
+        vals = [selected_values(pre_bD, s).clamp_min(0.0) for s in sels]
         del pre_bD
-        rows = torch.cat([r for r, _ in sels])
-        cols = torch.cat([c for _, c in sels])
+        rows = torch.cat([s[0] for s in sels])
+        cols = torch.cat([s[1] for s in sels])
         pos = torch.cat([v > 0 for v in vals])
         ctx.save_for_backward(x_bd, W_enc_Dd, b_dec_d, rows, cols, pos)
         ctx.sizes = [len(v) for v in vals]
         out: list[torch.Tensor] = []
-        for v, (r, c) in zip(vals, sels, strict=True):
-            out += [v, r, c]
+        for v, s in zip(vals, sels, strict=True):
+            out += [v, s[0], s[1]]
         return tuple(out)
 
     @staticmethod
@@ -189,7 +190,13 @@ def reference_encode(
     """Eager reference: dense ``pre`` kept in the graph, same selection, autograd backward."""
     pre_bD = (x_bd - b_dec_d) @ W_enc_Dd.t() + b_enc_D
     sels = selector(pre_bD.detach())
-    return [(torch.relu(pre_bD[r, c]), r, c) for r, c in sels]
+    return [(torch.relu(selected_values(pre_bD, s)), s[0], s[1]) for s in sels]
+
+
+def selected_values(pre_bD: torch.Tensor, sel: Selection) -> torch.Tensor:
+    """``pre[rows, cols]``, zero where the selection does not ``keep`` an entry."""
+    v = pre_bD[sel[0], sel[1]]
+    return torch.where(sel[2], v, torch.zeros_like(v)) if len(sel) > 2 else v
 
 
 def csr(

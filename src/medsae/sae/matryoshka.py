@@ -14,12 +14,14 @@ reconstructs from the first ``m_l`` latents only, and the loss sums (or weights)
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from medsae.sae import kernels
+from medsae.sae.config import SAEConfig
 from medsae.sae.kernels import Selection
 from medsae.sae.registry import register
 from medsae.sae.topk import ThresholdConfig, ThresholdFamily
@@ -84,6 +86,14 @@ class MatryoshkaBatchTopKSAE(ThresholdFamily):
     name = "matryoshka"
     config_class = MatryoshkaConfig
     levels_rule = "ladder"
+    level_bounds: torch.Tensor
+
+    def __init__(self, cfg: SAEConfig, fast: bool = True, seed: int = 0) -> None:
+        super().__init__(cfg, fast, seed)
+        # the inner level sizes, built once; they move with the module (not saved)
+        self.register_buffer(
+            "level_bounds", torch.tensor(cfg.levels[:-1], dtype=torch.int64), persistent=False
+        )
 
     def select_train(self, pre_bD: torch.Tensor) -> list[Selection]:
         return [kernels.batch_topk_select(pre_bD, self.cfg.k)]
@@ -93,17 +103,21 @@ class MatryoshkaBatchTopKSAE(ThresholdFamily):
     ) -> list[torch.Tensor]:
         vals, rows, cols = main[0]
         B, L = x_bd.shape[0], len(self.cfg.levels)
-        bounds = torch.tensor(self.cfg.levels[:-1], dtype=cols.dtype, device=cols.device)
         # one decode for all levels: the entries of level l go to "row" l * B + row, so the
         # partial sums of every level come out of a single sparse product
-        level = torch.bucketize(cols, bounds, right=True)
+        level = torch.bucketize(cols, self.level_bounds, right=True)
         bag = level * B + rows
-        # the selection is sorted by row, so grouping its entries by level (order kept) sorts
-        # them by (level, row): the stable sort of ``bag`` without a sort
-        order = torch.cat([(level == lv).nonzero().squeeze(1) for lv in range(L)])
+        if self._sync_free:  # on a GPU: one stable sort, no host sync
+            order = torch.argsort(bag, stable=True)
+        else:
+            # the selection is sorted by row, so grouping its entries by level (order kept)
+            # sorts them by (level, row): the stable sort of ``bag`` without a sort
+            order = torch.cat([(level == lv).nonzero().squeeze(1) for lv in range(L)])
         partial = self._decode_sparse(vals[order], bag[order], cols[order], L * B)
-        recons = partial.view(L, B, -1).cumsum(0) + self.b_dec
-        return list(recons.unbind(0))
+        # running sums over the levels as plain additions (cumsum has no deterministic CUDA
+        # kernel); the same additions in the same order, so the same values on the CPU
+        sums = itertools.accumulate(partial.view(L, B, -1).unbind(0))
+        return [s + self.b_dec for s in sums]
 
 
 @register

@@ -56,9 +56,9 @@ class ReLUSAE(SparseAutoencoder):
         active = z_bD.detach() > 0
         return TrainOutput(
             loss=loss,
-            fvu=float(fvu.detach()),
-            l0=float(active.sum()) / B,
-            aux_loss=0.0,
-            fired_cols=active.any(0).nonzero(as_tuple=True)[0],
+            fvu=fvu.detach(),
+            l0=active.sum() / B,
+            aux_loss=torch.zeros((), device=x_bd.device),
+            fired_cols=active.any(0),
             min_kept=None,
         )

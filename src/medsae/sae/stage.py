@@ -21,6 +21,7 @@ from medsae.data.table import SLICES_FILE, slices_with_split
 from medsae.device import describe_device, resolve_device
 from medsae.encode.store import STORE_FILE, EmbeddingStore
 from medsae.errors import ArtifactError, InputError
+from medsae.precision import forward_precision
 from medsae.progress import console, make_progress
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.checkpoint import load_sae
@@ -195,7 +196,8 @@ def write_codes(
                 raise ArtifactError(
                     f"{ws.sae(encoder, name)}: SAE expects d_in={sae.cfg.d_in}, embeddings have dim {store.dim}"
                 )
-            csr = encode_to_csr(sae, store, cfg.batch_size, table)
+            with forward_precision(device, cfg.precision):
+                csr = encode_to_csr(sae, store, cfg.batch_size, table)
             save_codes(
                 tmp,
                 csr,

@@ -111,12 +111,18 @@ class ThresholdFamily(TopKFamily):
         return jumprelu(pre_bD, self.threshold)
 
     @torch.no_grad()
-    def update_threshold(self, min_kept: float) -> None:
-        n = int(self.threshold_updates)
-        old = float(self.threshold[0])
-        decay = min(self.cfg.threshold_decay, n / (n + 1))  # a plain mean until the window fills
-        self.threshold.fill_(decay * old + (1 - decay) * min_kept)
-        self.threshold_updates += 1
+    def update_threshold(self, min_kept: torch.Tensor | float) -> None:
+        # on the device, in float64, stored as fp32: no host sync; an infinite min_kept (no
+        # entry kept) leaves the threshold and the update count as they were
+        wide = torch.float64 if self.threshold.device.type != "mps" else torch.float32
+        n = self.threshold_updates.to(wide)
+        decay = torch.clamp(n / (n + 1), max=self.cfg.threshold_decay)  # a plain mean first
+        old = self.threshold[0].to(wide)
+        kept = torch.as_tensor(min_kept, device=self.threshold.device).to(wide)
+        seen = torch.isfinite(kept)
+        kept = torch.where(seen, kept, old)
+        self.threshold.copy_((decay * old + (1 - decay) * kept).expand_as(self.threshold))
+        self.threshold_updates += seen.to(self.threshold_updates.dtype)
 
 
 @register

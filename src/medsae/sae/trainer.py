@@ -24,14 +24,49 @@ from typing import Any
 import numpy as np
 import torch
 
-from medsae.progress import make_progress, plain_column
+from medsae.errors import ArtifactError
+from medsae.precision import autocast as precision_autocast
+from medsae.precision import deterministic_algorithms, matmul_precision
+from medsae.progress import console, make_progress, plain_column
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.data import TrainStream
+from medsae.sae.feed import ChunkFeed
 from medsae.sae.io import TRAIN_STATE
 from medsae.sae.registry import build_sae, get, sae_config
 
 STATE_FILE = TRAIN_STATE
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The random-number states a checkpoint saves: torch's CPU generator and, when training
+    on CUDA, every CUDA generator (as CPU ByteTensors)."""
+    out: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["cuda_rng"] = [t.cpu() for t in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def rng_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """The RNG states of a loaded checkpoint as the generators take them (CPU ByteTensors),
+    whatever device or type they were loaded as."""
+
+    def as_bytes(t: Any) -> torch.Tensor:
+        return torch.as_tensor(t).detach().to(device="cpu", dtype=torch.uint8).contiguous()
+
+    out: dict[str, Any] = {"torch_rng": as_bytes(state["torch_rng"])}
+    if state.get("cuda_rng"):
+        out["cuda_rng"] = [as_bytes(t) for t in state["cuda_rng"]]
+    return out
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    """Restore :func:`rng_state` output (see :func:`rng_tensors`); the CUDA generators only
+    when training on CUDA."""
+    rng = rng_tensors(state)
+    torch.set_rng_state(rng["torch_rng"])
+    if rng.get("cuda_rng") and device.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda_rng"])
 
 
 class TrainingInterrupted(RuntimeError):
@@ -124,10 +159,14 @@ class RunState:
             )
         self.history: list[dict[str, Any]] = []
         self.last: dict[str, float] = {}
+        self._stats: torch.Tensor | None = None
+        self._lr = 0.0
 
     def step(
         self, x_raw_bd: torch.Tensor, autocast: contextlib.AbstractContextManager[Any]
-    ) -> dict[str, float]:
+    ) -> None:
+        """One step; no host sync (the statistics stay on the device until
+        :meth:`read_stats`)."""
         sae = self.sae
         x_bd = sae.preprocess(x_raw_bd)
         if self.opt is None or self.sched is None:
@@ -145,15 +184,47 @@ class RunState:
             sae.normalize_decoder()
             lr = self.opt.param_groups[0]["lr"]
         sae.after_step(out, x_bd.shape[0])
-        self.last = {
-            "loss": float(out.loss.detach()),
-            "fvu": out.fvu,
-            "l0": out.l0,
-            "aux_loss": out.aux_loss,
-            "dead_fraction": float(sae.dead_mask.float().mean()),
-            "lr": lr,
-        }
+        self._lr = lr
+        with torch.no_grad():
+            dev = sae.W_dec.device
+            self._stats = torch.stack(
+                [
+                    torch.as_tensor(v, device=dev).detach().float().reshape(())
+                    for v in (out.loss, out.fvu, out.l0, out.aux_loss)
+                ]
+                + [sae.dead_mask.float().mean()]
+            )
+
+    def read_stats(self) -> dict[str, float]:
+        """The last step's statistics on the host (one sync): ``last``."""
+        if self._stats is not None:
+            loss, fvu, l0, aux, dead = self._stats.tolist()
+            self.last = {
+                "loss": loss,
+                "fvu": fvu,
+                "l0": l0,
+                "aux_loss": aux,
+                "dead_fraction": dead,
+                "lr": self._lr,
+            }
         return self.last
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights and buffers, optimiser and scheduler states, history."""
+        return {
+            "model": self.sae.state_dict(),
+            "opt": self.opt.state_dict() if self.opt is not None else None,
+            "sched": self.sched.state_dict() if self.sched is not None else None,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        """Load :meth:`state_dict` output (from any device) onto this run's device."""
+        self.sae.load_state_dict(s["model"])
+        if self.opt is not None and self.sched is not None:
+            self.opt.load_state_dict(s["opt"])
+            self.sched.load_state_dict(s["sched"])
+        self.history = list(s["history"])
 
 
 class GridTrainer:
@@ -183,8 +254,11 @@ class GridTrainer:
         self.step = 0
         self.stop_after_steps: int | None = None
         self.runs: dict[str, RunState] = {}
+        # deterministic on CUDA: the dense reference kernels (the fast ones scatter with atomics)
+        fast = tcfg.fast and not (tcfg.deterministic and device.type == "cuda")
+        self.timings = {"seconds": 0.0, "data_wait_s": 0.0, "steps": 0}
         for cfg in cfgs:
-            sae = build_sae(cfg, fast=tcfg.fast, seed=run_seed(tcfg.seed, cfg.run)).to(device)
+            sae = build_sae(cfg, fast=fast, seed=run_seed(tcfg.seed, cfg.run)).to(device)
             sae.init_b_dec(sae.preprocess(init_sample_bd))
             self.runs[cfg.run] = RunState(sae, tcfg, total)
         self._maybe_resume()
@@ -198,15 +272,9 @@ class GridTrainer:
         return {
             "step": self.step,
             "total_steps": self.total_steps,
-            "torch_rng": torch.get_rng_state(),
+            **rng_state(self.device),
             "runs": {
-                name: {
-                    "cfg": r.sae.cfg.model_dump(mode="json"),
-                    "model": r.sae.state_dict(),
-                    "opt": r.opt.state_dict() if r.opt is not None else None,
-                    "sched": r.sched.state_dict() if r.sched is not None else None,
-                    "history": r.history,
-                }
+                name: {"cfg": r.sae.cfg.model_dump(mode="json"), **r.state_dict()}
                 for name, r in self.runs.items()
             },
         }
@@ -226,10 +294,11 @@ class GridTrainer:
         if path is None or not path.is_file():
             return
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            # onto the CPU first: the RNG states must stay CPU tensors; weights and optimiser
+            # states are copied onto the training device by load_state_dict
+            state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # a damaged checkpoint: said by name, then training starts over
             from medsae.artifacts import describe
-            from medsae.progress import console
 
             console.print(
                 f"{path}: damaged training checkpoint ({describe(e)}); it is removed and "
@@ -241,15 +310,27 @@ class GridTrainer:
             return
         if state.get("total_steps") != self.total_steps or set(state["runs"]) != set(self.runs):
             return
-        for name, r in self.runs.items():
-            s = state["runs"][name]
-            r.sae.cfg = sae_config(s["cfg"])
-            r.sae.load_state_dict(s["model"])
-            if r.opt is not None and r.sched is not None:
-                r.opt.load_state_dict(s["opt"])
-                r.sched.load_state_dict(s["sched"])
-            r.history = list(s["history"])
-        torch.set_rng_state(state["torch_rng"])
+        try:
+            rng = rng_tensors(state)
+        except Exception as e:  # nothing loaded yet: start over rather than fail every rerun
+            console.print(
+                f"{path}: unusable random-number state in the checkpoint ({e}); training "
+                "starts over",
+                style="yellow",
+                markup=False,
+            )
+            return
+        try:
+            for name, r in self.runs.items():
+                s = state["runs"][name]
+                r.sae.cfg = sae_config(s["cfg"])
+                r.load_state_dict(s)
+        except Exception as e:
+            raise ArtifactError(
+                f"{path}: cannot resume from this checkpoint ({type(e).__name__}: {e}); "
+                "delete it, or run again with --force to start over"
+            ) from e
+        restore_rng(rng, self.device)
         self.step = int(state["step"])
 
     def remove_checkpoint(self) -> None:
@@ -257,43 +338,36 @@ class GridTrainer:
             self.state_path.unlink(missing_ok=True)
 
     # --------------------------------------------------------------- training
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def fit(self) -> dict[str, SparseAutoencoder]:
-        """Train until ``total_steps``; returns the SAEs by run name."""
+        """Train until ``total_steps``; returns the SAEs by run name.
+
+        Chunks are read ahead on a background thread (:class:`~medsae.sae.feed.ChunkFeed`);
+        the steps never wait for the device except when a history row is logged (every
+        ``log_every_steps``, at epoch ends) and when a checkpoint is written. ``timings``
+        holds the wall time, the time spent waiting for data and the steps done.
+        """
         tcfg = self.tcfg
-        bpe = self.stream.batches_per_epoch
         last_ckpt = time.monotonic()
         t0 = time.perf_counter()
         done0 = self.step
-        with make_progress(plain_column("{task.fields[stats]}")) as progress:
+        feed = ChunkFeed(self.stream, self.device, self.step, self.total_steps)
+        autocast = precision_autocast(self.device, tcfg.precision)
+        with (
+            matmul_precision(self.device, tcfg.precision),
+            deterministic_algorithms(tcfg.deterministic),
+            make_progress(plain_column("{task.fields[stats]}")) as progress,
+        ):
             task = progress.add_task(
                 "train SAEs", total=self.total_steps, completed=self.step, stats=""
             )
-            while self.step < self.total_steps:
-                epoch, b0 = divmod(self.step, bpe)
-                for _, x_np in self.stream.epoch_batches(epoch, b0):
-                    x_bd = torch.from_numpy(np.ascontiguousarray(x_np)).to(self.device)
-                    if self.step == self.threshold_start:
-                        for r in self.runs.values():
-                            r.sae.threshold_updates.zero_()
-                    for r in self.runs.values():
-                        r.step(x_bd, self._autocast())
-                    self.step += 1
-                    end_of_epoch = self.step % bpe == 0
-                    if (
-                        self.step % tcfg.log_every_steps == 0
-                        or end_of_epoch
-                        or self.step == self.total_steps
-                    ):
-                        self._log_row(epoch, end_of_epoch)
-                    rate = (
-                        (self.step - done0) * tcfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-                    )
-                    progress.update(task, completed=self.step, stats=self._stats_text(rate))
+            try:
+                for epoch, _, x_bd in feed:
+                    self._train_step(x_bd, autocast)
+                    if self._log_due():
+                        self._log_row(epoch, self.step % self.stream.batches_per_epoch == 0)
+                        rate = (self.step - done0) * tcfg.batch_size / (time.perf_counter() - t0)
+                        progress.update(task, stats=self._stats_text(rate))
+                    progress.update(task, completed=self.step)
                     due = (
                         tcfg.checkpoint_every_steps is not None
                         and self.step % tcfg.checkpoint_every_steps == 0
@@ -303,11 +377,31 @@ class GridTrainer:
                         last_ckpt = time.monotonic()
                     if self.stop_after_steps is not None and self.step >= self.stop_after_steps:
                         raise TrainingInterrupted(f"stopped after step {self.step}")
-                    if self.step >= self.total_steps:
-                        break
+            finally:
+                feed.close()
+                self.timings["seconds"] += time.perf_counter() - t0
+                self.timings["data_wait_s"] += feed.wait_s
+                self.timings["steps"] += self.step - done0
         for r in self.runs.values():
             r.sae.end_training()
         return {name: r.sae for name, r in self.runs.items()}
+
+    def _train_step(
+        self, x_bd: torch.Tensor, autocast: contextlib.AbstractContextManager[Any]
+    ) -> None:
+        if self.step == self.threshold_start:
+            for r in self.runs.values():
+                r.sae.threshold_updates.zero_()
+        for r in self.runs.values():
+            r.step(x_bd, autocast)
+        self.step += 1
+
+    def _log_due(self) -> bool:
+        return (
+            self.step % self.tcfg.log_every_steps == 0
+            or self.step % self.stream.batches_per_epoch == 0
+            or self.step == self.total_steps
+        )
 
     def _log_row(self, epoch: int, end_of_epoch: bool) -> None:
         validate = (
@@ -321,7 +415,7 @@ class GridTrainer:
                 "epoch": epoch,
                 "samples": self.step * self.tcfg.batch_size,
             }
-            row.update(r.last)
+            row.update(r.read_stats())
             if validate and self.val_fn is not None:
                 r.sae.eval()
                 row.update({f"val_{k}": v for k, v in self.val_fn(r.sae).items()})
