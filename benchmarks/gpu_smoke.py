@@ -50,9 +50,10 @@ import torch
 
 from medsae.encode.store import EmbeddingStore, shard_name, write_store
 from medsae.precision import autocast, deterministic_algorithms, matmul_precision
-from medsae.sae.config import ARCHES, SAEConfig, TrainConfig, expand_grid
+from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.data import TrainStream
-from medsae.sae.registry import build_sae
+from medsae.sae.grid import expand_grid
+from medsae.sae.registry import build_sae, sae_config
 from medsae.sae.trainer import GridTrainer, RunState, TrainingInterrupted
 
 RESULT = Path(__file__).parent / "results" / "gpu_smoke.json"
@@ -79,12 +80,17 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
+ARCHES = ("topk", "batchtopk", "matryoshka", "matryoshka-perlevel", "relu")
+
+
 def sae_cfg(arch: str, d: int, D: int, k: int) -> SAEConfig:
     levels = [D // 16, D // 4, D] if arch.startswith("matryoshka") else [D]
-    return SAEConfig(
-        arch=arch, d_in=d, n_latents=D, levels=levels, k=None if arch == "relu" else k,
-        k_levels=[max(1, k // 4), max(1, k // 2), k] if arch == "matryoshka-perlevel" else None,
-    )  # fmt: skip
+    fields: dict[str, Any] = {"arch": arch, "d_in": d, "n_latents": D, "levels": levels}
+    if arch != "relu":
+        fields["k"] = k
+    if arch == "matryoshka-perlevel":
+        fields["k_levels"] = [max(1, k // 4), max(1, k // 2), k]
+    return sae_config(**fields)
 
 
 def kernels(dev: torch.device, s: SimpleNamespace, tmp: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from medsae.encode.store import EmbeddingStore, write_store
+from medsae.sae.config import TrainConfig
 
 os.environ.setdefault("MEDSAE_PROGRESS", "0")
 
@@ -38,3 +39,17 @@ def make_store(folder: Path, x: np.ndarray, encoder: str = "toy") -> EmbeddingSt
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
+
+
+RESUME_CFG = TrainConfig(
+    arch=["topk", "matryoshka"],
+    levels=[[16, 64]],
+    k=[[2, 4]],
+    epochs=2,
+    batch_size=64,
+    chunk_rows=192,
+    checkpoint_every_steps=5,
+    dead_after_samples=200,
+    log_every_steps=3,
+)
+"""A small grid with checkpoints every 5 steps and AuxK engaged: the resume tests'."""

@@ -19,7 +19,7 @@ from medsae.sae.grid import expand_grid
 from medsae.sae.registry import build_sae, sae_config
 from medsae.sae.trainer import GridTrainer, RunState, TrainingInterrupted
 
-from .conftest import make_store, planted
+from .conftest import RESUME_CFG, make_store, planted
 
 D_IN = 16
 ARCHES = ("topk", "batchtopk", "matryoshka", "matryoshka-perlevel", "relu")
@@ -36,17 +36,7 @@ def _small_cfg(arch: str, k_aux: int) -> SAEConfig:
     return sae_config(**fields)
 
 
-TCFG = TrainConfig(
-    arch=["topk", "matryoshka"],
-    levels=[[16, 64]],
-    k=[[2, 4]],
-    epochs=2,
-    batch_size=64,
-    chunk_rows=192,
-    checkpoint_every_steps=5,
-    dead_after_samples=200,
-    log_every_steps=3,
-)
+TCFG = RESUME_CFG
 
 
 @pytest.fixture(scope="module")

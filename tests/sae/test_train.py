@@ -14,7 +14,7 @@ from medsae.sae.grid import expand_grid
 from medsae.sae.registry import build_sae, sae_config
 from medsae.sae.trainer import GridTrainer, TrainingInterrupted
 
-from .conftest import make_store, planted
+from .conftest import RESUME_CFG, make_store, planted
 
 D_IN, N_FEAT = 16, 32
 
@@ -140,17 +140,7 @@ def test_auxk_revives_dead_latents(tmp_path: Path, data: np.ndarray) -> None:
 
 
 def test_resume_is_bit_identical(tmp_path: Path, data: np.ndarray) -> None:
-    tcfg = TrainConfig(
-        arch=["topk", "matryoshka"],
-        levels=[[16, 64]],
-        k=[[2, 4]],
-        epochs=2,
-        batch_size=64,
-        chunk_rows=192,
-        checkpoint_every_steps=5,
-        dead_after_samples=200,
-        log_every_steps=3,
-    )
+    tcfg = RESUME_CFG
     full = _trainer(tmp_path / "full", tcfg, data)
     full.fit()
     part = _trainer(tmp_path / "part", tcfg, data, state=True)
