@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from medsae.sae.data import TrainStream
@@ -55,8 +56,8 @@ class ChunkFeed:
         step = self.start_step
         while step < self.total_steps:
             epoch, b0 = divmod(step, bpe)
-            for c0, c1, block in self.stream.epoch_chunks(epoch, b0):
-                chunk = torch.from_numpy(block)
+            for c0, c1, block in self._epoch_chunks(epoch, b0):
+                chunk = torch.from_numpy(np.ascontiguousarray(block))
                 if self.pin:
                     chunk = chunk.pin_memory()
                 first = max(c0, b0)
@@ -64,6 +65,16 @@ class ChunkFeed:
                 step += c1 - first
                 if step >= self.total_steps:
                     return
+
+    def _epoch_chunks(self, epoch: int, b0: int) -> Iterator[tuple[int, int, Any]]:
+        """The stream's chunks; a stream that only gives batches (``epoch_batches``, e.g.
+        batches a caller brings) gives chunks of one batch."""
+        chunks = getattr(self.stream, "epoch_chunks", None)
+        if chunks is not None:
+            yield from chunks(epoch, b0)
+            return
+        for b, x in self.stream.epoch_batches(epoch, b0):
+            yield b, b + 1, x
 
     def _produce(self) -> None:
         try:
