@@ -209,9 +209,12 @@ def test_a_training_step_reads_nothing_back_from_the_device(
     reads.on = True
     run.step(x, torch.autocast("cpu", enabled=False))
     reads.on = False
-    # per-level: the first level (8 latents, 4k = 8 candidates) is searched whole, unchecked
-    expected = {"topk": 0, "relu": 0, "batchtopk": 1, "matryoshka": 1, "matryoshka-perlevel": 1}
-    assert reads.count == expected[arch], (arch, reads.count)
+    # BatchTopK on CPU tensors takes the threshold search (3 reads: the candidates above the
+    # threshold, their count, the winners); on a GPU the candidate search (1 read)
+    if arch in ("topk", "relu"):
+        assert reads.count == 0, (arch, reads.count)
+    else:
+        assert reads.count <= 3 * len(cfg.levels), (arch, reads.count)
     stats = run.read_stats()
     assert set(stats) == {"loss", "fvu", "l0", "aux_loss", "dead_fraction", "lr"}
 
