@@ -6,8 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WS     ?= demo-workspace
 # torch is installed first, pinned, so that installing medsae never replaces it: the CPU
-# build (from TORCH_CPU_INDEX, else the configured index) on a machine without a GPU, the CUDA build (PyPI's Linux wheel, or the wheel of
-# TORCH_CUDA_INDEX when set, e.g. https://download.pytorch.org/whl/cu128) where nvidia-smi runs.
+# build (from TORCH_CPU_INDEX, else the configured index; one retry, so that an unreachable
+# TORCH_CPU_INDEX costs seconds) on a machine without a GPU, the CUDA build (PyPI's Linux
+# wheel, or the wheel of TORCH_CUDA_INDEX when set, e.g. https://download.pytorch.org/whl/cu128)
+# where nvidia-smi runs.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CUDA_INDEX ?=
@@ -24,7 +26,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 		$(BIN)/pip install "$(TORCH_SPEC)" $(if $(TORCH_CUDA_INDEX),--index-url $(TORCH_CUDA_INDEX)) && \
 		$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch has no CUDA: set TORCH_CUDA_INDEX')"; \
 	else \
-		$(BIN)/pip install --index-url $(TORCH_CPU_INDEX) "$(TORCH_SPEC)" || $(BIN)/pip install "$(TORCH_SPEC)"; \
+		$(BIN)/pip install --retries 1 --timeout 15 --index-url $(TORCH_CPU_INDEX) "$(TORCH_SPEC)" || $(BIN)/pip install "$(TORCH_SPEC)"; \
 	fi
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
