@@ -112,7 +112,7 @@ def test_a_damaged_training_checkpoint_is_reported(
 ) -> None:
     from medsae.progress import console
 
-    monkeypatch.setattr(console, "width", 10_000)  # the long temporary path on one line
+    monkeypatch.setattr(console, "_width", 10_000)  # the long temporary path on one line
     path = tmp_path / "train_state.pt"
     path.write_bytes(b"PK\x03\x04 not a checkpoint")
     trainer = SimpleNamespace(state_path=path, device="cpu")

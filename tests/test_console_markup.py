@@ -17,8 +17,10 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
     buf = io.StringIO()
     console = progress.console
-    monkeypatch.setattr(console, "file", buf)
-    monkeypatch.setattr(console, "width", 10_000)  # long temporary paths on one line
+    # the private fields, so that teardown restores "follow sys.stderr" (None) rather than
+    # pinning the console to the stream that was current while this test ran
+    monkeypatch.setattr(console, "_file", buf)
+    monkeypatch.setattr(console, "_width", 10_000)  # long temporary paths on one line
     return buf
 
 

@@ -19,11 +19,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "medsae"
 
 FOUNDATION = {
     *("medsae", "errors", "_lazy", "npy", "jsonsafe", "metrics", "progress", "config", "device"),
-    *("artifacts", "atomic", "cli_config"),
+    *("artifacts", "atomic", "cli_config", "precision"),
 }
 """Units every layer may use: the version, errors, lazy exports, numeric helpers, the JSON
 cleaner, metric formulas, progress output, config files, the device setting, the artifact
-reading rule and atomic writes."""
+reading rule, atomic writes and the numerical precision setting."""
 
 LAYERS: list[set[str]] = [
     FOUNDATION,
@@ -53,6 +53,7 @@ ALLOWED: dict[str, set[str]] = {
     "progress": set(),
     "config": {"errors"},
     "device": {"errors"},
+    "precision": set(),
     "artifacts": {"errors"},
     "atomic": {"errors"},
     "cli_config": {"config", "errors"},
@@ -69,13 +70,13 @@ ALLOWED: dict[str, set[str]] = {
         "cli_config",
         "atomic",
         *("_lazy", "config", "data", "device", "encode", "errors", "metrics", "progress"),
-        "workspace",
+        *("precision", "workspace"),
     },
     "evaluate": {
         "artifacts",
         "cli_config",
         *("_lazy", "config", "data", "device", "encode", "errors", "jsonsafe", "labels"),
-        *("metrics", "progress", "sae", "workspace"),
+        *("metrics", "precision", "progress", "sae", "workspace"),
     },
     "maps": {"_lazy", "data", "encode", "errors", "evaluate", "sae", "workspace"},
     "interpret": {
