@@ -58,8 +58,9 @@ class ConceptFeature:
 
 def _grouped(
     profiles: pd.DataFrame, min_auroc: float, min_precision: float
-) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (stratum, label): the profile rows that may stand for it, best F1 first."""
+) -> dict[tuple[str, str], list[tuple[int, float, float, float]]]:
+    """Per (stratum, label): the profile rows that may stand for it, best F1 first, as plain
+    ``(latent, p_active, auroc, f1)`` tuples (read once here, not per query)."""
     p = profiles[
         (profiles["lift"] > 1)
         & (profiles["auroc"] >= min_auroc)
@@ -70,7 +71,14 @@ def _grouped(
     p["f1"] = np.where(prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0)
     p = p.sort_values(["f1", "latent"], ascending=[False, True], kind="stable")
     stratum = p["stratum"] if "stratum" in p else pd.Series("", index=p.index)
-    return {(str(st), str(lab)): g for (st, lab), g in p.groupby([stratum, "label"], sort=False)}
+    cols = ["latent", "p_active", "auroc", "f1"]
+    return {
+        (str(st), str(lab)): [
+            (int(j), float(pa), float(au), float(f))
+            for j, pa, au, f in zip(*(g[c].to_numpy() for c in cols), strict=True)
+        ]
+        for (st, lab), g in p.groupby([stratum, "label"], sort=False)
+    }
 
 
 class ConceptFeatures:
@@ -114,7 +122,7 @@ class ConceptFeatures:
         self,
         concept: Concept,
         context: Sequence[str],
-        by_label: dict[tuple[str, str], pd.DataFrame],
+        by_label: dict[tuple[str, str], list[tuple[int, float, float, float]]],
     ) -> list[ConceptFeature]:
         """The features of a concept (see the module docstring), best first, from the profiles
         of the query's stratum: ``context`` the modality and plane labels the query asks for
@@ -131,14 +139,13 @@ class ConceptFeatures:
             if group is None:
                 continue
             words = aliases(label)
-            for row in group.head(self.per_concept * 2).itertuples(index=False):
-                j = int(row.latent)
+            for j, p_active, auroc, f1 in group[: self.per_concept * 2]:
                 absent = self._absent.get(j, "")
                 if absent and any(w in absent for w in words):
                     continue  # the description says the label is not in view
-                if j not in best or row.p_active > best[j].weight:
-                    best[j] = ConceptFeature(j, float(row.p_active), label, float(row.auroc))
-                rank[j] = max(rank.get(j, -1.0), float(row.f1))
+                if j not in best or p_active > best[j].weight:
+                    best[j] = ConceptFeature(j, p_active, label, auroc)
+                rank[j] = max(rank.get(j, -1.0), f1)
         order = sorted(best, key=lambda j: (-rank[j], j))[: self.per_concept]
         if order:
             floor = self.relative_f1 * rank[order[0]]
