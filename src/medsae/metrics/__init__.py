@@ -1,4 +1,5 @@
-"""medsae.metrics: the one place for metric formulas (reconstruction, classification)."""
+"""medsae.metrics: the one place for metric formulas (reconstruction, classification,
+dictionary matching)."""
 
 from medsae.metrics.classification import (
     balanced_accuracy,
@@ -10,6 +11,7 @@ from medsae.metrics.classification import (
     roc_auc,
     roc_auc_columns,
 )
+from medsae.metrics.matching import DictionaryMatch, abs_cosine, match_dictionaries, recovery_f1
 from medsae.metrics.reconstruction import (
     DENSE_THRESHOLD,
     ReconstructionAccumulator,
@@ -19,7 +21,9 @@ from medsae.metrics.reconstruction import (
 
 __all__ = [
     "DENSE_THRESHOLD",
+    "DictionaryMatch",
     "ReconstructionAccumulator",
+    "abs_cosine",
     "balanced_accuracy",
     "binary_balanced_accuracy",
     "binary_f1",
@@ -27,7 +31,9 @@ __all__ = [
     "f1_macro",
     "firing_stats",
     "macro_roc_auc",
+    "match_dictionaries",
     "reconstruction_metrics",
+    "recovery_f1",
     "roc_auc",
     "roc_auc_columns",
 ]
