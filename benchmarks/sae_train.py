@@ -10,6 +10,12 @@ affects them alike.
     python benchmarks/sae_train.py --quick    # < 3 minutes, same keys
     python benchmarks/sae_train.py --device cuda --dtype bf16
     python benchmarks/sae_train.py --grid-only --out X.json   # the whole training loop only
+    python benchmarks/sae_train.py --ground-truth-only   # MCC and F1 per architecture
+
+``ground_truth`` trains every SAE architecture and fits every baseline dictionary registered
+(pca, kmeans, ... when present) on one planted dictionary and scores each against the planted
+directions: the recovered fraction (best |cosine| >= 0.9), MCC (the mean |cosine| of the
+one-to-one Hungarian matching) and the feature-recovery F1 (definitions in docs/evaluate.md).
 
 ``grid_fit`` times the whole training loop (``GridTrainer.fit``: store reads, copies,
 steps, logging) of a 2-SAE grid on a memory-mapped store, where the other figures time one
@@ -30,7 +36,9 @@ from typing import Any
 
 import torch
 
-from medsae.sae import fit
+from medsae.errors import InputError
+from medsae.metrics.matching import match_dictionaries, recovery_f1
+from medsae.sae import fit, registry
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.grid import expand_grid
 from medsae.sae.registry import build_sae, sae_config
@@ -284,6 +292,102 @@ def quality(
     }
 
 
+# The planted dictionary of the per-architecture comparison: overcomplete (512 true features
+# in 256 dimensions, 8 active per sample), small enough for every architecture on 2 cores.
+GT_SETUP = {"d": 256, "n_true": 512, "active": 8, "D": 512, "k": 8, "rows": 200_000}
+GT_SAE_ARCHES = ("topk", "batchtopk", "matryoshka")
+GT_BASELINES = ("pca", "kmeans", "ica", "dictionary", "random")
+
+
+def planted_rows(feats: Any, active: int, rows: int, seed: int) -> Any:
+    """``rows`` samples of ``active`` of the planted unit directions ``feats`` each."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, feats.shape[0], (rows, active), generator=gen)
+    w = torch.rand(rows, active, generator=gen) + 0.5
+    x = torch.nn.functional.embedding_bag(idx, feats, per_sample_weights=w, mode="sum")
+    return (x + 0.01 * torch.randn(rows, feats.shape[1], generator=gen)).numpy()
+
+
+def ground_truth(device: torch.device, samples: int, setup: dict[str, int]) -> dict[str, Any]:
+    """Every architecture and baseline on one planted dictionary: recovered, MCC, F1, R²."""
+    gen = torch.Generator().manual_seed(0)
+    feats_t = torch.nn.functional.normalize(
+        torch.randn(setup["n_true"], setup["d"], generator=gen), dim=1
+    )
+    feats = feats_t.numpy()
+    x = planted_rows(feats_t, setup["active"], setup["rows"], seed=1)
+    held = planted_rows(feats_t, setup["active"], 8192, seed=3)
+    known = set(registry.names())
+    arches = [a for a in (*GT_SAE_ARCHES, *GT_BASELINES) if a in known]
+    out: dict[str, Any] = {"setup": dict(setup, samples=samples), "arches": {}}
+    for arch in arches:
+        levels = [[setup["D"] // 4, setup["D"]]] if arch == "matryoshka" else [[setup["D"]]]
+        tcfg = TrainConfig(
+            arch=[arch],  # type: ignore[list-item]
+            levels=levels,
+            k=[[setup["k"]]],
+            input_transform="none",
+            dead_after_samples=200_000,
+            lr=QUALITY_LR,
+            warmup_fraction=0.01,
+            lr_schedule="wsd",
+            batch_size=2048,
+            max_samples=samples,
+            device=str(device),
+            threads=torch.get_num_threads(),
+            seed=1,
+        )
+        t0 = time.perf_counter()
+        try:
+            grid = fit(x, tcfg)
+        except (InputError, ValueError) as e:
+            out["arches"][arch] = {"skipped": str(e)}
+            continue
+        seconds = time.perf_counter() - t0
+        (sae,) = grid.saes.values()
+        W = sae.W_dec.detach().float().cpu().numpy()
+        with torch.no_grad():
+            xt = torch.from_numpy(held).to(device)
+            xh = sae.reconstruct(xt)
+            z = sae.encode(xt)
+        r2 = 1 - float((xt - xh).pow(2).sum() / (xt - xt.mean(0)).pow(2).sum())
+        alive = (z > 0).any(0).cpu().numpy()
+        m = match_dictionaries(W[alive], feats)
+        f1 = recovery_f1(W[alive], feats)
+        out["arches"][arch] = {
+            "trained_by": type(sae).trained_by,
+            "n_latents": int(W.shape[0]),
+            "alive_on_held_out": int(alive.sum()),
+            "l0": float((z > 0).float().sum(1).mean()),
+            "r2": r2,
+            "recovered_fraction": f1["recall"],
+            "mcc": m.mcc,
+            "frac_matched_0_9": m.frac_at_least(0.9),
+            "f1": f1["f1"],
+            "precision": f1["precision"],
+            "recall": f1["recall"],
+            "seconds": seconds,
+        }
+        print(f"[sae_train] ground truth {arch}: {out['arches'][arch]}", file=sys.stderr)
+    missing = [a for a in GT_BASELINES if a not in known]
+    if missing:
+        out["not_registered"] = missing
+    return out
+
+
+def run_ground_truth_only(args: argparse.Namespace, device: torch.device) -> None:
+    """Measure the per-architecture ground truth and merge it into the results file."""
+    out = Path(args.out)
+    result: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    samples = args.ground_truth_samples or (300_000 if args.quick else 1_000_000)
+    result["ground_truth"] = ground_truth(device, samples, GT_SETUP)
+    result["ground_truth_command"] = "python benchmarks/sae_train.py " + " ".join(sys.argv[1:])
+    text = json.dumps(result, indent=2, sort_keys=True)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
@@ -322,8 +426,22 @@ def main() -> None:
         action="store_true",
         help="run only the throughput part and keep the quality part of the existing results file",
     )
+    ap.add_argument(
+        "--ground-truth-only",
+        action="store_true",
+        help="run only the per-architecture ground-truth part (MCC, F1) and merge it in",
+    )
+    ap.add_argument(
+        "--ground-truth-samples",
+        type=int,
+        default=None,
+        help="training samples per SAE of the ground-truth part (default 1,000,000; quick 300,000)",
+    )
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.ground_truth_only:
+        run_ground_truth_only(args, device)
+        return
     if args.quality_only:
         run_quality_only(args, device)
         return
