@@ -120,3 +120,33 @@ def test_a_damaged_training_checkpoint_is_reported(
     said = " ".join(capsys.readouterr().err.split())
     assert str(path) in said and "damaged training checkpoint" in said
     assert "starts over" in said and not path.exists()
+
+
+def test_saving_an_sae_and_a_shard_on_a_full_disk_names_the_file_and_keeps_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from medsae.encode.store import save_shard
+    from medsae.sae.checkpoint import save_sae
+    from medsae.sae.registry import build_sae, sae_config
+
+    sae = build_sae(sae_config(arch="topk", d_in=8, n_latents=16, k=2))
+    save_sae(tmp_path / "run", sae)
+    weights = (tmp_path / "run" / "sae.safetensors").read_bytes()
+    save_shard(tmp_path, "emb_000.npy", np.zeros((4, 8), np.float32))
+    shard = (tmp_path / "emb_000.npy").read_bytes()
+
+    def no_room(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("medsae.sae.checkpoint.save_file", no_room)
+    monkeypatch.setattr("medsae.encode.store.save_npy", no_room)
+    for _ in range(2):
+        with pytest.raises(DiskFull, match=r"sae\.safetensors"):
+            save_sae(tmp_path / "run", sae)
+        with pytest.raises(DiskFull, match=r"emb_000\.npy"):
+            save_shard(tmp_path, "emb_000.npy", np.ones((4, 8), np.float32))
+    assert (tmp_path / "run" / "sae.safetensors").read_bytes() == weights
+    assert (tmp_path / "emb_000.npy").read_bytes() == shard
+    assert _temporaries(tmp_path) == []

@@ -58,12 +58,15 @@ ALLOWED: dict[str, set[str]] = {
     "atomic": {"errors"},
     "cli_config": {"config", "errors"},
     "workspace": {"artifacts", "atomic", "medsae", "config", "errors", "progress"},
-    "data": {"artifacts", "cli_config", "config", "errors", "npy", "progress", "workspace"},
+    "data": {
+        *("artifacts", "atomic", "cli_config", "config", "errors", "npy", "progress"),
+        "workspace",
+    },
     "labels": {"data", "errors"},
     "llm": {"_lazy", "config", "data", "errors", "progress"},
     "encode": {
         *("artifacts", "cli_config", "config", "data", "device", "errors", "npy", "progress"),
-        "workspace",
+        *("atomic", "workspace"),
     },
     "sae": {
         "artifacts",

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from rich.text import Text
 
+from medsae.atomic import DiskFull
 from medsae.data.cases import Case
 from medsae.data.config import PrepareConfig
 from medsae.data.io import (
@@ -79,6 +80,8 @@ def _run_one(case: Case, config: PrepareConfig, piece: str) -> dict[str, Any]:
     stage, and the pieces written so far are kept for the rerun)."""
     try:
         return {"ok": True, **process_case(case, config, Path(piece))}
+    except DiskFull:
+        raise
     except OSError as e:
         if is_disk_full(e):
             raise

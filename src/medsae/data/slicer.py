@@ -9,7 +9,6 @@ interrupted prepare resumes at the volume level).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsae.atomic import atomic_path
 from medsae.data import geometry as geo
 from medsae.data.anatomy import Ranges, plane_counts, slab_counts
 from medsae.data.cases import Case
@@ -294,9 +294,8 @@ def process_case(case: Case, config: PrepareConfig, piece: Path) -> dict[str, An
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, default=str))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, default=str))
 
 
 def write_piece(

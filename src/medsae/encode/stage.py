@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medsae.atomic import atomic_path
 from medsae.data.io import IMAGES_FILE, SLICES_FILE
 from medsae.device import DEVICE_ENV, configure_cuda, describe_device, resolve_device
 from medsae.encode.config import EncodeConfig
@@ -86,13 +87,12 @@ def _refuse_foreign_store(
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.link-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst, needed=src.stat().st_size) as tmp:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def _take_from_parts(

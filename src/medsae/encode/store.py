@@ -14,7 +14,6 @@ Normalisation (e.g. the paper's per-sample L2) is a transform applied when readi
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medsae.atomic import atomic_path
 from medsae.encode.io import STORE_FILE
 from medsae.errors import ArtifactError
 from medsae.npy import save_npy
@@ -138,12 +138,11 @@ def shard_name(number: int) -> str:
 
 
 def save_shard(folder: Path, name: str, arr: np.ndarray) -> Path:
-    """Write one shard atomically (temporary file, then rename): a kill never leaves half a shard."""
-    folder = Path(folder)
-    final = folder / name
-    tmp = folder / f".{name}.tmp-{os.getpid()}"
-    save_npy(tmp, arr)  # a full disk: an OSError with its errno and the path
-    os.replace(tmp, final)
+    """Write one shard atomically (:func:`~medsae.atomic.atomic_path`): a kill never leaves
+    half a shard, and a full disk is a :class:`~medsae.atomic.DiskFull` naming the shard."""
+    final = Path(folder) / name
+    with atomic_path(final, needed=arr.nbytes) as tmp:
+        save_npy(tmp, arr)
     return final
 
 
@@ -198,9 +197,8 @@ def write_store_meta(
         "shards": entries,
     }
     meta.update(extra or {})
-    tmp = folder / f".{STORE_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, folder / STORE_FILE)
+    with atomic_path(folder / STORE_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return EmbeddingStore(folder)
 
 

@@ -20,7 +20,6 @@ every architecture's fields and five tensors with ``W_enc`` transposed, ``(d_in,
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from medsae.atomic import atomic_path
 from medsae.errors import ArtifactError, InputError
 from medsae.sae.base import SparseAutoencoder
 from medsae.sae.io import CFG, WEIGHTS
@@ -80,7 +80,7 @@ def migrate(cfg: dict[str, Any], tensors: Tensors) -> tuple[dict[str, Any], Tens
 
 
 def save_sae(folder: Path, sae: SparseAutoencoder) -> None:
-    """Write ``cfg.json`` and ``sae.safetensors`` (each through a temporary file and a rename)."""
+    """Write ``cfg.json`` and ``sae.safetensors``, each atomically (:func:`~medsae.atomic.atomic_path`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {
@@ -89,13 +89,12 @@ def save_sae(folder: Path, sae: SparseAutoencoder) -> None:
         else t.detach().cpu().contiguous()
         for name, t in sae.state_dict().items()
     }
-    tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp_cfg = folder / f".{CFG_FILE}.tmp-{os.getpid()}"
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_path(folder / WEIGHTS_FILE, needed=size) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     cfg = {"schema_version": SCHEMA_VERSION, **sae.cfg.model_dump(mode="json")}
-    tmp_cfg.write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    os.replace(tmp_cfg, folder / CFG_FILE)
+    with atomic_path(folder / CFG_FILE) as tmp:
+        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 
 def load_sae(folder: str | Path, device: str | torch.device = "cpu") -> SparseAutoencoder:
