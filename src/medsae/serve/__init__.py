@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsae.errors import InputError
+from medsae.serve.limits import ServeLimits
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["bind_port", "create_app", "serve"]
+__all__ = ["ServeLimits", "bind_port", "create_app", "serve"]
 
 
 def create_app(workspace: Any, **kwargs: Any) -> FastAPI:
@@ -29,8 +30,12 @@ def serve(
     encoder: str | None = None,
     run: str | None = None,
     device: str = "auto",
+    limits: ServeLimits | None = None,
 ) -> None:
     """Serve the browser for ``workspace`` until interrupted (bound to 127.0.0.1 by default).
+
+    ``limits``: what an upload may be and decode to and how many heavy requests run at once
+    (:class:`~medsae.serve.limits.ServeLimits`; its defaults when None).
 
     ``device`` places the query-image encoder and the feature maps' encoder (checked here,
     before the port is taken: CUDA without a GPU is a
@@ -49,7 +54,7 @@ def serve(
     sock = bind_port(host, port)
     try:
         view = WorkspaceView(workspace, encoder=encoder, run=run, device=device)
-        app = create_app(view)
+        app = create_app(view, **(limits or ServeLimits()).app_options())
         console.print(
             f"medsae browser for {view.ws.root} ({view.encoder} / {view.run}) at "
             f"http://{host}:{port}/"

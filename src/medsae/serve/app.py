@@ -39,12 +39,9 @@ from medsae.frontend.view import WorkspaceView
 from medsae.interpret.profiles import profile_of, read_profiles
 from medsae.serve import models as m
 from medsae.serve.io import STATIC_PAGE
-from medsae.serve.limits import BodySizeLimit, HeavyWork
+from medsae.serve.limits import HEAVY_WAIT_S, HEAVY_WORKERS, UPLOAD_LIMIT, BodySizeLimit, HeavyWork
 from medsae.serve.maps import map_router
 
-UPLOAD_LIMIT = 20 * 1024 * 1024
-HEAVY_WORKERS = 4  # uploads and feature maps computed at once
-HEAVY_WAIT_S = 15.0  # how long a request waits for a turn before a 503
 UPLOAD_PLANE = "axial"  # the plane of an uploaded volume shown and searched (its middle slice)
 UPLOAD_STATUS = {"unreadable": 400, "unsupported": 415, "too_large": 413}
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}

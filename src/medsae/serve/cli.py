@@ -20,8 +20,36 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(
             "auto", help="Device of the query encoder and the maps: auto | cpu | cuda | cuda:N."
         ),
+        upload_mib: float | None = typer.Option(
+            None, "--upload-mib", help="Largest upload in MiB, before decompression (default 20)."
+        ),
+        max_decompressed_mib: float | None = typer.Option(
+            None, help="MiB a gzip-compressed upload may decompress to (default 256)."
+        ),
+        max_pixels: int | None = typer.Option(
+            None, help="Pixels a 2D upload may declare (default 36,000,000)."
+        ),
+        max_voxels: int | None = typer.Option(
+            None, help="Voxels an uploaded volume may declare (default 67,108,864)."
+        ),
+        heavy_workers: int | None = typer.Option(
+            None, help="Uploads and feature maps computed at once (default 4)."
+        ),
+        heavy_wait_s: float | None = typer.Option(
+            None, help="Seconds a request waits for a turn before a 503 (default 15)."
+        ),
     ) -> None:
         """Start the web feature browser on a finished workspace."""
-        from medsae.serve import serve
+        from medsae.serve import ServeLimits, serve
 
-        serve(workspace, host=host, port=port, encoder=encoder, run=run, device=device)
+        limits = ServeLimits.from_options(
+            upload_mib=upload_mib,
+            max_decompressed_mib=max_decompressed_mib,
+            max_pixels=max_pixels,
+            max_voxels=max_voxels,
+            heavy_workers=heavy_workers,
+            heavy_wait_s=heavy_wait_s,
+        )
+        serve(
+            workspace, host=host, port=port, encoder=encoder, run=run, device=device, limits=limits
+        )

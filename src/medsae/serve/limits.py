@@ -1,9 +1,79 @@
-"""An ASGI middleware that refuses request bodies above a size limit with 413 JSON."""
+"""The browser's limits: what an upload may be and decode to, how many heavy requests run
+at once (:class:`ServeLimits`), and the ASGI middleware that refuses request bodies above
+the size limit with 413 JSON."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
+
+from medsae.data.query_limits import MiB, QueryLimits
+from medsae.errors import InputError
+
+UPLOAD_LIMIT = 20 * 1024 * 1024
+HEAVY_WORKERS = 4  # uploads and feature maps computed at once
+HEAVY_WAIT_S = 15.0  # how long a request waits for a turn before a 503
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What the browser accepts: the upload size before decompression (``upload_limit``,
+    bytes), what a file may decode to (:class:`QueryLimits`), and how many uploads and
+    feature maps are computed at once (``heavy_workers``; others wait ``heavy_wait_s``
+    seconds for a turn, then get 503)."""
+
+    upload_limit: int = UPLOAD_LIMIT
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
+    heavy_workers: int = HEAVY_WORKERS
+    heavy_wait_s: float = HEAVY_WAIT_S
+
+    @classmethod
+    def from_options(
+        cls,
+        upload_mib: float | None = None,
+        max_decompressed_mib: float | None = None,
+        max_pixels: int | None = None,
+        max_voxels: int | None = None,
+        heavy_workers: int | None = None,
+        heavy_wait_s: float | None = None,
+    ) -> ServeLimits:
+        """The limits from ``medsae serve``'s options (None: the default); a value that is not
+        positive is an :class:`InputError` naming the option."""
+        given = {
+            "--upload-mib": upload_mib,
+            "--max-decompressed-mib": max_decompressed_mib,
+            "--max-pixels": max_pixels,
+            "--max-voxels": max_voxels,
+            "--heavy-workers": heavy_workers,
+            "--heavy-wait-s": heavy_wait_s,
+        }
+        for option, value in given.items():
+            if value is not None and not value > 0:
+                raise InputError(f"{option} {value}", "must be a positive number")
+        q = QueryLimits()
+        return cls(
+            upload_limit=UPLOAD_LIMIT if upload_mib is None else int(upload_mib * MiB),
+            query_limits=QueryLimits(
+                max_decompressed_bytes=q.max_decompressed_bytes
+                if max_decompressed_mib is None
+                else int(max_decompressed_mib * MiB),
+                max_pixels=q.max_pixels if max_pixels is None else max_pixels,
+                max_voxels=q.max_voxels if max_voxels is None else max_voxels,
+            ),
+            heavy_workers=HEAVY_WORKERS if heavy_workers is None else heavy_workers,
+            heavy_wait_s=HEAVY_WAIT_S if heavy_wait_s is None else heavy_wait_s,
+        )
+
+    def app_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`medsae.serve.app.create_app`."""
+        return {
+            "upload_limit": self.upload_limit,
+            "query_limits": self.query_limits,
+            "heavy_workers": self.heavy_workers,
+            "heavy_wait_s": self.heavy_wait_s,
+        }
+
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
