@@ -82,6 +82,29 @@ class EncodeConfig(StageConfig):
         description="Assemble the store from finished job parts; refuse to encode missing shards.",
     )
     keep_parts: bool = Field(default=False, description="Keep the job-part folders after a merge.")
+    tokens: bool = Field(
+        default=False,
+        description="Also store the encoder's spatial feature vectors (tokens) of every slice "
+        "in WS/embeddings/<name>-tokens/ (see docs/ARTIFACTS.md).",
+    )
+    token_grid: int = Field(
+        default=8, ge=1, description="Tokens per side: every feature map is resampled to this grid."
+    )
+    token_parts: list[int] | None = Field(
+        default=None,
+        description="Feature-map parts kept in a token, by index (EfficientNet multiscale: 0-6 "
+        "the stages, 7 the head); default all, which makes a slice's token mean its embedding.",
+    )
+    token_cap: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most tokens kept per slice (default all); fewer are drawn uniformly without "
+        "replacement, seeded by [token_seed, slice row].",
+    )
+    token_seed: int = Field(default=0, description="Seed of the per-slice token sampling.")
+    token_dtype: Literal["float32", "float16"] = Field(
+        default="float16", description="Storage type of the tokens (reading gives float32)."
+    )
     ray_address: str | None = Field(
         default=None, description="Ray cluster address (default: start or join a local one)."
     )

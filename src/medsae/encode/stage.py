@@ -264,6 +264,10 @@ def encode(
     if not outcome.skipped and not config.keep_parts and parts_root(ws, name).is_dir():
         with contextlib.suppress(OSError):
             shutil.rmtree(parts_root(ws, name))
+    if config.tokens:
+        from medsae.encode.token_stage import encode_tokens
+
+        encode_tokens(ws, config, enc, force=force)
     return outcome
 
 
