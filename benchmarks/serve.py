@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -213,6 +214,9 @@ def main() -> None:
     ap.add_argument("--mixed-rounds", type=int, default=4)
     ap.add_argument("--encoder", default=None, help="encoder to serve (default: the best run's)")
     ap.add_argument("--run", default=None, help="SAE run to serve (default: the best run)")
+    ap.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent / "results" / "serve.json")
+    )
     args = ap.parse_args()
 
     import httpx
@@ -283,13 +287,14 @@ def main() -> None:
         "workspace": label,
         "run": info.get("run"),
         "startup_s": round(startup_s, 2),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "target_p95_ms": 500,
         "mixed": mixed,
         "wrong_answers": mixed["wrong_answers"],
         "errors_5xx": mixed["errors_5xx"],
     }
     print(json.dumps(result, indent=2))
-    out = Path(__file__).resolve().parent / "results" / "serve.json"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
