@@ -174,6 +174,10 @@ def mixed_load(client: Any, pool: ThreadPoolExecutor, concurrency: int, rounds: 
     its answer alone."""
     requests = mixed_requests(client, concurrency * rounds)
     alone = [_send(client, path, kwargs) for _, path, kwargs in requests]
+    alone_ms: dict[str, list[float]] = {}
+    for (kind, _, _), (seconds, _, _) in zip(requests, alone, strict=True):
+        alone_ms.setdefault(kind, []).append(seconds * 1000)
+    by_kind_ms: dict[str, list[float]] = {}
     latencies: list[float] = []
     wrong = errors_5xx = 0
     by_kind: dict[str, int] = {}
@@ -185,6 +189,7 @@ def mixed_load(client: Any, pool: ThreadPoolExecutor, concurrency: int, rounds: 
             kind = requests[i][0]
             by_kind[kind] = by_kind.get(kind, 0) + 1
             latencies.append(seconds * 1000)
+            by_kind_ms.setdefault(kind, []).append(seconds * 1000)
             if status >= 500:
                 errors_5xx += 1
             elif status != alone[i][1] or not same_answer(body, alone[i][2]):
@@ -194,6 +199,8 @@ def mixed_load(client: Any, pool: ThreadPoolExecutor, concurrency: int, rounds: 
     return {
         "requests": len(latencies),
         "per_kind": by_kind,
+        "alone_mean_ms_by_kind": {k: round(float(np.mean(v)), 1) for k, v in alone_ms.items()},
+        "p95_ms_by_kind": {k: round(float(np.percentile(v, 95)), 1) for k, v in by_kind_ms.items()},
         "p95_ms": round(float(np.percentile(arr, 95)), 1),
         "p50_ms": round(float(np.percentile(arr, 50)), 1),
         "max_ms": round(float(arr.max()), 1),
