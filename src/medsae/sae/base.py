@@ -117,6 +117,11 @@ class SparseAutoencoder(nn.Module):
     uses_auxk: ClassVar[bool] = False
     """Whether the AuxK loss revives dead latents (``train`` warns when it cannot engage)."""
 
+    skip_reason: str | None = None
+    """Set by a fitted architecture that cannot be fitted on the data (e.g. more components
+    than rows): the run is left out of the grid and listed with this reason under
+    ``skipped``, never a crash."""
+
     sync_free: bool | None = None
     """Whether training selections avoid host syncs (the fixed-size AuxK selection): None
     means on any device but the CPU, where a sync costs nothing and the variable-size

@@ -237,12 +237,17 @@ def fit(
         )
     saes = trainer.fit()
     trainer.save_checkpoint()  # before folding: a resumed run reloads the unfolded weights
+    for name, sae in list(saes.items()):
+        if sae.skip_reason is not None:  # a fitted baseline that cannot take this data
+            console.print(f"train: skipped {name}: {sae.skip_reason}", style="yellow")
+            skipped = [*skipped, {"combo": name, "reason": sae.skip_reason}]
+            del saes[name]
     for sae in saes.values():
         sae.eval()
         sae.fold_input_scale()
     grid = TrainedGrid(
         saes=saes,
-        history={name: r.history for name, r in trainer.runs.items()},
+        history={name: r.history for name, r in trainer.runs.items() if name in saes},
         steps=trainer.step,
         samples=trainer.step * cfg.batch_size,
         skipped=skipped,

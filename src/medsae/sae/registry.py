@@ -2,7 +2,8 @@
 
 An architecture is a :class:`~medsae.sae.base.SparseAutoencoder` subclass stating its traits
 (see that class) with ``name`` and ``config_class`` set. The built-in ones (``topk``,
-``batchtopk``, ``matryoshka``, ``matryoshka-perlevel``, ``relu``) register themselves with the
+``batchtopk``, ``matryoshka``, ``matryoshka-perlevel``, ``relu`` and the baseline
+dictionaries ``pca``, ``ica``, ``kmeans``, ``dictionary``, ``random``) register themselves with the
 :func:`register` decorator when their modules are imported; an outside package registers
 either by the decorator (imported before use) or through an entry point, with no edit in
 medsae::
@@ -30,7 +31,12 @@ if TYPE_CHECKING:
     from medsae.sae.config import SAEConfig
 
 ENTRY_POINT_GROUP = "medsae.architectures"
-BUILTIN_MODULES = ("medsae.sae.topk", "medsae.sae.matryoshka", "medsae.sae.relu")
+BUILTIN_MODULES = (
+    "medsae.sae.topk",
+    "medsae.sae.matryoshka",
+    "medsae.sae.relu",
+    "medsae.sae.baselines",
+)
 
 REGISTRY: dict[str, type[SparseAutoencoder]] = {}
 """Architecture name -> module class (complete once :func:`names` or :func:`get` ran)."""
