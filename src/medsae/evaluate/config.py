@@ -199,6 +199,29 @@ class EvaluateConfig(StageConfig):
     concept_min_fires: int = Field(
         default=5, ge=1, description="A latent needs this many firing slices to get a concept."
     )
+    # Organ rediscovery (SAEs on a token store only)
+    organ_max_slices: int = Field(
+        default=256,
+        ge=1,
+        description="Organ rediscovery: validation slices (choosing each structure's best "
+        "latent) and test slices (scoring it), each a seeded sample of at most this many.",
+    )
+    organ_min_tokens: int = Field(
+        default=5,
+        ge=1,
+        description="Organ rediscovery: a structure is scored when it has at least this many "
+        "positive tokens in both sets.",
+    )
+    organ_fit_tokens: int = Field(
+        default=20_000,
+        ge=10,
+        description="Organ rediscovery: training tokens the PCA and k-means baselines are fitted on.",
+    )
+    organ_attribution_run: str | None = Field(
+        default=None,
+        description="Organ rediscovery: the image-level SAE whose attribution maps are compared "
+        "(default: the token SAE's run name when the source encoder has it, else its first run).",
+    )
 
     @field_validator("recovery_ns")
     @classmethod

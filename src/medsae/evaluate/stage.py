@@ -348,6 +348,15 @@ def build_evaluation(inputs: EvalInputs, config: EvaluateConfig, out: Path) -> d
         console.print(f"evaluate {inputs.encoder}/{inputs.run}: {part}", style="dim")
         getattr(run, part)(out)
         run.timings[part] = round(time.perf_counter() - t0, 3)
+    from medsae.encode.tokens import is_token_store
+
+    if is_token_store(inputs.store.folder):  # an SAE on tokens: where its latents fire
+        from medsae.evaluate.organs import organ_rediscovery
+
+        t0 = time.perf_counter()
+        console.print(f"evaluate {inputs.encoder}/{inputs.run}: organs", style="dim")
+        run.summary["organ_map"] = organ_rediscovery(inputs, config, out)
+        run.timings["organs"] = round(time.perf_counter() - t0, 3)
     run.summary["n_skipped_tasks"] = len(run.skipped_tasks)
     run.summary["task_filter_splits"] = list(TASK_FILTER_SPLITS)
     run.summary["paper_targets"] = run.paper_targets

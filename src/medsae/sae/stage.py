@@ -31,6 +31,7 @@ from medsae.sae.data import check_finite, scan_rows, split_rows
 from medsae.sae.evaluation import evaluate_splits
 from medsae.sae.fitting import Rows, fit, grid_runs
 from medsae.sae.io import METRICS, trained_runs
+from medsae.sae.token_data import EVAL_TOKENS, open_tokens, save_token_codes, split_tokens
 from medsae.workspace import (
     StageOutcome,
     StageResult,
@@ -82,12 +83,19 @@ def train(
     ws, store, table = _open(workspace, encoder)
     grid_runs(cfg, store.dim, encoder, quiet=True)  # an invalid grid fails before any work
     rows = {s: split_rows(table, s) for s in SPLITS}
+    tokens = open_tokens(ws.embeddings(encoder), table, ws.slices / SLICES_FILE)
+    source, named = store, table
+    if tokens is not None:  # an SAE on tokens: the rows are the split's tokens
+        source, named = tokens.tokens, None
+        rows = {
+            s: split_tokens(tokens, table, s, None if s == "train" else EVAL_TOKENS) for s in SPLITS
+        }
     if len(rows["train"]) == 0:
         raise InputError(str(ws.split), "the train split is empty: nothing to train on")
     if cfg.batch_size > len(rows["train"]):
         console.print(
             f"train: batch_size {cfg.batch_size:,} is larger than the train split "
-            f"({len(rows['train']):,} slices); training with batches of {len(rows['train']):,} "
+            f"({len(rows['train']):,} rows); training with batches of {len(rows['train']):,} "
             "(set --batch-size to choose)",
             style="yellow",
             markup=False,
@@ -96,19 +104,21 @@ def train(
     inputs = {"embeddings": artifact_key(ws.embeddings(encoder)), "split": artifact_key(ws.split)}
 
     def build(tmp: Path) -> StageResult:
-        scan_rows(store, rows["test"], table, cfg.chunk_rows)  # fit checks train and val
+        scan_rows(source, rows["test"], named, cfg.chunk_rows)  # fit checks train and val
         grid = fit(
-            Rows(store, rows["train"], table),
+            Rows(source, rows["train"], named),
             cfg,
-            val=Rows(store, rows["val"], table),
+            val=Rows(source, rows["val"], named),
             encoder=encoder,
             state_dir=tmp,
             stop_after_steps=stop_after_steps,
         )
         grid.save(tmp)
         for name, sae in grid.saes.items():
-            metrics = evaluate_splits(sae, store, rows)
+            metrics = evaluate_splits(sae, source, rows)
             metrics["training"] = {"steps": grid.steps, "samples": grid.samples}
+            if tokens is not None:
+                metrics["training"]["rows"] = "tokens"
             (tmp / name / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True))
         if grid.trainer is not None:
             grid.trainer.remove_checkpoint()
@@ -196,18 +206,19 @@ def write_codes(
                 raise ArtifactError(
                     f"{ws.sae(encoder, name)}: SAE expects d_in={sae.cfg.d_in}, embeddings have dim {store.dim}"
                 )
+            meta = {
+                "encoder": encoder,
+                "run": name,
+                "levels": list(sae.cfg.levels),
+                "mode": sae.inference,
+            }
+            tokens = open_tokens(ws.embeddings(encoder), table, ws.slices / SLICES_FILE)
             with forward_precision(device, cfg.precision):
-                csr = encode_to_csr(sae, store, cfg.batch_size, table)
-            save_codes(
-                tmp,
-                csr,
-                {
-                    "encoder": encoder,
-                    "run": name,
-                    "levels": list(sae.cfg.levels),
-                    "mode": sae.inference,
-                },
-            )
+                if tokens is not None:  # max-pooled slice codes, mean-pooled, held-out tokens
+                    csr = save_token_codes(tmp, sae, tokens, table, meta)
+                else:
+                    csr = encode_to_csr(sae, store, cfg.batch_size, table)
+                    save_codes(tmp, csr, meta)
             return StageResult(counts={"rows": int(csr.shape[0]), "nnz": int(csr.nnz)})
 
         outcomes.append(
