@@ -81,7 +81,7 @@ ALLOWED: dict[str, set[str]] = {
         *("_lazy", "config", "data", "device", "encode", "errors", "jsonsafe", "labels"),
         *("metrics", "precision", "progress", "sae", "workspace"),
     },
-    "maps": {"_lazy", "data", "encode", "errors", "evaluate", "sae", "workspace"},
+    "maps": {"_lazy", "data", "encode", "errors", "evaluate", "metrics", "sae", "workspace"},
     "interpret": {
         "artifacts",
         "cli_config",

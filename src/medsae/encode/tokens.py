@@ -36,14 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from medsae.encode.io import TOKEN_POSITIONS, TOKEN_SLICE_PTR
 from medsae.encode.spatial import EXACT_POOLINGS, SpatialFeatures, supports_spatial
 from medsae.encode.store import EmbeddingStore, Shard, save_shard, shard_header, write_store_meta
 from medsae.errors import ArtifactError, InputError
 
 TOKEN_SUFFIX = "-tokens"
 TOKENS_DIR = "tokens"
-POSITIONS_FILE = "positions.npy"
-SLICE_PTR_FILE = "slice_ptr.npy"
+POSITIONS_FILE = TOKEN_POSITIONS
+SLICE_PTR_FILE = TOKEN_SLICE_PTR
 
 
 def token_store_name(name: str) -> str:

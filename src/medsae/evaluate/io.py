@@ -27,6 +27,12 @@ MONOSEMANTICITY = "monosemanticity.parquet"
 CONCEPTS = "concepts.parquet"
 """Best-matching label per latent (AUROC, F1)."""
 SKIPPED_TASKS = "skipped_tasks.json"
+ORGANS = "organs.json"
+"""Organ rediscovery of a token SAE: per method mAP, Purity@16, Coverage@0.3, pointing game."""
+ORGAN_STRUCTURES = "organ_structures.parquet"
+"""Organ rediscovery per method and structure: best latent, AP, chance AP, purity, pointing."""
+ORGAN_LATENTS = "organ_latents.parquet"
+"""Organ rediscovery per latent of the token SAE: best structure, its AP and pointing game."""
 """Tasks not probed and parts not run, with the reason."""
 
 # -- WS/ranking/ -----------------------------------------------------------------------------

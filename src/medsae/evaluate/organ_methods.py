@@ -88,8 +88,8 @@ def attribution_scores(
     from medsae.encode.registry import encoder_from_store
     from medsae.encode.spatial import require_spatial
     from medsae.encode.store import EmbeddingStore
-    from medsae.maps.attribution import latent_maps
     from medsae.sae import load_sae
+    from medsae.sae.attribution import latent_maps
     from medsae.sae.codes_io import load_codes
     from medsae.sae.io import trained_runs
 

@@ -9,7 +9,7 @@ positive tokens in both sets is scored with :mod:`medsae.evaluate.organ_scores`:
 * ``token_sae``: the token SAE's per-token codes (``WS/codes/<enc>-tokens/<run>/tokens``);
 * ``attribution``: the image-level SAE of the source encoder (run ``organ_attribution_run``,
   default the token SAE's run name when the image-level grid has it) with its exact
-  attribution maps (:func:`medsae.maps.attribution.latent_maps`) made on the token grid:
+  attribution maps (:func:`medsae.sae.attribution.latent_maps`) made on the token grid:
   every feature-map part resampled to the grid as the tokens are, which equals the maps
   package's finest-grid map summed over each token's cell;
 * ``pca``: projections on the principal components of training tokens, each sign a latent;
@@ -18,9 +18,9 @@ positive tokens in both sets is scored with :mod:`medsae.evaluate.organ_scores`:
   slice ``i``'s tokens are scored against the mask of another slice of the same split).
 
 The pointing game of a method: for each structure its best latent's token map (upsampled
-to pixels, :func:`medsae.maps.attribution.to_pixels`) on the scored slices where the
+to pixels, :func:`medsae.sae.attribution.to_pixels`) on the scored slices where the
 structure is present and the map is not flat: a hit when the peak is within the maps
-package's tolerance of the structure's pixels (:func:`medsae.maps.pointing.pointing_hit`).
+package's tolerance of the structure's pixels (:func:`medsae.metrics.pointing.pointing_hit`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import pandas as pd
 from medsae.data.io import LABEL_MAPS_FLAG, has_label_maps, open_label_maps
 from medsae.data.structures import ALL_STRUCTURES
 from medsae.encode.tokens import TokenStore
+from medsae.evaluate.io import ORGAN_LATENTS, ORGAN_STRUCTURES, ORGANS
 from medsae.evaluate.organ_scores import (
     COVERAGE_TAU,
     PURITY_K,
@@ -44,12 +45,9 @@ from medsae.evaluate.organ_scores import (
     purity_at_k,
     token_labels,
 )
-from medsae.maps.attribution import to_pixels
-from medsae.maps.pointing import POINTING_TOLERANCE, pointing_hit
+from medsae.metrics.pointing import POINTING_TOLERANCE, pointing_hit
+from medsae.sae.attribution import to_pixels
 
-ORGANS = "organs.json"
-ORGAN_STRUCTURES = "organ_structures.parquet"
-ORGAN_LATENTS = "organ_latents.parquet"
 METHODS = ("token_sae", "attribution", "pca", "kmeans", "chance")
 POINTING_SLICES = 16
 
@@ -258,11 +256,18 @@ def organ_rediscovery(inputs: Any, config: Any, out: Path) -> dict[str, Any]:
     ap_all = average_precision(sae_test, y_test)  # (latents, structures) on the scored tokens
     best_k = np.argmax(ap_all, axis=1)
     fires = np.asarray((sae_test > 0).any(axis=0), dtype=bool).tolist()
+    pointing = [
+        pointing_game(sae_test[:, j], test_set, label_maps, int(values[k]), store.grid)
+        if f
+        else np.nan
+        for j, (k, f) in enumerate(zip(best_k, fires, strict=True))
+    ]
     pd.DataFrame(
         {
             "latent": np.arange(n_lat, dtype=np.int64),
             "organ_structure": [names[k] if f else "" for k, f in zip(best_k, fires, strict=True)],
             "organ_ap": np.where(fires, ap_all[np.arange(n_lat), best_k], np.nan),
+            "organ_pointing": np.asarray(pointing, dtype=np.float64),
         }
     ).to_parquet(out / ORGAN_LATENTS, index=False)
     done: dict[str, Any] = {

@@ -40,3 +40,7 @@ def trained_runs(ws: Workspace, encoder: str) -> list[str]:
     if not base.is_dir():
         return []
     return sorted(p.name for p in base.iterdir() if (p / CFG).is_file())
+
+
+TOKEN_ROWS = "token_rows.npy"
+"""The token rows (in the token store) of a token SAE's per-token codes."""

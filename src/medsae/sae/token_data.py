@@ -31,10 +31,10 @@ import torch
 from medsae.encode.tokens import TokenStore, is_token_store
 from medsae.sae.codes_io import load_codes, save_codes
 from medsae.sae.data import split_rows
+from medsae.sae.io import TOKEN_ROWS
 
 MEAN_DIR = "mean"
 TOKEN_CODES_DIR = "tokens"
-TOKEN_ROWS = "token_rows.npy"
 HELD_OUT = ("val", "test")
 EVAL_TOKENS = 20_000
 """Most tokens per split scored by the train stage's metrics (a seeded sample)."""
