@@ -16,7 +16,10 @@ After the stages, ``WS/summary.json`` collects the headline figures from the art
 (shared: at most 10 latents per task; ``recovery_at_10_per_class`` beside it),
 ``detection_balanced_accuracy``, ``text_precision_at_10``, ``fingerprint_agreement``,
 ``pointing_game`` and ``energy_in_mask`` (means over the described features with a
-structure to point at, beside their Gaussian-blob ``*_baseline``).
+structure to point at, beside their Gaussian-blob ``*_baseline``). With several seeds of the
+chosen configuration every figure is their mean, with ``<figure>_sd`` (the sample standard
+deviation over the seeds that have it), ``n_seeds`` and ``seed_runs``; ``baselines`` holds
+the same figures of every baseline dictionary (``{run: {figure: value}}``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from medsae.config import (
 from medsae.data.io import PHANTOM_MARKER
 from medsae.errors import InputError, MedsaeError
 from medsae.evaluate.io import best_run, read_ranking
+from medsae.evaluate.seeds import config_of, is_baseline, seed_group, seed_summary
 from medsae.interpret.io import SCORES
 from medsae.progress import console
 from medsae.retrieval.io import FINGERPRINT_EVAL, TEXT_RETRIEVAL
@@ -355,26 +359,42 @@ def collect_summary(
         return summary
     summary["best_config"] = f"{encoder}/{run}"
     summary["encoder"], summary["run"] = encoder, run
-    ev = _read(ws.eval(encoder, run) / SUMMARY)
-    for key in ("r2", "l0", "alive_fraction", "recovery_at_10", *EVAL_DETAIL_KEYS):
-        summary[key] = ev.get(key)
-    # the paper's Figure 2G is a validation figure: its twin from the selection block
-    summary["auc_at_10_mean_val"] = (ev.get("selection") or {}).get("auc_at_10_mean")
+    summary.update(run_figures(ws, encoder, run))
     summary["selection_split"] = read_ranking(ws.ranking).get("selection_split")
+    names = trained_runs(ws, encoder)
+    summary.update(seed_summary({r: run_figures(ws, encoder, r) for r in seed_group(run, names)}))
+    summary["baselines"] = {
+        r: run_figures(ws, encoder, r) for r in names if is_baseline(r) and config_of(r) == r
+    }
+    return summary
+
+
+def run_figures(ws: Workspace, encoder: str, run: str) -> dict[str, Any]:
+    """The headline figures of one run, read from its artifacts (missing ones are None; see
+    :func:`collect_summary`)."""
+    out: dict[str, Any] = {}
+    ev = _read(ws.eval(encoder, run) / SUMMARY)
+    for key in ("r2", "l0", "alive_fraction", "recovery_at_10", "monosemanticity"):
+        out[key] = ev.get(key)
+    for key in EVAL_DETAIL_KEYS:
+        out[key] = ev.get(key)
+    # the paper's Figure 2G is a validation figure: its twin from the selection block
+    out["auc_at_10_mean_val"] = (ev.get("selection") or {}).get("auc_at_10_mean")
     scores = _read(ws.features(encoder, run) / SCORES)
     dba = scores.get("detection_balanced_accuracy")
-    summary["detection_balanced_accuracy"] = dba.get("median") if isinstance(dba, dict) else dba
+    out["detection_balanced_accuracy"] = dba.get("median") if isinstance(dba, dict) else dba
+    out["ranking_top2"] = (scores.get("ranking") or {}).get("top2")
     localisation = scores.get("localisation") or {}
     for key in ("pointing_game", "energy_in_mask"):
-        summary[key] = localisation.get(key)
-        summary[f"{key}_baseline"] = localisation.get(f"{key}_baseline")
+        out[key] = localisation.get(key)
+        out[f"{key}_baseline"] = localisation.get(f"{key}_baseline")
     text = _read(ws.index(encoder, run) / TEXT_RETRIEVAL)
-    summary["text_precision_at_10"] = text.get("text_precision_at_10")
-    summary["text_precision_at_10_achievable"] = text.get("text_precision_at_10_achievable")
-    summary["fingerprint_agreement"] = _read(ws.index(encoder, run) / FINGERPRINT_EVAL).get(
+    out["text_precision_at_10"] = text.get("text_precision_at_10")
+    out["text_precision_at_10_achievable"] = text.get("text_precision_at_10_achievable")
+    out["fingerprint_agreement"] = _read(ws.index(encoder, run) / FINGERPRINT_EVAL).get(
         "fingerprint_agreement"
     )
-    return summary
+    return out
 
 
 def write_summary(ws: Workspace) -> dict[str, Any]:

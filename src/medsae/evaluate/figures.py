@@ -44,11 +44,18 @@ def frontier_figure(table: pd.DataFrame, path: Path, dpi: int) -> bool:
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for enc, sub in data.groupby("encoder"):
+    kind = data["kind"] if "kind" in data else pd.Series("sae", index=data.index)
+    for enc, sub in data[kind == "sae"].groupby("encoder"):
         l0, r2 = sub["l0"].to_numpy(float), sub["r2"].to_numpy(float)
         pts = ax.scatter(l0, r2, label=str(enc), alpha=0.8)
+        if "r2_sd" in sub:  # the spread over seeds, where a configuration has several
+            sd = sub["r2_sd"].to_numpy(float)
+            ax.errorbar(l0, r2, yerr=np.nan_to_num(sd), fmt="none", color="gray", lw=1)
         front = pareto_front(l0, r2)
         ax.plot(l0[front], r2[front], color=pts.get_facecolor()[0], lw=1)
+    for _, row in data[kind == "baseline"].iterrows():
+        ax.scatter([row["l0"]], [row["r2"]], marker="x", color="black", alpha=0.8)
+        ax.annotate(str(row["run"]).split("_")[0], (row["l0"], row["r2"]), fontsize=7)
     ax.set_xlabel("L0 (active latents per slice)")
     ax.set_ylabel("R² (per-dimension)")
     ax.set_title("Reconstruction vs sparsity")
@@ -65,9 +72,11 @@ def recovery_figure(folders: list[Path], path: Path, dpi: int) -> bool:
     headline, when it was run, else the per-class ``headline_method``)."""
     import json
 
+    from medsae.evaluate.seeds import config_of, is_baseline
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    drawn = False
+    groups: dict[str, list[pd.Series]] = {}
     for folder in folders:
         rec_path = folder / RECOVERY
         if not rec_path.is_file():
@@ -86,16 +95,25 @@ def recovery_figure(folders: list[Path], path: Path, dpi: int) -> bool:
         rec = rec[keep]
         if rec.empty:
             continue
-        curve = rec.groupby("n_features")["recovery"].mean()
-        ax.plot(
-            curve.index,
-            curve.to_numpy(),
-            marker="o",
+        label = f"{folder.parent.name}/{config_of(folder.name)}"
+        groups.setdefault(label, []).append(rec.groupby("n_features")["recovery"].mean())
+    for label, curves in groups.items():  # the mean over seeds, the band one sd either side
+        both = pd.concat(curves, axis=1)
+        mean = both.mean(axis=1)
+        baseline = is_baseline(label.split("/", 1)[1])
+        line = ax.plot(
+            mean.index,
+            mean.to_numpy(),
+            marker="x" if baseline else "o",
+            ls="--" if baseline else "-",
             ms=3,
-            label=f"{folder.parent.name}/{folder.name}",
+            label=label + (f" ({len(curves)} seeds)" if len(curves) > 1 else ""),
         )
-        drawn = True
-    if not drawn:
+        if len(curves) > 1:
+            sd = both.std(axis=1, ddof=1).to_numpy()
+            color = line[0].get_color()
+            ax.fill_between(mean.index, mean - sd, mean + sd, color=color, alpha=0.2)
+    if not groups:
         plt.close(fig)
         return False
     ax.set_xscale("log")

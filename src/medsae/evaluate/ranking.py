@@ -1,6 +1,9 @@
 """The ``rank`` stage: one row per SAE configuration, the paper's Table 1, and figures.
 
-Rows come from every ``WS/eval/<encoder>/<run>/summary.json``. Configurations are *chosen* by
+Rows come from every ``WS/eval/<encoder>/<run>/summary.json``, one per configuration: the
+runs of its seeds are averaged (:mod:`medsae.evaluate.seeds`; ``<figure>_sd`` and
+``n_seeds`` beside), and ranks are taken on the means. Baseline dictionaries (``kind =
+"baseline"``) are listed after the SAEs, never ranked nor chosen. Configurations are *chosen* by
 figures of the selection split only (``summary.json`` ``selection``, validation by default);
 test figures are reported beside them, never used to choose. Ranks (1 = best; ties share the
 smallest rank; a missing figure ranks last):
@@ -42,6 +45,7 @@ import pandas as pd
 from medsae.errors import ArtifactError
 from medsae.evaluate.config import RankConfig
 from medsae.evaluate.io import FIGURES, RANKING, SUMMARY, TABLE1_CSV, TABLE1_MD
+from medsae.evaluate.seeds import aggregate_seeds, is_baseline
 from medsae.workspace import (
     MANIFEST,
     StageOutcome,
@@ -77,6 +81,18 @@ SELECTION_FIGURES = (
 )
 """Figures of ``summary.json``'s ``selection`` that the ranks are taken from."""
 SELECTION_PREFIX = "selection_"
+SEED_FIGURES = (
+    "selection_mean_n_features",
+    "selection_recovery_at_10",
+    "selection_monosemanticity",
+    "r2",
+    "l0",
+    "alive_fraction",
+    "mean_n_features",
+    "recovery_at_10",
+    "monosemanticity",
+)
+"""Figures of Table 1 shown with their standard deviation over seeds (``<figure>_sd``)."""
 TABLE_COLUMNS = (
     "encoder",
     "run",
@@ -166,7 +182,9 @@ def build_table(
     """Table 1 from evaluation summaries (see the module docstring for the ranks).
 
     Every rank that decides the order is taken from the summaries' ``selection`` figures; a
-    summary without them ranks last on every such rank.
+    summary without them ranks last on every such rank. The runs of one configuration's
+    seeds make one row (means, ``<figure>_sd`` for :data:`SEED_FIGURES`, ``n_seeds``); the
+    baseline dictionaries (``kind = "baseline"``) follow the ranked SAEs, unranked.
     """
     if performance_term not in PERFORMANCE_TERMS:
         raise ValueError(
@@ -175,6 +193,18 @@ def build_table(
     frame = pd.DataFrame([table_row(s) for s in summaries], columns=list(TABLE_COLUMNS))
     for col in TABLE_COLUMNS[3:]:
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    frame = aggregate_seeds(frame, SEED_FIGURES)
+    frame["kind"] = ["baseline" if is_baseline(str(r)) else "sae" for r in frame["run"]]
+    saes, baselines = frame[frame["kind"] == "sae"], frame[frame["kind"] == "baseline"]
+    ranked = _ranked(saes.reset_index(drop=True), within_encoder, performance_term)
+    if baselines.empty:
+        return ranked
+    rest = baselines.sort_values(["encoder", "run"]).reset_index(drop=True)
+    return pd.concat([ranked, rest], ignore_index=True) if not ranked.empty else rest
+
+
+def _ranked(frame: pd.DataFrame, within_encoder: bool, performance_term: str) -> pd.DataFrame:
+    """The SAE rows with their ranks, best first (see the module docstring)."""
     if frame.empty:
         return frame
     for col, (name, ascending) in REPORTED_RANKS.items():
@@ -227,6 +257,7 @@ def tie_break_note(
     ranks: ``"performance term"``, ``"monosemanticity"``, ``"monosemanticity top-100"``, or
     ``"row order"``.
     """
+    frame = frame[frame["kind"] == "sae"] if "kind" in frame else frame
     if frame.empty:
         return {"sail_final_rank": None, "sail_tied": [], "decided_by": None}
     best = frame.iloc[0]
@@ -271,6 +302,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
 def _best(frame: pd.DataFrame, performance_term: str) -> dict[str, Any]:
     best: dict[str, Any] = {"best": None, "best_per_encoder": {}}
+    frame = frame[frame["kind"] == "sae"] if "kind" in frame else frame
     if frame.empty:
         return best
     top = frame.iloc[0]

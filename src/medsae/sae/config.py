@@ -184,6 +184,18 @@ class TrainConfig(StageConfig):
         "early (larger) activations do not bias it.",
     )
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
+    seeds: list[int] | None = Field(
+        default=None,
+        description="Train each configuration once per seed: the first seed's run keeps the "
+        "configuration's name, the others are named <run>_s<seed> and differ in their "
+        "initialisation (the data order is the grid's, shared). Default: one run per "
+        "configuration.",
+    )
+    seeds_for: list[str] | None = Field(
+        default=None,
+        description="Architectures or run names (without the seed suffix) that train with "
+        "every seed of `seeds`; the others train once. Default: every configuration.",
+    )
     device: str = device_field()
     precision: Precision = Field(
         default="auto",
@@ -233,6 +245,13 @@ class TrainConfig(StageConfig):
             raise ValueError(f"unknown SAE architecture(s) {unknown}; known: {known}")
         if not v:
             raise ValueError("at least one architecture is needed")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or min(v) < 0):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
         return v
 
     @field_validator("levels", "k")

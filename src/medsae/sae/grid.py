@@ -9,6 +9,7 @@ architecture's own ``arch_options``, and validates the result as that config cla
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,7 +18,16 @@ from medsae.sae.base import GridSkip
 from medsae.sae.config import SAEConfig, TrainConfig
 from medsae.sae.registry import get
 
-GRID_FIELDS = frozenset({"arch", "levels", "k", "arch_options"})
+GRID_FIELDS = frozenset({"arch", "levels", "k", "arch_options", "seeds", "seeds_for"})
+SEED_SUFFIX = re.compile(r"^(?P<config>.+)_s(?P<seed>\d+)$")
+"""A run of a configuration's extra seed: ``<config run name>_s<seed>``."""
+
+
+def seed_of(run: str) -> tuple[str, int | None]:
+    """``(configuration, seed)`` of a run name: ``("topk_D512_K16", 2)`` for
+    ``topk_D512_K16_s2``; the seed is None for a configuration's first (unsuffixed) run."""
+    m = SEED_SUFFIX.match(run)
+    return (m["config"], int(m["seed"])) if m else (run, None)
 
 
 def run_name(cfg: SAEConfig) -> str:
@@ -43,7 +53,8 @@ def expand_grid(
     """The SAEs of a grid and the skipped combinations (each ``{"combo", "reason"}``).
 
     Duplicate run names (e.g. two k ladders ending with the same k for a flat architecture)
-    are trained once.
+    are trained once. With ``seeds``, each configuration (of ``seeds_for``) gives one run per
+    seed, the extra ones named ``<run>_s<seed>`` (:func:`seed_of`).
     """
     runs: list[SAEConfig] = []
     skipped: list[dict[str, str]] = []
@@ -73,6 +84,15 @@ def expand_grid(
                 if name in seen:
                     continue
                 seen.add(name)
-                sae.run = name
-                runs.append(sae)
+                for seed in _seeds(cfg, arch, name):
+                    runs.append(
+                        sae.model_copy(update={"run": name if seed is None else f"{name}_s{seed}"})
+                    )
     return runs, skipped
+
+
+def _seeds(cfg: TrainConfig, arch: str, name: str) -> list[int | None]:
+    """The seed suffixes of one configuration's runs (None: its first, unsuffixed run)."""
+    if not cfg.seeds or (cfg.seeds_for is not None and not {arch, name} & set(cfg.seeds_for)):
+        return [None]
+    return [None, *cfg.seeds[1:]]
