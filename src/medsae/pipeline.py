@@ -18,7 +18,8 @@ After the stages, ``WS/summary.json`` collects the headline figures from the art
 ``pointing_game`` and ``energy_in_mask`` (means over the described features with a
 structure to point at, beside their Gaussian-blob ``*_baseline``). With several seeds of the
 chosen configuration every figure is their mean, with ``<figure>_sd`` (the sample standard
-deviation over the seeds that have it), ``n_seeds`` and ``seed_runs``; ``baselines`` holds
+deviation over the seeds that have it), ``n_seeds`` and ``seed_runs``, and ``seed_stability`` (MCC and the fractions of alive
+latents matched at |cosine| >= 0.9 and 0.7, from the interpret stage); ``baselines`` holds
 the same figures of every baseline dictionary (``{run: {figure: value}}``).
 """
 
@@ -363,6 +364,7 @@ def collect_summary(
     summary["selection_split"] = read_ranking(ws.ranking).get("selection_split")
     names = trained_runs(ws, encoder)
     summary.update(seed_summary({r: run_figures(ws, encoder, r) for r in seed_group(run, names)}))
+    summary["seed_stability"] = _read(ws.features(encoder, run) / SCORES).get("seed_stability")
     summary["baselines"] = {
         r: run_figures(ws, encoder, r) for r in names if is_baseline(r) and config_of(r) == r
     }

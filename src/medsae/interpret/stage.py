@@ -52,6 +52,7 @@ from medsae.interpret.scoring import (
     score_ranking,
 )
 from medsae.interpret.selection import select_features
+from medsae.interpret.stability import seed_siblings, seed_stability
 from medsae.llm.client import LLMClient
 from medsae.progress import console, track
 from medsae.workspace import (
@@ -386,6 +387,11 @@ def build_features(
     }
     scores = scores_summary(config, descriptions, scored, counts, failures, parts.client)
     scores["localisation"] = localise(ws, encoder, run, inp, rows, config)
+    stable, scores["seed_stability"] = seed_stability(
+        ws, encoder, run, np.array([r["latent"] for r in rows], dtype=np.int64)
+    )
+    for i, r in enumerate(rows):
+        r.update({key: values[i] for key, values in stable.items()})
     io.write_features(out, rows)
     io.write_descriptions(out, records)
     io.write_scores(out, scores)
@@ -427,6 +433,8 @@ def interpret(
     }
     if config.localisation:  # the feature maps come from the encoder the store records
         inputs["embeddings"] = artifact_key(ws.embeddings(encoder))
+    if seed_siblings(ws, encoder, run):  # the stability columns read the other seeds' runs
+        inputs["saes"] = artifact_key(ws.saes(encoder))
     concepts = ws.eval(encoder, run) / CONCEPTS
     if concepts.is_file() and read_manifest(ws.eval(encoder, run)) is not None:
         inputs["eval"] = artifact_key(ws.eval(encoder, run))

@@ -268,6 +268,7 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
             f"<p><b>{esc(f.get('description') or 'no description')}</b></p>"
             f'<p class="muted">detection score <span class="score">{fmt(f.get("detection_balanced_accuracy"))}</span> · '
             f"frequency {fmt(100 * float(f.get('frequency') or 0), 2)}% · concept {esc(f.get('concept') or '–')}</p>"
+            + _seed_line(f)
             + maps.localisation(f)
             + f'<div class="strip">{strip}</div>'
             + maps.overlays(int(latent), top)
@@ -283,6 +284,18 @@ def feature_cards(ctx: Context, n_cards: int, n_top: int) -> str:
         + maps.legend()
         + sorted_by
         + f'<div class="cards">{"".join(cards)}</div>'
+    )
+
+
+def _seed_line(f: dict[str, Any]) -> str:
+    """ "found again in 2 of 2 other seeds, cosine 0.97" (empty for a run trained once)."""
+    others = f.get("seed_others")
+    if not others or pd.isna(others):
+        return ""
+    n = int(others)
+    return (
+        f'<p class="muted seed-stability">found again in {int(f.get("seed_found") or 0)} of {n} '
+        f"other seed{'s' if n != 1 else ''}, cosine {fmt(f.get('seed_cosine'), 2)}</p>"
     )
 
 

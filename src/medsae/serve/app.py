@@ -52,6 +52,8 @@ SortKey = Literal[
     "max_activation",
     "detection_balanced_accuracy",
     "concept_auroc",
+    "seed_cosine",
+    "seed_found",
 ]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": m.ErrorOut}}
 
@@ -195,6 +197,9 @@ def create_app(
         level: int | None = Query(None, description="Matryoshka level (prefix size)."),
         min_score: float | None = Query(None, description="Minimum detection balanced accuracy."),
         min_frequency: float | None = Query(None, ge=0, le=1),
+        min_seed_cosine: float | None = Query(
+            None, ge=0, le=1, description="Minimum best |cosine| in the other seeds (mean)."
+        ),
         alive_only: bool = Query(True, description="Hide latents that never fire."),
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
@@ -216,6 +221,9 @@ def create_app(
             df = df[df["detection_balanced_accuracy"] >= min_score]
         if min_frequency is not None:
             df = df[df["frequency"] >= min_frequency]
+        if min_seed_cosine is not None:
+            kept = df["seed_cosine"] >= min_seed_cosine if "seed_cosine" in df else False
+            df = df[kept]
         if sort in df.columns:
             df = df.sort_values(sort, ascending=order == "asc", kind="stable", na_position="last")
         page = df.iloc[offset : offset + limit]

@@ -50,6 +50,17 @@ class FeatureOut(BaseModel):
     detection_auroc: float | None = None
     concept: str | None = None
     concept_auroc: float | None = None
+    seed_others: int | None = Field(
+        None, description="Other seeds of the SAE's configuration (none: trained once)."
+    )
+    seed_found: int | None = Field(
+        None,
+        description="Other seeds holding a latent whose decoder row has |cosine| >= 0.7 with "
+        "this feature's (found again).",
+    )
+    seed_cosine: float | None = Field(
+        None, description="Mean over the other seeds of the best |cosine| with this feature."
+    )
 
 
 class FeatureListOut(BaseModel):

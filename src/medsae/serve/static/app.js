@@ -78,7 +78,14 @@ function bindMapControls() {
 }
 
 // ---------------------------------------------------------------- features page
-const state = { sort: "frequency", order: "desc", q: "", concept: "", level: "", min_score: "", offset: 0, limit: 50 };
+const state = { sort: "frequency", order: "desc", q: "", concept: "", level: "", min_score: "", min_seed_cosine: "", offset: 0, limit: 50 };
+const FILTERS = ["q", "concept", "level", "min_score", "min_seed_cosine"];
+
+// "found again in 2 of 2 other seeds, cosine 0.97" (stability across seeds), or "" when trained once
+function seedText(f) {
+  if (!f.seed_others) return "";
+  return `found again in ${f.seed_found} of ${f.seed_others} other seed${f.seed_others === 1 ? "" : "s"}, cosine ${fmt(f.seed_cosine, 2)}`;
+}
 
 async function featuresPage() {
   const levels = (INFO.levels || []).map(l => `<option value="${l}" ${String(l) === state.level ? "selected" : ""}>${l}</option>`).join("");
@@ -89,13 +96,14 @@ async function featuresPage() {
     <label>Concept<select name="concept"><option value="">any</option>${concepts}</select></label>
     <label>Matryoshka level<select name="level"><option value="">any</option>${levels}</select></label>
     <label>Min. detection score<input name="min_score" type="number" step="0.05" min="0" max="1" value="${esc(state.min_score)}"></label>
+    <label>Min. seed cosine<input name="min_seed_cosine" type="number" step="0.05" min="0" max="1" value="${esc(state.min_seed_cosine)}"></label>
     <button type="submit">Filter</button>
   </form>
   <div id="feature-table" class="card"><p class="muted">Loading…</p></div>`;
   document.getElementById("filters").addEventListener("submit", ev => {
     ev.preventDefault();
     const f = new FormData(ev.target);
-    for (const k of ["q", "concept", "level", "min_score"]) state[k] = String(f.get(k) || "");
+    for (const k of FILTERS) state[k] = String(f.get(k) || "");
     state.offset = 0;
     loadFeatures();
   });
@@ -105,16 +113,17 @@ async function featuresPage() {
 async function loadFeatures() {
   const box = document.getElementById("feature-table");
   const p = new URLSearchParams({ sort: state.sort, order: state.order, offset: state.offset, limit: state.limit });
-  for (const k of ["q", "concept", "level", "min_score"]) if (state[k]) p.set(k, state[k]);
+  for (const k of FILTERS) if (state[k]) p.set(k, state[k]);
   try {
     const data = await api(`/api/features?${p}`);
     const cols = [["latent", "Feature"], ["level", "Level"], ["frequency", "Frequency"], ["max_activation", "Max act."],
-      ["detection_balanced_accuracy", "Detection score"], ["concept_auroc", "Concept AUROC"]];
+      ["detection_balanced_accuracy", "Detection score"], ["concept_auroc", "Concept AUROC"], ["seed_cosine", "Seed stability"]];
     const head = cols.map(([k, label]) => `<th data-sort="${k}" class="${state.sort === k ? "sorted " + state.order : ""}">${label}</th>`).join("");
     const rows = data.items.map(f => `<tr>
       <td><a href="#/feature/${f.latent}">#${f.latent}</a></td><td class="num">${f.level ?? "–"}</td>
       <td class="num">${fmt(f.frequency * 100, 2)}%</td><td class="num">${fmt(f.max_activation, 2)}</td>
       <td class="num">${fmt(f.detection_balanced_accuracy, 2)}</td><td class="num">${fmt(f.concept_auroc, 2)}</td>
+      <td class="num seed" title="${esc(seedText(f))}">${f.seed_others ? `${f.seed_found}/${f.seed_others} · ${fmt(f.seed_cosine, 2)}` : "–"}</td>
       <td>${esc(f.description || "")} ${f.concept ? `<span class="pill">${esc(f.concept)}</span>` : ""}</td></tr>`).join("");
     const end = Math.min(state.offset + state.limit, data.total);
     box.innerHTML = `<table id="features"><thead><tr>${head}<th>Description</th></tr></thead><tbody>${rows}</tbody></table>
@@ -149,7 +158,8 @@ async function featurePage(latent) {
     ${(f.rule || []).length ? `<p class="muted">Rule${f.rule_min && f.rule_min < f.rule.length ? ` (any ${f.rule_min} of ${f.rule.length})` : ""}: ${f.rule.map(r => `<span class="pill">${esc(r)}</span>`).join(" ")}</p>` : ""}
     <p>Detection score (balanced accuracy): <span class="score">${fmt(f.detection_balanced_accuracy, 3)}</span> ·
     AUROC ${fmt(f.detection_auroc, 3)} · concept ${f.concept ? `<span class="pill">${esc(f.concept)}</span> (AUROC ${fmt(f.concept_auroc, 3)})` : "–"} ·
-    frequency ${fmt(f.frequency * 100, 2)}% · mean ${fmt(f.mean_activation, 3)} · max ${fmt(f.max_activation, 3)}</p></div>
+    frequency ${fmt(f.frequency * 100, 2)}% · mean ${fmt(f.mean_activation, 3)} · max ${fmt(f.max_activation, 3)}</p>
+    ${f.seed_others ? `<p class="seed-stability">Stability: ${esc(seedText(f))}.</p>` : ""}</div>
   <h2>Top-activating slices</h2>${mapControls()}<div id="top-slices">${grid(d.top)}</div>
   <div class="cols" style="margin-top:16px"><div class="card"><h2>Activation histogram</h2>${hist}</div>
   <div class="card"><h2>Label enrichment</h2>${enr}</div></div>
