@@ -101,11 +101,12 @@ ALLOWED: dict[str, set[str]] = {
     },
     "pipeline": {
         "artifacts",
-        *("config", "data", "device", "errors", "evaluate", "interpret", "progress"),
+        *("config", "data", "device", "encode", "errors", "evaluate", "interpret", "progress"),
         *("retrieval", "sae", "workspace"),
     },
     "report": {
         *("_lazy", "config", "data", "device", "encode", "errors", "evaluate", "frontend"),
+        "interpret",
         *("maps", "progress", "workspace", "cli_config", "sae"),
     },
     "serve": {"interpret", "medsae", "data", "device", "errors", "frontend", "maps", "progress"},

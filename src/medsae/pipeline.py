@@ -10,6 +10,9 @@ Keys that belong to the pipeline rather than to a stage's config:
   with that ``encoder``); the other keys of the section apply to each.
 * ``[interpret] runs`` and ``[index] runs``: ``"best"`` (default: the best run of the
   ranking) or ``"all"``.
+* ``[train] tokens = {...}``: settings of the train stage for token stores (``[encode]
+  tokens = true`` writes ``WS/embeddings/<encoder>-tokens/``), over the section's own
+  (e.g. one architecture and a few epochs: a token store has a grid's worth of rows per slice).
 
 After the stages, ``WS/summary.json`` collects the headline figures from the artifacts
 (never recomputed): ``best_config``, ``r2``, ``l0``, ``alive_fraction``, ``recovery_at_10``
@@ -21,6 +24,8 @@ chosen configuration every figure is their mean, with ``<figure>_sd`` (the sampl
 deviation over the seeds that have it), ``n_seeds`` and ``seed_runs``, and ``seed_stability`` (MCC and the fractions of alive
 latents matched at |cosine| >= 0.9 and 0.7, from the interpret stage); ``baselines`` holds
 the same figures of every baseline dictionary (``{run: {figure: value}}``).
+For a token SAE, ``organ_map`` (organ rediscovery mAP of ``token_sae``, ``attribution``,
+``pca``, ``kmeans`` and ``chance``) with ``pointing_game_token``.
 """
 
 from __future__ import annotations
@@ -269,8 +274,21 @@ class Pipeline:
                 for n in names
             ]
         targets: list[Any] = [None]
+        token_settings = section.pop("tokens", None) if stage.scope == "encoder" else None
         if stage.scope in ("encoder", "encoder_runs"):
             targets = self._encoder_names()
+        if token_settings:  # a token store trains with the section's token settings
+            from medsae.encode.tokens import is_token_store
+
+            return [
+                (
+                    _config(module, cls, {**section, **token_settings}, f"{stage.name}.tokens")
+                    if is_token_store(self.ws.embeddings(t))
+                    else _config(module, cls, section, stage.name),
+                    t,
+                )
+                for t in targets
+            ]
         elif stage.scope == "run":
             targets = [(e, r) for e in self._encoder_names() for r in trained_runs(self.ws, e)]
         elif stage.scope == "chosen_runs":
@@ -294,6 +312,10 @@ class Pipeline:
             self._record(stage.name, outcome, t0)
             if stage.scope == "encoders":
                 self.encoders.append(outcome.path.name)
+                if getattr(cfg, "tokens", False):
+                    from medsae.encode.tokens import token_store_name
+
+                    self.encoders.append(token_store_name(outcome.path.name))
 
     # ------------------------------------------------------------------ all
     def run(self, stages: Sequence[str] | None = None) -> PipelineRun:
@@ -368,6 +390,7 @@ def collect_summary(
     summary["baselines"] = {
         r: run_figures(ws, encoder, r) for r in names if is_baseline(r) and config_of(r) == r
     }
+    summary.update(organ_summary(ws))
     return summary
 
 
@@ -396,6 +419,28 @@ def run_figures(ws: Workspace, encoder: str, run: str) -> dict[str, Any]:
     out["fingerprint_agreement"] = _read(ws.index(encoder, run) / FINGERPRINT_EVAL).get(
         "fingerprint_agreement"
     )
+    return out
+
+
+def organ_summary(ws: Workspace) -> dict[str, Any]:
+    """``organ_map`` (mAP per method) and ``pointing_game_token`` of the workspace's token
+    SAE (:func:`medsae.evaluate.io.organ_runs`, the first); both None without one."""
+    from medsae.evaluate.io import ORGANS, organ_runs
+
+    out: dict[str, Any] = {"organ_map": None, "pointing_game_token": None}
+    runs = organ_runs(ws)
+    if not runs:
+        return out
+    enc, run = runs[0]
+    organs = _read(ws.eval(enc, run) / ORGANS)
+    out["organ_run"] = f"{enc}/{run}"
+    if organs.get("status") != "computed":
+        return {**out, "organ_map_status": organs.get("reason")}
+    out["organ_map"] = {
+        m: (organs.get(m) or {}).get("map")
+        for m in ("token_sae", "attribution", "pca", "kmeans", "chance")
+    }
+    out["pointing_game_token"] = (organs.get("token_sae") or {}).get("pointing_game")
     return out
 
 
@@ -444,6 +489,10 @@ DEMO_CONFIG: dict[str, Any] = {
         "encoder": "efficientnet-lite0",
         "batch_size": 32,
         "options": {"input_size": 128, "pooling": "multiscale"},
+        # tokens: stages 3-5 (native grids 16, 8, 8: none finer than upsampled) on 8 x 8
+        "tokens": True,
+        "token_grid": 8,
+        "token_parts": [2, 3, 4],
     },
     "train": {
         "arch": ["matryoshka", "topk"],
@@ -453,6 +502,14 @@ DEMO_CONFIG: dict[str, Any] = {
         "batch_size": 256,
         "val_every_epochs": 5,
         "checkpoint_every_seconds": 30,  # a killed demo loses at most half a minute
+        # one token SAE beside the grid: 64 tokens per slice, so a few epochs
+        "tokens": {
+            "arch": ["matryoshka"],
+            "levels": [[32, 128, 512]],
+            "k": [[4, 8, 16]],
+            "epochs": 3,
+            "val_every_epochs": 1,
+        },
     },
     "codes": {},
     "evaluate": {
@@ -462,6 +519,7 @@ DEMO_CONFIG: dict[str, Any] = {
         "headline_method": "mean_diff",
         "mono_splits": ["val", "test"],  # the demo has few val subjects
         "mono_top_n": 5,
+        "organ_max_slices": 128,  # organ rediscovery: 128 validation, 128 test slices
     },
     "rank": {},
     "interpret": {"describer": "offline"},

@@ -110,3 +110,16 @@ def resolve_run(
         f"{ws.root}: several SAE runs have codes ({names}) and no ranking chose one; "
         "run `medsae rank` or pass --encoder and --run"
     )
+
+
+def organ_runs(ws: Workspace) -> list[tuple[str, str]]:
+    """``(encoder, run)`` of every token SAE with organ rediscovery (:data:`ORGANS`), the
+    ranking's best run of each token store first."""
+    best = read_ranking(ws.ranking).get("best_per_encoder") or {}
+    found: list[tuple[str, str]] = []
+    base = ws.root / "eval"
+    for enc in sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+        runs = sorted(p.name for p in (base / enc).iterdir() if (p / ORGANS).is_file())
+        runs.sort(key=lambda r: r != best.get(enc))
+        found.extend((enc, r) for r in runs)
+    return found

@@ -300,12 +300,17 @@ def to_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _best(frame: pd.DataFrame, performance_term: str) -> dict[str, Any]:
+def _best(
+    frame: pd.DataFrame, performance_term: str, token_encoders: set[str] | None = None
+) -> dict[str, Any]:
+    """The best row overall (an SAE on slices when there is one: a token SAE is ranked
+    beside them but chosen only when nothing else was evaluated) and per encoder."""
     best: dict[str, Any] = {"best": None, "best_per_encoder": {}}
     frame = frame[frame["kind"] == "sae"] if "kind" in frame else frame
     if frame.empty:
         return best
-    top = frame.iloc[0]
+    slices = frame[~frame["encoder"].isin(sorted(token_encoders or set()))]
+    top = (slices if not slices.empty else frame).iloc[0]
     best["best"] = {"encoder": top["encoder"], "run": top["run"]}
     term_col, ascending = _sel(performance_term), PERFORMANCE_TERMS[performance_term][1]
     for enc, sub in frame.groupby("encoder"):
@@ -373,7 +378,10 @@ def rank(
         table = build_table(summaries, cfg.rank_within_encoder, cfg.performance_term)
         table.to_csv(tmp / TABLE1_CSV, index=False)
         (tmp / TABLE1_MD).write_text(to_markdown(table))
-        info = _best(table, cfg.performance_term)
+        from medsae.encode.tokens import is_token_store
+
+        tokens = {str(e) for e in table["encoder"].unique() if is_token_store(ws.embeddings(e))}
+        info = _best(table, cfg.performance_term, tokens)
         info["tie_break"] = tie_break_note(table, cfg.performance_term, cfg.rank_within_encoder)
         figures = write_figures(folders, table, tmp / FIGURES, cfg.figure_dpi)
         info.update(

@@ -34,6 +34,7 @@ class FeatureQueries:
         codes_csc: sp.csc_matrix | None
         latent_stats: dict[str, np.ndarray] | None
         features_file: pd.DataFrame | None
+        organ_latents: pd.DataFrame | None
         anatomy: Any
 
     @once
@@ -76,6 +77,16 @@ class FeatureQueries:
                     .to_numpy()
                 )
                 df["level"] = df["level"].astype(np.int64)
+        organs = self.organ_latents  # a token SAE: where each latent fires, scored
+        if organs is not None and "latent" in organs.columns:
+            cols = [c for c in ("organ_structure", "organ_ap", "organ_pointing") if c in organs]
+            df = df.drop(columns=[c for c in cols if c in df.columns]).merge(
+                organs[["latent", *cols]], on="latent", how="left"
+            )
+            if "organ_structure" in df.columns:
+                df["organ_structure"] = df["organ_structure"].where(
+                    df["organ_structure"].astype(str) != "", None
+                )
         if "concept" in df.columns:  # a missing concept is null (some writers store "nan")
             concept = df["concept"].astype(object)
             df["concept"] = concept.where(

@@ -31,7 +31,7 @@ from medsae.data.table import (
 )
 from medsae.encode.io import IMPORT_STAGE
 from medsae.errors import ArtifactError
-from medsae.evaluate.io import SUMMARY, read_ranking, resolve_run
+from medsae.evaluate.io import ORGAN_LATENTS, SUMMARY, read_ranking, resolve_run
 from medsae.frontend.features import FeatureQueries
 from medsae.frontend.parts import image_to_png, once, parquet_footer, read_json, read_parquet
 from medsae.interpret.io import FEATURES, SCORES
@@ -236,6 +236,13 @@ class WorkspaceView(FeatureQueries):
         if self.encoder is None or self.run is None:
             return None
         return read_parquet(self.ws.features(self.encoder, self.run) / FEATURES)
+
+    @once
+    def organ_latents(self) -> pd.DataFrame | None:
+        """A token SAE's organ rediscovery per latent (best structure, AP, pointing), or None."""
+        if self.encoder is None or self.run is None:
+            return None
+        return read_parquet(self.ws.eval(self.encoder, self.run) / ORGAN_LATENTS)
 
     @once
     def scores(self) -> dict[str, Any] | None:

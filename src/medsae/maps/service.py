@@ -128,6 +128,16 @@ class MapMaker:
             self._images = open_images(self.ws.slices)
         return self._images
 
+    @property
+    def token_store(self) -> Any:
+        """The run's token store when its SAE was trained on tokens, else None."""
+        if not hasattr(self, "_tokens"):
+            from medsae.encode.tokens import TokenStore, is_token_store
+
+            folder = self.ws.embeddings(self.encoder)
+            self._tokens = TokenStore(folder) if is_token_store(folder) else None
+        return self._tokens
+
     def n_latents(self) -> int:
         return int(self.sae.cfg.n_latents)
 
@@ -157,6 +167,15 @@ class MapMaker:
         feature maps (naming it and the pooling that would work).
         """
         check_latents([latent], self.n_latents(), sae_name(self.sae))
+        if self.token_store is not None:  # a token SAE: its own codes, no attribution
+            from medsae.maps.token_map import native_token_map
+
+            n = self.token_store.n_slices
+            if not 0 <= int(row) < n:
+                raise InputError("slice", f"row {row} is outside 0..{n - 1} of {self.ws.slices}")
+            return native_token_map(
+                self.token_store, self.sae, row, latent, int(self.images.shape[1])
+            )
         feats = self.features_of(row)
         lm = latent_maps(self.sae, feats, [int(latent)])
         size = int(self.images.shape[1])

@@ -11,6 +11,7 @@ from medsae.report import sections as sec
 from medsae.report.config import ReportConfig
 from medsae.report.html import page
 from medsae.report.io import REPORT_PAGE
+from medsae.report.organs import organs_section
 from medsae.workspace import (
     MANIFEST,
     SUMMARY,
@@ -84,6 +85,7 @@ def build_report(
             ("frontier", "R² vs L0 frontier", sec.frontier(ctx)),
             ("recovery", "Recovery and monosemanticity", sec.recovery_and_mono(ctx)),
             ("features", "Feature cards", sec.feature_cards(ctx, cfg.n_features, cfg.top_slices)),
+            ("organs", "Structures rediscovered (token SAE)", organs_section(ctx)),
             (
                 "fingerprints",
                 "Fingerprint retrieval",

@@ -54,6 +54,7 @@ SortKey = Literal[
     "concept_auroc",
     "seed_cosine",
     "seed_found",
+    "organ_ap",
 ]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": m.ErrorOut}}
 
@@ -184,6 +185,7 @@ def create_app(
             counts=view.counts,
             concepts=concepts,
             upload_limit_bytes=upload_limit,
+            organ_map=view.organ_latents is not None,
         )
 
     @app.get("/api/features", response_model=m.FeatureListOut)

@@ -26,6 +26,9 @@ class InfoOut(BaseModel):
     counts: dict[str, dict[str, int]] = Field(description="Slices per modality, plane and split.")
     concepts: list[str] = Field(description="Concepts assigned to features (for filtering).")
     upload_limit_bytes: int
+    organ_map: bool = Field(
+        False, description="The run is a token SAE scored by organ rediscovery (organ_ap)."
+    )
 
 
 class FeatureOut(BaseModel):
@@ -60,6 +63,17 @@ class FeatureOut(BaseModel):
     )
     seed_cosine: float | None = Field(
         None, description="Mean over the other seeds of the best |cosine| with this feature."
+    )
+    organ_structure: str | None = Field(
+        None, description="Token SAE: the structure whose tokens the latent fires on best."
+    )
+    organ_ap: float | None = Field(
+        None,
+        description="Token SAE: average precision of the latent's token activations "
+        "against that structure's token mask (held-out test slices).",
+    )
+    organ_pointing: float | None = Field(
+        None, description="Token SAE: pointing game of its native token map on that structure."
     )
 
 

@@ -116,14 +116,17 @@ async function loadFeatures() {
   for (const k of FILTERS) if (state[k]) p.set(k, state[k]);
   try {
     const data = await api(`/api/features?${p}`);
+    const organ = INFO.organ_map || data.items.some(f => f.organ_ap != null);
     const cols = [["latent", "Feature"], ["level", "Level"], ["frequency", "Frequency"], ["max_activation", "Max act."],
-      ["detection_balanced_accuracy", "Detection score"], ["concept_auroc", "Concept AUROC"], ["seed_cosine", "Seed stability"]];
+      ["detection_balanced_accuracy", "Detection score"], ["concept_auroc", "Concept AUROC"], ["seed_cosine", "Seed stability"],
+      ...(organ ? [["organ_ap", "Organ AP"]] : [])];
     const head = cols.map(([k, label]) => `<th data-sort="${k}" class="${state.sort === k ? "sorted " + state.order : ""}">${label}</th>`).join("");
     const rows = data.items.map(f => `<tr>
       <td><a href="#/feature/${f.latent}">#${f.latent}</a></td><td class="num">${f.level ?? "–"}</td>
       <td class="num">${fmt(f.frequency * 100, 2)}%</td><td class="num">${fmt(f.max_activation, 2)}</td>
       <td class="num">${fmt(f.detection_balanced_accuracy, 2)}</td><td class="num">${fmt(f.concept_auroc, 2)}</td>
       <td class="num seed" title="${esc(seedText(f))}">${f.seed_others ? `${f.seed_found}/${f.seed_others} · ${fmt(f.seed_cosine, 2)}` : "–"}</td>
+      ${organ ? `<td class="num organ-ap" title="${esc(f.organ_structure || "")}">${fmt(f.organ_ap, 2)}${f.organ_structure ? ` <span class="muted">${esc(f.organ_structure)}</span>` : ""}</td>` : ""}
       <td>${esc(f.description || "")} ${f.concept ? `<span class="pill">${esc(f.concept)}</span>` : ""}</td></tr>`).join("");
     const end = Math.min(state.offset + state.limit, data.total);
     box.innerHTML = `<table id="features"><thead><tr>${head}<th>Description</th></tr></thead><tbody>${rows}</tbody></table>
@@ -159,7 +162,9 @@ async function featurePage(latent) {
     <p>Detection score (balanced accuracy): <span class="score">${fmt(f.detection_balanced_accuracy, 3)}</span> ·
     AUROC ${fmt(f.detection_auroc, 3)} · concept ${f.concept ? `<span class="pill">${esc(f.concept)}</span> (AUROC ${fmt(f.concept_auroc, 3)})` : "–"} ·
     frequency ${fmt(f.frequency * 100, 2)}% · mean ${fmt(f.mean_activation, 3)} · max ${fmt(f.max_activation, 3)}</p>
-    ${f.seed_others ? `<p class="seed-stability">Stability: ${esc(seedText(f))}.</p>` : ""}</div>
+    ${f.seed_others ? `<p class="seed-stability">Stability: ${esc(seedText(f))}.</p>` : ""}
+    ${f.organ_structure ? `<p id="organ-line">Best structure: <span class="pill">${esc(f.organ_structure)}</span> · token AP <span class="score">${fmt(f.organ_ap, 3)}</span> ·
+    pointing game ${fmt(f.organ_pointing, 2)} <span class="muted">(native token map, held-out test slices)</span></p>` : ""}</div>
   <h2>Top-activating slices</h2>${mapControls()}<div id="top-slices">${grid(d.top)}</div>
   <div class="cols" style="margin-top:16px"><div class="card"><h2>Activation histogram</h2>${hist}</div>
   <div class="card"><h2>Label enrichment</h2>${enr}</div></div>
