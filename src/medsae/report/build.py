@@ -94,6 +94,7 @@ def build_report(
             ("text", "Text retrieval", sec.text_section(ctx, backend, cfg.k)),
             ("config", "Configuration (manifests)", sec.config_section(ctx)),
         ]
+        parts = [p for p in parts if p[0] != "organs" or p[2]]  # only with a token store
         subtitle = (
             f"workspace {ws.root.name} · {len(view.table)} slices · SAE {view.encoder} / {view.run}"
         )

@@ -32,8 +32,13 @@ N_CARDS = 6
 
 
 def organs_section(ctx: Any) -> str:
-    """HTML of the section (a "not computed" note without a token SAE or its scores)."""
+    """HTML of the section: empty for a workspace without a token store (the report then
+    has no such section), a "not computed" note without a token SAE or its scores."""
+    from medsae.encode.tokens import is_token_store
+
     ws = ctx.view.ws
+    if not any(is_token_store(ws.embeddings(e)) for e in ws.encoders()):
+        return ""
     runs = organ_runs(ws)
     if not runs:
         return missing(
