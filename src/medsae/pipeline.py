@@ -385,7 +385,8 @@ def collect_summary(
     summary.update(run_figures(ws, encoder, run))
     summary["selection_split"] = read_ranking(ws.ranking).get("selection_split")
     names = trained_runs(ws, encoder)
-    summary.update(seed_summary({r: run_figures(ws, encoder, r) for r in seed_group(run, names)}))
+    group = seed_group(run, names) or [run]
+    summary.update(seed_summary({r: run_figures(ws, encoder, r) for r in group}))
     summary["seed_stability"] = _read(ws.features(encoder, run) / SCORES).get("seed_stability")
     summary["baselines"] = {
         r: run_figures(ws, encoder, r) for r in names if is_baseline(r) and config_of(r) == r

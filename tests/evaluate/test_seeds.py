@@ -102,3 +102,15 @@ def test_summary_holds_the_seed_spread_and_the_baselines(tmp_path: Path) -> None
     assert s["r2_sd"] == pytest.approx(math.sqrt(0.00186666667 / 2))
     assert s["l0_sd"] == 0.0 and s["detection_balanced_accuracy"] is None
     assert list(s["baselines"]) == ["pca_D8_K2"] and s["baselines"]["pca_D8_K2"]["r2"] == 0.9
+
+
+def test_an_architecture_may_take_its_own_ladders() -> None:
+    cfg = TrainConfig(
+        arch=["matryoshka", "pca"],
+        levels=[[16, 64], [32, 128]],
+        k=[[4]],
+        arch_options={"pca": {"levels": [[64]], "k": [[2]], "fit_samples": 100}},
+    )
+    runs, _ = expand_grid(cfg, d_in=256)
+    assert [r.run for r in runs] == ["matryoshka_D16-64_K4", "matryoshka_D32-128_K4", "pca_D64_K2"]
+    assert getattr(runs[-1], "fit_samples", None) == 100

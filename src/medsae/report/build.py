@@ -8,6 +8,7 @@ from typing import Any
 from medsae.device import describe_device, resolve_device
 from medsae.frontend.view import WorkspaceView
 from medsae.report import sections as sec
+from medsae.report.beside import baselines_section
 from medsae.report.config import ReportConfig
 from medsae.report.html import page
 from medsae.report.io import REPORT_PAGE
@@ -80,6 +81,7 @@ def build_report(
         )
         parts = [
             ("summary", "Summary", sec.headline(ctx)),
+            ("baselines", "Baselines and seeds", baselines_section(ws.root)),
             ("dataset", "Dataset", sec.dataset(ctx)),
             ("table1", "Table 1: SAE comparison", sec.table1(ctx)),
             ("frontier", "R² vs L0 frontier", sec.frontier(ctx)),

@@ -15,6 +15,7 @@ from medsae.evaluate.io import MONOSEMANTICITY, RECOVERY, TABLE1_CSV
 from medsae.frontend.parts import read_json, read_parquet
 from medsae.frontend.view import WorkspaceView
 from medsae.report import figures
+from medsae.report.beside import with_spread
 from medsae.report.html import esc, fmt, frame_html, kpis, missing, table_html
 from medsae.report.io import FIGURES, FRONTIER_FIGURE, RECOVERY_FIGURE
 from medsae.report.maps import MAP_SLICES, CardMaps
@@ -89,10 +90,12 @@ def headline(ctx: Context) -> str:
         "fingerprint_agreement": "fingerprint agreement",
         "monosemanticity": "monosemanticity",
     }
-    items = [(labels[k], summary[k]) for k in labels if k in summary]
+    items = [(labels[k], with_spread(summary, k)) for k in labels if k in summary]
+    n = summary.get("n_seeds") or 1
+    seeds = f"; mean ± sd over {n} seeds" if n > 1 else ""
     return (
         kpis(items)
-        + f'<p class="muted">SAE shown: {esc(ctx.view.encoder)} / {esc(ctx.view.run)}</p>'
+        + f'<p class="muted">SAE shown: {esc(ctx.view.encoder)} / {esc(ctx.view.run)}{seeds}</p>'
     )
 
 

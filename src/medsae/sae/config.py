@@ -128,7 +128,8 @@ class TrainConfig(StageConfig):
     arch_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Options of one architecture's config, by architecture name (e.g. "
-        "{'relu': {'l1_coefficient': 0.01}}); they override the shared fields of this table.",
+        "{'relu': {'l1_coefficient': 0.01}}); they override the shared fields of this table, "
+        "and 'levels' / 'k' replace the grid's ladders for that architecture.",
     )
     l1_coefficient: float = Field(default=1e-3, ge=0, description="relu baseline: L1 coefficient.")
     input_transform: InputTransform = Field(

@@ -4,7 +4,9 @@ Every (architecture, dictionary ladder, k ladder) combination of a :class:`Train
 the architecture's class which fields it makes (:meth:`SparseAutoencoder.grid_fields`:
 its level rule and k rule), adds the train table's fields that the architecture's config
 declares (``level_weights``, ``l1_coefficient``, AuxK and threshold options, ...), then the
-architecture's own ``arch_options``, and validates the result as that config class.
+architecture's own ``arch_options``, and validates the result as that config class. An
+architecture's ``arch_options`` may set its own ``levels`` and ``k`` ladders (e.g. baseline
+dictionaries fitted at one size only).
 """
 
 from __future__ import annotations
@@ -68,9 +70,11 @@ def expand_grid(
         cls = get(arch)
         declared = cls.config_class.model_fields
         common: dict[str, Any] = {k: v for k, v in shared.items() if k in declared}
-        common.update(cfg.arch_options.get(arch, {}))
-        for levels in cfg.levels:
-            for ks in cfg.k:
+        options = dict(cfg.arch_options.get(arch, {}))
+        ladders, k_ladders = options.pop("levels", cfg.levels), options.pop("k", cfg.k)
+        common.update(options)
+        for levels in ladders:
+            for ks in k_ladders:
                 combo = f"{arch} levels={levels} k={ks}"
                 try:
                     fields = cls.grid_fields(levels, ks)
