@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from medsae.frontend.parts import read_json
-from medsae.report.html import esc, fmt, kpis, missing, table_html
+from medsae.report.html import esc, fmt, kpis, table_html
 from medsae.workspace import SUMMARY
 
 FIGURES: tuple[tuple[str, str, bool | None], ...] = (
@@ -69,8 +69,12 @@ def findings(summary: dict[str, Any]) -> list[str]:
 def baselines_section(ws_root: Any) -> str:
     """The section's inner HTML (a "not computed" note without a summary)."""
     summary = read_json(ws_root / SUMMARY)
-    if not isinstance(summary, dict) or not summary.get("run"):
-        return missing("baselines and seeds", "run the pipeline to its summary")
+    if not isinstance(summary, dict) or not summary.get("run"):  # a workspace built stage by stage
+        return (
+            '<p class="muted">No <code>summary.json</code> in this workspace: the pipeline '
+            "(<code>medsae run</code>, <code>medsae demo</code>) writes it, with the seed "
+            "spread and the baselines' figures.</p>"
+        )
     baselines = summary.get("baselines") or {}
     n = summary.get("n_seeds") or 1
     parts = []
