@@ -478,6 +478,8 @@ DEMO_PHANTOM: dict[str, Any] = {
     "n_slices": 80,
     "seed": 0,
 }
+DEMO_BASELINES = ("pca", "kmeans", "ica", "random")
+"""The baseline dictionaries the demo fits (``dictionary`` learning does not fit its time)."""
 DEMO_CONFIG: dict[str, Any] = {
     "prepare": {
         "planes": ["axial", "coronal", "sagittal"],
@@ -496,9 +498,14 @@ DEMO_CONFIG: dict[str, Any] = {
         "token_parts": [2, 3, 4],
     },
     "train": {
-        "arch": ["matryoshka", "topk"],
+        # the SAEs, and baseline dictionaries at the selected SAE's size and k (L0)
+        "arch": ["matryoshka", "topk", *DEMO_BASELINES],
         "levels": [[32, 128, 512], [64, 256, 1024]],
         "k": [[4, 8, 16]],
+        "arch_options": {b: {"levels": [[512]], "k": [[16]]} for b in DEMO_BASELINES},
+        # the configuration the ranking selects, trained with three seeds (the rest once)
+        "seeds": [0, 1, 2],
+        "seeds_for": ["matryoshka_D32-128-512_K16"],
         "epochs": 60,
         "batch_size": 256,
         "val_every_epochs": 5,
@@ -510,6 +517,7 @@ DEMO_CONFIG: dict[str, Any] = {
             "k": [[4, 8, 16]],
             "epochs": 3,
             "val_every_epochs": 1,
+            "seeds": [0],  # one seed: the grid's seeds are for the slice SAE
         },
     },
     "codes": {},
