@@ -97,7 +97,7 @@ def test_browser_lists_sorts_and_shows_the_stability_across_seeds(seeded, page) 
     from medsae.frontend.view import WorkspaceView
     from medsae.serve import create_app
 
-    ws, _, _ = seeded
+    ws, _, run = seeded
     view = WorkspaceView(ws.root)
     app = create_app(view, backend=WorkspaceSearch(view, use_interpret=False))
     with serving(app) as url:
@@ -113,6 +113,13 @@ def test_browser_lists_sorts_and_shows_the_stability_across_seeds(seeded, page) 
             "() => [...document.querySelectorAll('#features tbody td.seed')].every(td => td.textContent === '1/1 · 1.00')"
         )
         latent = page.inner_text("#features tbody tr td a").lstrip("#")
+        page.goto(f"{url}/#/summary")
+        page.wait_for_selector("#side-by-side tbody tr")
+        header = page.eval_on_selector_all("#side-by-side th", "els => els.map(e => e.textContent)")
+        assert header[1] == f"SAE {run} (mean ± sd, 2 seeds)" and "pca_D128_K4" in header
+        table = page.inner_text("#side-by-side")
+        assert "0.870 ± 0.042" in table and "0.950" in table
+        assert "pca_D128_K4 beats the SAE on R² (test)" in page.inner_text("#findings")
         page.goto(f"{url}/#/feature/{latent}")
         page.wait_for_selector(".seed-stability")
         assert page.inner_text(".seed-stability") == (

@@ -188,6 +188,15 @@ def create_app(
             organ_map=view.organ_latents is not None,
         )
 
+    @app.get("/api/summary")
+    def summary_side_by_side() -> dict[str, Any]:
+        """The chosen SAE (mean ± sd over its seeds) beside the baseline dictionaries, from
+        ``summary.json``; ``available`` false when the workspace has none."""
+        from medsae.frontend.beside import read_summary, side_by_side
+
+        found = read_summary(view.ws.root)
+        return {"available": False} if found is None else {"available": True, **side_by_side(found)}
+
     @app.get("/api/features", response_model=m.FeatureListOut)
     def list_features(
         sort: SortKey = Query("frequency", description="Column to sort by."),

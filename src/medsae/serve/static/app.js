@@ -263,6 +263,25 @@ async function showResults(promise) {
   } catch (e) { box.innerHTML = `<p class="error">${esc(e.message)}</p>`; }
 }
 
+// ---------------------------------------------------------------- baselines and seeds
+async function summaryPage() {
+  const d = await api("/api/summary");
+  if (!d.available) {
+    app.innerHTML = `<h1>Baselines and seeds</h1><p class="muted">No summary.json in this workspace: the pipeline (medsae run, medsae demo) writes it.</p>`;
+    return;
+  }
+  const st = d.seed_stability;
+  const head = ["figure", `SAE ${d.run} (mean ± sd, ${d.n_seeds} seed${d.n_seeds === 1 ? "" : "s"})`, ...d.baselines]
+    .map(h => `<th>${esc(h)}</th>`).join("");
+  const rows = d.rows.map(r => `<tr><td>${esc(r.label)}</td><td class="num sae">${esc(r.sae_text)}</td>${
+    d.baselines.map(b => `<td class="num">${fmt(r.baselines[b], 3)}</td>`).join("")}</tr>`).join("");
+  app.innerHTML = `<h1>Baselines and seeds</h1>
+  ${st ? `<p id="seed-stability">Stability across seeds: MCC ${fmt(st.mcc, 3)} · alive latents matched ≥ 0.9: ${fmt(st.frac_match_0_9, 3)} · ≥ 0.7: ${fmt(st.frac_match_0_7, 3)}</p>` : ""}
+  <div class="card"><table id="side-by-side"><thead><tr>${head}</tr></thead><tbody>${rows}</tbody></table></div>
+  <h2>Where a baseline matches or beats the SAE</h2>
+  ${d.findings.length ? `<ul id="findings">${d.findings.map(f => `<li>${esc(f)}</li>`).join("")}</ul>` : `<p id="findings">On no figure${d.baselines.length ? "" : " (no baseline in this workspace)"}.</p>`}`;
+}
+
 // ---------------------------------------------------------------- router
 async function route() {
   const hash = location.hash || "#/features";
@@ -278,6 +297,7 @@ async function route() {
     if (parts[0] === "feature" && parts[1] !== undefined) await featurePage(decodeURIComponent(parts[1]));
     else if (parts[0] === "slice" && parts[1] !== undefined) await slicePage(decodeURIComponent(parts.slice(1).join("/")));
     else if (parts[0] === "search") await searchPage(new URLSearchParams(qs || "").get("q"));
+    else if (parts[0] === "summary") await summaryPage();
     else await featuresPage();
     app.dataset.page = parts[0] || "features";
   } catch (e) { showError(e); }
