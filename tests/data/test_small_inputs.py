@@ -85,4 +85,7 @@ def test_demo_training_checkpoints_at_least_every_minute(tmp_path: Path) -> None
     from medsae.sae.config import TrainConfig
 
     config, _ = demo_config(tmp_path / "ws")
-    assert TrainConfig.model_validate(config.train).checkpoint_every_seconds <= 60
+    section = dict(config.train)
+    tokens = section.pop("tokens", {})  # the pipeline's settings for token stores
+    assert TrainConfig.model_validate(section).checkpoint_every_seconds <= 60
+    assert TrainConfig.model_validate({**section, **tokens}).checkpoint_every_seconds <= 60

@@ -47,6 +47,21 @@ def test_average_precision_by_hand() -> None:
     assert both[1, 0] == pytest.approx((1 / 2 + 2 / 4 + 3 / 5) / 3)  # reversed ranking
 
 
+def test_average_precision_matches_scikit_learn_with_ties() -> None:
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(2, 50))
+        scores = rng.integers(0, 4, n) * rng.integers(0, 2, n) + 0.0  # sparse, many ties
+        if trial % 3 == 0:
+            scores = rng.normal(size=n)
+        y = rng.integers(0, 2, n).astype(bool)
+        if y.any():
+            got = average_precision(scores, y)[0, 0]
+            assert got == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+
+
 def test_purity_coverage_and_best_latent_by_hand() -> None:
     scores = np.arange(20, dtype=float)[::-1]  # token 0 scores highest
     y = np.zeros(20, dtype=bool)
