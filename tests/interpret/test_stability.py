@@ -77,3 +77,29 @@ def test_dead_latents_are_left_out_and_no_sibling_means_no_columns(tmp_path: Pat
     assert seed_stability(ws, "e", "m_D24_K3_s3", np.arange(D))[1] is not None
     _save(ws, "solo_D24_K3", w)
     assert seed_stability(ws, "e", "solo_D24_K3", np.arange(D)) == ({}, None)
+
+
+def test_activations_of_a_permuted_rescaled_copy_match_exactly_and_missing_codes_give_none(
+    tmp_path: Path,
+) -> None:
+    import scipy.sparse as sp
+
+    from medsae.sae.codes_io import save_codes
+
+    rng = np.random.default_rng(2)
+    ws = Workspace(tmp_path / "ws").ensure()
+    w = rng.normal(size=(D, DIM))
+    for run in ("a_D24_K3", "a_D24_K3_s1", "a_D24_K3_s2", "a_D24_K3_s3"):
+        _save(ws, run, w)
+    z = rng.random((200, D)) * (rng.random((200, D)) < 0.2)  # sparse non-negative codes
+    perm = rng.permutation(D)
+    other = rng.random((200, D)) * (rng.random((200, D)) < 0.2)
+    for run, codes in (("a_D24_K3", z), ("a_D24_K3_s1", 3.0 * z[:, perm]), ("a_D24_K3_s2", other)):
+        save_codes(ws.codes("e", run), sp.csr_matrix(codes), {})
+    _, summary = seed_stability(ws, "e", "a_D24_K3", np.arange(D))
+    assert summary is not None
+    same, unrelated, no_codes = summary["pairs"]
+    assert same["act_mcc"] == pytest.approx(1.0) and same["act_frac_0_9"] == 1.0
+    assert unrelated["act_mcc"] < 0.5 and unrelated["act_frac_0_7"] == 0.0
+    assert no_codes["act_mcc"] is None and no_codes["act_frac_0_9"] is None
+    assert summary["act_mcc"] == pytest.approx((1.0 + unrelated["act_mcc"]) / 2)

@@ -10,6 +10,15 @@ other seed one to one on |cosine| with the Hungarian algorithm
 * ``frac_match_0_9`` / ``frac_match_0_7``: the fraction of the run's alive latents whose
   one-to-one partner has |cosine| >= 0.9 / 0.7 (an unmatched latent counts as no match).
 
+A second reading matches by what the latents do rather than where their decoder rows point:
+the Pearson correlation of the two latents' activations over every slice of the codes
+(both runs encode the same slices), matched one to one the same way: ``act_mcc``,
+``act_frac_0_9`` and ``act_frac_0_7``. Decoder cosine understates recurrence when the
+embeddings span fewer dimensions than they have: the components of a decoder row outside
+the data's span never receive a gradient and keep their random initialisation (on the demo,
+about 40% of a row's energy lies outside the span of 99% of the embeddings' variance), and
+they differ between seeds by construction.
+
 ``scores.json`` ``seed_stability`` gives their means over the other seeds and each pair.
 Per feature (``features.parquet``): ``seed_others`` (the other seeds), ``seed_found`` (how
 many of them hold a latent whose decoder row has |cosine| >= :data:`FOUND_AT` with it: its
@@ -26,7 +35,7 @@ import numpy as np
 
 from medsae.evaluate.seeds import mean_sd, seed_group
 from medsae.metrics.matching import abs_cosine, match_dictionaries
-from medsae.sae.codes_io import load_latent_stats
+from medsae.sae.codes_io import CODES_FILE, load_codes, load_latent_stats
 from medsae.sae.io import WEIGHTS, trained_runs
 from medsae.workspace import Workspace
 
@@ -34,6 +43,7 @@ FOUND_AT = 0.7
 """A feature is *found again* in another seed when some latent's decoder row there has at
 least this |cosine| with its own."""
 COLUMNS = ("seed_others", "seed_found", "seed_cosine", "seed_matches")
+ACTIVATION_KEYS = ("act_mcc", "act_frac_0_9", "act_frac_0_7")
 
 
 def seed_siblings(ws: Workspace, encoder: str, run: str) -> list[str]:
@@ -52,6 +62,38 @@ def _alive(ws: Workspace, encoder: str, run: str, n_latents: int) -> np.ndarray:
     if stats is None:  # no codes yet: every latent counts
         return np.ones(n_latents, dtype=bool)
     return np.asarray(stats["nnz"]) > 0
+
+
+def activation_match(ws: Workspace, encoder: str, run: str, other: str) -> dict[str, Any]:
+    """Alive latents of ``run`` and ``other`` matched one to one on the |Pearson correlation|
+    of their activations over the codes' slices: ``act_mcc``, ``act_frac_0_9``,
+    ``act_frac_0_7`` (fractions of ``run``'s alive latents); None values without codes."""
+    from scipy.optimize import linear_sum_assignment
+
+    empty: dict[str, Any] = dict.fromkeys(ACTIVATION_KEYS)
+    folders = [ws.codes(encoder, r) for r in (run, other)]
+    if not all((f / CODES_FILE).is_file() for f in folders):  # a damaged file raises below
+        return empty
+    a, b = (load_codes(f) for f in folders)
+    if a.shape[0] != b.shape[0] or a.shape[0] < 2:
+        return empty
+    za = np.asarray(a[:, np.flatnonzero(a.getnnz(0))].todense(), dtype=np.float64)
+    zb = np.asarray(b[:, np.flatnonzero(b.getnnz(0))].todense(), dtype=np.float64)
+    sa, sb = za.std(0), zb.std(0)
+    za, zb = za[:, sa > 0], zb[:, sb > 0]
+    if not za.shape[1] or not zb.shape[1]:
+        return empty
+    za = (za - za.mean(0)) / za.std(0)
+    zb = (zb - zb.mean(0)) / zb.std(0)
+    corr = np.abs(za.T @ zb) / za.shape[0]
+    rows, cols = linear_sum_assignment(corr, maximize=True)
+    matched = corr[rows, cols]
+    n = za.shape[1]
+    return {
+        "act_mcc": float(matched.mean()),
+        "act_frac_0_9": float((matched >= 0.9).sum() / n),
+        "act_frac_0_7": float((matched >= 0.7).sum() / n),
+    }
 
 
 def seed_stability(
@@ -87,6 +129,7 @@ def seed_stability(
                 "frac_match_0_7": float((partner >= 0.7).mean()) if len(alive) else None,
                 "alive": len(alive),
                 "alive_other": len(alive_b),
+                **activation_match(ws, encoder, run, other),
             }
         )
     columns = {
@@ -96,6 +139,6 @@ def seed_stability(
         "seed_matches": np.array([list(map(int, w)) for w in where] or [], dtype=object),
     }
     summary: dict[str, Any] = {"runs": [run, *others], "found_at": FOUND_AT, "pairs": pairs}
-    for key in ("mcc", "frac_match_0_9", "frac_match_0_7"):
+    for key in ("mcc", "frac_match_0_9", "frac_match_0_7", *ACTIVATION_KEYS):
         summary[key] = mean_sd(p[key] for p in pairs)[0]
     return columns, summary

@@ -34,8 +34,16 @@ def baselines_section(ws_root: Any) -> str:
                     ("MCC across seeds", stability.get("mcc")),
                     ("alive latents matched ≥ 0.9", stability.get("frac_match_0_9")),
                     ("alive latents matched ≥ 0.7", stability.get("frac_match_0_7")),
+                    ("MCC by activations", stability.get("act_mcc")),
+                    ("matched by activations ≥ 0.7", stability.get("act_frac_0_7")),
                 ]
             )
+        )
+        parts.append(
+            '<p class="muted">Decoder rows are matched on |cosine|, activations on their '
+            "correlation over the same slices. Decoder cosine understates recurrence when the "
+            "embeddings span fewer dimensions than they have: a decoder row keeps its random "
+            "initialisation outside the data's span (docs/evaluate.md).</p>"
         )
     elif n < 2:
         parts.append(

@@ -276,7 +276,7 @@ async function summaryPage() {
   const rows = d.rows.map(r => `<tr><td>${esc(r.label)}</td><td class="num sae">${esc(r.sae_text)}</td>${
     d.baselines.map(b => `<td class="num">${fmt(r.baselines[b], 3)}</td>`).join("")}</tr>`).join("");
   app.innerHTML = `<h1>Baselines and seeds</h1>
-  ${st ? `<p id="seed-stability">Stability across seeds: MCC ${fmt(st.mcc, 3)} · alive latents matched ≥ 0.9: ${fmt(st.frac_match_0_9, 3)} · ≥ 0.7: ${fmt(st.frac_match_0_7, 3)}</p>` : ""}
+  ${st ? `<p id="seed-stability">Stability across seeds: MCC ${fmt(st.mcc, 3)} · alive latents matched ≥ 0.9: ${fmt(st.frac_match_0_9, 3)} · ≥ 0.7: ${fmt(st.frac_match_0_7, 3)} · by activations: MCC ${fmt(st.act_mcc, 3)}, matched ≥ 0.7: ${fmt(st.act_frac_0_7, 3)}</p>` : ""}
   <div class="card"><table id="side-by-side"><thead><tr>${head}</tr></thead><tbody>${rows}</tbody></table></div>
   <h2>Where a baseline matches or beats the SAE</h2>
   ${d.findings.length ? `<ul id="findings">${d.findings.map(f => `<li>${esc(f)}</li>`).join("")}</ul>` : `<p id="findings">On no figure${d.baselines.length ? "" : " (no baseline in this workspace)"}.</p>`}`;
