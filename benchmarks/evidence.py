@@ -35,14 +35,13 @@ import os
 
 os.environ.setdefault("MEDSAE_PROGRESS", "0")
 
-import argparse
 import json
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
-from _workspace import RESULTS, write_result
+from _workspace import RESULTS, demo_workspace, write_result
 from medsae.evaluate.io import best_run
 from medsae.evaluate.seeds import config_of, is_baseline, seed_group
 from medsae.interpret import interpret
@@ -87,19 +86,9 @@ def planted(path: Path) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, default=Path("/tmp/evidence-demo"))
-    parser.add_argument("--run-demo", action="store_true", help="Run `medsae demo` first.")
-    parser.add_argument("--out", type=Path, default=RESULTS / "evidence.json")
-    args = parser.parse_args()
-    demo_seconds = None
-    if args.run_demo:
-        from medsae.pipeline import run_demo
-
-        t0 = time.perf_counter()
-        run_demo(args.workspace)
-        demo_seconds = round(time.perf_counter() - t0, 1)
-    ws = Workspace(args.workspace)
+    args, ws, demo_seconds = demo_workspace(
+        __doc__.splitlines()[0], Path("/tmp/evidence-demo"), "evidence.json"
+    )
     found = best_run(ws)
     if found is None:
         raise SystemExit(f"{ws.root}: no ranking; run `medsae demo --workspace {ws.root}` first")

@@ -29,19 +29,17 @@ import os
 
 os.environ.setdefault("MEDSAE_PROGRESS", "0")
 
-import argparse
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
+from _workspace import demo_workspace
 from medsae.encode.tokens import TokenStore, is_token_store
 from medsae.evaluate.io import ORGANS, organ_runs
 from medsae.sae.io import METRICS
 from medsae.workspace import Workspace, read_manifest
 
-RESULTS = Path(__file__).parent / "results"
 METHODS = ("token_sae", "attribution", "pca", "kmeans", "chance")
 
 
@@ -98,19 +96,9 @@ def collect(ws: Workspace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, default=Path("/tmp/organs-demo"))
-    parser.add_argument("--run-demo", action="store_true", help="Run `medsae demo` first.")
-    parser.add_argument("--out", type=Path, default=RESULTS / "organs.json")
-    args = parser.parse_args()
-    wall = None
-    if args.run_demo:
-        from medsae.pipeline import run_demo
-
-        t0 = time.perf_counter()
-        run_demo(args.workspace)
-        wall = round(time.perf_counter() - t0, 1)
-    ws = Workspace(args.workspace)
+    args, ws, wall = demo_workspace(
+        __doc__.splitlines()[0], Path("/tmp/organs-demo"), "organs.json"
+    )
     if not any(is_token_store(ws.embeddings(e)) for e in ws.encoders()):
         raise SystemExit(f"{ws.root}: no token store (the demo writes one with [encode] tokens)")
     out = {
