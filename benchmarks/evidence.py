@@ -16,7 +16,8 @@ records from the summary:
   ``text_precision_at_10``, ``pointing_game``, ``energy_in_mask``;
 * ``baselines``: the same figures of each baseline, and ``findings``: where one matches or
   beats the SAE (at least its mean minus one sd; the report's rule);
-* ``seed_stability``: ``mcc``, ``frac_match_0_9``, ``frac_match_0_7`` (and each seed pair);
+* ``seed_stability``: ``mcc``, ``frac_match_0_9``, ``frac_match_0_7`` by decoder |cosine|,
+  ``act_mcc``, ``act_frac_0_9``, ``act_frac_0_7`` by activation correlation (and each pair);
 * ``planted``: the planted-dictionary MCC and feature-recovery F1 per architecture, as
   ``benchmarks/results/sae_train.json`` records them (null when it does not);
 * ``seconds``: the wall time of the extra interpret and index runs, and ``load_average``.
@@ -46,6 +47,7 @@ from medsae.evaluate.io import best_run
 from medsae.evaluate.seeds import config_of, is_baseline, seed_group
 from medsae.interpret import interpret
 from medsae.interpret.config import InterpretConfig
+from medsae.interpret.stability import ACTIVATION_KEYS
 from medsae.pipeline import DEMO_CONFIG, write_summary
 from medsae.report import build_report
 from medsae.report.beside import FIGURES, findings
@@ -131,7 +133,8 @@ def main() -> None:
         "baselines": baselines,
         "findings": findings(summary),
         "seed_stability": {
-            k: stability.get(k) for k in ("mcc", "frac_match_0_9", "frac_match_0_7", "pairs")
+            k: stability.get(k)
+            for k in ("mcc", "frac_match_0_9", "frac_match_0_7", *ACTIVATION_KEYS, "pairs")
         },
         "planted": planted(RESULTS / "sae_train.json"),
         "seconds": {"companion_stages": seconds, "demo": demo_seconds},
