@@ -64,6 +64,17 @@ def _alive(ws: Workspace, encoder: str, run: str, n_latents: int) -> np.ndarray:
     return np.asarray(stats["nnz"]) > 0
 
 
+def _varying(codes: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The columns of sparse ``codes`` that vary over the rows (float64), their means and
+    standard deviations."""
+    z = codes.astype(np.float64).tocsc()
+    mean = np.asarray(z.mean(0)).ravel()
+    square = np.asarray(z.multiply(z).mean(0)).ravel()
+    var = square - mean**2
+    keep = np.flatnonzero(var > 1e-12 * square)  # exactly constant columns leave rounding
+    return z[:, keep], mean[keep], np.sqrt(var[keep])
+
+
 def activation_match(ws: Workspace, encoder: str, run: str, other: str) -> dict[str, Any]:
     """Alive latents of ``run`` and ``other`` matched one to one on the |Pearson correlation|
     of their activations over the codes' slices: ``act_mcc``, ``act_frac_0_9``,
@@ -77,18 +88,16 @@ def activation_match(ws: Workspace, encoder: str, run: str, other: str) -> dict[
     a, b = (load_codes(f) for f in folders)
     if a.shape[0] != b.shape[0] or a.shape[0] < 2:
         return empty
-    za = np.asarray(a[:, np.flatnonzero(a.getnnz(0))].todense(), dtype=np.float64)
-    zb = np.asarray(b[:, np.flatnonzero(b.getnnz(0))].todense(), dtype=np.float64)
-    sa, sb = za.std(0), zb.std(0)
-    za, zb = za[:, sa > 0], zb[:, sb > 0]
+    # correlations from sparse moments: no dense (slices x latents) copy of the codes
+    za, ma, sa = _varying(a)
+    zb, mb, sb = _varying(b)
     if not za.shape[1] or not zb.shape[1]:
         return empty
-    za = (za - za.mean(0)) / za.std(0)
-    zb = (zb - zb.mean(0)) / zb.std(0)
-    corr = np.abs(za.T @ zb) / za.shape[0]
+    cross = np.asarray((za.T @ zb).todense()) / za.shape[0]
+    corr = np.abs(cross - np.outer(ma, mb)) / np.outer(sa, sb)
     rows, cols = linear_sum_assignment(corr, maximize=True)
     matched = corr[rows, cols]
-    n = za.shape[1]
+    n = len(sa)
     return {
         "act_mcc": float(matched.mean()),
         "act_frac_0_9": float((matched >= 0.9).sum() / n),
