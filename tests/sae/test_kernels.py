@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medsae.sae import kernels
+from medsae.sae.matryoshka import nested_fvu
 from medsae.sae.registry import build_sae, sae_config
 
 ARCHES = ["topk", "batchtopk", "matryoshka", "matryoshka-perlevel"]
@@ -141,3 +144,68 @@ def test_batch_topk_threshold_path_equals_the_candidate_method() -> None:
     chosen = torch.zeros_like(ties, dtype=torch.bool)
     chosen[rows, cols] = True
     assert ties[chosen].min() >= ties[~chosen].max()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    L=st.integers(1, 5),
+    B=st.integers(1, 9),
+    d=st.integers(1, 7),
+    seed=st.integers(0, 10_000),
+    use_scratch=st.booleans(),
+)
+def test_nested_fvu_matches_autograd_through_the_running_sums(
+    L: int, B: int, d: int, seed: int, use_scratch: bool
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    partial = torch.randn(L, B, d, generator=g)
+    x = torch.randn(B, d, generator=g)
+    b_dec = torch.randn(d, generator=g)
+    w = torch.rand(L, generator=g) + 0.1
+    total_var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+    old = kernels.SCRATCH_MIN_NUMEL
+    kernels.SCRATCH_MIN_NUMEL = 0 if use_scratch else old
+    try:
+        grads = []
+        for _ in range(2):  # twice: a reused scratch buffer must not leak into the next call
+            p, xx, bb = (t.clone().requires_grad_(True) for t in (partial, x, b_dec))
+            fvu, resid = nested_fvu(p, xx, bb, total_var)
+            (w * fvu).sum().backward()
+            grads.append((fvu.detach(), resid, p.grad, xx.grad, bb.grad))
+    finally:
+        kernels.SCRATCH_MIN_NUMEL = old
+    p, xx, bb = (t.clone().requires_grad_(True) for t in (partial, x, b_dec))
+    recons = [s + bb for s in itertools.accumulate(p.unbind(0))]
+    ref = torch.stack([(xx - r).pow(2).sum() / total_var for r in recons])
+    (w * ref).sum().backward()
+    for fvu, resid, gp, gx, gb in grads:
+        torch.testing.assert_close(fvu, ref.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(resid, (xx - recons[-1]).detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gp, p.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(gx, xx.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(gb, bb.grad, rtol=1e-4, atol=1e-5)
+        assert resid.requires_grad is False
+
+
+def test_fast_training_steps_with_reused_buffers_match_the_reference() -> None:
+    """Every buffer reused across steps (forced on for a small SAE): two optimiser-free
+    steps of the fast Matryoshka path give the reference's loss and gradients each time."""
+    old = kernels.SCRATCH_MIN_NUMEL
+    kernels.SCRATCH_MIN_NUMEL = 0
+    try:
+        cfg = sae_config(arch="matryoshka", d_in=6, n_latents=32, levels=[4, 8, 16, 32], k=5)
+        fast, ref = build_sae(cfg, fast=True, seed=3), build_sae(cfg, fast=False, seed=3)
+        for step in range(2):
+            x = torch.randn(10, 6, generator=torch.Generator().manual_seed(step))
+            for m in (fast, ref):
+                m.zero_grad(set_to_none=True)
+            out_f, out_r = fast.train_loss(x), ref.train_loss(x)
+            torch.testing.assert_close(out_f.loss, out_r.loss, rtol=1e-5, atol=1e-6)
+            out_f.loss.backward()
+            out_r.loss.backward()
+            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                torch.testing.assert_close(
+                    getattr(fast, name).grad, getattr(ref, name).grad, rtol=1e-4, atol=1e-5
+                )
+    finally:
+        kernels.SCRATCH_MIN_NUMEL = old

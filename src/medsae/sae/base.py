@@ -292,14 +292,26 @@ class SparseAutoencoder(nn.Module):
         vals, rows, cols = main[0]
         return [self._decode_sparse(vals, rows, cols, x_bd.shape[0]) + self.b_dec]
 
+    def level_fvus(
+        self,
+        x_bd: torch.Tensor,
+        main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        total_var: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The FVU of each level's reconstruction and the last level's residual
+        ``x - x_hat`` (detached); from :meth:`reconstructions` unless a subclass has a
+        faster route to the same values."""
+        recons = self.reconstructions(x_bd, main)
+        fvus = [batch_fvu(x_bd, r, total_var) for r in recons]
+        return fvus, (x_bd - recons[-1]).detach()
+
     def train_loss(self, x_bd: torch.Tensor) -> TrainOutput:
         """Loss of one preprocessed batch (see module docstring)."""
         B = x_bd.shape[0]
         total_var = (x_bd - x_bd.mean(0)).pow(2).sum().clamp_min(1e-12)
         enc, has_aux = self._encode_train(x_bd)
         main = enc[:-1] if has_aux else enc
-        recons = self.reconstructions(x_bd, main)
-        fvus = [batch_fvu(x_bd, r, total_var) for r in recons]
+        fvus, residual = self.level_fvus(x_bd, main, total_var)
         loss = sum(
             (w * f for w, f in zip(self.cfg.weights, fvus, strict=True)),
             torch.zeros((), device=x_bd.device),
@@ -307,7 +319,7 @@ class SparseAutoencoder(nn.Module):
         aux_value = torch.zeros((), device=x_bd.device)
         if has_aux:
             a_vals, a_rows, a_cols = enc[-1]
-            e_bd = (x_bd - recons[-1]).detach()
+            e_bd = residual
             e_hat = self._decode_sparse(a_vals, a_rows, a_cols, B)
             aux = (e_bd - e_hat).pow(2).sum() / (e_bd - e_bd.mean(0)).pow(2).sum().clamp_min(1e-12)
             aux = torch.nan_to_num(aux, nan=0.0)

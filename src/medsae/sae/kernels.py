@@ -27,10 +27,12 @@ autograd on the same selection; property tests check the two agree.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,11 +41,43 @@ Selector = Callable[[torch.Tensor], Sequence[Selection]]
 
 
 def fused_pre(
-    x_bd: torch.Tensor, W_enc_Dd: torch.Tensor, b_enc_D: torch.Tensor, b_dec_d: torch.Tensor
+    x_bd: torch.Tensor,
+    W_enc_Dd: torch.Tensor,
+    b_enc_D: torch.Tensor,
+    b_dec_d: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(x - b_dec) W_enc^T + b_enc`` as one ``addmm`` with the biases folded."""
+    """``(x - b_dec) W_enc^T + b_enc`` as one ``addmm`` with the biases folded (into ``out``
+    when given)."""
     bias_D = b_enc_D - W_enc_Dd @ b_dec_d
-    return torch.addmm(bias_D, x_bd, W_enc_Dd.t())
+    if out is None:
+        return torch.addmm(bias_D, x_bd, W_enc_Dd.t())
+    return torch.addmm(bias_D, x_bd, W_enc_Dd.t(), out=out)
+
+
+_scratch = threading.local()
+SCRATCH_MIN_NUMEL = 1 << 20
+"""Tensors from this many elements come from :func:`scratch` on the CPU."""
+
+
+def scratch(shape: tuple[int, ...], like: torch.Tensor, use: str) -> torch.Tensor | None:
+    """A reusable CPU buffer for ``use`` (per thread, shape and dtype), or None.
+
+    A fresh large CPU tensor is mapped from the system on every allocation and its pages are
+    faulted in on first write: on the (2048, 8192) pre-activation of a training step that
+    costs about as much as the step's whole selection. The buffer is only for values used
+    and dropped within one call (nothing returned may alias it); on other devices the
+    caching allocator already reuses memory, so None (allocate as usual).
+    """
+    if like.device.type != "cpu" or math.prod(shape) < SCRATCH_MIN_NUMEL:
+        return None
+    bufs: dict[tuple[Any, ...], torch.Tensor] = getattr(_scratch, "bufs", None) or {}
+    _scratch.bufs = bufs
+    key = (use, tuple(shape), like.dtype)
+    buf = bufs.get(key)
+    if buf is None:
+        buf = bufs[key] = torch.empty(shape, dtype=like.dtype)
+    return buf
 
 
 def topk_select(pre_bD: torch.Tensor, k: int) -> Selection:
@@ -74,7 +108,8 @@ def batch_topk_select(pre_bD: torch.Tensor, k: int) -> Selection:
     rank = math.ceil(1.2 * frac * m + 4 * math.sqrt(frac * m) + 8)
     if n and rank < m and pre_bD.device.type == "cpu":  # on a GPU: 1 host read, not 3
         low = sample.topk(rank, sorted=False).values.min()
-        idx = (flat >= low).nonzero().squeeze(1)
+        # numpy's nonzero: 4x faster than torch's on a CPU (5 vs 22 ms over 16.8M entries)
+        idx = torch.from_numpy(np.flatnonzero((flat >= low).numpy()))
         if idx.numel() >= n:
             vals = flat[idx]
             kth = vals.kthvalue(idx.numel() - n + 1).values
@@ -132,7 +167,8 @@ class _SparseEncode(torch.autograd.Function):
         b_dec_d: torch.Tensor,
         selector: Selector,
     ) -> tuple[torch.Tensor, ...]:
-        pre_bD = fused_pre(x_bd, W_enc_Dd, b_enc_D, b_dec_d)
+        buf = scratch((x_bd.shape[0], W_enc_Dd.shape[0]), W_enc_Dd, "pre")
+        pre_bD = fused_pre(x_bd, W_enc_Dd, b_enc_D, b_dec_d, out=buf)
         sels = list(selector(pre_bD))
         vals = [selected_values(pre_bD, s).clamp_min(0.0) for s in sels]
         del pre_bD
@@ -217,9 +253,11 @@ def transposed_sparse_mm(
 ) -> torch.Tensor:
     """``S^T @ dense`` for the sparse ``S`` of ``shape`` with entries ``(rows, cols, values)``.
 
-    ``S^T`` is built directly in CSR form (a stable sort of the entries by column, rows kept
-    ascending within each column); repeated entries add up. On CPU the CSR product is about
-    1.5x faster than the COO one; other devices use COO.
+    On CPU, row ``c`` of the product is the weighted sum of the dense rows of the entries in
+    column ``c``: an ``embedding_bag`` over the entries sorted by column (a stable sort, rows
+    kept ascending within each column; repeated entries add up), which writes its output
+    once where a CSR product fills, computes and copies it (1.6x faster at 2048 x 8192
+    with 82k entries). Other devices use a COO product.
     """
     n_rows, n_cols = shape
     if dense.device.type != "cpu":
@@ -228,10 +266,11 @@ def transposed_sparse_mm(
         )
         return torch.sparse.mm(S_T, dense)
     perm = torch.argsort(cols, stable=True)
-    crow = torch.zeros(n_cols + 1, dtype=torch.int64, device=cols.device)
-    crow[1:] = torch.bincount(cols, minlength=n_cols).cumsum(0)
-    S_T = csr(crow, rows[perm], values[perm], (n_cols, n_rows))
-    return S_T @ dense
+    offsets = torch.zeros(n_cols, dtype=torch.int64, device=cols.device)
+    offsets[1:] = torch.bincount(cols, minlength=n_cols)[:-1].cumsum(0)
+    return F.embedding_bag(
+        rows[perm], dense, offsets, mode="sum", per_sample_weights=values[perm].to(dense.dtype)
+    )
 
 
 class _SparseDecode(torch.autograd.Function):
@@ -247,7 +286,10 @@ class _SparseDecode(torch.autograd.Function):
         offsets: torch.Tensor,
     ) -> torch.Tensor:
         ctx.save_for_backward(vals, rows, cols, W_dec_Dd, offsets)
-        return F.embedding_bag(cols, W_dec_Dd, offsets, mode="sum", per_sample_weights=vals)
+        # detached: the forward-only kernel (no per-entry bookkeeping for a backward)
+        return F.embedding_bag(
+            cols, W_dec_Dd.detach(), offsets, mode="sum", per_sample_weights=vals.detach()
+        )
 
     @staticmethod
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -270,7 +312,7 @@ def sparse_decode(
 ) -> torch.Tensor:
     """``sum_j vals_j W_dec[cols_j]`` per row (no bias) as an ``embedding_bag``; rows sorted.
 
-    On CPU the backward is two CSR kernels: ``dW_dec = Z^T g`` and the sampled product
+    On CPU the backward is ``dW_dec = Z^T g`` (:func:`transposed_sparse_mm`) and the sampled product
     ``dvals_j = g[rows_j] . W_dec[cols_j]`` (:func:`torch.sparse.sampled_addmm`); on other
     devices ``embedding_bag``'s own backward.
     """

@@ -15,7 +15,7 @@ reconstructs from the first ``m_l`` latents only, and the loss sums (or weights)
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -101,6 +101,27 @@ class MatryoshkaBatchTopKSAE(ThresholdFamily):
     def reconstructions(
         self, x_bd: torch.Tensor, main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     ) -> list[torch.Tensor]:
+        partial = self._level_partials(x_bd, main)
+        # running sums over the levels as plain additions (cumsum has no deterministic CUDA
+        # kernel); the same additions in the same order, so the same values on the CPU
+        sums = itertools.accumulate(partial.unbind(0))
+        return [s + self.b_dec for s in sums]
+
+    def level_fvus(
+        self,
+        x_bd: torch.Tensor,
+        main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        total_var: torch.Tensor,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if not self.fast:  # the reference: autograd through every reconstruction
+            return super().level_fvus(x_bd, main, total_var)
+        fvu, residual = nested_fvu(self._level_partials(x_bd, main), x_bd, self.b_dec, total_var)
+        return list(fvu.unbind(0)), residual
+
+    def _level_partials(
+        self, x_bd: torch.Tensor, main: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """``(L, B, d)``: each level's own latents decoded (no bias)."""
         vals, rows, cols = main[0]
         B, L = x_bd.shape[0], len(self.cfg.levels)
         # one decode for all levels: the entries of level l go to "row" l * B + row, so the
@@ -114,10 +135,7 @@ class MatryoshkaBatchTopKSAE(ThresholdFamily):
             # sorts them by (level, row): the stable sort of ``bag`` without a sort
             order = torch.cat([(level == lv).nonzero().squeeze(1) for lv in range(L)])
         partial = self._decode_sparse(vals[order], bag[order], cols[order], L * B)
-        # running sums over the levels as plain additions (cumsum has no deterministic CUDA
-        # kernel); the same additions in the same order, so the same values on the CPU
-        sums = itertools.accumulate(partial.view(L, B, -1).unbind(0))
-        return [s + self.b_dec for s in sums]
+        return partial.view(L, B, -1)
 
 
 @register
@@ -146,3 +164,67 @@ class MatryoshkaPerLevelSAE(ThresholdFamily):
         cols = torch.cat([c for _, _, c in main])
         partial = self._decode_sparse(vals, bag, cols, len(main) * B)
         return list((partial.view(len(main), B, -1) + self.b_dec).unbind(0))
+
+
+class _NestedFVU(torch.autograd.Function):
+    """Per-level FVU of nested reconstructions from their partial decodes (see
+    :func:`nested_fvu`)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        partial_LBd: torch.Tensor,
+        x_bd: torch.Tensor,
+        b_dec_d: torch.Tensor,
+        total_var: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r_bd = x_bd - b_dec_d
+        sq = []
+        for p_bd in partial_LBd.unbind(0):
+            r_bd.sub_(p_bd)
+            flat = r_bd.reshape(-1)
+            sq.append(torch.dot(flat, flat))
+        ctx.save_for_backward(partial_LBd, r_bd, total_var)
+        ctx.mark_non_differentiable(r_bd)
+        return torch.stack(sq) / total_var, r_bd
+
+    @staticmethod
+    def backward(
+        ctx: Any, g_fvu: torch.Tensor, _g_r: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        partial_LBd, r_last, total_var = ctx.saved_tensors
+        L = partial_LBd.shape[0]
+        coef = (-2.0 * g_fvu / total_var).to(r_last.dtype)  # d fvu_l / d partial_j, j <= l
+        # the gradient is consumed by the decode's backward within this backward pass
+        g_LBd = kernels.scratch(tuple(partial_LBd.shape), partial_LBd, "nested_fvu_grad")
+        if g_LBd is None:
+            g_LBd = torch.empty_like(partial_LBd)
+        r_bd = r_last.clone()
+        torch.mul(r_bd, coef[L - 1], out=g_LBd[L - 1])
+        for lv in range(L - 2, -1, -1):
+            r_bd.add_(partial_LBd[lv + 1])  # the residual of level lv
+            torch.addcmul(g_LBd[lv + 1], r_bd, coef[lv], out=g_LBd[lv])
+        g_x = g_bdec = None
+        if ctx.needs_input_grad[1]:
+            g_x = -g_LBd[0]
+        if ctx.needs_input_grad[2]:
+            g_bdec = g_LBd[0].sum(0)
+        return g_LBd, g_x, g_bdec, None
+
+
+def nested_fvu(
+    partial_LBd: torch.Tensor, x_bd: torch.Tensor, b_dec_d: torch.Tensor, total_var: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fvu_L, residual_bd)``: the FVU of each nested reconstruction
+    ``x_hat_l = b_dec + sum_{j <= l} partial_j`` and the last level's residual
+    ``x - x_hat_L`` (no gradient).
+
+    The same values as :func:`~medsae.sae.base.batch_fvu` of each running sum, without
+    building the ``L`` reconstructions: one residual updated in place, one dot product per
+    level, and in the backward the gradient of every partial as a running sum of the
+    residuals (``d/d partial_j = -2 / T sum_{l >= j} g_l r_l``), so about ``4 L`` passes
+    over a ``(B, d)`` array instead of about ``15 L`` through autograd.
+    """
+    with torch.autocast(x_bd.device.type, enabled=False):  # sums of squares in fp32
+        fvu, r_bd = _NestedFVU.apply(partial_LBd.float(), x_bd.float(), b_dec_d, total_var)
+    return fvu, r_bd
