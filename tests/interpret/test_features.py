@@ -94,3 +94,31 @@ def test_deterministic(data) -> None:
     b = feature_statistics(codes, table, labels, train, latents=range(30), seed=1)
     assert [x.summary() for x in a] == [x.summary() for x in b]
     assert isinstance(pd.DataFrame([x.summary() for x in a]), pd.DataFrame)
+
+
+def test_profile_index_rows_equal_profile_of() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from medsae.interpret.profiles import ProfileIndex, profile_of
+
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            "latent": rng.integers(0, 9, n),
+            "stratum": rng.choice(["", "CT", "MR|axial"], n),
+            "label": [f"l{i % 17}" for i in range(n)],
+            "auroc": np.where(rng.random(n) < 0.1, np.nan, rng.choice([0.5, 0.7, 0.9], n)),
+            "lift": rng.choice([1.0, 2.0, 3.0], n),
+            "p_active": rng.random(n),
+            "p_base": rng.random(n),
+            "n_active_with_label": rng.integers(0, 50, n),
+            "n_label": rng.integers(50, 99, n),
+            "concept_map": rng.random(n) < 0.5,
+        }
+    )
+    index = ProfileIndex(frame)
+    for latent in range(11):  # 9 and 10 have no rows
+        assert index.rows(latent) == profile_of(frame, latent)
+    assert ProfileIndex(None).rows(3) == [] == profile_of(None, 3)

@@ -220,3 +220,55 @@ def test_keyword_fallback_reports_method(full_workspace):
     hits: SearchHits = WorkspaceSearch(view, use_interpret=False).text("liver", 5)
     assert hits.method == "keyword" and hits.rows
     assert all(view.anatomy.column("liver")[r] == 1 for r in hits.rows)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"sort": "frequency", "order": "asc", "limit": 7, "offset": 3},
+        {"sort": "max_activation", "order": "desc", "alive_only": False, "limit": 200},
+        {"q": "axial", "sort": "latent", "order": "desc"},
+        {"min_score": 0.5, "min_frequency": 0.01, "sort": "detection_balanced_accuracy"},
+        {"level": 32, "sort": "mean_activation"},
+        {"concept": "plane=axial"},
+    ],
+)
+def test_feature_list_equals_the_whole_table_reading(client, params):
+    """The list route filters and sorts positions; the answer is the one the plain pandas
+    reading of the feature table gives (filter the frame, stable sort, page)."""
+    df = client.backend.view.feature_table
+    p = {"sort": "frequency", "order": "desc", "alive_only": True, "offset": 0, "limit": 100}
+    p.update(params)
+    if p["alive_only"]:
+        df = df[df["frequency"] > 0]
+    if "q" in p:
+        text = " " + df["description"].fillna("").astype(str) + " " + df["concept"].fillna("")
+        df = df[text.str.contains(p["q"], case=False, regex=False)]
+    if "concept" in p:
+        df = df[df["concept"] == p["concept"]]
+    if "level" in p:
+        df = df[df["level"] == p["level"]]
+    if "min_score" in p:
+        df = df[df["detection_balanced_accuracy"] >= p["min_score"]]
+    if "min_frequency" in p:
+        df = df[df["frequency"] >= p["min_frequency"]]
+    df = df.sort_values(p["sort"], ascending=p["order"] == "asc", kind="stable")
+    want = [int(j) for j in df["latent"].iloc[p["offset"] : p["offset"] + p["limit"]]]
+    got = client.get("/api/features", params=p).json()
+    assert got["total"] == len(df)
+    assert [f["latent"] for f in got["items"]] == want
+
+
+def test_feature_rows_equal_the_tables_cells(client):
+    view = client.backend.view
+    df = view.feature_table
+    for latent in (0, 5, len(df) - 1):
+        row = view.feature_row(latent)
+        assert list(row) == [str(c) for c in df.columns]
+        for col in df.columns:
+            cell = df[col].iloc[latent]
+            if isinstance(cell, float) and np.isnan(cell):
+                assert row[col] is None
+            elif np.ndim(cell) == 0 and not isinstance(cell, (list, dict)):
+                assert row[col] == (cell.item() if hasattr(cell, "item") else cell)

@@ -94,11 +94,25 @@ class FeatureQueries:
             )
         return df
 
+    @once
+    def _feature_columns(self) -> list[tuple[str, Any]]:
+        """The feature table's columns as their own arrays (what ``Series.iloc`` reads): a
+        row read from them costs microseconds, where 20 ``iloc`` lookups cost 2 ms."""
+        table = self.feature_table
+        return [
+            (
+                str(col),
+                table[col].to_numpy()
+                if isinstance(table[col].dtype, np.dtype)
+                else table[col].array,
+            )
+            for col in table.columns
+        ]
+
     def feature_row(self, latent: int) -> dict[str, Any]:
         """One latent's row, column by column (a row-wise view would upcast mixed types)."""
-        table = self.feature_table
         i = int(latent)
-        return json_safe({col: table[col].iloc[i] for col in table.columns})
+        return json_safe({col: values[i] for col, values in self._feature_columns})
 
     def activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, values) of the slices where ``latent`` is active."""

@@ -165,7 +165,36 @@ def profile_of(profiles: pd.DataFrame | None, latent: int) -> list[dict[str, Any
     if profiles is None or profiles.empty:
         return []
     mine = (profiles["latent"] == int(latent)) & (profiles["stratum"] == "")
-    rows = profiles[mine].sort_values(["auroc", "lift"], ascending=False, kind="stable")
+    return _profile_rows(profiles[mine])
+
+
+class ProfileIndex:
+    """:func:`profile_of` for many lookups: the whole-gallery rows grouped by latent once
+    (a lookup then sorts one latent's rows instead of scanning the table)."""
+
+    def __init__(self, profiles: pd.DataFrame | None) -> None:
+        self.frame = profiles
+        self.groups: dict[int, np.ndarray] = {}
+        if profiles is None or profiles.empty:
+            return
+        pos = np.flatnonzero((profiles["stratum"] == "").to_numpy())
+        latents = profiles["latent"].to_numpy()[pos]
+        order = np.argsort(latents, kind="stable")  # table order kept within a latent
+        pos, latents = pos[order], latents[order]
+        starts = np.flatnonzero(np.r_[True, latents[1:] != latents[:-1]])
+        for lo, hi in zip(starts, [*starts[1:], len(pos)], strict=True):
+            self.groups[int(latents[lo])] = pos[lo:hi]
+
+    def rows(self, latent: int) -> list[dict[str, Any]]:
+        """The same rows as ``profile_of(profiles, latent)``."""
+        pos = self.groups.get(int(latent))
+        if pos is None or self.frame is None:
+            return []
+        return _profile_rows(self.frame.iloc[pos])
+
+
+def _profile_rows(mine: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = mine.sort_values(["auroc", "lift"], ascending=False, kind="stable")
     out = []
     for r in rows.itertuples(index=False):
         out.append(

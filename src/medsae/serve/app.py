@@ -26,6 +26,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, File, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -36,7 +37,7 @@ from medsae.data.query_limits import QueryLimits
 from medsae.errors import InputError, MedsaeError
 from medsae.frontend.search import SearchBackend, SearchHits, SearchUnavailable, WorkspaceSearch
 from medsae.frontend.view import WorkspaceView
-from medsae.interpret.profiles import profile_of, read_profiles
+from medsae.interpret.profiles import ProfileIndex, read_profiles
 from medsae.serve import models as m
 from medsae.serve.io import STATIC_PAGE
 from medsae.serve.limits import HEAVY_WAIT_S, HEAVY_WORKERS, UPLOAD_LIMIT, BodySizeLimit, HeavyWork
@@ -127,16 +128,16 @@ def create_app(
             raise HTTPException(404, f"slice {slice_id!r} not found in the slice table")
         return row
 
-    profile_cache: list[pd.DataFrame | None] = []
+    profile_cache: list[ProfileIndex] = []
 
-    def profiles() -> pd.DataFrame | None:
-        """The run's concept profiles (read once; None without them)."""
+    def profiles() -> ProfileIndex:
+        """The run's concept profiles, grouped by latent (read once; empty without them)."""
         if not profile_cache:
             found = None
             if view.encoder is not None and view.run is not None:
                 with contextlib.suppress(MedsaeError):
                     found = read_profiles(view.ws.features(view.encoder, view.run))
-            profile_cache.append(found)
+            profile_cache.append(ProfileIndex(found))
         return profile_cache[0]
 
     def feature_out(latent: int) -> m.FeatureOut:
@@ -215,31 +216,39 @@ def create_app(
         offset: int = Query(0, ge=0),
         limit: int = Query(100, ge=1, le=1000),
     ) -> m.FeatureListOut:
+        # filters and the sort on the rows' positions and single columns: a page costs one
+        # sort of one column, not copies of the whole table
         df = view.feature_table
+        keep = np.ones(len(df), dtype=bool)
         if alive_only:
-            df = df[df["frequency"] > 0]
+            keep &= df["frequency"].to_numpy() > 0
         if q:
             text = pd.Series("", index=df.index)
             for col in ("description", "concept"):
                 if col in df.columns:
                     text = text + " " + df[col].fillna("").astype(str)
-            df = df[text.str.contains(q, case=False, regex=False)]
+            keep &= text.str.contains(q, case=False, regex=False).to_numpy(dtype=bool)
         if concept and "concept" in df.columns:
-            df = df[df["concept"] == concept]
+            keep &= (df["concept"] == concept).fillna(False).to_numpy(dtype=bool)
         if level is not None:
-            df = df[df["level"] == level]
+            keep &= df["level"].to_numpy() == level
         if min_score is not None and "detection_balanced_accuracy" in df.columns:
-            df = df[df["detection_balanced_accuracy"] >= min_score]
+            keep &= (df["detection_balanced_accuracy"] >= min_score).fillna(False).to_numpy(bool)
         if min_frequency is not None:
-            df = df[df["frequency"] >= min_frequency]
+            keep &= df["frequency"].to_numpy() >= min_frequency
         if min_seed_cosine is not None:
-            kept = df["seed_cosine"] >= min_seed_cosine if "seed_cosine" in df else False
-            df = df[kept]
+            if "seed_cosine" in df:
+                keep &= (df["seed_cosine"] >= min_seed_cosine).fillna(False).to_numpy(bool)
+            else:
+                keep[:] = False
+        pos = np.flatnonzero(keep)
         if sort in df.columns:
-            df = df.sort_values(sort, ascending=order == "asc", kind="stable", na_position="last")
-        page = df.iloc[offset : offset + limit]
-        items = [feature_out(int(j)) for j in page["latent"]]
-        return m.FeatureListOut(total=len(df), offset=offset, limit=limit, items=items)
+            key = df[sort].iloc[pos].reset_index(drop=True)
+            by = key.sort_values(ascending=order == "asc", kind="stable", na_position="last")
+            pos = pos[by.index.to_numpy()]
+        latents = df["latent"].to_numpy()[pos[offset : offset + limit]]
+        items = [feature_out(int(j)) for j in latents]
+        return m.FeatureListOut(total=len(pos), offset=offset, limit=limit, items=items)
 
     @app.get("/api/features/{latent}", response_model=m.FeatureDetailOut, responses=NOT_FOUND)
     def feature_detail(
@@ -265,7 +274,7 @@ def create_app(
                 for qd in view.quantile_rows(latent)
             ],
             enrichment=[m.Enrichment(**e) for e in view.enrichment(latent)],
-            profile=[m.ProfileRow(**p) for p in profile_of(profiles(), latent)],
+            profile=[m.ProfileRow(**p) for p in profiles().rows(latent)],
         )
 
     @app.get("/api/slices/{slice_id}", response_model=m.SliceDetailOut, responses=NOT_FOUND)
