@@ -250,3 +250,65 @@ def test_without_profiles_the_descriptions_answer(profiled) -> None:  # type: ig
     retriever = TextRetriever(index, features, _fake_embedder({}), AskConfig())
     assert retriever.effective_mode() == "coverage"
     assert retriever.answer("axial CT liver", n=3).reading.concepts
+
+
+def test_likelihood_ratios_and_priors_come_from_the_profile_counts() -> None:
+    from medsae.retrieval.compose import _grouped
+
+    # stratum of 100 slices, 20 with the label; the feature fires on 10, 8 with the label
+    row = {"latent": 3, "label": "structure=liver", "stratum": "", "lift": 4.0, "auroc": 0.9}
+    row |= {"p_active": 0.8, "p_base": 0.2, "n_active_with_label": 8, "n_label": 20}
+    (got,) = _grouped(pd.DataFrame([row]), 0.6, 0.0)[("", "structure=liver")]
+    latent, precision, _auroc, _f1, llr, prior = got
+    assert (latent, precision) == (3, 0.8)
+    assert llr == pytest.approx(np.log(8.5 / 21) - np.log(2.5 / 81))
+    assert prior == pytest.approx(np.log(20.5 / 80.5))
+
+
+def _tiny_index():  # type: ignore[no-untyped-def]
+    import scipy.sparse as sp
+
+    from medsae.retrieval.fingerprint import FingerprintIndex
+
+    codes = sp.csr_matrix(np.array([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0], [0, 0, 1.0]]))
+    table = pd.DataFrame({"slice_id": list("abcd"), "subject_key": list("abcd")})
+    return FingerprintIndex.build(codes, table)
+
+
+def test_bayes_evidence_is_the_posterior_and_competes_within_a_kind() -> None:
+    from medsae.retrieval.compose import ConceptFeature, ConceptRanker
+
+    ranker = ConceptRanker(_tiny_index(), "bayes", llr_scale=0.5)
+    own = [ConceptFeature(0, 0.9, "plane=axial", 0.9, llr=2.0, prior=-1.0)]
+    touched, p = ranker.evidence(own)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    assert touched.tolist() == [True, False, True, False]
+    np.testing.assert_allclose(p, sig(np.array([0.0, -1.0, 0.0, -1.0])), rtol=1e-6)
+    # a competing value: feature 1 speaks for sagittal, feature 2 for coronal
+    rivals = [
+        ConceptFeature(
+            1, 0.9, "plane=sagittal", 0.9, llr=4.0, prior=-1.0, against="plane=sagittal"
+        ),
+        ConceptFeature(2, 0.9, "plane=coronal", 0.9, llr=2.0, prior=-2.0, against="plane=coronal"),
+    ]
+    _, q = ranker.evidence(own + rivals)
+    logits = np.array([[0.0, -1.0, 0.0, -1.0], [-1.0, 1.0, 1.0, -1.0], [-2.0, -2.0, -2.0, -1.0]])
+    want = np.exp(logits[0]) / np.exp(logits).sum(0)
+    np.testing.assert_allclose(q, want, rtol=1e-6)
+    assert q[1] < p[1] and q[0] > p[0]  # sagittal evidence on row 1 lowers axial there
+
+
+def test_exclusive_kinds_bring_their_competitors(profiled) -> None:  # type: ignore[no-untyped-def]
+    from medsae.retrieval.compose import ConceptFeatures
+
+    _ws, _truth, _t, _a, profiles, features, _i = profiled
+    concepts = ConceptFeatures(profiles, features)
+    plane = QueryReader().read("sagittal").concepts[0]
+    found = concepts.with_competitors(plane)
+    against = {f.against for f in found}
+    assert "" in against and {"plane=axial", "plane=coronal"} <= against
+    assert all(f.label == f.against for f in found if f.against)
+    liver = QueryReader().read("liver").concepts[0]
+    assert concepts.with_competitors(liver) == concepts.of(liver)  # not an exclusive kind
+    no_plane = QueryReader().read("not sagittal").concepts[0]
+    assert no_plane.negated and concepts.with_competitors(no_plane) == concepts.of(no_plane)

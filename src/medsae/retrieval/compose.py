@@ -33,6 +33,7 @@ query's modality and plane concepts also restrict the results by the slices' own
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,28 +55,52 @@ class ConceptFeature:
     weight: float
     label: str
     auroc: float
+    llr: float = 0.0  # log likelihood ratio of its firing for the label (``bayes``)
+    prior: float = 0.0  # the label's log odds in the stratum (``bayes``)
+    against: str = ""  # a competing label of an exclusive kind it is evidence for
+
+
+Row = tuple[int, float, float, float, float, float]
+"""A profile row as read by the ranker: ``(latent, precision, auroc, f1, llr, prior)``."""
+
+EXCLUSIVE_KINDS = ("modality", "plane", "sex", "age_group")
+"""Label kinds of which a slice has exactly one value: their evidence competes (``bayes``)."""
 
 
 def _grouped(
     profiles: pd.DataFrame, min_auroc: float, min_precision: float
-) -> dict[tuple[str, str], list[tuple[int, float, float, float]]]:
+) -> dict[tuple[str, str], list[Row]]:
     """Per (stratum, label): the profile rows that may stand for it, best F1 first, as plain
-    ``(latent, p_active, auroc, f1)`` tuples (read once here, not per query)."""
+    :data:`Row` tuples (read once here, not per query).
+
+    ``llr`` is the log likelihood ratio of the feature being active,
+    ``log P(active | label) - log P(active | not label)`` with half-counts added, and
+    ``prior`` the label's log odds in the stratum, both from the profile's counts
+    (``n_active = n_active_with_label / p_active``, stratum size ``n_label / p_base``).
+    """
     p = profiles[
         (profiles["lift"] > 1)
         & (profiles["auroc"] >= min_auroc)
         & (profiles["p_active"] >= min_precision)
     ].copy()
-    recall = p["n_active_with_label"] / np.maximum(p["n_label"], 1)
-    prec = p["p_active"].astype(np.float64)
+    n_al = p["n_active_with_label"].to_numpy(np.float64)
+    n_l = p["n_label"].to_numpy(np.float64)
+    prec = p["p_active"].to_numpy(np.float64)
+    n_a = np.where(prec > 0, n_al / np.maximum(prec, 1e-12), 0.0)
+    n = n_l / np.maximum(p["p_base"].to_numpy(np.float64), 1e-12)
+    p["llr"] = np.log((n_al + 0.5) / (n_l + 1.0)) - np.log(
+        (np.maximum(n_a - n_al, 0.0) + 0.5) / (np.maximum(n - n_l, 0.0) + 1.0)
+    )
+    p["prior"] = np.log((n_l + 0.5) / (np.maximum(n - n_l, 0.0) + 0.5))
+    recall = n_al / np.maximum(n_l, 1)
     p["f1"] = np.where(prec + recall > 0, 2 * prec * recall / np.maximum(prec + recall, 1e-12), 0)
     p = p.sort_values(["f1", "latent"], ascending=[False, True], kind="stable")
     stratum = p["stratum"] if "stratum" in p else pd.Series("", index=p.index)
-    cols = ["latent", "p_active", "auroc", "f1"]
+    cols = ["latent", "p_active", "auroc", "f1", "llr", "prior"]
     return {
         (str(st), str(lab)): [
-            (int(j), float(pa), float(au), float(f))
-            for j, pa, au, f in zip(*(g[c].to_numpy() for c in cols), strict=True)
+            (int(j), float(pa), float(au), float(f), float(lr), float(pr))
+            for j, pa, au, f, lr, pr in zip(*(g[c].to_numpy() for c in cols), strict=True)
         ]
         for (st, lab), g in p.groupby([stratum, "label"], sort=False)
     }
@@ -118,11 +143,30 @@ class ConceptFeatures:
         found = self._of(concept, context, self._by_label)
         return found or self._of(concept, context, self._fallback)
 
+    def with_competitors(
+        self, concept: Concept, context: Sequence[str] = ()
+    ) -> list[ConceptFeature]:
+        """:meth:`of`, and for a concept of an exclusive kind (:data:`EXCLUSIVE_KINDS`:
+        modality, plane, sex, age) the features of each other value of that kind in the same
+        way, marked ``against`` that value: the evidence that the slice is something else."""
+        own = self.of(concept, context)
+        kind = concept.kind
+        if not own or concept.negated or kind not in EXCLUSIVE_KINDS:
+            return own
+        others = sorted(
+            x for x in self.labels if x.split("=", 1)[0] == kind and x not in concept.labels
+        )
+        out = list(own)
+        for other in others:
+            alt = dataclasses.replace(concept, labels=(other,))
+            out += [dataclasses.replace(f, against=other) for f in self.of(alt, context)]
+        return out
+
     def _of(
         self,
         concept: Concept,
         context: Sequence[str],
-        by_label: dict[tuple[str, str], list[tuple[int, float, float, float]]],
+        by_label: dict[tuple[str, str], list[Row]],
     ) -> list[ConceptFeature]:
         """The features of a concept (see the module docstring), best first, from the profiles
         of the query's stratum: ``context`` the modality and plane labels the query asks for
@@ -139,12 +183,12 @@ class ConceptFeatures:
             if group is None:
                 continue
             words = aliases(label)
-            for j, p_active, auroc, f1 in group[: self.per_concept * 2]:
+            for j, p_active, auroc, f1, llr, prior in group[: self.per_concept * 2]:
                 absent = self._absent.get(j, "")
                 if absent and any(w in absent for w in words):
                     continue  # the description says the label is not in view
                 if j not in best or p_active > best[j].weight:
-                    best[j] = ConceptFeature(j, p_active, label, auroc)
+                    best[j] = ConceptFeature(j, p_active, label, auroc, llr, prior)
                 rank[j] = max(rank.get(j, -1.0), f1)
         order = sorted(best, key=lambda j: (-rank[j], j))[: self.per_concept]
         if order:
@@ -156,9 +200,12 @@ class ConceptFeatures:
 class ConceptRanker:
     """Scores slices by concept evidence on one index (activation scales cached per latent)."""
 
-    def __init__(self, index: FingerprintIndex, combine: str = "mean") -> None:
+    def __init__(
+        self, index: FingerprintIndex, combine: str = "mean", llr_scale: float = 0.5
+    ) -> None:
         self.index = index
         self.combine = combine
+        self.llr_scale = llr_scale
         self._scale: dict[int, float] = {}
 
     def scale(self, latent: int) -> float:
@@ -178,6 +225,8 @@ class ConceptRanker:
         """(rows where a feature fires, ``s_c`` on every row) of one concept."""
         idx = self.index
         combine = combine or self.combine
+        if combine == "bayes":
+            return self._posterior(features)
         score = np.zeros(idx.n_rows, dtype=np.float32)
         touched = np.zeros(idx.n_rows, dtype=bool)
         for f in features:
@@ -192,6 +241,39 @@ class ConceptRanker:
         if combine != "max" and features:
             score /= sum(f.weight for f in features)
         return touched, score
+
+    def _logit(self, features: Sequence[ConceptFeature]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows touched, ``prior + llr_scale * sum_j g_j(r) llr_j``) of one label's features."""
+        idx = self.index
+        logit = np.full(idx.n_rows, max(f.prior for f in features), dtype=np.float64)
+        touched = np.zeros(idx.n_rows, dtype=bool)
+        for f in features:
+            a, b = idx.indptr[f.latent], idx.indptr[f.latent + 1]
+            rows = idx.rows[a:b]
+            g = np.minimum(1.0, idx.values[a:b] / self.scale(f.latent))
+            logit[rows] += self.llr_scale * f.llr * g
+            touched[rows] = True
+        return touched, logit
+
+    def _posterior(self, features: Sequence[ConceptFeature]) -> tuple[np.ndarray, np.ndarray]:
+        """``bayes``: the concept's probability on every row, from the log odds of its
+        features (a tempered naive Bayes over the features that fire); with competitors
+        (features marked ``against`` another value of an exclusive kind), the softmax of the
+        concept's log odds against each competitor's."""
+        own = [f for f in features if not f.against]
+        if not own:
+            return np.zeros(self.index.n_rows, bool), np.zeros(self.index.n_rows, np.float32)
+        touched, logit = self._logit(own)
+        others: dict[str, list[ConceptFeature]] = {}
+        for f in features:
+            if f.against:
+                others.setdefault(f.against, []).append(f)
+        if not others:
+            return touched, (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        logits = np.stack([logit, *(self._logit(g)[1] for g in others.values())])
+        logits -= logits.max(0)
+        e = np.exp(logits)
+        return touched, (e[0] / e.sum(0)).astype(np.float32)
 
     def rank(
         self,

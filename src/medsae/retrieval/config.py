@@ -68,7 +68,7 @@ class AskConfig(StageConfig):
         "remaining anatomy words.",
     )
     concept_features: int = Field(
-        default=32,
+        default=8,
         ge=1,
         description="'concepts' mode: features per concept (best F1 for its labels).",
     )
@@ -100,11 +100,20 @@ class AskConfig(StageConfig):
         description="'concepts' mode: a concept's features are kept only with at least this "
         "fraction of the best one's F1 (0 keeps all).",
     )
-    concept_evidence: Literal["max", "mean"] = Field(
-        default="mean",
-        description="'concepts' mode: a concept's evidence on a slice is the strongest of its "
-        "features (precision times normalised activation; 'max') or their precision-weighted "
-        "mean ('mean').",
+    concept_evidence: Literal["bayes", "max", "mean"] = Field(
+        default="bayes",
+        description="'concepts' mode: a concept's evidence on a slice: 'bayes', its probability "
+        "from the log likelihood ratios of its features that fire (from the training "
+        "profiles, tempered by concept_llr_scale) and the label's base rate, against the other "
+        "values of the same kind for modality, plane, sex and age; 'max', the strongest "
+        "feature (precision times normalised activation); 'mean', their precision-weighted mean.",
+    )
+    concept_llr_scale: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="'bayes' evidence: the factor on the summed log likelihood ratios (below 1 "
+        "tempers the overconfidence of adding up correlated features).",
     )
     similarity_floor: float = Field(
         default=0.6,

@@ -111,6 +111,9 @@ class FeatureChoice:
     matched: str  # the query text (or aspect phrase) it was matched with
     concept: str = ""  # the query concept it stands for ('concepts' mode)
     negated: bool = False  # the concept excludes
+    llr: float = 0.0  # log likelihood ratio of its firing for the label ('bayes' evidence)
+    prior: float = 0.0  # the label's log odds in the query's stratum ('bayes' evidence)
+    against: str = ""  # evidence for this competing value of the concept's kind ('bayes')
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,9 @@ class TextRetriever:
                 self.config.concept_min_precision,
                 self.config.concept_fallback_auroc,
             )
-        self._ranker = ConceptRanker(index, self.config.concept_evidence)
+        self._ranker = ConceptRanker(
+            index, self.config.concept_evidence, self.config.concept_llr_scale
+        )
         # what a description says is shown: "not in view: lungs" must not match a lung query
         texts = [split_absent(t)[0] for t in self.features["description"].astype(str)]
         if description_embeddings is None or len(description_embeddings) != len(texts):
@@ -255,8 +260,10 @@ class TextRetriever:
             zip(self._latents.tolist(), self.features["description"].astype(str), strict=True)
         )
         out = []
+        concepts = self.concepts
+        of = concepts.with_competitors if self.config.concept_evidence == "bayes" else concepts.of
         for c in reading.concepts:
-            for f in self.concepts.of(c, context_of(reading, c)):
+            for f in of(c, context_of(reading, c)):
                 out.append(
                     FeatureChoice(
                         f.latent,
@@ -266,6 +273,9 @@ class TextRetriever:
                         f.label,
                         c.text,
                         c.negated,
+                        f.llr,
+                        f.prior,
+                        f.against,
                     )
                 )
         return out
@@ -425,7 +435,9 @@ class TextRetriever:
 
         groups: dict[tuple[str, bool], list[ConceptFeature]] = {}
         for c in choices:
-            feature = ConceptFeature(c.latent, c.weight, c.matched, c.similarity)
+            feature = ConceptFeature(
+                c.latent, c.weight, c.matched, c.similarity, c.llr, c.prior, c.against
+            )
             groups.setdefault((c.concept, c.negated), []).append(feature)
         positive = [g for (_, neg), g in groups.items() if not neg]
         negative = [g for (_, neg), g in groups.items() if neg]
