@@ -312,3 +312,23 @@ def test_exclusive_kinds_bring_their_competitors(profiled) -> None:  # type: ign
     assert concepts.with_competitors(liver) == concepts.of(liver)  # not an exclusive kind
     no_plane = QueryReader().read("not sagittal").concepts[0]
     assert no_plane.negated and concepts.with_competitors(no_plane) == concepts.of(no_plane)
+
+
+def test_cached_evidence_gives_the_same_answers_and_stays_bounded(profiled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from medsae.retrieval import compose
+
+    retriever = _retriever(profiled)
+    queries = ["axial CT liver", "sagittal MRI", "coronal CT without the liver", "axial CT liver"]
+    warm = [retriever.answer(q, n=8).hits.rows.tolist() for q in queries]
+    cold = []
+    for q in queries:
+        retriever.clear_caches()
+        cold.append(retriever.answer(q, n=8).hits.rows.tolist())
+    assert warm == cold and warm[0] == warm[3]
+    ranker = retriever._ranker
+    touched, score = next(iter(ranker._evidence.values()))
+    assert not touched.flags.writeable and not score.flags.writeable
+    monkeypatch.setattr(compose, "EVIDENCE_CACHE_BYTES", 1)
+    for q in queries:
+        retriever.answer(q, n=8)
+    assert len(ranker._evidence) <= 2

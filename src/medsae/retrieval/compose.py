@@ -34,6 +34,8 @@ query's modality and plane concepts also restrict the results by the slices' own
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +47,9 @@ from medsae.retrieval.fingerprint import FingerprintIndex, Hits, top_subjects
 from medsae.retrieval.understand import Concept, Reading
 
 PRODUCT_EPS = 0.05
+EVIDENCE_CACHE_BYTES = 256 * 2**20
+"""Bytes of concept evidence kept per ranker (5 bytes a slice: about 50 concepts at 1M
+slices)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,18 @@ class ConceptRanker:
         self.combine = combine
         self.llr_scale = llr_scale
         self._scale: dict[int, float] = {}
+        self._normalised: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # a concept's evidence depends only on the index and its features: the modality and
+        # plane concepts of one query recur in the next (bounded by bytes, shared by threads)
+        self._evidence: OrderedDict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = (
+            OrderedDict()
+        )
+        self._evidence_lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget the cached concept evidence (the per-latent scales stay)."""
+        with self._evidence_lock:
+            self._evidence.clear()
 
     def scale(self, latent: int) -> float:
         """The 99th percentile of a latent's active values (1 when it never fires)."""
@@ -222,9 +239,29 @@ class ConceptRanker:
     def evidence(
         self, features: Sequence[ConceptFeature], combine: str | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(rows where a feature fires, ``s_c`` on every row) of one concept."""
-        idx = self.index
+        """(rows where a feature fires, ``s_c`` on every row) of one concept (read-only
+        arrays, cached: :data:`EVIDENCE_CACHE_BYTES`)."""
         combine = combine or self.combine
+        key = (combine, *((f.latent, f.weight, f.llr, f.prior, f.against) for f in features))
+        with self._evidence_lock:
+            found = self._evidence.get(key)
+            if found is not None:
+                self._evidence.move_to_end(key)
+                return found
+        touched, score = self._evidence_of(features, combine)
+        touched.flags.writeable = False
+        score.flags.writeable = False
+        with self._evidence_lock:
+            self._evidence[key] = (touched, score)
+            keep = max(2, EVIDENCE_CACHE_BYTES // max(1, touched.nbytes + score.nbytes))
+            while len(self._evidence) > keep:
+                self._evidence.popitem(last=False)
+        return touched, score
+
+    def _evidence_of(
+        self, features: Sequence[ConceptFeature], combine: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.index
         if combine == "bayes":
             return self._posterior(features)
         score = np.zeros(idx.n_rows, dtype=np.float32)
@@ -242,17 +279,38 @@ class ConceptRanker:
             score /= sum(f.weight for f in features)
         return touched, score
 
-    def _logit(self, features: Sequence[ConceptFeature]) -> tuple[np.ndarray, np.ndarray]:
-        """(rows touched, ``prior + llr_scale * sum_j g_j(r) llr_j``) of one label's features."""
-        idx = self.index
-        logit = np.full(idx.n_rows, max(f.prior for f in features), dtype=np.float64)
-        touched = np.zeros(idx.n_rows, dtype=bool)
-        for f in features:
-            a, b = idx.indptr[f.latent], idx.indptr[f.latent + 1]
-            rows = idx.rows[a:b]
-            g = np.minimum(1.0, idx.values[a:b] / self.scale(f.latent))
-            logit[rows] += self.llr_scale * f.llr * g
-            touched[rows] = True
+    def normalised(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, ``g_j = min(1, a / scale_j)``) of one latent, cached."""
+        found = self._normalised.get(latent)
+        if found is None:
+            idx = self.index
+            a, b = idx.indptr[latent], idx.indptr[latent + 1]
+            g = np.minimum(1.0, idx.values[a:b] / self.scale(latent)).astype(np.float32)
+            found = self._normalised[latent] = (idx.rows[a:b], g)
+        return found
+
+    def _logit(
+        self, features: Sequence[ConceptFeature], with_touched: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """(rows touched, ``prior + llr_scale * sum_j g_j(r) llr_j``) of one label's features:
+        one ``bincount`` over the features' entries (no per-feature pass over every row)."""
+        n = self.index.n_rows
+        parts = [self.normalised(f.latent) for f in features]
+        rows = np.concatenate([r for r, _ in parts])
+        weights = np.concatenate(
+            [
+                g * np.float32(self.llr_scale * f.llr)
+                for (_, g), f in zip(parts, features, strict=True)
+            ]
+        )
+        logit: np.ndarray = np.bincount(rows, weights=weights, minlength=n).astype(
+            np.float64, copy=False
+        )
+        logit += max(f.prior for f in features)
+        if not with_touched:
+            return None, logit
+        touched = np.zeros(n, dtype=bool)
+        touched[rows] = True
         return touched, logit
 
     def _posterior(self, features: Sequence[ConceptFeature]) -> tuple[np.ndarray, np.ndarray]:
@@ -264,16 +322,18 @@ class ConceptRanker:
         if not own:
             return np.zeros(self.index.n_rows, bool), np.zeros(self.index.n_rows, np.float32)
         touched, logit = self._logit(own)
+        assert touched is not None
         others: dict[str, list[ConceptFeature]] = {}
         for f in features:
             if f.against:
                 others.setdefault(f.against, []).append(f)
         if not others:
             return touched, (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-        logits = np.stack([logit, *(self._logit(g)[1] for g in others.values())])
-        logits -= logits.max(0)
-        e = np.exp(logits)
-        return touched, (e[0] / e.sum(0)).astype(np.float32)
+        # softmax of the concept against its competitors: 1 / (1 + sum_k exp(l_k - l_own))
+        rest = np.zeros_like(logit)
+        for g in others.values():
+            rest += np.exp(np.minimum(self._logit(g, with_touched=False)[1] - logit, 80.0))
+        return touched, (1.0 / (1.0 + rest)).astype(np.float32)
 
     def rank(
         self,
@@ -284,15 +344,15 @@ class ConceptRanker:
     ) -> Hits:
         """One slice per subject by ``Π (eps + s_c) · Π (1 - s_n)`` (module docstring)."""
         idx = self.index
-        log_score = np.zeros(idx.n_rows, dtype=np.float64)
+        log_score = np.zeros(idx.n_rows, dtype=np.float32)
         candidates = np.zeros(idx.n_rows, dtype=bool)
         for feats in positive:
             touched, s = self.evidence(feats)
-            log_score += np.log(PRODUCT_EPS + s)
+            log_score += np.log(np.float32(PRODUCT_EPS) + s)
             candidates |= touched
         for feats in negative:  # any strong evidence excludes
             _, s = self.evidence(feats, "max")
-            log_score += np.log(np.maximum(1.0 - s, 1e-6))
+            log_score += np.log(np.maximum(np.float32(1.0) - s, np.float32(1e-6)))
         if mask is not None:
             candidates &= mask
         cand = np.flatnonzero(candidates)

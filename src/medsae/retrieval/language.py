@@ -241,6 +241,10 @@ class TextRetriever:
         mode = mode or self.config.mode
         return "coverage" if mode == "concepts" and self.concepts is None else mode
 
+    def clear_caches(self) -> None:
+        """Forget the concept evidence cached by earlier queries (answers do not change)."""
+        self._ranker.clear()
+
     def read(self, query: str) -> Reading:
         """How a query is read (its concepts, the words not understood and the concepts no
         feature of this run stands for)."""
