@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from _workspace import workspace_run, write_result
 from medsae.data.table import read_anatomy, slices_with_split
+from medsae.interpret.probes import read_probes
 from medsae.interpret.profiles import read_profiles
 from medsae.retrieval.config import AskConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
@@ -173,6 +174,7 @@ def main() -> None:
     presence = np.asarray(anatomy.presence)
     features = pd.read_parquet(ws.features(encoder, run) / "features.parquet")
     profiles = read_profiles(ws.features(encoder, run))
+    probes = read_probes(ws.features(encoder, run))
     queries = load_queries()
     report: dict[str, Any] = {
         "benchmark": "text_retrieval",
@@ -187,7 +189,13 @@ def main() -> None:
     embeddings = None
     for name, cfg in (("before", AskConfig(mode="coverage")), ("after", AskConfig())):
         retriever = TextRetriever(
-            index, features, None, cfg, description_embeddings=embeddings, profiles=profiles
+            index,
+            features,
+            None,
+            cfg,
+            description_embeddings=embeddings,
+            profiles=profiles,
+            probes=probes,
         )
         embeddings = retriever.desc_emb
         gallery = table["split"].isin(cfg.gallery_splits).to_numpy()
@@ -216,7 +224,13 @@ def main() -> None:
         n_rows = int(rows_arg)
         big = tiled_index(codes, table, n_rows)
         retriever = TextRetriever(
-            big, features, None, AskConfig(), description_embeddings=embeddings, profiles=profiles
+            big,
+            features,
+            None,
+            AskConfig(),
+            description_embeddings=embeddings,
+            profiles=profiles,
+            probes=probes,
         )
         texts = [q.text for q in queries if q.id in set(report["split"]["report"])]
         report["latency"] = {"rows": n_rows, **latency(retriever, texts + [t for t, _ in OWN])}

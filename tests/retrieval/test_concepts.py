@@ -332,3 +332,71 @@ def test_cached_evidence_gives_the_same_answers_and_stays_bounded(profiled, monk
     for q in queries:
         retriever.answer(q, n=8)
     assert len(ranker._evidence) <= 2
+
+
+def test_probes_read_modality_and_plane_and_round_trip(profiled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from medsae.errors import ArtifactError
+    from medsae.interpret.probes import fit_probes, read_probes, write_probes
+    from medsae.labels.table import build_label_table
+    from medsae.sae.codes_io import load_codes
+
+    ws, truth, table, anatomy, _p, _f, _i = profiled
+    codes = load_codes(ws.codes(truth.encoder, truth.run))
+    labels = build_label_table(table, anatomy, geometry=False)
+    split = table["split"].to_numpy()
+    probes = fit_probes(codes, labels, np.flatnonzero(split == "train"))
+    assert set(probes) == {"modality", "plane"}
+    held = np.flatnonzero(split != "train")
+    for kind, probe in probes.items():
+        guess = np.asarray(probe.labels)[probe.logits(codes[held]).argmax(1)]
+        truth_labels = kind + "=" + table[kind].astype(str).to_numpy()[held]
+        assert (guess == truth_labels).mean() > 0.95, kind
+        assert probe.features(probe.labels[0])  # a few latents speak for each value
+    assert probes["modality"].coef.shape[0] == 2  # the binary kind as two softmax rows
+    write_probes(tmp_path, probes)
+    back = read_probes(tmp_path)
+    assert back is not None and back["plane"].labels == probes["plane"].labels
+    np.testing.assert_array_equal(back["plane"].coef, probes["plane"].coef)
+    assert read_probes(tmp_path / "none") is None
+    (tmp_path / "probes.npz").write_bytes(b"not an npz")
+    with pytest.raises(ArtifactError, match=r"probes\.npz"):
+        read_probes(tmp_path)
+
+
+def test_a_probed_concept_uses_the_probe_probability(profiled) -> None:  # type: ignore[no-untyped-def]
+    from medsae.interpret.probes import fit_probes
+    from medsae.labels.table import build_label_table
+    from medsae.retrieval.config import AskConfig
+    from medsae.retrieval.language import TextRetriever
+    from medsae.sae.codes_io import load_codes
+
+    ws, truth, table, anatomy, profiles, features, index = profiled
+    codes = load_codes(ws.codes(truth.encoder, truth.run))
+    labels = build_label_table(table, anatomy, geometry=False)
+    probes = fit_probes(codes, labels, np.flatnonzero(table["split"].to_numpy() == "train"))
+    retriever = TextRetriever(
+        index, features, _fake_embedder({}), AskConfig(), profiles=profiles, probes=probes
+    )
+    found = retriever.answer("sagittal CT of the liver", n=6)
+    kinds = {
+        c.concept: {f.probe for f in found.features if f.concept == c.concept}
+        for c in found.features
+    }
+    assert kinds == {"sagittal": {"plane"}, "ct": {"modality"}, "liver": {""}}, kinds
+    liver = np.asarray(anatomy.presence)[:, list(anatomy.structures).index("liver")] == 1
+    for r in found.hits.rows:
+        assert table.at[int(r), "plane"] == "sagittal" and table.at[int(r), "modality"] == "CT"
+        assert liver[int(r)]
+    p = retriever._ranker.probabilities("plane")
+    logits = probes["plane"].logits(codes)
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(p, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+    off = TextRetriever(
+        index,
+        features,
+        _fake_embedder({}),
+        AskConfig(concept_probes=False),
+        profiles=profiles,
+        probes=probes,
+    )
+    assert not any(f.probe for f in off.answer("sagittal CT of the liver", n=6).features)

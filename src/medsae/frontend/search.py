@@ -168,7 +168,11 @@ class WorkspaceSearch:
         assert view.encoder is not None and view.run is not None
         from medsae.llm.embed import shared_embedder
         from medsae.retrieval.batching import BatchingEmbedder
-        from medsae.retrieval.index import cached_description_embeddings, load_profiles
+        from medsae.retrieval.index import (
+            cached_description_embeddings,
+            load_probes,
+            load_profiles,
+        )
 
         embedder = shared_embedder()
         try:
@@ -178,8 +182,15 @@ class WorkspaceSearch:
             # concurrent requests share embedding batches and a cache of embedded texts
             batching: Any = BatchingEmbedder(embedder)
             profiles = load_profiles(view.ws, view.encoder, view.run)
+            probes = load_probes(view.ws, view.encoder, view.run)
             return TextRetriever(
-                index, features, batching, self.ask_config, cached, profiles=profiles
+                index,
+                features,
+                batching,
+                self.ask_config,
+                cached,
+                profiles=profiles,
+                probes=probes,
             )
         except MedsaeError:  # no usable descriptions: the keyword match answers
             return None
@@ -198,6 +209,8 @@ class WorkspaceSearch:
                 "similarity": c.similarity,
                 "description": c.description,
                 **({"concept": c.concept, "negated": c.negated} if c.concept else {}),
+                **({"probe": c.probe} if c.probe else {}),
+                **({"against": c.against} if c.against else {}),
             }
             for c in found.features
         ]

@@ -22,6 +22,9 @@ slice ids, label enrichment, rule and detection details."""
 PROFILES = "profiles.parquet"
 """One row per described feature, label and stratum: the concept profiles
 (:mod:`medsae.interpret.profiles`)."""
+PROBES = "probes.npz"
+"""Sparse linear probes of modality and plane over the SAE's features
+(:mod:`medsae.interpret.probes`)."""
 SCORES = "scores.json"
 """Headline ``detection_balanced_accuracy`` (median over scored features), medians and means of
 every score, the describer and scorer, the splits that selected and scored, counts, failures,

@@ -30,6 +30,7 @@ from medsae.interpret.config import InterpretConfig
 from medsae.interpret.describe import Description
 from medsae.interpret.features import FeatureStats, feature_statistics
 from medsae.interpret.inputs import InterpretInputs, load_inputs, reported_concepts
+from medsae.interpret.probes import fit_probes, write_probes
 from medsae.interpret.profiles import concept_profiles, write_profiles
 from medsae.interpret.registry import (
     NEEDS_CLIENT,
@@ -398,6 +399,7 @@ def build_features(
     write_profiles(
         out, concept_profiles(inp.codes, inp.labels, inp.train, sorted(described), concepts[0])
     )
+    write_probes(out, fit_probes(inp.codes, inp.labels, inp.train))
     return StageResult(
         counts=dict(scores["counts"]),
         extra={

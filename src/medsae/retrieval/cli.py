@@ -173,6 +173,10 @@ def ask_cmd(
     console.print(Text.assemble((query, "bold"), " -> features:"))
     for c in result.features:
         concept = f"[{'not ' if c.negated else ''}{c.concept}] " if c.concept else ""
+        if c.probe:
+            concept += f"({c.probe} probe: {c.matched}) "
+        elif c.against:
+            concept += f"(against {c.against}) "
         console.print(
             f"  latent {c.latent:>6}  weight {c.weight:.2f}  sim {c.similarity:.2f}  "
             f"{concept}{c.description}",

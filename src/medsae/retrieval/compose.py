@@ -36,12 +36,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from medsae.interpret.probes import Probe
 from medsae.labels.words import aliases, split_absent
 from medsae.retrieval.fingerprint import FingerprintIndex, Hits, top_subjects
 from medsae.retrieval.understand import Concept, Reading
@@ -63,6 +64,7 @@ class ConceptFeature:
     llr: float = 0.0  # log likelihood ratio of its firing for the label (``bayes``)
     prior: float = 0.0  # the label's log odds in the stratum (``bayes``)
     against: str = ""  # a competing label of an exclusive kind it is evidence for
+    probe: str = ""  # the probe (kind) whose probability is the concept's evidence
 
 
 Row = tuple[int, float, float, float, float, float]
@@ -206,11 +208,17 @@ class ConceptRanker:
     """Scores slices by concept evidence on one index (activation scales cached per latent)."""
 
     def __init__(
-        self, index: FingerprintIndex, combine: str = "mean", llr_scale: float = 0.5
+        self,
+        index: FingerprintIndex,
+        combine: str = "mean",
+        llr_scale: float = 0.5,
+        probes: Mapping[str, Probe] | None = None,
     ) -> None:
         self.index = index
         self.combine = combine
         self.llr_scale = llr_scale
+        self.probes = dict(probes or {})
+        self._probe_p: dict[str, np.ndarray] = {}
         self._scale: dict[int, float] = {}
         self._normalised: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # a concept's evidence depends only on the index and its features: the modality and
@@ -242,7 +250,10 @@ class ConceptRanker:
         """(rows where a feature fires, ``s_c`` on every row) of one concept (read-only
         arrays, cached: :data:`EVIDENCE_CACHE_BYTES`)."""
         combine = combine or self.combine
-        key = (combine, *((f.latent, f.weight, f.llr, f.prior, f.against) for f in features))
+        key = (
+            combine,
+            *((f.latent, f.weight, f.llr, f.prior, f.against, f.probe) for f in features),
+        )
         with self._evidence_lock:
             found = self._evidence.get(key)
             if found is not None:
@@ -289,6 +300,35 @@ class ConceptRanker:
             found = self._normalised[latent] = (idx.rows[a:b], g)
         return found
 
+    def probabilities(self, kind: str) -> np.ndarray:
+        """``(n_rows, n_labels)`` probabilities of the probe of ``kind`` on every indexed
+        slice (computed once per ranker)."""
+        with self._evidence_lock:
+            found = self._probe_p.get(kind)
+        if found is None:
+            # Probe.logits of the indexed codes, over the few latents the L1 probe kept
+            idx, probe = self.index, self.probes[kind]
+            kept = np.flatnonzero(np.abs(probe.coef).sum(0) > 0)
+            spans = [(idx.indptr[j], idx.indptr[j + 1]) for j in kept]
+            rows = np.concatenate([idx.rows[a:b] for a, b in spans] or [np.zeros(0, np.int64)])
+            vals = np.concatenate([idx.values[a:b] for a, b in spans] or [np.zeros(0, np.float32)])
+            which = np.repeat(kept, [b - a for a, b in spans]).astype(np.int64)
+            logits = np.stack(
+                [
+                    np.bincount(rows, weights=vals * probe.coef[c, which], minlength=idx.n_rows)
+                    + probe.intercept[c]
+                    for c in range(len(probe.labels))
+                ],
+                axis=1,
+            )
+            logits -= logits.max(1, keepdims=True)
+            e = np.exp(logits)
+            found = (e / e.sum(1, keepdims=True)).astype(np.float32)
+            found.flags.writeable = False
+            with self._evidence_lock:
+                self._probe_p[kind] = found
+        return found
+
     def _logit(
         self, features: Sequence[ConceptFeature], with_touched: bool = True
     ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -321,6 +361,12 @@ class ConceptRanker:
         own = [f for f in features if not f.against]
         if not own:
             return np.zeros(self.index.n_rows, bool), np.zeros(self.index.n_rows, np.float32)
+        probe = own[0].probe
+        if probe and probe in self.probes:
+            labels = self.probes[probe].labels
+            p = self.probabilities(probe)
+            cols = sorted({labels.index(f.label) for f in own if f.label in labels})
+            return np.ones(self.index.n_rows, bool), p[:, cols].sum(1).astype(np.float32)
         touched, logit = self._logit(own)
         assert touched is not None
         others: dict[str, list[ConceptFeature]] = {}

@@ -108,6 +108,12 @@ class AskConfig(StageConfig):
         "values of the same kind for modality, plane, sex and age; 'max', the strongest "
         "feature (precision times normalised activation); 'mean', their precision-weighted mean.",
     )
+    concept_probes: bool = Field(
+        default=True,
+        description="'bayes' evidence: modality and plane read by the run's sparse linear "
+        "probes over all the SAE's features (probes.npz, fitted on the training slices) "
+        "where it has them, instead of the features their profiles associate with them.",
+    )
     concept_llr_scale: float = Field(
         default=0.5,
         gt=0.0,

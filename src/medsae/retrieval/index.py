@@ -23,6 +23,7 @@ import pandas as pd
 from medsae.errors import ArtifactError, InputError
 from medsae.evaluate.io import resolve_run
 from medsae.interpret.io import FEATURES
+from medsae.interpret.probes import Probe
 from medsae.llm.embed import TextEmbedder, shared_embedder
 from medsae.retrieval.config import AskConfig, IndexConfig
 from medsae.retrieval.fingerprint import FingerprintIndex
@@ -59,6 +60,13 @@ def index_config(workspace: str | Path | Workspace, encoder: str, run: str) -> I
 def _load_features(ws: Workspace, encoder: str, run: str) -> pd.DataFrame | None:
     p = ws.features(encoder, run) / FEATURES
     return pd.read_parquet(p) if p.is_file() else None
+
+
+def load_probes(ws: Workspace, encoder: str, run: str) -> dict[str, Probe] | None:
+    """The run's modality and plane probes (:mod:`medsae.interpret.probes`), None without."""
+    from medsae.interpret.probes import read_probes
+
+    return read_probes(ws.features(encoder, run))
 
 
 def load_profiles(ws: Workspace, encoder: str, run: str) -> pd.DataFrame | None:
@@ -171,7 +179,8 @@ def _text_stage_part(
         )
         return {"text_retrieval": "skipped: no feature descriptions"}
     profiles = load_profiles(ws, encoder, run)
-    retriever = TextRetriever(index, features, embedder, cfg.ask, profiles=profiles)
+    probes = load_probes(ws, encoder, run)
+    retriever = TextRetriever(index, features, embedder, cfg.ask, profiles=profiles, probes=probes)
     result = _evaluate_text(ws, tmp, retriever, table, cfg)
     return {
         key: result.get(key) for key in ("text_precision_at_10", "text_precision_at_10_achievable")
@@ -359,7 +368,8 @@ def text_retriever(
     if index is None:
         index = load_index(ws, encoder, run)
     profiles = load_profiles(ws, encoder, run)
-    return TextRetriever(index, features, embedder, config, cached, selector, profiles)
+    probes = load_probes(ws, encoder, run)
+    return TextRetriever(index, features, embedder, config, cached, selector, profiles, probes)
 
 
 def ask(

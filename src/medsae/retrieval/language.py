@@ -52,12 +52,13 @@ import pandas as pd
 
 from medsae.errors import InputError
 from medsae.interpret.io import FEATURES
+from medsae.interpret.probes import Probe
 from medsae.labels.words import embedding_phrase, split_absent
 from medsae.llm.embed import TextEmbedder, shared_embedder
 from medsae.retrieval.compose import ConceptFeatures, ConceptRanker, context_of, metadata_mask
 from medsae.retrieval.config import AskConfig
 from medsae.retrieval.fingerprint import FingerprintIndex, Hits, top_subjects
-from medsae.retrieval.understand import QueryReader, Reading
+from medsae.retrieval.understand import Concept, QueryReader, Reading
 
 # (aspect, phrase used for matching (a label's words where one label is meant), pattern in the
 # query, pattern in descriptions)
@@ -114,6 +115,7 @@ class FeatureChoice:
     llr: float = 0.0  # log likelihood ratio of its firing for the label ('bayes' evidence)
     prior: float = 0.0  # the label's log odds in the query's stratum ('bayes' evidence)
     against: str = ""  # evidence for this competing value of the concept's kind ('bayes')
+    probe: str = ""  # chosen from the probe of this kind ('bayes' with concept_probes)
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class TextRetriever:
         description_embeddings: np.ndarray | None = None,
         selector: Selector | None = None,
         profiles: pd.DataFrame | None = None,
+        probes: Mapping[str, Probe] | None = None,
     ) -> None:
         self.index = index
         self.features = load_descriptions(features)
@@ -187,8 +190,10 @@ class TextRetriever:
                 self.config.concept_min_precision,
                 self.config.concept_fallback_auroc,
             )
+        use_probes = self.config.concept_probes and self.config.concept_evidence == "bayes"
+        self.probes = dict(probes or {}) if use_probes else {}
         self._ranker = ConceptRanker(
-            index, self.config.concept_evidence, self.config.concept_llr_scale
+            index, self.config.concept_evidence, self.config.concept_llr_scale, self.probes
         )
         # what a description says is shown: "not in view: lungs" must not match a lung query
         texts = [split_absent(t)[0] for t in self.features["description"].astype(str)]
@@ -267,6 +272,10 @@ class TextRetriever:
         concepts = self.concepts
         of = concepts.with_competitors if self.config.concept_evidence == "bayes" else concepts.of
         for c in reading.concepts:
+            probe = self.probes.get(c.kind)
+            if probe is not None and not c.negated and set(c.labels) & set(probe.labels):
+                out += self._probe_choices(probe, c, desc)
+                continue
             for f in of(c, context_of(reading, c)):
                 out.append(
                     FeatureChoice(
@@ -281,6 +290,19 @@ class TextRetriever:
                         f.prior,
                         f.against,
                     )
+                )
+        return out
+
+    def _probe_choices(
+        self, probe: Probe, concept: Concept, desc: dict[int, str]
+    ) -> list[FeatureChoice]:
+        """A concept read by its probe: shown as the probe's strongest features for each of its
+        labels (weight: the coefficient); its evidence is the probe's probability."""
+        out = []
+        for label in concept.labels:
+            for j, w in probe.features(label, self.config.concept_features):
+                out.append(
+                    FeatureChoice(j, w, 0.0, desc.get(j, ""), label, concept.text, probe=probe.kind)
                 )
         return out
 
@@ -440,7 +462,7 @@ class TextRetriever:
         groups: dict[tuple[str, bool], list[ConceptFeature]] = {}
         for c in choices:
             feature = ConceptFeature(
-                c.latent, c.weight, c.matched, c.similarity, c.llr, c.prior, c.against
+                c.latent, c.weight, c.matched, c.similarity, c.llr, c.prior, c.against, c.probe
             )
             groups.setdefault((c.concept, c.negated), []).append(feature)
         positive = [g for (_, neg), g in groups.items() if not neg]
