@@ -400,3 +400,30 @@ def test_a_probed_concept_uses_the_probe_probability(profiled) -> None:  # type:
         probes=probes,
     )
     assert not any(f.probe for f in off.answer("sagittal CT of the liver", n=6).features)
+
+
+def test_a_probe_without_features_leaves_the_concept_to_the_profiles(profiled) -> None:  # type: ignore[no-untyped-def]
+    from medsae.interpret.probes import Probe
+    from medsae.retrieval.config import AskConfig
+    from medsae.retrieval.language import TextRetriever
+
+    _ws, truth, table, _a, profiles, features, index = profiled
+    n = truth.n_latents
+    empty = Probe(
+        "plane",
+        ["plane=axial", "plane=coronal", "plane=sagittal"],
+        np.zeros((3, n), np.float32),
+        np.zeros(3),
+    )
+    retriever = TextRetriever(
+        index, features, _fake_embedder({}), AskConfig(), profiles=profiles, probes={"plane": empty}
+    )
+    found = retriever.answer("sagittal MRI", n=5)
+    assert len(found.hits) == 5 and not any(f.probe for f in found.features)
+    assert (table.iloc[found.hits.rows]["plane"] == "sagittal").all()
+    # one value read as the absence of the others' features is listed by what speaks against it
+    w = np.zeros((2, n), np.float32)
+    w[1, 3], w[0, 3] = 1.0, -1.0
+    binary = Probe("modality", ["modality=CT", "modality=MR"], w, np.zeros(2))
+    assert binary.features("modality=MR") == [(3, 1.0)]
+    assert binary.features("modality=CT") == [(3, -1.0)]

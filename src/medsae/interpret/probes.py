@@ -53,11 +53,16 @@ class Probe:
         return out + self.intercept
 
     def features(self, label: str, n: int = 8) -> list[tuple[int, float]]:
-        """The latents that speak most for ``label`` (positive coefficients, largest first)."""
+        """The latents that speak most for ``label``: by its coefficient less the mean over
+        the kind's values (what moves the softmax), largest first; where none speaks for it
+        (the value the probe reads as the absence of the others' features), those that speak
+        most against it, with their negative contrast."""
         if label not in self.labels:
             return []
-        w = self.coef[self.labels.index(label)]
+        w = self.coef[self.labels.index(label)] - self.coef.mean(0)
         order = [int(j) for j in np.argsort(-w, kind="stable") if w[j] > 0]
+        if not order:
+            order = [int(j) for j in np.argsort(w, kind="stable") if w[j] < 0]
         return [(j, float(w[j])) for j in order[:n]]
 
 
@@ -95,6 +100,8 @@ def fit_probes(
         names = [labels.names[cols[int(c)]] for c in clf.classes_]
         coef = np.asarray(clf.coef_, dtype=np.float64)
         intercept = np.asarray(clf.intercept_, dtype=np.float64)
+        if not np.any(coef):  # too few training slices for the penalty: no probe
+            continue
         if len(names) == 2:  # binary: sklearn keeps one row; softmax over +-half of it
             coef = np.vstack([-coef[0] / 2, coef[0] / 2])
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2])

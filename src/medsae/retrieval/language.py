@@ -274,8 +274,10 @@ class TextRetriever:
         for c in reading.concepts:
             probe = self.probes.get(c.kind)
             if probe is not None and not c.negated and set(c.labels) & set(probe.labels):
-                out += self._probe_choices(probe, c, desc)
-                continue
+                chosen = self._probe_choices(probe, c, desc)
+                if chosen:  # a probe without a feature for the value: the profiles answer
+                    out += chosen
+                    continue
             for f in of(c, context_of(reading, c)):
                 out.append(
                     FeatureChoice(
