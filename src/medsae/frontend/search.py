@@ -134,6 +134,7 @@ class WorkspaceSearch:
         warm = getattr(retriever.embedder, "warm", None)
         if callable(warm):
             warm()
+        retriever.prepare_probes()
         return True
 
     def text_mode(self) -> Literal["interpret", "keyword"]:
