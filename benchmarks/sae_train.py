@@ -545,15 +545,15 @@ def main() -> None:
     del fns
     result["grid_fit"] = grid_fit(device, max(2, reps - 2))
 
+    # a new results file (e.g. another allocator setting) takes what it keeps from the default
+    source = Path(args.out) if Path(args.out).is_file() else DEFAULT_OUT
+    previous = json.loads(source.read_text()) if source.is_file() else {}
+    for key in ("ground_truth", "ground_truth_command"):  # measured by its own option
+        if key in previous:
+            result[key] = previous[key]
     if args.throughput_only:
-        # a new results file (e.g. another allocator setting) takes quality from the default
-        source = Path(args.out) if Path(args.out).is_file() else DEFAULT_OUT
-        previous = json.loads(source.read_text())
         q = previous["quality"]
         result["quality_command"] = previous.get("quality_command", previous.get("command"))
-        for key in ("ground_truth", "ground_truth_command"):  # measured by its own option
-            if key in previous:
-                result[key] = previous[key]
     elif args.quick:
         q = quality(d=128, n_true=512, active=5, D=512, k=5, samples=400_000, B=B, device=device)
     else:

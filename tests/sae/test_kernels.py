@@ -209,3 +209,44 @@ def test_fast_training_steps_with_reused_buffers_match_the_reference() -> None:
                 )
     finally:
         kernels.SCRATCH_MIN_NUMEL = old
+
+
+def test_two_graphs_in_one_backward_pass_do_not_share_a_buffer() -> None:
+    """Two Matryoshka SAEs of one shape, their losses summed into one backward pass with
+    every buffer forced to be reused: each gets the reference's gradients."""
+    old = kernels.SCRATCH_MIN_NUMEL
+    kernels.SCRATCH_MIN_NUMEL = 0
+    try:
+        cfg = sae_config(arch="matryoshka", d_in=6, n_latents=32, levels=[4, 8, 16, 32], k=5)
+        pairs = [
+            (build_sae(cfg, fast=True, seed=s), build_sae(cfg, fast=False, seed=s)) for s in (1, 2)
+        ]
+        x = [torch.randn(10, 6, generator=torch.Generator().manual_seed(s)) for s in (7, 8)]
+        sum(f.train_loss(xi).loss for (f, _), xi in zip(pairs, x, strict=True)).backward()
+        sum(r.train_loss(xi).loss for (_, r), xi in zip(pairs, x, strict=True)).backward()
+        for fast, ref in pairs:
+            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                torch.testing.assert_close(
+                    getattr(fast, name).grad, getattr(ref, name).grad, rtol=1e-4, atol=1e-5
+                )
+    finally:
+        kernels.SCRATCH_MIN_NUMEL = old
+
+
+def test_a_buffer_still_in_use_is_not_handed_out_again() -> None:
+    old = kernels.SCRATCH_MIN_NUMEL
+    kernels.SCRATCH_MIN_NUMEL = 0
+    try:
+        like = torch.zeros(1)
+        a = kernels.scratch((3, 4), like, "test-in-use")
+        assert a is not None
+        where = a.data_ptr()
+        assert kernels.scratch((3, 4), like, "test-in-use") is None  # a still holds it
+        view = a[1:]
+        del a
+        assert kernels.scratch((3, 4), like, "test-in-use") is None  # so does a view of it
+        del view
+        again = kernels.scratch((3, 4), like, "test-in-use")
+        assert again is not None and again.data_ptr() == where
+    finally:
+        kernels.SCRATCH_MIN_NUMEL = old

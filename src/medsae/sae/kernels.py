@@ -65,19 +65,42 @@ def scratch(shape: tuple[int, ...], like: torch.Tensor, use: str) -> torch.Tenso
 
     A fresh large CPU tensor is mapped from the system on every allocation and its pages are
     faulted in on first write: on the (2048, 8192) pre-activation of a training step that
-    costs about as much as the step's whole selection. The buffer is only for values used
-    and dropped within one call (nothing returned may alias it); on other devices the
-    caching allocator already reuses memory, so None (allocate as usual).
+    costs about as much as the step's whole selection. A buffer is handed out only while
+    nothing else holds its storage (a tensor still in flight from an earlier use, e.g. a
+    gradient not yet consumed when two graphs share one backward pass, makes it None);
+    nothing returned may alias it. On other devices the caching allocator already reuses
+    memory, so None (allocate as usual); likewise where torch cannot count storage users.
     """
     if like.device.type != "cpu" or math.prod(shape) < SCRATCH_MIN_NUMEL:
         return None
-    bufs: dict[tuple[Any, ...], torch.Tensor] = getattr(_scratch, "bufs", None) or {}
+    bufs: dict[tuple[Any, ...], tuple[torch.Tensor, int]] = getattr(_scratch, "bufs", None) or {}
     _scratch.bufs = bufs
     key = (use, tuple(shape), like.dtype)
-    buf = bufs.get(key)
-    if buf is None:
-        buf = bufs[key] = torch.empty(shape, dtype=like.dtype)
-    return buf
+    entry = bufs.get(key)
+    if entry is None:
+        buf = torch.empty(shape, dtype=like.dtype)
+        users = _storage_users(buf)
+        if users is None:
+            return None
+        bufs[key] = (buf, users)
+    else:
+        buf, alone = entry
+        users = _storage_users(buf)
+        if users is None or users > alone:
+            return None
+    # a view of its own: while the caller (or autograd) holds it, the storage counts it
+    return buf.view(buf.shape)
+
+
+def _storage_users(t: torch.Tensor) -> int | None:
+    """How many tensors share ``t``'s storage (None where torch does not say)."""
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    if count is None:
+        return None
+    try:
+        return int(count(t.untyped_storage()._cdata))
+    except (AttributeError, RuntimeError, TypeError):
+        return None
 
 
 def topk_select(pre_bD: torch.Tensor, k: int) -> Selection:
