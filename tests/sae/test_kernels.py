@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -187,66 +188,60 @@ def test_nested_fvu_matches_autograd_through_the_running_sums(
         assert resid.requires_grad is False
 
 
-def test_fast_training_steps_with_reused_buffers_match_the_reference() -> None:
+@pytest.fixture
+def reuse_every_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tensor, however small, comes from ``kernels.scratch``."""
+    monkeypatch.setattr(kernels, "SCRATCH_MIN_NUMEL", 0)
+
+
+def _assert_same_grads(fast: torch.nn.Module, ref: torch.nn.Module) -> None:
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        torch.testing.assert_close(
+            getattr(fast, name).grad, getattr(ref, name).grad, rtol=1e-4, atol=1e-5
+        )
+
+
+def test_fast_training_steps_with_reused_buffers_match_the_reference(
+    reuse_every_buffer: None,
+) -> None:
     """Every buffer reused across steps (forced on for a small SAE): two optimiser-free
     steps of the fast Matryoshka path give the reference's loss and gradients each time."""
-    old = kernels.SCRATCH_MIN_NUMEL
-    kernels.SCRATCH_MIN_NUMEL = 0
-    try:
-        cfg = sae_config(arch="matryoshka", d_in=6, n_latents=32, levels=[4, 8, 16, 32], k=5)
-        fast, ref = build_sae(cfg, fast=True, seed=3), build_sae(cfg, fast=False, seed=3)
-        for step in range(2):
-            x = torch.randn(10, 6, generator=torch.Generator().manual_seed(step))
-            for m in (fast, ref):
-                m.zero_grad(set_to_none=True)
-            out_f, out_r = fast.train_loss(x), ref.train_loss(x)
-            torch.testing.assert_close(out_f.loss, out_r.loss, rtol=1e-5, atol=1e-6)
-            out_f.loss.backward()
-            out_r.loss.backward()
-            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-                torch.testing.assert_close(
-                    getattr(fast, name).grad, getattr(ref, name).grad, rtol=1e-4, atol=1e-5
-                )
-    finally:
-        kernels.SCRATCH_MIN_NUMEL = old
+    cfg = sae_config(arch="matryoshka", d_in=6, n_latents=32, levels=[4, 8, 16, 32], k=5)
+    fast, ref = build_sae(cfg, fast=True, seed=3), build_sae(cfg, fast=False, seed=3)
+    for step in range(2):
+        x = torch.randn(10, 6, generator=torch.Generator().manual_seed(step))
+        for m in (fast, ref):
+            m.zero_grad(set_to_none=True)
+        out_f, out_r = fast.train_loss(x), ref.train_loss(x)
+        torch.testing.assert_close(out_f.loss, out_r.loss, rtol=1e-5, atol=1e-6)
+        out_f.loss.backward()
+        out_r.loss.backward()
+        _assert_same_grads(fast, ref)
 
 
-def test_two_graphs_in_one_backward_pass_do_not_share_a_buffer() -> None:
+def test_two_graphs_in_one_backward_pass_do_not_share_a_buffer(reuse_every_buffer: None) -> None:
     """Two Matryoshka SAEs of one shape, their losses summed into one backward pass with
     every buffer forced to be reused: each gets the reference's gradients."""
-    old = kernels.SCRATCH_MIN_NUMEL
-    kernels.SCRATCH_MIN_NUMEL = 0
-    try:
-        cfg = sae_config(arch="matryoshka", d_in=6, n_latents=32, levels=[4, 8, 16, 32], k=5)
-        pairs = [
-            (build_sae(cfg, fast=True, seed=s), build_sae(cfg, fast=False, seed=s)) for s in (1, 2)
-        ]
-        x = [torch.randn(10, 6, generator=torch.Generator().manual_seed(s)) for s in (7, 8)]
-        sum(f.train_loss(xi).loss for (f, _), xi in zip(pairs, x, strict=True)).backward()
-        sum(r.train_loss(xi).loss for (_, r), xi in zip(pairs, x, strict=True)).backward()
-        for fast, ref in pairs:
-            for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-                torch.testing.assert_close(
-                    getattr(fast, name).grad, getattr(ref, name).grad, rtol=1e-4, atol=1e-5
-                )
-    finally:
-        kernels.SCRATCH_MIN_NUMEL = old
+    cfg = sae_config(arch="matryoshka", d_in=6, n_latents=32, levels=[4, 8, 16, 32], k=5)
+    pairs = [
+        (build_sae(cfg, fast=True, seed=s), build_sae(cfg, fast=False, seed=s)) for s in (1, 2)
+    ]
+    x = [torch.randn(10, 6, generator=torch.Generator().manual_seed(s)) for s in (7, 8)]
+    sum(f.train_loss(xi).loss for (f, _), xi in zip(pairs, x, strict=True)).backward()
+    sum(r.train_loss(xi).loss for (_, r), xi in zip(pairs, x, strict=True)).backward()
+    for fast, ref in pairs:
+        _assert_same_grads(fast, ref)
 
 
-def test_a_buffer_still_in_use_is_not_handed_out_again() -> None:
-    old = kernels.SCRATCH_MIN_NUMEL
-    kernels.SCRATCH_MIN_NUMEL = 0
-    try:
-        like = torch.zeros(1)
-        a = kernels.scratch((3, 4), like, "test-in-use")
-        assert a is not None
-        where = a.data_ptr()
-        assert kernels.scratch((3, 4), like, "test-in-use") is None  # a still holds it
-        view = a[1:]
-        del a
-        assert kernels.scratch((3, 4), like, "test-in-use") is None  # so does a view of it
-        del view
-        again = kernels.scratch((3, 4), like, "test-in-use")
-        assert again is not None and again.data_ptr() == where
-    finally:
-        kernels.SCRATCH_MIN_NUMEL = old
+def test_a_buffer_still_in_use_is_not_handed_out_again(reuse_every_buffer: None) -> None:
+    like = torch.zeros(1)
+    a = kernels.scratch((3, 4), like, "test-in-use")
+    assert a is not None
+    where = a.data_ptr()
+    assert kernels.scratch((3, 4), like, "test-in-use") is None  # a still holds it
+    view = a[1:]
+    del a
+    assert kernels.scratch((3, 4), like, "test-in-use") is None  # so does a view of it
+    del view
+    again = kernels.scratch((3, 4), like, "test-in-use")
+    assert again is not None and again.data_ptr() == where
