@@ -48,9 +48,18 @@ class Probe:
     intercept: np.ndarray  # (n_labels,) float64
 
     def logits(self, codes: sp.spmatrix) -> np.ndarray:
-        """``(n_rows, n_labels)`` log odds of the rows of a codes matrix."""
-        out = np.asarray(sp.csr_matrix(codes, dtype=np.float32) @ self.coef.T, dtype=np.float64)
-        return out + self.intercept
+        """``(n_rows, n_labels)`` log odds of the rows of a codes matrix (read over the few
+        latents the L1 penalty kept: a column slice, not a pass over every code)."""
+        kept = np.flatnonzero(np.abs(self.coef).sum(0) > 0)
+        X = sp.csc_matrix(codes, dtype=np.float32)[:, kept]
+        return np.asarray(X @ self.coef[:, kept].T, dtype=np.float64) + self.intercept
+
+    def probabilities(self, codes: sp.spmatrix) -> np.ndarray:
+        """``(n_rows, n_labels)`` softmax of :meth:`logits` (float32)."""
+        logits = self.logits(codes)
+        logits -= logits.max(1, keepdims=True)
+        e = np.exp(logits)
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
     def features(self, label: str, n: int = 8) -> list[tuple[int, float]]:
         """The latents that speak most for ``label``: by its coefficient less the mean over

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from medsae.interpret.probes import Probe
 from medsae.labels.words import aliases, split_absent
@@ -278,9 +279,8 @@ class ConceptRanker:
         score = np.zeros(idx.n_rows, dtype=np.float32)
         touched = np.zeros(idx.n_rows, dtype=bool)
         for f in features:
-            a, b = idx.indptr[f.latent], idx.indptr[f.latent + 1]
-            rows = idx.rows[a:b]
-            act = np.minimum(1.0, idx.values[a:b] / self.scale(f.latent)) * f.weight
+            rows, g = self.normalised(f.latent)
+            act = g * np.float32(f.weight)
             if combine == "max":
                 score[rows] = np.maximum(score[rows], act)
             else:
@@ -306,24 +306,11 @@ class ConceptRanker:
         with self._evidence_lock:
             found = self._probe_p.get(kind)
         if found is None:
-            # Probe.logits of the indexed codes, over the few latents the L1 probe kept
-            idx, probe = self.index, self.probes[kind]
-            kept = np.flatnonzero(np.abs(probe.coef).sum(0) > 0)
-            spans = [(idx.indptr[j], idx.indptr[j + 1]) for j in kept]
-            rows = np.concatenate([idx.rows[a:b] for a, b in spans] or [np.zeros(0, np.int64)])
-            vals = np.concatenate([idx.values[a:b] for a, b in spans] or [np.zeros(0, np.float32)])
-            which = np.repeat(kept, [b - a for a, b in spans]).astype(np.int64)
-            logits = np.stack(
-                [
-                    np.bincount(rows, weights=vals * probe.coef[c, which], minlength=idx.n_rows)
-                    + probe.intercept[c]
-                    for c in range(len(probe.labels))
-                ],
-                axis=1,
+            idx = self.index
+            codes = sp.csc_matrix(
+                (idx.values, idx.rows, idx.indptr), shape=(idx.n_rows, idx.n_latents)
             )
-            logits -= logits.max(1, keepdims=True)
-            e = np.exp(logits)
-            found = (e / e.sum(1, keepdims=True)).astype(np.float32)
+            found = self.probes[kind].probabilities(codes)
             found.flags.writeable = False
             with self._evidence_lock:
                 self._probe_p[kind] = found

@@ -43,6 +43,7 @@ match the query with the *descriptions* of the features:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -249,8 +250,6 @@ class TextRetriever:
     def prepare_probes(self) -> dict[str, float]:
         """Compute the probes' probabilities of every indexed slice now (else the first query
         of each kind does); the seconds each kind took (0 when already done)."""
-        import time
-
         out = {}
         for kind in self.probes:
             t0 = time.perf_counter()
